@@ -1,0 +1,154 @@
+"""The neural SDF: a small MLP per shape, its architecture, model families and a batched torch forward.
+
+Default architecture (Davies et al.): 3 -> 8 hidden layers of 32 ReLU -> 1 with tanh, 7553 parameters.
+A SIREN variant (sine activations, Sitzmann et al.) is selectable.
+
+A *model family* is an architecture plus one shared set of initial weights: every shape of a family
+starts fitting from those weights (nf2vec relies on it), and its ``family_id`` is stored in each file.
+
+Weights are kept as in ``torch.nn.Linear``: per layer ``weight`` (out, in) and ``bias`` (out,).
+Input: points in the normalised frame; output: signed distance, negative inside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+Activation = Literal["relu", "sine"]
+OutputActivation = Literal["tanh", "none"]
+ACTIVATIONS: tuple[str, ...] = ("relu", "sine")
+OUTPUT_ACTIVATIONS: tuple[str, ...] = ("tanh", "none")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Layer sizes and activations of one neural SDF."""
+
+    hidden_layers: int = 8
+    width: int = 32
+    activation: Activation = "relu"
+    output_activation: OutputActivation = "tanh"
+    sine_w0: float = 30.0  # SIREN frequency factor; unused for ReLU
+
+    def __post_init__(self) -> None:
+        if self.hidden_layers < 1 or self.width < 1:
+            raise ValueError(f"need at least one hidden layer of width >= 1, got {self.hidden_layers} x {self.width}")
+        if self.activation not in ACTIVATIONS or self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"unknown activation '{self.activation}' / output activation '{self.output_activation}'")
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Feature sizes from input to output, e.g. [3, 32, ..., 32, 1]."""
+        return [3] + [self.width] * self.hidden_layers + [1]
+
+    @property
+    def parameter_count(self) -> int:
+        sizes = self.layer_sizes
+        return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def describe(self) -> str:
+        return f"{self.hidden_layers}x{self.width} {self.activation} -> {self.output_activation}"
+
+
+Weights = list[tuple[np.ndarray, np.ndarray]]  # per layer: weight (out, in), bias (out,), float32
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """An architecture with the initial weights every shape of the family starts from."""
+
+    name: str
+    architecture: Architecture
+    initial_weights: Weights
+
+    @property
+    def family_id(self) -> str:
+        """``name-<12 hex>``: the hash covers architecture and initial weights, so ids never collide silently."""
+        digest = hashlib.sha256(repr(self.architecture).encode())
+        for weight, bias in self.initial_weights:
+            digest.update(weight.tobytes())
+            digest.update(bias.tobytes())
+        return f"{self.name}-{digest.hexdigest()[:12]}"
+
+
+def random_family(architecture: Architecture = Architecture(), seed: int = 0) -> ModelFamily:
+    """A family whose shared initial weights are drawn from a seed (numpy, so identical on every machine).
+
+    ReLU: He-uniform weights, small uniform biases. SIREN: the initialisation of Sitzmann et al.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = architecture.layer_sizes
+    weights: Weights = []
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if architecture.activation == "sine":
+            bound = 1.0 / fan_in if layer == 0 else np.sqrt(6.0 / fan_in) / architecture.sine_w0
+        else:
+            bound = np.sqrt(6.0 / fan_in)
+        weight = rng.uniform(-bound, bound, size=(fan_out, fan_in)).astype(np.float32)
+        bias = rng.uniform(-1.0 / np.sqrt(fan_in), 1.0 / np.sqrt(fan_in), size=fan_out).astype(np.float32)
+        weights.append((weight, bias))
+    name = f"random-{architecture.activation}{architecture.hidden_layers}x{architecture.width}-seed{seed}"
+    return ModelFamily(name=name, architecture=architecture, initial_weights=weights)
+
+
+class BatchedSDF(torch.nn.Module):
+    """Many MLPs of one architecture evaluated together: parameters are stacked along a shape axis.
+
+    forward(points (s, n, 3)) -> (s, n) signed distances; s = number of shapes.
+    """
+
+    def __init__(self, architecture: Architecture, weights: list[Weights]):
+        super().__init__()
+        self.architecture = architecture
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for layer in range(len(architecture.layer_sizes) - 1):
+            self.weights.append(torch.nn.Parameter(torch.from_numpy(np.stack([w[layer][0] for w in weights])).clone()))
+            self.biases.append(torch.nn.Parameter(torch.from_numpy(np.stack([w[layer][1] for w in weights])).clone()))
+
+    @property
+    def shape_count(self) -> int:
+        return self.weights[0].shape[0]
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        arch = self.architecture
+        h = points
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if layer < last:
+                h = torch.sin(arch.sine_w0 * h) if arch.activation == "sine" else torch.relu(h)
+        h = h.squeeze(-1)
+        return torch.tanh(h) if arch.output_activation == "tanh" else h
+
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Keep only the shapes at indices ``keep`` (new Parameter objects: autograd remembers old shapes)."""
+        for params in (self.weights, self.biases):
+            for layer, param in enumerate(params):
+                params[layer] = torch.nn.Parameter(param.detach()[keep].clone())
+
+    def shape_weights(self, index: int) -> Weights:
+        """Weights of one shape as float32 numpy arrays."""
+        return [
+            (w[index].detach().cpu().numpy().astype(np.float32), b[index].detach().cpu().numpy().astype(np.float32))
+            for w, b in zip(self.weights, self.biases)
+        ]
+
+
+def evaluate_sdf(architecture: Architecture, weights: Weights, points: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Signed distance of one shape at points (n, 3) float, normalised frame -> (n,) float32.
+
+    Evaluated in cache-sized chunks (torch CPU throughput falls for very large batches).
+    """
+    model = BatchedSDF(architecture, [weights]).requires_grad_(False)
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    out = np.empty(len(points), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(points), chunk):
+            out[start : start + chunk] = model(torch.from_numpy(points[start : start + chunk])[None])[0].numpy()
+    return out

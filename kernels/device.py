@@ -1,0 +1,61 @@
+"""Warp initialisation and device choice shared by every kernel module.
+
+CUDA is used automatically when present; ``NEURAL_SHAPES_DEVICE`` (``cpu`` or ``cuda:0`` ...) overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import warp as wp
+
+# Warp's start-up banner and module-load lines go to stdout, which must stay clean for --json output.
+wp.config.log_level = wp.LOG_WARNING
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def init_warp() -> None:
+    """Initialise Warp once per process, quietly (kernels compile lazily on first launch)."""
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            wp.init()
+            _initialised = True
+
+
+def default_device(override: str | None = None) -> str:
+    """Name of the Warp device to run on: the override, then ``NEURAL_SHAPES_DEVICE``, then CUDA if present, else CPU."""
+    init_warp()
+    name = override or os.environ.get("NEURAL_SHAPES_DEVICE")
+    if name:
+        return str(wp.get_device(name))
+    return "cuda:0" if wp.is_cuda_available() else "cpu"
+
+
+def cpu_workers() -> int:
+    """Threads used to split one CPU launch: Warp runs a CPU launch on one thread but releases the GIL."""
+    return max(1, min(os.cpu_count() or 1, 16))
+
+
+def run_chunked(device: str, n: int, run: Callable[[int, int], None], chunks_per_worker: int = 4, min_chunk: int = 2048) -> None:
+    """Call ``run(start, stop)`` over consecutive ranges covering ``[0, n)``.
+
+    On the CPU the ranges go to :func:`cpu_workers` threads (a Warp CPU launch runs on one thread but
+    releases the GIL), several per thread so uneven work balances; on a GPU one call covers everything.
+    ``run`` must only launch kernels (no host copies needed by other ranges).
+    """
+    if n <= 0:
+        return
+    workers = cpu_workers() if str(device) == "cpu" else 1
+    chunk = max(min_chunk, -(-n // (workers * chunks_per_worker))) if workers > 1 else n
+    ranges = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    if len(ranges) == 1:
+        run(*ranges[0])
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda r: run(*r), ranges))

@@ -1,0 +1,65 @@
+"""Real fits (backend.fitting): a small shape reaches a stated surface error; batched equals single in quality."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import trimesh
+
+from backend.fitting import FitCancelled, FitSettings, fit_shapes
+from backend.mesh_loading import normalise_mesh
+from backend.metrics import surface_error, surface_samples
+from backend.network import random_family
+
+QUICK = FitSettings(samples=200_000, batch_size=8192, eval_every=50, max_steps=1500, target_surface_error=0.004)
+
+
+def true_error(family, result, mesh) -> float:
+    points = surface_samples(mesh.vertices, mesh.faces, 100_000, seed=11)
+    return surface_error(family.architecture, result.weights, points)
+
+
+@pytest.fixture(scope="module")
+def meshes():
+    return [
+        normalise_mesh(trimesh.creation.icosphere(subdivisions=4).vertices, trimesh.creation.icosphere(subdivisions=4).faces, name="sphere"),
+        normalise_mesh(trimesh.creation.box().vertices, trimesh.creation.box().faces, name="box"),
+        normalise_mesh(*_torus(), name="torus"),
+    ]
+
+
+def _torus():
+    t = trimesh.creation.torus(0.6, 0.25, major_sections=96, minor_sections=48)
+    return t.vertices, t.faces
+
+
+def test_sphere_reaches_target_in_bounded_steps(meshes):
+    family = random_family()
+    events = []
+    [result] = fit_shapes(family, meshes[:1], QUICK, progress=events.append)
+    assert result.stop_reason == "target reached"
+    assert result.steps <= QUICK.max_steps
+    assert true_error(family, result, meshes[0]) < 0.0045  # fresh surface points, as the metric is defined
+    stages = [e.stage for e in events]
+    assert stages[0] == "sampling" and "fitting" in stages and stages[-1] == "done"
+
+
+def test_batched_fit_matches_single_fits(meshes):
+    family = random_family()
+    settings = FitSettings(samples=100_000, batch_size=4096, eval_every=100, max_steps=400, target_surface_error=0.0)
+    batched = fit_shapes(family, meshes, settings)
+    for mesh, together in zip(meshes, batched):
+        [alone] = fit_shapes(family, [mesh], settings)
+        e_together, e_alone = true_error(family, together, mesh), true_error(family, alone, mesh)
+        assert together.steps == alone.steps == 400
+        assert e_together < 1.3 * e_alone + 1e-3, (mesh.name, e_together, e_alone)
+
+
+def test_cancel():
+    cancel = threading.Event()
+    cancel.set()
+    mesh = trimesh.creation.box()
+    with pytest.raises(FitCancelled):
+        fit_shapes(random_family(), [normalise_mesh(mesh.vertices, mesh.faces, name="box")], QUICK, cancel=cancel)
