@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,8 +21,11 @@ from backend.conversion import (
     evaluate_shape,
     finite_or_none,
     fit_result_rows,
+    to_source_frame,
+    write_mesh_atomically,
 )
 from backend.errors import NeuralShapesError
+from backend.extraction import extract_mesh
 from backend.fitting import FitProgress, FitSettings
 from backend.mesh_loading import DEFAULT_MAX_FACES, find_mesh_files, load_mesh_file
 from backend.network import Architecture, random_family
@@ -145,6 +148,26 @@ def evaluate(
 
 
 @app.command()
+def mesh(
+    shape_path: Annotated[Path, typer.Argument(metavar="SHAPE.h5", help="A neural shape file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Mesh file to write (.obj, .ply, .stl, .off, .glb).")],
+    resolution: Annotated[int, typer.Option(help="Grid points per axis over the shape's cube.")] = 256,
+) -> None:
+    """Extract the zero level set as a triangle mesh in the source mesh's frame."""
+    try:
+        shape = read_shape(shape_path)
+        if output.suffix.lower() not in (".obj", ".ply", ".stl", ".off", ".glb"):
+            raise NeuralShapesError(f"{output}: unknown mesh format '{output.suffix}'")
+        reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
+        if len(reconstruction.faces) == 0:
+            raise NeuralShapesError(f"{shape_path}: the zero level set is empty at resolution {resolution}")
+        write_mesh_atomically(to_source_frame(reconstruction, shape.transform), output)
+    except (NeuralShapesError, ValueError, OSError) as error:
+        _fail(str(error))
+    err.print(f"wrote {output} ({len(reconstruction.vertices)} vertices, {len(reconstruction.faces)} faces)", highlight=False)
+
+
+@app.command()
 def info(
     shape_path: Annotated[Path, typer.Argument(metavar="SHAPE.h5", help="A neural shape file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -177,9 +200,3 @@ def info(
         out.print(f"  {key:14s} {value}")
     for key, value in shape.provenance.items():
         out.print(f"  {key:14s} {value}")
-
-
-from backend.cli_kernels import mesh, render  # noqa: E402
-
-app.command()(mesh)
-app.command()(render)

@@ -50,7 +50,7 @@ def evaluate_shape(
     """
     points = surface_samples(mesh.vertices, mesh.faces, max(SURFACE_ERROR_POINTS, CHAMFER_POINTS), seed=seed)
     reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
-    quality = reconstruction_quality(points[:CHAMFER_POINTS], reconstruction, seed=seed)
+    quality = reconstruction_quality(mesh.trimesh(), points[:CHAMFER_POINTS], reconstruction, seed=seed)
     metrics = {
         "surface_error": surface_error(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS]),
         "chamfer": quality.chamfer,

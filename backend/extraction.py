@@ -11,20 +11,31 @@ import mcubes
 import numpy as np
 import trimesh
 
+from backend.mesh_loading import BOUNDING_RADIUS
 from backend.network import Architecture, Weights, evaluate_sdf
 from backend.sampling import CUBE_HALF_SIZE
 
 MAX_RESOLUTION = 1024
+EXTRACTION_RADIUS = BOUNDING_RADIUS + 0.05
+
+
+def clip_to_bounding_sphere(values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """max(f, |x| - EXTRACTION_RADIUS): intersect the field with a sphere just outside the shape's bounding sphere.
+
+    Normalisation puts every source surface inside radius 0.9, so this changes nothing of the true
+    shape; it removes stray zero crossings a network may have in the sparsely sampled cube corners.
+    """
+    return np.maximum(values, np.linalg.norm(points, axis=-1) - EXTRACTION_RADIUS)
 
 
 def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> np.ndarray:
-    """SDF values on a regular grid over the cube: (r, r, r) float32 indexed [x, y, z]."""
+    """SDF values on a regular grid over the cube, clipped to the bounding sphere: (r, r, r) float32 indexed [x, y, z]."""
     axis = np.linspace(-CUBE_HALF_SIZE, CUBE_HALF_SIZE, resolution, dtype=np.float32)
     values = np.empty((resolution, resolution, resolution), dtype=np.float32)
     yz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     for i, x in enumerate(axis):  # one slab at a time keeps memory at r^2 points
         slab = np.concatenate([np.full((len(yz), 1), x, dtype=np.float32), yz], axis=1)
-        values[i] = evaluate_sdf(architecture, weights, slab).reshape(resolution, resolution)
+        values[i] = clip_to_bounding_sphere(evaluate_sdf(architecture, weights, slab), slab).reshape(resolution, resolution)
     return values
 
 

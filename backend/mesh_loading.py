@@ -90,20 +90,38 @@ def load_mesh_file(path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Si
     except OSError as error:
         raise NeuralShapesError(f"{path}: cannot read file ({error.strerror or error})") from None
     try:
-        loaded = trimesh.load(path, force="mesh", process=False)
+        loaded = trimesh.load(path, process=False)
+        if isinstance(loaded, trimesh.Scene):
+            # Merge every triangle mesh of the scene in world space; other geometry carries no surface.
+            parts = [g.apply_transform(t) for g, t in _scene_meshes(loaded)]
+            point_clouds = any(isinstance(g, trimesh.PointCloud) for g in loaded.geometry.values())
+            loaded = trimesh.util.concatenate(parts) if parts else (trimesh.PointCloud(np.zeros((1, 3))) if point_clouds else None)
     except Exception as error:  # trimesh raises many types for corrupt files
         raise NeuralShapesError(f"{path}: cannot parse mesh ({type(error).__name__}: {error})".splitlines()[0]) from None
-    if not isinstance(loaded, trimesh.Trimesh) or len(getattr(loaded, "faces", [])) == 0:
-        what = "a point cloud without faces" if len(getattr(loaded, "vertices", [])) else "empty"
-        raise NeuralShapesError(f"{path}: mesh is {what}; a surface with triangles is needed")
+    if isinstance(loaded, trimesh.PointCloud) and len(loaded.vertices):
+        raise NeuralShapesError(f"{path}: file holds a point cloud without faces; a surface with triangles is needed")
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise NeuralShapesError(f"{path}: mesh is empty (no triangle faces)")
     return normalise_mesh(
         loaded.vertices,
         loaded.faces,
         name=path.stem,
+        label=str(path),
         source_sha256=hashlib.sha256(data).hexdigest(),
         max_faces=max_faces,
         transform=transform,
     )
+
+
+def _scene_meshes(scene: trimesh.Scene) -> list[tuple[trimesh.Trimesh, np.ndarray]]:
+    """(mesh copy, 4x4 world transform) for every triangle mesh instance in a scene graph."""
+    found = []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geometry = scene.geometry[name]
+        if isinstance(geometry, trimesh.Trimesh):
+            found.append((geometry.copy(), transform))
+    return found
 
 
 def normalise_mesh(
@@ -111,6 +129,7 @@ def normalise_mesh(
     faces: np.ndarray,
     *,
     name: str,
+    label: str | None = None,
     source_sha256: str | None = None,
     max_faces: int = DEFAULT_MAX_FACES,
     transform: Similarity | None = None,
@@ -119,30 +138,32 @@ def normalise_mesh(
 
     vertices : (v, 3) float, source frame; faces : (f, 3) int. Degenerate faces are dropped; a mesh
     with nothing left, non-finite coordinates, bad indices or more than ``max_faces`` faces is refused.
+    ``label`` names the mesh in error messages (default: ``name``).
     """
+    label = label or name
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
-        raise NeuralShapesError(f"{name}: mesh has no vertices")
+        raise NeuralShapesError(f"{label}: mesh has no vertices")
     if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
-        raise NeuralShapesError(f"{name}: mesh has no triangle faces")
+        raise NeuralShapesError(f"{label}: mesh has no triangle faces")
     if len(faces) > max_faces:
-        raise NeuralShapesError(f"{name}: mesh has {len(faces):,} faces, more than the limit of {max_faces:,} (raise it with --max-faces)")
+        raise NeuralShapesError(f"{label}: mesh has {len(faces):,} faces, more than the limit of {max_faces:,} (raise it with --max-faces)")
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices)).any(axis=1).sum())
-        raise NeuralShapesError(f"{name}: {bad} vertices have NaN or infinite coordinates")
+        raise NeuralShapesError(f"{label}: {bad} vertices have NaN or infinite coordinates")
     if not np.issubdtype(faces.dtype, np.integer) or faces.min() < 0 or faces.max() >= len(vertices):
-        raise NeuralShapesError(f"{name}: face indices are not valid vertex indices")
+        raise NeuralShapesError(f"{label}: face indices are not valid vertex indices")
     faces = faces.astype(np.int64)
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     # Degenerate = zero area relative to the mesh size; such faces carry no surface.
     extent = float(np.ptp(vertices, axis=0).max())
     keep = mesh.area_faces > (1e-12 * extent * extent)
     if not keep.any():
-        raise NeuralShapesError(f"{name}: all {len(faces)} faces are degenerate (zero area)")
+        raise NeuralShapesError(f"{label}: all {len(faces)} faces are degenerate (zero area)")
     mesh = trimesh.Trimesh(vertices, faces[keep], process=True)  # also merges duplicate vertices
     if transform is None:
-        centre, radius = _bounding_sphere(mesh.vertices)
+        centre, radius = _bounding_sphere(mesh.vertices, label)
         transform = Similarity(scale=BOUNDING_RADIUS / radius, centre=centre)
     sha = source_sha256 or hashlib.sha256(vertices.tobytes() + faces.tobytes()).hexdigest()
     return NormalisedMesh(
@@ -155,7 +176,7 @@ def normalise_mesh(
     )
 
 
-def _bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float]:
+def _bounding_sphere(vertices: np.ndarray, label: str) -> tuple[np.ndarray, float]:
     """A tight bounding sphere (centre (3,), radius) of the vertices; never a zero radius."""
     try:
         centre, radius = trimesh.nsphere.minimum_nsphere(vertices)
@@ -164,5 +185,5 @@ def _bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float]:
         radius = float(np.linalg.norm(vertices - centre, axis=1).max())
     radius = float(np.linalg.norm(vertices - centre, axis=1).max())  # guard solver round-off
     if not radius > 0:
-        raise NeuralShapesError("mesh has zero extent (all vertices coincide)")
+        raise NeuralShapesError(f"{label}: mesh has zero extent (all vertices coincide)")
     return np.asarray(centre, dtype=np.float64), radius

@@ -2,8 +2,9 @@
 
 - surface error (the paper's): mean |f(p)| over points p sampled uniformly on the source surface
   (100,000 by default); it says how far the zero level set misses the true surface.
-- Chamfer distance: mean distance from source-surface samples to the reconstruction plus mean distance
-  from reconstruction samples to the source (L2, not squared), reconstruction by marching cubes.
+- Chamfer distance: mean distance from source-surface samples to the reconstructed surface plus mean
+  distance from reconstruction samples to the source surface (L2, not squared; point-to-surface, so
+  there is no sampling-gap bias), reconstruction by marching cubes.
 - F-score at threshold tau = 0.01 (about 0.56% of the bounding sphere's diameter): harmonic mean of
   the fraction of reconstruction samples within tau of the source (precision) and of source samples
   within tau of the reconstruction (recall).
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import trimesh
-from scipy.spatial import cKDTree
 
 from backend.network import Architecture, Weights, evaluate_sdf
+from kernels.mesh_sdf import MeshDistance, SignMethod
 
 SURFACE_ERROR_POINTS = 100_000
 CHAMFER_POINTS = 100_000
@@ -43,17 +44,17 @@ class ReconstructionQuality:
 
 
 def reconstruction_quality(
-    source_points: np.ndarray, reconstruction: trimesh.Trimesh, threshold: float = FSCORE_THRESHOLD, seed: int = 0
+    source: trimesh.Trimesh, source_points: np.ndarray, reconstruction: trimesh.Trimesh, threshold: float = FSCORE_THRESHOLD, seed: int = 0
 ) -> ReconstructionQuality:
-    """Chamfer distance and F-score between source surface samples (n, 3) and a reconstructed mesh, same frame.
+    """Chamfer distance and F-score between a source mesh (with its surface samples (n, 3)) and a reconstruction.
 
-    An empty reconstruction scores Chamfer = inf and F-score = 0.
+    Both meshes in the same frame. An empty reconstruction scores Chamfer = inf and F-score = 0.
     """
     if len(reconstruction.faces) == 0:
         return ReconstructionQuality(chamfer=float("inf"), fscore=0.0)
     recon_points = surface_samples(reconstruction.vertices, reconstruction.faces, len(source_points), seed=seed + 1)
-    to_recon, _ = cKDTree(recon_points).query(source_points, workers=-1)
-    to_source, _ = cKDTree(source_points).query(recon_points, workers=-1)
+    to_recon = MeshDistance(reconstruction.vertices, reconstruction.faces).distance(source_points, SignMethod.NONE)
+    to_source = MeshDistance(source.vertices, source.faces).distance(recon_points, SignMethod.NONE)
     recall = float((to_recon < threshold).mean())
     precision = float((to_source < threshold).mean())
     fscore = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)

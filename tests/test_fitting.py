@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 import trimesh
 
 from backend.fitting import FitCancelled, FitSettings, fit_shapes
 from backend.mesh_loading import normalise_mesh
 from backend.metrics import surface_error, surface_samples
-from backend.network import random_family
+from backend.network import Architecture, random_family
 
-QUICK = FitSettings(samples=200_000, batch_size=8192, eval_every=50, max_steps=1500, target_surface_error=0.004)
+QUICK = FitSettings(samples=100_000, batch_size=4096, eval_every=50, max_steps=1500, target_surface_error=0.005)
 
 
 def true_error(family, result, mesh) -> float:
@@ -41,19 +40,19 @@ def test_sphere_reaches_target_in_bounded_steps(meshes):
     [result] = fit_shapes(family, meshes[:1], QUICK, progress=events.append)
     assert result.stop_reason == "target reached"
     assert result.steps <= QUICK.max_steps
-    assert true_error(family, result, meshes[0]) < 0.0045  # fresh surface points, as the metric is defined
+    assert true_error(family, result, meshes[0]) < 0.0055  # fresh surface points, as the metric is defined
     stages = [e.stage for e in events]
     assert stages[0] == "sampling" and "fitting" in stages and stages[-1] == "done"
 
 
 def test_batched_fit_matches_single_fits(meshes):
-    family = random_family()
-    settings = FitSettings(samples=100_000, batch_size=4096, eval_every=100, max_steps=400, target_surface_error=0.0)
+    family = random_family(Architecture(hidden_layers=4, width=32))
+    settings = FitSettings(samples=50_000, batch_size=2048, eval_every=100, max_steps=300, target_surface_error=0.0)
     batched = fit_shapes(family, meshes, settings)
     for mesh, together in zip(meshes, batched):
         [alone] = fit_shapes(family, [mesh], settings)
         e_together, e_alone = true_error(family, together, mesh), true_error(family, alone, mesh)
-        assert together.steps == alone.steps == 400
+        assert together.steps == alone.steps == 300
         assert e_together < 1.3 * e_alone + 1e-3, (mesh.name, e_together, e_alone)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import trimesh
 from scipy import integrate, stats
 
 from backend.sampling import importance_samples
