@@ -91,7 +91,10 @@ def fit(
             elif event.stage == "fitting":
                 bar.update(tasks[source], completed=event.step, status=f"step {event.step}  surface error {event.surface_error:.4f}")
             else:
-                bar.update(tasks[source], completed=settings.max_steps, status=f"done, {event.step} steps, surface error {event.surface_error:.4f}")
+                status = f"done, {event.step} steps, surface error {event.surface_error:.4f}"
+                bar.update(tasks[source], completed=settings.max_steps, status=status)
+                if not err.is_terminal:  # logs and pipelines get a line per shape instead of a live bar
+                    err.print(f"{source.name}: {status}", highlight=False)
 
         try:
             outcomes = convert_files(
