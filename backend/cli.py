@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from backend import __version__
+from backend.cli_kernels import mesh, render
+from backend.cli_output import err, fail, out
+from backend.cli_service import serve
 from backend.conversion import (
     DEFAULT_FIT_BATCH,
     DEFAULT_RESOLUTION,
@@ -21,26 +23,14 @@ from backend.conversion import (
     evaluate_shape,
     finite_or_none,
     fit_result_rows,
-    to_source_frame,
-    write_mesh_atomically,
 )
 from backend.errors import NeuralShapesError
-from backend.extraction import extract_mesh
 from backend.fitting import FitProgress, FitSettings
 from backend.mesh_loading import DEFAULT_MAX_FACES, find_mesh_files, load_mesh_file
 from backend.network import Architecture, random_family
 from backend.shape_file import read_shape
 
 app = typer.Typer(help="Turn meshes into weight-encoded neural implicits (neural SDFs), evaluate and mesh them.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
 @app.callback()
 def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
     if version:
@@ -77,10 +67,10 @@ def fit(
             target_surface_error=target, max_steps=max_steps, seed=seed,
         )
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     sources = find_mesh_files(paths)
     if not sources:
-        _fail("no mesh files found in " + ", ".join(map(str, paths)))
+        fail("no mesh files found in " + ", ".join(map(str, paths)))
     family = random_family(architecture, family_seed)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
         tasks = {s: bar.add_task(s.name, total=settings.max_steps, status="waiting") for s in sources}
@@ -102,7 +92,7 @@ def fit(
                 max_faces=max_faces, fit_batch=fit_batch, progress=show,
             )
         except NeuralShapesError as error:
-            _fail(str(error))
+            fail(str(error))
         for outcome in outcomes:
             if outcome.error:
                 bar.update(tasks[outcome.source], status="[red]failed")
@@ -141,33 +131,13 @@ def evaluate(
         source = load_mesh_file(mesh, max_faces=sys.maxsize, transform=shape.transform)
         metrics, _ = evaluate_shape(shape, source, resolution)
     except (NeuralShapesError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     result = {"surface_error": metrics["surface_error"], "chamfer": finite_or_none(metrics["chamfer"]), "fscore": metrics["fscore"]}
     if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             out.print(f"{key:14s} {value}")
-
-
-@app.command()
-def mesh(
-    shape_path: Annotated[Path, typer.Argument(metavar="SHAPE.h5", help="A neural shape file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Mesh file to write (.obj, .ply, .stl, .off, .glb).")],
-    resolution: Annotated[int, typer.Option(help="Grid points per axis over the shape's cube.")] = 256,
-) -> None:
-    """Extract the zero level set as a triangle mesh in the source mesh's frame."""
-    try:
-        shape = read_shape(shape_path)
-        if output.suffix.lower() not in (".obj", ".ply", ".stl", ".off", ".glb"):
-            raise NeuralShapesError(f"{output}: unknown mesh format '{output.suffix}'")
-        reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
-        if len(reconstruction.faces) == 0:
-            raise NeuralShapesError(f"{shape_path}: the zero level set is empty at resolution {resolution}")
-        write_mesh_atomically(to_source_frame(reconstruction, shape.transform), output)
-    except (NeuralShapesError, ValueError, OSError) as error:
-        _fail(str(error))
-    err.print(f"wrote {output} ({len(reconstruction.vertices)} vertices, {len(reconstruction.faces)} faces)", highlight=False)
 
 
 @app.command()
@@ -179,7 +149,7 @@ def info(
     try:
         shape = read_shape(shape_path)
     except NeuralShapesError as error:
-        _fail(str(error))
+        fail(str(error))
     arch = shape.architecture
     summary = {
         "name": shape.name,
@@ -203,3 +173,8 @@ def info(
         out.print(f"  {key:14s} {value}")
     for key, value in shape.provenance.items():
         out.print(f"  {key:14s} {value}")
+
+
+app.command()(mesh)
+app.command()(render)
+app.command()(serve)

@@ -114,7 +114,18 @@ def _finish(
     resolution: int,
     half_precision: bool,
 ) -> None:
-    shape = NeuralShape(
+    shape = fitted_shape(mesh, result, family, source_name=outcome.source.name)
+    metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
+    shape.metrics.update(metrics)
+    mesh_output = stem.with_suffix(".obj")
+    write_mesh_atomically(to_source_frame(reconstruction, mesh.transform), mesh_output)
+    write_shape(stem.with_suffix(".h5"), shape, half_precision=half_precision)
+    outcome.shape, outcome.output, outcome.mesh_output = shape, stem.with_suffix(".h5"), mesh_output
+
+
+def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *, source_name: str) -> NeuralShape:
+    """The neural shape of one fit result with its fit figures and provenance (quality metrics not yet added)."""
+    return NeuralShape(
         name=mesh.name,
         architecture=family.architecture,
         family_id=family.family_id,
@@ -122,18 +133,12 @@ def _finish(
         transform=mesh.transform,
         metrics={"final_loss": result.final_loss, "fit_seconds": result.fit_seconds, "steps": result.steps},
         provenance={
-            "source_name": outcome.source.name,
+            "source_name": source_name,
             "source_sha256": mesh.source_sha256,
             "tool_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
-    shape.metrics.update(metrics)
-    mesh_output = stem.with_suffix(".obj")
-    write_mesh_atomically(to_source_frame(reconstruction, mesh.transform), mesh_output)
-    write_shape(stem.with_suffix(".h5"), shape, half_precision=half_precision)
-    outcome.shape, outcome.output, outcome.mesh_output = shape, stem.with_suffix(".h5"), mesh_output
 
 
 def write_mesh_atomically(mesh: trimesh.Trimesh, path: Path) -> None:

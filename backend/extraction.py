@@ -1,8 +1,12 @@
-"""Meshes back from a neural SDF by marching cubes on a dense grid (torch evaluation + PyMCubes).
+"""Meshes back from a neural SDF by marching cubes over the sampling cube [-1, 1]^3 of its normalised frame.
 
-The grid spans the sampling cube [-1, 1]^3 of the normalised frame with ``resolution`` points per
-axis. Output vertices are in the *normalised* frame, faces are oriented outward (normals point from
-negative to positive SDF).
+Methods: "sparse" (default; Warp kernels, Lipschitz octree, cost follows the surface area), "dense"
+(Warp kernels on every grid node) and "reference" (torch evaluation + PyMCubes, the slow CPU
+reference). All clip the field to the sphere of radius ``EXTRACTION_RADIUS`` (see
+:func:`clip_to_bounding_sphere`). The grid has ``resolution`` points per axis. Output vertices are in the *normalised* frame
+unless a ``transform`` (the shape's similarity) is given, then in the source mesh's frame; faces are
+oriented outward (normals point from negative to positive SDF), vertices are welded, and the Warp
+methods attach unit vertex normals from the network's analytic gradient.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import mcubes
 import numpy as np
 import trimesh
 
-from backend.mesh_loading import BOUNDING_RADIUS
+from backend.mesh_loading import BOUNDING_RADIUS, Similarity
 from backend.network import Architecture, Weights, evaluate_sdf
 from backend.sampling import CUBE_HALF_SIZE
+from kernels.marching_cubes import extract_neural
 
 MAX_RESOLUTION = 1024
 EXTRACTION_RADIUS = BOUNDING_RADIUS + 0.05
@@ -46,12 +51,31 @@ def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
     if len(faces) == 0:
         return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False)
     vertices = vertices * (2 * CUBE_HALF_SIZE / (resolution - 1)) - CUBE_HALF_SIZE
-    # PyMCubes winds faces so normals point towards decreasing values: flip them to point outward (f > 0).
-    return trimesh.Trimesh(vertices, np.ascontiguousarray(faces[:, ::-1]), process=True)
+    # PyMCubes orients faces towards increasing values' opposite; flip so normals point outward (f > 0).
+    mesh = trimesh.Trimesh(vertices, np.ascontiguousarray(faces[:, ::-1]), process=True)
+    return mesh
 
 
-def extract_mesh(architecture: Architecture, weights: Weights, resolution: int) -> trimesh.Trimesh:
-    """Marching-cubes mesh of the zero level set, normalised frame."""
+def extract_mesh(
+    architecture: Architecture,
+    weights: Weights,
+    resolution: int,
+    *,
+    method: str = "sparse",
+    transform: Similarity | None = None,
+    device: str | None = None,
+) -> trimesh.Trimesh:
+    """Marching-cubes mesh of the zero level set: normalised frame, or the source frame with ``transform``."""
     if not 8 <= resolution <= MAX_RESOLUTION:
         raise ValueError(f"resolution must be between 8 and {MAX_RESOLUTION}, got {resolution}")
-    return marching_cubes(sdf_grid(architecture, weights, resolution))
+    if method == "reference":
+        mesh = marching_cubes(sdf_grid(architecture, weights, resolution))
+        vertices, faces, normals = mesh.vertices, mesh.faces, None
+    elif method in ("sparse", "dense"):
+        surface = extract_neural(architecture, weights, resolution, method, clip_radius=EXTRACTION_RADIUS, device=device)
+        vertices, faces, normals = surface.vertices.astype(np.float64), surface.faces.astype(np.int64), surface.normals
+    else:
+        raise ValueError(f"method must be 'sparse', 'dense' or 'reference', got '{method}'")
+    if transform is not None:
+        vertices = transform.to_source(vertices)  # a similarity: normals keep their direction
+    return trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False)

@@ -32,8 +32,8 @@ class FitSettings:
     samples: int = 1_000_000
     beta: float = DEFAULT_BETA
     uniform_fraction: float = DEFAULT_UNIFORM_FRACTION
-    batch_size: int = 16384  # points per shape per step
-    learning_rate: float = 2e-3
+    batch_size: int = 2048  # points per shape per step (the paper's); measured faster to 0.003 than 16 K
+    learning_rate: float = 1e-3
     min_learning_rate: float = 1e-4
     target_surface_error: float = 0.003
     max_steps: int = 20_000

@@ -11,6 +11,7 @@ go back to the mesh's own frame::
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,26 +91,45 @@ def load_mesh_file(path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Si
     except OSError as error:
         raise NeuralShapesError(f"{path}: cannot read file ({error.strerror or error})") from None
     try:
-        loaded = trimesh.load(path, process=False)
-        if isinstance(loaded, trimesh.Scene):
-            # Merge every triangle mesh of the scene in world space; other geometry carries no surface.
-            parts = [g.apply_transform(t) for g, t in _scene_meshes(loaded)]
-            point_clouds = any(isinstance(g, trimesh.PointCloud) for g in loaded.geometry.values())
-            loaded = trimesh.util.concatenate(parts) if parts else (trimesh.PointCloud(np.zeros((1, 3))) if point_clouds else None)
+        loaded = _merge_scene(trimesh.load(path, process=False))
     except Exception as error:  # trimesh raises many types for corrupt files
         raise NeuralShapesError(f"{path}: cannot parse mesh ({type(error).__name__}: {error})".splitlines()[0]) from None
+    return _checked_mesh(loaded, name=path.stem, label=str(path), source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces, transform=transform)
+
+
+def load_mesh_bytes(data: bytes, file_type: str, *, name: str, label: str | None = None, max_faces: int = DEFAULT_MAX_FACES) -> NormalisedMesh:
+    """A mesh file's content from memory (uploads), checked and normalised like :func:`load_mesh_file`.
+
+    ``file_type``: obj, ply, stl, off or glb. Nothing outside ``data`` is read: external references
+    (glTF side files, OBJ materials) are not resolved, which is why text glTF is not accepted here.
+    """
+    label = label or name
+    if f".{file_type}" not in MESH_SUFFIXES or file_type == "gltf":
+        raise NeuralShapesError(f"{label}: unknown mesh format '{file_type}' (expected obj, ply, stl, off or glb)")
+    try:
+        loaded = _merge_scene(trimesh.load(io.BytesIO(data), file_type=file_type, process=False))
+    except Exception as error:  # trimesh raises many types for corrupt files
+        raise NeuralShapesError(f"{label}: cannot parse mesh ({type(error).__name__}: {error})".splitlines()[0]) from None
+    return _checked_mesh(loaded, name=name, label=label, source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces)
+
+
+def _merge_scene(loaded):
+    """A scene's triangle meshes merged in world space (a point cloud marker if it only has points)."""
+    if isinstance(loaded, trimesh.Scene):
+        # Other geometry than triangle meshes carries no surface.
+        parts = [g.apply_transform(t) for g, t in _scene_meshes(loaded)]
+        point_clouds = any(isinstance(g, trimesh.PointCloud) for g in loaded.geometry.values())
+        loaded = trimesh.util.concatenate(parts) if parts else (trimesh.PointCloud(np.zeros((1, 3))) if point_clouds else None)
+    return loaded
+
+
+def _checked_mesh(loaded, *, name: str, label: str, source_sha256: str, max_faces: int, transform: Similarity | None = None) -> NormalisedMesh:
     if isinstance(loaded, trimesh.PointCloud) and len(loaded.vertices):
-        raise NeuralShapesError(f"{path}: file holds a point cloud without faces; a surface with triangles is needed")
+        raise NeuralShapesError(f"{label}: file holds a point cloud without faces; a surface with triangles is needed")
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise NeuralShapesError(f"{path}: mesh is empty (no triangle faces)")
+        raise NeuralShapesError(f"{label}: mesh is empty (no triangle faces)")
     return normalise_mesh(
-        loaded.vertices,
-        loaded.faces,
-        name=path.stem,
-        label=str(path),
-        source_sha256=hashlib.sha256(data).hexdigest(),
-        max_faces=max_faces,
-        transform=transform,
+        loaded.vertices, loaded.faces, name=name, label=label, source_sha256=source_sha256, max_faces=max_faces, transform=transform
     )
 
 

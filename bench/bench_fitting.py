@@ -115,7 +115,7 @@ def bench_batching(count: int, steps: int) -> None:
         [f"{count} one by one", f"{single:.1f}", f"{count * steps / single:.0f}", "1.0x"],
         [f"{count} batched", f"{batched:.1f}", f"{count * steps / batched:.0f}", f"{single / batched:.1f}x"],
     ]
-    table(f"Batched vs one-by-one fitting, {steps} steps each, 16,384 points per shape per step (torch threads: {torch.get_num_threads()})",
+    table(f"Batched vs one-by-one fitting, {steps} steps each, {FitSettings.batch_size:,} points per shape per step (torch threads: {torch.get_num_threads()})",
           ["run", "seconds (incl. sampling)", "shape-steps/s", "throughput"], rows)
 
 

@@ -1,0 +1,34 @@
+"""The ``serve`` command: the local HTTP service the Blender add-on talks to (``backend.cli`` registers it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backend.cli_output import fail
+from backend.service.config import MiB, ServiceSettings, default_data_dir, default_torch_threads
+
+
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one (the URL is printed first).")] = 0,
+    host: Annotated[str, typer.Option(help="Loopback address to listen on: 127.0.0.1, ::1 or localhost.")] = "127.0.0.1",
+    data_dir: Annotated[Path | None, typer.Option(help=f"Library, jobs and token folder (default: {default_data_dir()}).", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(help="Jobs running at once.")] = 1,
+    torch_threads: Annotated[int, typer.Option(help="Threads torch may use for fitting (default: cores - 1).", show_default=False)] = 0,
+    fit_batch: Annotated[int, typer.Option(help="Meshes fitted together in one batched model (GPU: large; CPU: 1-4 is as fast).")] = ServiceSettings.fit_batch,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest mesh upload or .h5 import, MiB.")] = ServiceSettings.max_upload_bytes / MiB,
+) -> None:
+    """Run the local HTTP service; prints 'listening on http://127.0.0.1:PORT' first. Stop with Ctrl-C."""
+    from backend.service.server import serve as run_server  # FastAPI / uvicorn only when serving
+
+    try:
+        settings = ServiceSettings(
+            data_dir=data_dir or default_data_dir(), host=host, port=port, workers=workers,
+            torch_threads=torch_threads or default_torch_threads(), max_upload_bytes=int(max_upload_mb * MiB),
+            fit_batch=fit_batch,
+        )
+        run_server(settings, announce=lambda line: print(line, flush=True))
+    except (ValueError, OSError, RuntimeError) as error:
+        fail(str(error))

@@ -1,0 +1,54 @@
+"""Every failure becomes a 4xx (or, for a bug, a 500) with ``{"detail": "<one line>"}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.errors import NeuralShapesError
+from backend.service.api.guard import BodyTooLarge
+from backend.service.errors import Busy, Conflict, NotFound, TooLarge
+
+log = logging.getLogger(__name__)
+STATUS = ((NotFound, 404), (Conflict, 409), (Busy, 429), (TooLarge, 413), (NeuralShapesError, 400))
+
+
+def _detail(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def validation_message(error: RequestValidationError) -> str:
+    """Pydantic's errors as one line: ``body.settings.samples: Input should be ... ; query.resolution: ...``."""
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(NeuralShapesError)
+    async def domain(_: Request, error: NeuralShapesError):
+        status = next(code for cls, code in STATUS if isinstance(error, cls))
+        return _detail(status, str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError):
+        return _detail(422, validation_message(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(_: Request, error: StarletteHTTPException):
+        return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, error: BodyTooLarge):
+        return _detail(413, str(error))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _detail(500, f"internal error ({type(error).__name__}); the service keeps running, see its log")

@@ -1,0 +1,73 @@
+"""The shape library: ``/v1/shapes`` (list, get, delete, download, import, mesh extraction)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from backend.errors import NeuralShapesError
+from backend.extraction import extract_mesh
+from backend.service.api.binary import attachment, mesh_response
+from backend.service.api.deps import BinaryBody, ServiceDep
+from backend.service.api.schemas import ShapeDetail, ShapeList, ShapePublic
+from kernels.device import default_device
+
+router = APIRouter(prefix="/v1/shapes", tags=["shapes"])
+MAX_MESH_RESOLUTION = 1024
+
+
+@router.get("", response_model=ShapeList)
+def list_shapes(
+    service: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+) -> dict:
+    items, total = service.library.list(limit=limit, offset=offset)
+    return {"items": items, "total": total}
+
+
+@router.post("/import", status_code=201, response_model=ShapePublic, dependencies=[BinaryBody])
+async def import_shape(request: Request, service: ServiceDep, name: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+    """Import a ``.h5`` neural shape file (body: its bytes); it is validated and re-written."""
+    data = await request.body()
+    return await run_in_threadpool(lambda: service.library.import_bytes(data, name=name))
+
+
+@router.get("/{shape_id}", response_model=ShapeDetail)
+def get_shape(shape_id: str, service: ServiceDep) -> dict:
+    return service.library.get(shape_id)
+
+
+@router.delete("/{shape_id}", status_code=204)
+def delete_shape(shape_id: str, service: ServiceDep) -> None:
+    service.library.delete(shape_id)
+
+
+@router.get("/{shape_id}/file", response_class=Response, responses={200: {"content": {"application/x-hdf5": {}}}})
+def download_shape(shape_id: str, service: ServiceDep) -> Response:
+    """The ``.h5`` file."""
+    record = service.library.get(shape_id)
+    data = service.library.file_path(shape_id).read_bytes()
+    return Response(data, media_type="application/x-hdf5", headers={"Content-Disposition": attachment(f"{record['name']}.h5")})
+
+
+@router.get("/{shape_id}/mesh", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+def shape_mesh(
+    shape_id: str,
+    service: ServiceDep,
+    resolution: Annotated[int, Query(ge=8, le=MAX_MESH_RESOLUTION)] = 256,
+    method: Literal["sparse", "dense"] = "sparse",
+    frame: Annotated[Literal["source", "normalised"], Query(description="source: the fitted mesh's frame")] = "source",
+    format: Literal["raw", "npz", "obj", "ply", "stl", "glb"] = "raw",
+) -> Response:
+    """Marching-cubes mesh of the zero level set (see docs/api.md for the raw layout)."""
+    shape = service.library.load(shape_id)
+    with service.compute:
+        try:
+            mesh = extract_mesh(
+                shape.architecture, shape.weights, resolution, method=method,
+                transform=shape.transform if frame == "source" else None, device=default_device(),
+            )
+        except ValueError as error:
+            raise NeuralShapesError(str(error)) from None
+    return mesh_response(mesh, format, shape.name)

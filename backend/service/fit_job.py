@@ -1,0 +1,112 @@
+"""The ``fit`` job: staged uploads in, neural shapes in the library out.
+
+Inputs (validated by the API's ``FitJobCreate`` before they are stored)::
+
+    {"uploads": [id, ...], "settings": {FitSettings fields}, "architecture": {hidden_layers, width,
+     activation}, "family_seed": 0, "resolution": 128, "half_precision": false, "keep_uploads": false}
+
+Meshes are fitted ``fit_batch`` at a time in one batched model (:func:`backend.fitting.fit_shapes`);
+each fitted shape is evaluated (surface error, Chamfer, F-score at ``resolution``) and stored at once,
+so a crash later in the job keeps it. Outputs: ``{"shapes": [id, ...], "failed": [{"upload", "error"}]}``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from backend.conversion import evaluate_shape, fitted_shape
+from backend.errors import NeuralShapesError
+from backend.fitting import FitProgress, FitSettings, fit_shapes
+from backend.network import Architecture, random_family
+from backend.service.jobs import JobContext, JobKind
+from backend.service.library import Library
+from backend.service.uploads import Uploads
+
+SAMPLING_SHARE = 0.15  # of one mesh's progress
+FITTING_SHARE = 0.7  # the rest is evaluation and storing
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """The fit runner bound to the library and uploads it reads and writes."""
+
+    library: Library
+    uploads: Uploads
+    fit_batch: int = 16
+    compute: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))  # shared with mesh / render requests
+
+    def kind(self) -> JobKind:
+        return JobKind(name="fit", run=self.run)
+
+    def run(self, context: JobContext) -> dict:
+        inputs = context.inputs
+        upload_ids: list[str] = list(inputs["uploads"])
+        settings = FitSettings(**inputs.get("settings", {}))
+        arch = inputs.get("architecture", {})
+        activation = arch.get("activation", "relu")
+        architecture = Architecture(
+            hidden_layers=arch.get("hidden_layers", 8),
+            width=arch.get("width", 32),
+            activation=activation,
+            output_activation="tanh" if activation == "relu" else "none",
+        )
+        family = random_family(architecture, inputs.get("family_seed", 0))
+        resolution = int(inputs.get("resolution", 128))
+        half = bool(inputs.get("half_precision", False))
+
+        count = len(upload_ids)
+        mesh_progress = [0.0] * count
+
+        def report(stage: str) -> None:
+            context.progress(sum(mesh_progress) / count, stage)
+
+        context.progress(0.0, f"loading {count} mesh{'es' if count > 1 else ''}")
+        for start in range(0, count, self.fit_batch):
+            group = upload_ids[start : start + self.fit_batch]
+            meshes = []
+            for upload_id in group:
+                context.check_cancelled()
+                meshes.append(self.uploads.load(upload_id))
+
+            def on_progress(event: FitProgress, start: int = start, group: list[str] = group) -> None:
+                index = start + event.shape_index
+                if event.stage == "sampling":
+                    for earlier in range(start, index):
+                        mesh_progress[earlier] = SAMPLING_SHARE
+                    report(f"sampling mesh {index + 1}/{count}")
+                    return
+                fraction = SAMPLING_SHARE + FITTING_SHARE * min(event.step / settings.max_steps, 1.0)
+                if event.stage == "done":
+                    fraction = SAMPLING_SHARE + FITTING_SHARE
+                mesh_progress[index] = fraction
+                report(f"fitting meshes {start + 1}-{start + len(group)} of {count}: step {event.step}, surface error {event.surface_error:.4f}")
+
+            results = fit_shapes(family, meshes, settings, progress=on_progress, cancel=context.cancel)
+            for offset, (upload_id, mesh, result) in enumerate(zip(group, meshes, results)):
+                context.check_cancelled()
+                index = start + offset
+                report(f"evaluating and storing {index + 1}/{count}")
+                try:
+                    shape = fitted_shape(mesh, result, family, source_name=mesh.name)
+                    with self.compute:  # the Warp extraction of the metrics, one at a time with API requests
+                        metrics, _ = evaluate_shape(shape, mesh, resolution)
+                    shape.metrics.update(metrics)
+                    record = self.library.add(shape, job_id=context.job_id, half_precision=half)
+                except (NeuralShapesError, ValueError) as error:
+                    context.add_output("failed", {"upload": upload_id, "error": str(error)})
+                    continue
+                finally:
+                    mesh_progress[index] = 1.0
+                context.add_output("shapes", record["id"])
+        shapes = context.outputs.get("shapes", [])
+        if not shapes:
+            reasons = "; ".join(entry["error"] for entry in context.outputs.get("failed", []))
+            raise NeuralShapesError(f"no shape could be made: {reasons}")
+        if not inputs.get("keep_uploads", False):
+            for upload_id in upload_ids:
+                try:
+                    self.uploads.delete(upload_id)
+                except NeuralShapesError:
+                    pass
+        return {}

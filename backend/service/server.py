@@ -1,0 +1,72 @@
+"""Running the service: bind 127.0.0.1 (port 0 = a free one), announce the URL, serve with uvicorn,
+stop cleanly on SIGINT / SIGTERM (running jobs end as interrupted, queued ones wait for next start)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from backend.service.api import create_app
+from backend.service.config import ServiceSettings
+from backend.service.core import open_service
+
+GRACEFUL_SECONDS = 10
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; with port 0 the operating system picks a free port (read it from the socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def write_service_file(path: Path, url: str) -> None:
+    """``<data-dir>/service.json``: where a running service listens (for clients that did not start it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": url, "pid": os.getpid()}, out)
+    os.replace(tmp, path)
+
+
+def serve(settings: ServiceSettings, *, announce=print) -> None:
+    """Serve until SIGINT / SIGTERM. The first line announced is ``listening on http://HOST:PORT``."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    service = open_service(settings)
+    try:
+        sock = bind(settings.host, settings.port)
+        app = create_app(settings, service=service)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False)
+        server = uvicorn.Server(config)
+        write_service_file(settings.service_file_path, url_of(sock))
+        announce(f"listening on {url_of(sock)}")
+        announce(f"data folder {settings.data_dir}; token in {settings.token_path}")
+        sys.stdout.flush()
+        # uvicorn re-raises the signal that stopped it once it is done; with these handlers installed as
+        # "the previous ones" that ends in a normal return (exit code 0) instead of a KeyboardInterrupt.
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            server.run(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sock.close()
+            settings.service_file_path.unlink(missing_ok=True)
+    finally:
+        service.close()
