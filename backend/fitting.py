@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from backend.errors import NeuralShapesError
@@ -74,6 +75,36 @@ def sign_method_for(mesh: NormalisedMesh) -> SignMethod:
     return SignMethod.PSEUDO_NORMAL if mesh.clean else SignMethod.WINDING_NUMBER
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What training needs for one shape, all in the normalised frame.
+
+    points (m, 3) and sdf (m,) importance samples (negative inside); held_out (e, 3) surface points for
+    the stopping rule; sample_seconds the time it took to make them.
+    """
+
+    points: np.ndarray
+    sdf: np.ndarray
+    held_out: np.ndarray
+    sample_seconds: float
+
+
+def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), index: int = 0) -> TrainingData:
+    """Importance samples and held-out surface points of one mesh (Warp on the CPU; seeded by ``index``)."""
+    started = time.perf_counter()
+    distance = MeshDistance(mesh.vertices, mesh.faces, device="cpu")
+    samples = importance_samples(
+        distance,
+        settings.samples,
+        sign=sign_method_for(mesh),
+        beta=settings.beta,
+        uniform_fraction=settings.uniform_fraction,
+        seed=settings.seed + index,
+    )
+    held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)
+    return TrainingData(samples.points, samples.sdf, held_out, time.perf_counter() - started)
+
+
 def fit_shapes(
     family: ModelFamily,
     meshes: list[NormalisedMesh],
@@ -83,25 +114,12 @@ def fit_shapes(
 ) -> list[FitResult]:
     """Fit one MLP of ``family`` to each mesh (normalised frame), all in one batched model."""
     report = progress or (lambda _: None)
-    points, sdf, held_out, sample_seconds = [], [], [], []
+    data = []
     for index, mesh in enumerate(meshes):
         _check_cancel(cancel)
         report(FitProgress(index, "sampling"))
-        started = time.perf_counter()
-        distance = MeshDistance(mesh.vertices, mesh.faces, device="cpu")
-        samples = importance_samples(
-            distance,
-            settings.samples,
-            sign=sign_method_for(mesh),
-            beta=settings.beta,
-            uniform_fraction=settings.uniform_fraction,
-            seed=settings.seed + index,
-        )
-        points.append(torch.from_numpy(samples.points))
-        sdf.append(torch.from_numpy(samples.sdf))
-        held_out.append(torch.from_numpy(surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)))
-        sample_seconds.append(time.perf_counter() - started)
-    return _train(family, torch.stack(points), torch.stack(sdf), torch.stack(held_out), sample_seconds, settings, report, cancel)
+        data.append(sample_shape(mesh, settings, index))
+    return train_shapes(family, data, settings, report, cancel)
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
@@ -109,16 +127,22 @@ def _check_cancel(cancel: threading.Event | None) -> None:
         raise FitCancelled("fit cancelled")
 
 
-def _train(
+def train_shapes(
     family: ModelFamily,
-    points: torch.Tensor,  # (s, m, 3)
-    sdf: torch.Tensor,  # (s, m)
-    held_out: torch.Tensor,  # (s, e, 3) surface points for the stopping rule
-    sample_seconds: list[float],
-    settings: FitSettings,
-    report: Callable[[FitProgress], None],
-    cancel: threading.Event | None,
+    data: list[TrainingData],
+    settings: FitSettings = FitSettings(),
+    progress: Callable[[FitProgress], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[FitResult]:
+    """Train one MLP of ``family`` per shape on its samples, all shapes in one batched model.
+
+    Samples may be made elsewhere (another process, another machine); all shapes need the same count.
+    """
+    report = progress or (lambda _: None)
+    points = torch.stack([torch.from_numpy(d.points) for d in data])  # (s, m, 3)
+    sdf = torch.stack([torch.from_numpy(d.sdf) for d in data])  # (s, m)
+    held_out = torch.stack([torch.from_numpy(d.held_out) for d in data])  # (s, e, 3)
+    sample_seconds = [d.sample_seconds for d in data]
     count, samples = sdf.shape
     generator = torch.Generator().manual_seed(settings.seed)
     model = BatchedSDF(family.architecture, [family.initial_weights] * count)

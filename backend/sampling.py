@@ -12,6 +12,7 @@ sampling and compute the sign only for the points we keep:
    uniformly inside it, then accept in two stages: first with the point's own cheap bound
    exp(-beta * max(0, u(c) - |x - c|)) / cell bound (no mesh query), then, after one unsigned-distance
    query, with exp(-beta * u(x)) / point bound. Accepted points are exact draws from the target.
+   Proposals are made and decided in one Warp launch (:mod:`kernels.importance_sampling`).
 3. Only accepted points get a sign (pseudo normal for clean meshes, winding number otherwise).
 
 A fraction of the points (``uniform_fraction``) is drawn uniformly in the cube, as in the paper's
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.importance_sampling import draw_proposals
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
 CUBE_HALF_SIZE = 1.0
@@ -52,25 +54,30 @@ class _Cells:
 
 
 def _octree_cells(distance: MeshDistance, beta: float, depth: int) -> _Cells:
-    """Cells covering the cube; those whose bound is not negligible are split ``depth`` times."""
+    """Cells covering the cube; those that may hold points within a few 1/beta of the surface are split ``depth`` times.
+
+    ``centre_dist`` is a lower bound on the unsigned distance at each centre: exact near the surface,
+    the query limit where no face is that close (which keeps far queries cheap). Lower bounds keep the
+    sampling bounds valid.
+    """
+    split_margin = 4.0 / beta  # where the target mass is, and where a loose bound would waste proposals
     base = 8
     half = CUBE_HALF_SIZE / base
     axis = -CUBE_HALF_SIZE + half * (2 * np.arange(base) + 1)
     centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    half_sizes = np.full(len(centres), half)
-    dist = distance.distance(centres, SignMethod.NONE)
     offsets = np.stack(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij"), -1).reshape(-1, 3)
     leaves = []
-    for _ in range(depth):
-        # Split a cell when it may contain points within a few 1/beta of the surface: that is where
-        # the target mass is, and where a loose bound would waste proposals.
-        near = dist - np.sqrt(3.0) * half_sizes < 4.0 / beta
+    for level in range(depth + 1):
+        half_diagonal = np.sqrt(3.0) * half
+        dist = distance.distance(centres, SignMethod.NONE, max_dist=2 * (split_margin + half_diagonal))
+        half_sizes = np.full(len(centres), half)
+        if level == depth:
+            leaves.append((centres, half_sizes, dist))
+            break
+        near = dist - half_diagonal < split_margin
         leaves.append((centres[~near], half_sizes[~near], dist[~near]))
-        centres, half_sizes = centres[near], half_sizes[near] / 2
-        centres = (centres[:, None, :] + offsets[None] * half_sizes[:, None, None]).reshape(-1, 3)
-        half_sizes = np.repeat(half_sizes, 8)
-        dist = distance.distance(centres, SignMethod.NONE)
-    leaves.append((centres, half_sizes, dist))
+        half /= 2
+        centres = (centres[near][:, None, :] + offsets[None] * half).reshape(-1, 3)
     return _Cells(*(np.concatenate(part) for part in zip(*leaves)))
 
 
@@ -82,29 +89,24 @@ def _draw_near_surface(
     Returns points (n, 3) and their distances (n,), signed when ``sign`` is PSEUDO_NORMAL (which costs
     no more than the unsigned query), unsigned otherwise.
     """
-    cell_bound = np.exp(-beta * np.maximum(0.0, cells.centre_dist - np.sqrt(3.0) * cells.half_sizes))
-    cell_cdf = np.cumsum(cell_bound * cells.half_sizes**3)
+    weight = np.exp(-beta * np.maximum(0.0, cells.centre_dist - np.sqrt(3.0) * cells.half_sizes)) * cells.half_sizes**3
+    cell_cdf = np.cumsum(weight)
     cell_cdf /= cell_cdf[-1]
-    query_sign = SignMethod.PSEUDO_NORMAL if sign == SignMethod.PSEUDO_NORMAL else SignMethod.NONE
     points: list[np.ndarray] = []
     dists: list[np.ndarray] = []
     kept = proposed = 0
     batch = 65536  # a pilot batch measures the acceptance rate; later batches are sized from it
     while kept < n:
-        idx = np.minimum(np.searchsorted(cell_cdf, rng.uniform(size=batch)), len(cell_cdf) - 1)
-        centre, half = cells.centres[idx], cells.half_sizes[idx]
-        offset = rng.uniform(-1.0, 1.0, size=(batch, 3)) * half[:, None]
-        point_bound = np.exp(-beta * np.maximum(0.0, cells.centre_dist[idx] - np.sqrt(np.einsum("ij,ij->i", offset, offset))))
-        stage1 = rng.uniform(size=batch) * cell_bound[idx] < point_bound
-        x, point_bound = centre[stage1] + offset[stage1], point_bound[stage1]
-        d = distance.distance(x, query_sign)
-        stage2 = rng.uniform(size=len(x)) * point_bound < np.exp(-beta * np.abs(d))
-        points.append(x[stage2])
-        dists.append(d[stage2])
-        kept += int(stage2.sum())
+        x, d = draw_proposals(
+            distance, cell_cdf, cells.centres, cells.half_sizes, cells.centre_dist, beta, batch,
+            seed=int(rng.integers(2**31)), sign=sign,
+        )
+        points.append(x)
+        dists.append(d)
+        kept += len(x)
         proposed += batch
         batch = int(min(max((n - kept) * proposed / max(kept, 1) * 1.02, 4096), 64 * n + 4096))
-    return np.concatenate(points)[:n].astype(np.float32), np.concatenate(dists)[:n]
+    return np.concatenate(points)[:n], np.concatenate(dists)[:n]
 
 
 def importance_samples(
@@ -115,7 +117,7 @@ def importance_samples(
     beta: float = DEFAULT_BETA,
     uniform_fraction: float = DEFAULT_UNIFORM_FRACTION,
     seed: int = 0,
-    octree_depth: int = 4,
+    octree_depth: int = 3,
 ) -> SdfSamples:
     """Draw ``n`` points, (1 - uniform_fraction) of them with density proportional to exp(-beta |sdf|).
 

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from enum import IntEnum
 
 import numpy as np
 import warp as wp
 
-from kernels.device import cpu_workers, default_device, init_warp
+from kernels.device import default_device, init_warp, run_chunked
 
 
 class SignMethod(IntEnum):
@@ -87,36 +86,25 @@ class MeshDistance:
 
         points : (n, 3) float32 in the mesh's frame. Returns (n,) float32; with ``sign`` other than NONE
         negative inside. Points with no face within ``max_dist`` get exactly ``max_dist`` (unsigned).
-        On the CPU the work is split across threads (a Warp CPU launch runs on one thread but releases
-        the GIL); the call returns once all results are on the host.
+        On the CPU the work is split across threads (:func:`kernels.device.run_chunked`); the call
+        returns once all results are on the host.
         """
         points = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
         n = len(points)
-        out = np.empty(n, dtype=np.float32)
         if n == 0:
-            return out
-        workers = cpu_workers() if self.device == "cpu" else 1
-        # Chunks small enough to balance the threads (far points cost more than near ones).
-        chunk = max(4096, -(-n // (workers * 4)))
-        starts = range(0, n, chunk)
+            return np.empty(0, dtype=np.float32)
+        device_points = wp.array(points, dtype=wp.vec3, device=self.device)
+        dist = wp.empty(n, dtype=float, device=self.device)
 
-        def run(start: int) -> None:
-            stop = min(start + chunk, n)
-            pts = wp.array(points[start:stop], dtype=wp.vec3, device=self.device)
-            dist = wp.empty(stop - start, dtype=float, device=self.device)
+        def run(start: int, stop: int) -> None:
             wp.launch(
                 _distance_kernel,
                 dim=stop - start,
-                inputs=[self.mesh.id, pts, float(max_dist), int(sign), float(winding_accuracy)],
-                outputs=[dist],
+                inputs=[self.mesh.id, device_points[start:stop], float(max_dist), int(sign), float(winding_accuracy)],
+                outputs=[dist[start:stop]],
                 device=self.device,
             )
-            out[start:stop] = dist.numpy()  # host sync
 
-        if workers == 1 or len(starts) == 1:
-            for start in starts:
-                run(start)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, starts))
-        return out
+        # Far points cost more than near ones: several chunks per thread balance the load.
+        run_chunked(self.device, n, run)
+        return dist.numpy()  # host sync
