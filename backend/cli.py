@@ -61,7 +61,7 @@ def fit(
 ) -> None:
     """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table."""
     try:
-        architecture = Architecture(hidden_layers=hidden_layers, width=width, activation=activation, output_activation="tanh" if activation == "relu" else "none")
+        architecture = Architecture.for_activation(activation, hidden_layers, width)
         settings = FitSettings(
             samples=samples, beta=beta, batch_size=batch_size, learning_rate=learning_rate,
             target_surface_error=target, max_steps=max_steps, seed=seed,

@@ -41,6 +41,11 @@ class Architecture:
         if self.activation not in ACTIVATIONS or self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"unknown activation '{self.activation}' / output activation '{self.output_activation}'")
 
+    @classmethod
+    def for_activation(cls, activation: Activation = "relu", hidden_layers: int = 8, width: int = 32) -> Architecture:
+        """The product's pairing: ReLU with a tanh output (the paper's), SIREN with a linear output."""
+        return cls(hidden_layers=hidden_layers, width=width, activation=activation, output_activation="tanh" if activation == "relu" else "none")
+
     @property
     def layer_sizes(self) -> list[int]:
         """Feature sizes from input to output, e.g. [3, 32, ..., 32, 1]."""

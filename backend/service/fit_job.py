@@ -44,13 +44,7 @@ class FitJob:
         upload_ids: list[str] = list(inputs["uploads"])
         settings = FitSettings(**inputs.get("settings", {}))
         arch = inputs.get("architecture", {})
-        activation = arch.get("activation", "relu")
-        architecture = Architecture(
-            hidden_layers=arch.get("hidden_layers", 8),
-            width=arch.get("width", 32),
-            activation=activation,
-            output_activation="tanh" if activation == "relu" else "none",
-        )
+        architecture = Architecture.for_activation(arch.get("activation", "relu"), arch.get("hidden_layers", 8), arch.get("width", 32))
         family = random_family(architecture, inputs.get("family_seed", 0))
         resolution = int(inputs.get("resolution", 128))
         half = bool(inputs.get("half_precision", False))
