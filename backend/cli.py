@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from backend import __version__
+from backend.addon_build import build_addon
 from backend.cli_kernels import mesh, render
 from backend.cli_output import err, fail, out
 from backend.cli_service import serve
@@ -173,6 +174,18 @@ def info(
         out.print(f"  {key:14s} {value}")
     for key, value in shape.provenance.items():
         out.print(f"  {key:14s} {value}")
+
+
+@app.command("build-addon")
+def build_addon_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the add-on zips.")],
+) -> None:
+    """Build the Blender add-on: an extension zip (Blender 4.2+) and a legacy add-on zip."""
+    try:
+        extension, legacy = build_addon(output)
+    except OSError as error:
+        fail(f"{output}: cannot write the add-on ({error.strerror or error})")
+    out.print(f"{extension}\n{legacy}", highlight=False)
 
 
 app.command()(mesh)

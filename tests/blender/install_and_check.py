@@ -1,0 +1,29 @@
+"""Run with the bpy module (a subprocess of tests/test_addon.py): install the built extension zip the way
+Blender does, enable it, and press Check Connection with the given settings.
+
+    python install_and_check.py ZIP DATA_DIR TOKEN   (TOKEN "" = read it from DATA_DIR)
+Prints one JSON line: registered classes and the status the panel would show.
+"""
+
+import json
+import sys
+
+import bpy
+
+zip_path, data_dir, token = sys.argv[1:4]
+bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+package = "bl_ext.user_default.neural_shapes"
+prefs = bpy.context.preferences.addons[package].preferences
+prefs.data_dir = data_dir
+prefs.token = token
+try:
+    result, error = bpy.ops.neural.check_connection(), ""
+except RuntimeError as raised:  # an operator's ERROR report raises when called from a script
+    result, error = {"CANCELLED"}, str(raised)
+print(json.dumps({
+    "panel": hasattr(bpy.types, "VIEW3D_PT_neural_shapes"),
+    "operator": hasattr(bpy.ops.neural, "check_connection"),
+    "result": sorted(result),
+    "status": bpy.context.window_manager.neural_shapes_status,
+    "error": error,
+}))

@@ -1,0 +1,72 @@
+"""The Blender add-on: built zips, Blender's own validator, install into bpy, connection to a real service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from blender_addon.connection import ConnectionSettings, check_connection
+from tests.conftest import run_cli
+from tests.service_server import ServerProcess
+
+bpy_spec = pytest.importorskip("importlib.util").find_spec("bpy")
+needs_bpy = pytest.mark.skipif(bpy_spec is None, reason="the bpy wheel is not installed")
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("addon")
+    result = run_cli("build-addon", "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out / "neural_shapes-0.1.0.zip", out / "neural_shapes-0.1.0-legacy.zip"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServerProcess(tmp_path_factory.mktemp("service") / "data")
+    yield process
+    process.terminate()
+
+
+def test_zips_hold_the_package(built):
+    extension, legacy = built
+    names = set(zipfile.ZipFile(extension).namelist())
+    assert {"blender_manifest.toml", "__init__.py", "registration.py", "client/client.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+    assert {f"neural_shapes/{n}" for n in names} == set(zipfile.ZipFile(legacy).namelist())
+
+
+@needs_bpy
+def test_blender_validates_the_extension(built):
+    validator = Path(bpy_spec.submodule_search_locations[0]).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")
+    result = subprocess.run([sys.executable, str(next(validator)), "validate", str(built[0])], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_connection_check_without_blender(server, tmp_path):
+    assert check_connection(ConnectionSettings(data_dir=str(server.data_dir))).startswith("connected: neural-shapes")
+    assert "wrong token" in check_connection(ConnectionSettings(data_dir=str(server.data_dir), token="wrong"))
+    assert check_connection(ConnectionSettings(data_dir=str(tmp_path))).startswith("not connected: no running service")
+
+
+@needs_bpy
+@pytest.mark.parametrize("token, connected", [("", True), ("wrong-token", False)])
+def test_installed_extension_checks_the_service(built, server, tmp_path, token, connected):
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}  # leave the user's Blender alone
+    result = subprocess.run(
+        [sys.executable, str(HERE / "blender" / "install_and_check.py"), str(built[0]), str(server.data_dir), token],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["panel"] and report["operator"]
+    assert report["status"].startswith("connected" if connected else "not connected"), report
+    assert report["result"] == (["FINISHED"] if connected else ["CANCELLED"])
+    assert connected or "wrong token" in report["error"]  # shown to the user as a Blender error report
