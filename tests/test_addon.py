@@ -70,3 +70,20 @@ def test_installed_extension_checks_the_service(built, server, tmp_path, token, 
     assert report["status"].startswith("connected" if connected else "not connected"), report
     assert report["result"] == (["FINISHED"] if connected else ["CANCELLED"])
     assert connected or "wrong token" in report["error"]  # shown to the user as a Blender error report
+
+
+@needs_bpy
+def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_path):
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
+    result = subprocess.run(
+        [sys.executable, str(HERE / "blender" / "convert_and_round_trip.py"), str(built[0]), str(server.data_dir), str(tmp_path / "scene.blend")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["stage"] == "converted 2 object(s)" and report["progress"] == 1.0, report
+    assert report["objects"] == ["Cube (neural)", "Sphere (neural)"]
+    assert all(error < 1e-5 for error in report["matrix_error"].values()), report["matrix_error"]  # the source's transform
+    assert all(n > 1000 for n in report["faces"].values())
+    assert report["after_reload"] == report["sizes"] and all(n > 30_000 for n in report["sizes"].values())
+    assert "select at least one mesh object" in report["nothing_selected"] and report["unchanged"]

@@ -1,0 +1,112 @@
+"""Operators: read properties, call the bpy-free client and the conversion workflow, report errors.
+
+Convert runs as: upload + start the job in ``execute`` (short), then a ``bpy.app.timers`` callback
+polls the job every 0.5 s, updating the progress shown in the panel and the status bar, and creates
+the neural objects when it is done. Only the timer touches bpy after ``execute``.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from .client.client import ServiceError
+from .connection import check_connection, make_client
+from .conversion import POLL_SECONDS, Conversion, poll_conversion, start_conversion
+from .settings import connection_settings
+
+_running: dict[str, Conversion] = {}  # the conversion in flight, by job id (one at a time)
+
+
+def _tag_redraw() -> None:
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def _poll_timer(job_id: str, settings) -> float | None:
+    conversion = _running.get(job_id)
+    if conversion is None:
+        return None
+    wm = bpy.context.window_manager
+    try:
+        finished = poll_conversion(make_client(settings), conversion, bpy.context.scene.collection)
+    except ServiceError as error:
+        conversion.state, conversion.error, finished = "failed", error.detail, True
+    wm.neural_shapes_progress = conversion.progress
+    wm.neural_shapes_stage = conversion.stage if not finished else (
+        f"converted {len(conversion.created)} object(s)" if conversion.state == "succeeded" else f"{conversion.state}: {conversion.error}"
+    )
+    if finished:
+        _running.pop(job_id, None)
+        wm.progress_end()
+    else:
+        wm.progress_update(int(conversion.progress * 100))
+    _tag_redraw()
+    return None if finished else POLL_SECONDS
+
+
+class NEURAL_OT_convert_selected(bpy.types.Operator):
+    """Fit a neural shape to every selected mesh object (modifiers applied) in one batched job"""
+
+    bl_idname = "neural.convert_selected"
+    bl_label = "Convert Selected to Neural"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not _running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = connection_settings(context)
+        try:
+            client = make_client(settings)
+            conversion = start_conversion(
+                client, list(context.selected_objects), context.evaluated_depsgraph_get(), context.scene.neural_shapes_resolution,
+                settings={"target_surface_error": context.scene.neural_shapes_target_error},
+            )
+        except ServiceError as error:
+            self.report({"ERROR"}, error.detail)
+            return {"CANCELLED"}
+        _running[conversion.job_id] = conversion
+        wm = context.window_manager
+        wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job = 0.0, "queued", conversion.job_id
+        wm.progress_begin(0, 100)
+        bpy.app.timers.register(lambda: _poll_timer(conversion.job_id, settings), first_interval=POLL_SECONDS)
+        self.report({"INFO"}, f"converting {len(conversion.sources)} object(s)")
+        return {"FINISHED"}
+
+
+class NEURAL_OT_cancel(bpy.types.Operator):
+    """Cancel the running conversion"""
+
+    bl_idname = "neural.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(_running)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            make_client(connection_settings(context)).cancel(context.window_manager.neural_shapes_job)
+        except ServiceError as error:
+            self.report({"ERROR"}, error.detail)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class NEURAL_OT_check_connection(bpy.types.Operator):
+    """Ask the neural-shapes service for its version and check the token"""
+
+    bl_idname = "neural.check_connection"
+    bl_label = "Check Connection"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        status = check_connection(connection_settings(context))
+        context.window_manager.neural_shapes_status = status
+        if status.startswith("connected"):
+            self.report({"INFO"}, status)
+            return {"FINISHED"}
+        self.report({"ERROR"}, status)
+        return {"CANCELLED"}

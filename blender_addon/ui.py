@@ -1,0 +1,30 @@
+"""The sidebar panel: 3D Viewport > N > Neural Shapes."""
+
+from __future__ import annotations
+
+import bpy
+
+
+class VIEW3D_PT_neural_shapes(bpy.types.Panel):
+    bl_label = "Neural Shapes"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Neural Shapes"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        wm = context.window_manager
+        box = layout.box()
+        box.label(text=wm.neural_shapes_status or "service not checked yet", icon="URL")
+        box.operator("neural.check_connection")
+
+        box = layout.box()
+        box.prop(context.scene, "neural_shapes_target_error")
+        box.prop(context.scene, "neural_shapes_resolution")
+        box.operator("neural.convert_selected", icon="MESH_ICOSPHERE")
+        if wm.neural_shapes_stage and hasattr(box, "progress"):  # progress bars exist from Blender 4.0
+            box.progress(factor=wm.neural_shapes_progress, text=wm.neural_shapes_stage)
+        elif wm.neural_shapes_stage:
+            box.label(text=f"{wm.neural_shapes_progress:.0%} {wm.neural_shapes_stage}")
+        box.operator("neural.cancel", icon="CANCEL")
+        # Room for the nf2vec operators (interpolate, generate, complete, similar) of a later issue.
