@@ -12,6 +12,7 @@ import bpy
 from .client.client import ServiceError
 from .connection import check_connection, make_client
 from .conversion import POLL_SECONDS, Conversion, poll_conversion, start_conversion
+from .neural_objects import is_neural, re_extract, render_preview
 from .settings import connection_settings
 
 _running: dict[str, Conversion] = {}  # the conversion in flight, by job id (one at a time)
@@ -110,3 +111,49 @@ class NEURAL_OT_check_connection(bpy.types.Operator):
             return {"FINISHED"}
         self.report({"ERROR"}, status)
         return {"CANCELLED"}
+
+
+class NEURAL_OT_re_extract(bpy.types.Operator):
+    """Mesh the selected neural objects again at the scene's proxy resolution"""
+
+    bl_idname = "neural.re_extract"
+    bl_label = "Re-extract"
+
+    method: bpy.props.EnumProperty(
+        name="Method", items=[("sparse", "Sparse", "Lipschitz octree, cost follows the surface"), ("dense", "Dense", "Every grid node")]
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        targets = [o for o in context.selected_objects if is_neural(o)]
+        if not targets:
+            self.report({"ERROR"}, "select at least one neural object")
+            return {"CANCELLED"}
+        try:
+            client = make_client(connection_settings(context))
+            for obj in targets:
+                re_extract(client, obj, context.scene.neural_shapes_resolution, self.method)
+        except ServiceError as error:
+            self.report({"ERROR"}, error.detail)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class NEURAL_OT_render_preview(bpy.types.Operator):
+    """Sphere-trace all visible neural objects from the active camera into the 'Neural Preview' image"""
+
+    bl_idname = "neural.render_preview"
+    bl_label = "Render Neural Preview"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        objects = [o for o in context.scene.objects if is_neural(o) and o.visible_get()]
+        try:
+            image = render_preview(make_client(connection_settings(context)), context.scene, objects)
+        except ServiceError as error:
+            self.report({"ERROR"}, error.detail)
+            return {"CANCELLED"}
+        for area in context.screen.areas if context.screen else ():
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
+                break
+        self.report({"INFO"}, f"rendered {len(objects)} neural object(s) into '{image.name}'")
+        return {"FINISHED"}

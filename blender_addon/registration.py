@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import bpy
 
-from .operators import NEURAL_OT_cancel, NEURAL_OT_check_connection, NEURAL_OT_convert_selected
+from .neural_objects import OPERATIONS
+from .operators import (
+    NEURAL_OT_cancel,
+    NEURAL_OT_check_connection,
+    NEURAL_OT_convert_selected,
+    NEURAL_OT_re_extract,
+    NEURAL_OT_render_preview,
+)
 from .settings import NeuralShapesPreferences
 from .ui import VIEW3D_PT_neural_shapes
 
-classes = (NeuralShapesPreferences, NEURAL_OT_check_connection, NEURAL_OT_convert_selected, NEURAL_OT_cancel, VIEW3D_PT_neural_shapes)
+classes = (
+    NeuralShapesPreferences,
+    NEURAL_OT_check_connection,
+    NEURAL_OT_convert_selected,
+    NEURAL_OT_cancel,
+    NEURAL_OT_re_extract,
+    NEURAL_OT_render_preview,
+    VIEW3D_PT_neural_shapes,
+)
 
 _window_manager_props = {
     "neural_shapes_status": lambda: bpy.props.StringProperty(name="Service status", default=""),
@@ -23,6 +38,8 @@ def register() -> None:
         bpy.utils.register_class(cls)
     for name, make in _window_manager_props.items():
         setattr(bpy.types.WindowManager, name, make())
+    bpy.types.Object.neural_operation = bpy.props.EnumProperty(name="CSG", items=OPERATIONS, default="union")
+    bpy.types.Object.neural_smooth_radius = bpy.props.FloatProperty(name="Smooth radius", default=0.1, min=0.0, subtype="DISTANCE")
     bpy.types.Scene.neural_shapes_target_error = bpy.props.FloatProperty(
         name="Target surface error", description="Fitting stops at this mean |SDF| on the surface (normalised units)",
         default=0.003, min=0.0005, max=0.05, precision=4,
@@ -35,6 +52,8 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.neural_shapes_resolution
     del bpy.types.Scene.neural_shapes_target_error
+    del bpy.types.Object.neural_smooth_radius
+    del bpy.types.Object.neural_operation
     for name in _window_manager_props:
         delattr(bpy.types.WindowManager, name)
     for cls in reversed(classes):

@@ -27,4 +27,15 @@ class VIEW3D_PT_neural_shapes(bpy.types.Panel):
         elif wm.neural_shapes_stage:
             box.label(text=f"{wm.neural_shapes_progress:.0%} {wm.neural_shapes_stage}")
         box.operator("neural.cancel", icon="CANCEL")
+
+        box = layout.box()
+        row = box.row(align=True)
+        row.operator("neural.re_extract", text="Re-extract (sparse)").method = "sparse"
+        row.operator("neural.re_extract", text="Dense").method = "dense"
+        obj = context.active_object
+        if obj is not None and "neural_shape_h5" in obj:
+            box.prop(obj, "neural_operation")
+            if obj.neural_operation == "smooth_union":
+                box.prop(obj, "neural_smooth_radius")
+        box.operator("neural.render_preview", icon="RENDER_STILL")
         # Room for the nf2vec operators (interpolate, generate, complete, similar) of a later issue.

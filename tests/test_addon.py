@@ -74,11 +74,16 @@ def test_installed_extension_checks_the_service(built, server, tmp_path, token, 
 
 @needs_bpy
 def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_path):
+    other = ServerProcess(tmp_path / "other-service")  # another machine's service: has never seen the shapes
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
-    result = subprocess.run(
-        [sys.executable, str(HERE / "blender" / "convert_and_round_trip.py"), str(built[0]), str(server.data_dir), str(tmp_path / "scene.blend")],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, str(HERE / "blender" / "convert_and_round_trip.py"), str(built[0]), str(server.data_dir),
+             str(tmp_path / "scene.blend"), str(other.data_dir)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+    finally:
+        other.terminate()
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["stage"] == "converted 2 object(s)" and report["progress"] == 1.0, report
@@ -87,3 +92,6 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
     assert all(n > 1000 for n in report["faces"].values())
     assert report["after_reload"] == report["sizes"] and all(n > 30_000 for n in report["sizes"].values())
     assert "select at least one mesh object" in report["nothing_selected"] and report["unchanged"]
+    assert report["re_extract"]["new_id"] and 0 < report["re_extract"]["faces_after"] < report["re_extract"]["faces_before"]
+    preview = report["preview"]
+    assert preview["size"] == [160, 100] and preview["left_half"] > 0.01 and preview["right_half"] > 0.01, preview

@@ -1,7 +1,8 @@
 """Run with the bpy module (a subprocess of tests/test_addon.py): install the extension, convert two
 selected objects (one with a modifier) through the real service, save, reload, and report.
 
-    python convert_and_round_trip.py ZIP DATA_DIR BLEND_PATH
+    python convert_and_round_trip.py ZIP DATA_DIR BLEND_PATH OTHER_DATA_DIR
+(OTHER_DATA_DIR: a second service that has never seen the shapes)
 Prints one JSON line.
 """
 
@@ -10,7 +11,7 @@ import sys
 
 import bpy
 
-zip_path, data_dir, blend_path = sys.argv[1:4]
+zip_path, data_dir, blend_path, other_data_dir = sys.argv[1:5]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 package = "bl_ext.user_default.neural_shapes"
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
@@ -56,4 +57,32 @@ report["unchanged"] = len(bpy.data.objects) == count
 bpy.ops.wm.save_as_mainfile(filepath=blend_path)
 bpy.ops.wm.open_mainfile(filepath=blend_path)
 report["after_reload"] = {o.name: len(bytes(o["neural_shape_h5"])) for o in bpy.data.objects if "neural_shape_h5" in o}
+
+# Re-extract on a service that has never seen the shapes: they are re-imported from the stored bytes.
+bpy.context.preferences.addons[package].preferences.data_dir = other_data_dir
+cube = bpy.data.objects["Cube (neural)"]
+old_id, old_faces = cube["neural_shape_id"], len(cube.data.polygons)
+bpy.ops.object.select_all(action="DESELECT")
+cube.select_set(True)
+bpy.context.scene.neural_shapes_resolution = 40
+assert bpy.ops.neural.re_extract(method="dense") == {"FINISHED"}
+report["re_extract"] = {"new_id": cube["neural_shape_id"] != old_id, "faces_before": old_faces, "faces_after": len(cube.data.polygons)}
+
+# Preview from the scene camera, the cube subtracted from nothing else: just check both silhouettes appear.
+camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+bpy.context.scene.collection.objects.link(camera)
+camera.location = (0.5, -12.0, 3.0)
+camera.rotation_euler = (1.35, 0.0, 0.0)
+bpy.context.scene.camera = camera
+bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y = 320, 200
+bpy.context.scene.render.resolution_percentage = 50
+assert bpy.ops.neural.render_preview() == {"FINISHED"}
+image = bpy.data.images["Neural Preview"]
+import numpy as np  # noqa: E402
+
+pixels = np.empty(image.size[0] * image.size[1] * 4, dtype=np.float32)
+image.pixels.foreach_get(pixels)
+alpha = pixels.reshape(image.size[1], image.size[0], 4)[..., 3]
+report["preview"] = {"size": list(image.size), "coverage": float((alpha > 0.5).mean()),
+                     "left_half": float((alpha[:, :80] > 0.5).mean()), "right_half": float((alpha[:, 80:] > 0.5).mean())}
 print(json.dumps(report))
