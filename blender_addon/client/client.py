@@ -227,6 +227,13 @@ class Client:
         )
         return MeshArrays.from_raw(data, int(headers["x-vertex-count"]), int(headers["x-face-count"]))
 
+    def mesh_file(self, shape_id: str, *, resolution: int = 256, method: str = "sparse", format: str = "obj") -> bytes:
+        """Marching-cubes mesh of a shape in the source frame as a mesh file's bytes (obj, ply, stl or glb)."""
+        return self.request(
+            "GET", f"/v1/shapes/{urllib.parse.quote(shape_id, safe='')}/mesh",
+            query={"resolution": resolution, "method": method, "frame": "source", "format": format},
+        )[2]
+
     def render(
         self,
         objects: list[dict[str, Any]],

@@ -1,0 +1,68 @@
+"""The headless batch script: with the bpy module (python) and with Debian's blender binary (blender -b)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES
+
+BATCH = ROOT / "blender_addon" / "batch.py"
+QUICK = ["--resolution", "48", "--target", "0.01"]
+SERVICE = ["--service-command", str(Path(sys.executable).with_name("neural-shapes"))]
+needs_blender = pytest.mark.skipif(shutil.which("blender") is None, reason="no blender binary (scripts/test installs Debian's)")
+
+
+def outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_mesh_folder_with_python(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(SAMPLES / "chair.stl", source)
+    (source / "broken.obj").write_text("not a mesh\n")
+    result = subprocess.run(
+        [sys.executable, str(BATCH), "--", "--input", str(source), "--output", str(tmp_path / "out"),
+         "--data-dir", str(tmp_path / "data"), *QUICK, *SERVICE],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # one item failed
+    assert outputs(tmp_path / "out") == ["chair.h5", "chair.obj", "chair.png"]
+    assert "broken.obj  failed  broken: mesh is empty" in result.stdout and "1 converted, 1 failed" in result.stdout
+    assert not (tmp_path / "data" / "service.json").exists()  # the service it started is stopped again
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, str(BATCH), "--", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--input must be a folder" in result.stderr
+
+
+@needs_blender
+def test_blend_file_with_blender_binary(tmp_path):
+    blend = tmp_path / "scene.blend"
+    make = (
+        "import bpy\n"
+        "bpy.ops.wm.read_homefile(use_empty=True)\n"
+        "bpy.ops.mesh.primitive_cube_add(size=2, location=(2, 0, 0))\n"
+        "bpy.context.active_object.modifiers.new('bevel', 'BEVEL').width = 0.3\n"
+        "bpy.ops.mesh.primitive_uv_sphere_add(radius=1, location=(-2, 0, 0))\n"
+        f"bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})\n"
+    )
+    subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", make], check=True, capture_output=True, timeout=300)
+    result = subprocess.run(
+        ["blender", "-b", str(blend), "--factory-startup", "-P", str(BATCH), "--",
+         "--output", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), *QUICK, *SERVICE],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 converted, 0 failed" in result.stdout
+    assert outputs(tmp_path / "out") == ["Cube.h5", "Cube.obj", "Cube.png", "Sphere.h5", "Sphere.obj", "Sphere.png"]
+    check = "import bpy; print('NEURAL', sorted(o.name for o in bpy.data.objects if 'neural_shape_h5' in o))"
+    reopened = subprocess.run(["blender", "-b", str(blend), "--factory-startup", "--python-expr", check], capture_output=True, text=True, timeout=300)
+    assert "NEURAL ['Cube (neural)', 'Sphere (neural)']" in reopened.stdout  # saved into the .blend
