@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script: make the add-on package importable
 
 from blender_addon.client.client import Client, ServiceError  # noqa: E402
-from blender_addon.connection import default_data_dir  # noqa: E402
+from blender_addon.connection import default_data_dir, start_service  # noqa: E402
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
 
@@ -53,14 +51,8 @@ class Service:
             return
         except ServiceError:
             pass
-        exe = command or shutil.which("neural-shapes") or str(HERE.parent / ".venv" / "bin" / "neural-shapes")
-        self.process = subprocess.Popen([*exe.split(), "serve", "--port", "0", "--data-dir", str(data_dir)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            self.close()
-            raise ServiceError(0, f"could not start the service with '{exe}' (first line: {line!r})")
-        self.client = Client.from_data_dir(line.split()[-1], data_dir)
+        self.process, url = start_service(command or "", data_dir)
+        self.client = Client.from_data_dir(url, data_dir)
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

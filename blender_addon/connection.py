@@ -8,6 +8,8 @@ setting it reads the token file.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,3 +56,23 @@ def check_connection(settings: ConnectionSettings) -> str:
     except ServiceError as error:
         return f"not connected: {error.detail}"
     return f"connected: {health.service} {health.version} (API {health.api_version})"
+
+
+def start_service(command: str, data_dir: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """Start ``<command> serve --port 0 --data-dir DATA_DIR`` as a child process; returns it and its URL.
+
+    ``command``: the backend's command line (``neural-shapes``, a path to it, or ``/venv/bin/python -m
+    backend.cli``); empty: ``neural-shapes`` from PATH or this repository's ``.venv``.
+    """
+    repo_exe = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "neural-shapes"
+    exe = command.split() if command else [shutil.which("neural-shapes") or str(repo_exe)]
+    try:
+        process = subprocess.Popen([*exe, "serve", "--port", "0", "--data-dir", str(data_dir)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    except OSError as error:
+        raise ServiceError(0, f"cannot run '{' '.join(exe)}' ({error.strerror or error}): set the backend command in the preferences") from None
+    line = process.stdout.readline().strip()  # the service prints its URL first
+    if not line.startswith("listening on "):
+        process.kill()
+        raise ServiceError(0, f"'{' '.join(exe)} serve' did not start (it printed {line!r})")
+    return process, line.split()[-1]

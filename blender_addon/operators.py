@@ -10,12 +10,13 @@ from __future__ import annotations
 import bpy
 
 from .client.client import ServiceError
-from .connection import check_connection, make_client
+from .connection import check_connection, default_data_dir, make_client, start_service
 from .conversion import POLL_SECONDS, Conversion, poll_conversion, start_conversion
 from .neural_objects import is_neural, re_extract, render_preview
-from .settings import connection_settings
+from .settings import connection_settings, preferences
 
 _running: dict[str, Conversion] = {}  # the conversion in flight, by job id (one at a time)
+_service: list = []  # the service process this Blender started, if any
 
 
 def _tag_redraw() -> None:
@@ -156,4 +157,45 @@ class NEURAL_OT_render_preview(bpy.types.Operator):
                 area.spaces.active.image = image
                 break
         self.report({"INFO"}, f"rendered {len(objects)} neural object(s) into '{image.name}'")
+        return {"FINISHED"}
+
+
+class NEURAL_OT_start_service(bpy.types.Operator):
+    """Start neural-shapes serve as a child of Blender (when none answers on the data folder)"""
+
+    bl_idname = "neural.start_service"
+    bl_label = "Start Service"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = connection_settings(context)
+        if check_connection(settings).startswith("connected"):
+            self.report({"INFO"}, "a service is already running")
+            return {"FINISHED"}
+        try:
+            process, url = start_service(preferences(context).backend_command.strip(), settings.data_dir or default_data_dir())
+        except ServiceError as error:
+            self.report({"ERROR"}, error.detail)
+            return {"CANCELLED"}
+        _service.append(process)
+        context.window_manager.neural_shapes_status = check_connection(settings)
+        self.report({"INFO"}, f"service started at {url}")
+        return {"FINISHED"}
+
+
+class NEURAL_OT_stop_service(bpy.types.Operator):
+    """Stop the service this Blender started"""
+
+    bl_idname = "neural.stop_service"
+    bl_label = "Stop Service"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(_service)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        while _service:
+            process = _service.pop()
+            process.terminate()
+            process.wait(30)
+        context.window_manager.neural_shapes_status = "service stopped"
         return {"FINISHED"}

@@ -11,6 +11,8 @@ from .operators import (
     NEURAL_OT_convert_selected,
     NEURAL_OT_re_extract,
     NEURAL_OT_render_preview,
+    NEURAL_OT_start_service,
+    NEURAL_OT_stop_service,
 )
 from .settings import NeuralShapesPreferences
 from .ui import VIEW3D_PT_neural_shapes
@@ -22,6 +24,8 @@ classes = (
     NEURAL_OT_cancel,
     NEURAL_OT_re_extract,
     NEURAL_OT_render_preview,
+    NEURAL_OT_start_service,
+    NEURAL_OT_stop_service,
     VIEW3D_PT_neural_shapes,
 )
 

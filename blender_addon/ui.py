@@ -16,7 +16,10 @@ class VIEW3D_PT_neural_shapes(bpy.types.Panel):
         wm = context.window_manager
         box = layout.box()
         box.label(text=wm.neural_shapes_status or "service not checked yet", icon="URL")
-        box.operator("neural.check_connection")
+        row = box.row(align=True)
+        row.operator("neural.check_connection")
+        row.operator("neural.start_service", text="Start")
+        row.operator("neural.stop_service", text="Stop")
 
         box = layout.box()
         box.prop(context.scene, "neural_shapes_target_error")

@@ -91,7 +91,23 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
     assert all(error < 1e-5 for error in report["matrix_error"].values()), report["matrix_error"]  # the source's transform
     assert all(n > 1000 for n in report["faces"].values())
     assert report["after_reload"] == report["sizes"] and all(n > 30_000 for n in report["sizes"].values())
+    assert report["appended"] == report["sizes"]["Sphere (neural)"]
     assert "select at least one mesh object" in report["nothing_selected"] and report["unchanged"]
     assert report["re_extract"]["new_id"] and 0 < report["re_extract"]["faces_after"] < report["re_extract"]["faces_before"]
     preview = report["preview"]
     assert preview["size"] == [160, 100] and preview["left_half"] > 0.01 and preview["right_half"] > 0.01, preview
+
+
+@needs_bpy
+def test_start_and_stop_service_buttons_and_service_down(built, tmp_path):
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
+    command = str(Path(sys.executable).with_name("neural-shapes"))
+    result = subprocess.run(
+        [sys.executable, str(HERE / "blender" / "service_buttons.py"), str(built[0]), str(tmp_path / "data"), command],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["down"].startswith("error:") and "no running service" in report["down_status"], report
+    assert report["start"] == "FINISHED" and report["started_status"].startswith("connected"), report
+    assert report["stop"] == "FINISHED" and report["after_stop"].startswith("error:"), report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,20 @@ def test_blend_file_with_blender_binary(tmp_path):
     check = "import bpy; print('NEURAL', sorted(o.name for o in bpy.data.objects if 'neural_shape_h5' in o))"
     reopened = subprocess.run(["blender", "-b", str(blend), "--factory-startup", "--python-expr", check], capture_output=True, text=True, timeout=300)
     assert "NEURAL ['Cube (neural)', 'Sphere (neural)']" in reopened.stdout  # saved into the .blend
+
+
+@needs_blender
+def test_legacy_addon_installs_in_old_blender(tmp_path):
+    """Debian's Blender 3.4 predates extensions: the legacy zip installs through Install Add-on."""
+    built = subprocess.run([str(Path(sys.executable).with_name("neural-shapes")), "build-addon", "-o", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    script = (
+        "import bpy\n"
+        f"bpy.ops.preferences.addon_install(filepath={str(tmp_path / 'neural_shapes-0.1.0-legacy.zip')!r})\n"
+        "bpy.ops.preferences.addon_enable(module='neural_shapes')\n"
+        "print('REGISTERED', hasattr(bpy.types, 'VIEW3D_PT_neural_shapes'), hasattr(bpy.ops.neural, 'convert_selected'))\n"
+    )
+    env = {**os.environ, "BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"), "BLENDER_USER_CONFIG": str(tmp_path / "config")}
+    result = subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "REGISTERED True True" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

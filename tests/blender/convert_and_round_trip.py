@@ -85,4 +85,11 @@ image.pixels.foreach_get(pixels)
 alpha = pixels.reshape(image.size[1], image.size[0], 4)[..., 3]
 report["preview"] = {"size": list(image.size), "coverage": float((alpha > 0.5).mean()),
                      "left_half": float((alpha[:, :80] > 0.5).mean()), "right_half": float((alpha[:, 80:] > 0.5).mean())}
+
+# Append the neural object into another file: the shape travels with it.
+bpy.ops.wm.save_mainfile()
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.ops.wm.append(directory=blend_path + "/Object/", filename="Sphere (neural)")
+appended = bpy.data.objects.get("Sphere (neural)")
+report["appended"] = len(bytes(appended["neural_shape_h5"])) if appended is not None else 0
 print(json.dumps(report))
