@@ -15,7 +15,7 @@ from .operators import (
     NEURAL_OT_stop_service,
 )
 from .settings import NeuralShapesPreferences
-from .ui import VIEW3D_PT_neural_shapes
+from .ui import VIEW3D_PT_neural_shapes, draw_status_bar
 
 classes = (
     NeuralShapesPreferences,
@@ -51,9 +51,11 @@ def register() -> None:
     bpy.types.Scene.neural_shapes_resolution = bpy.props.IntProperty(
         name="Proxy resolution", description="Marching cubes grid of the neural objects' proxy meshes", default=128, min=16, max=1024
     )
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
 
 
 def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
     del bpy.types.Scene.neural_shapes_resolution
     del bpy.types.Scene.neural_shapes_target_error
     del bpy.types.Object.neural_smooth_radius

@@ -42,3 +42,14 @@ class VIEW3D_PT_neural_shapes(bpy.types.Panel):
                 box.prop(obj, "neural_smooth_radius")
         box.operator("neural.render_preview", icon="RENDER_STILL")
         # Room for the nf2vec operators (interpolate, generate, complete, similar) of a later issue.
+
+
+def draw_status_bar(self, context: bpy.types.Context) -> None:
+    """Appended to the status bar: the running conversion's progress."""
+    wm = context.window_manager
+    if not wm.neural_shapes_job or wm.neural_shapes_progress >= 1.0 or not wm.neural_shapes_stage:
+        return
+    if hasattr(self.layout, "progress"):
+        self.layout.progress(factor=wm.neural_shapes_progress, text=f"Neural Shapes: {wm.neural_shapes_stage}")
+    else:
+        self.layout.label(text=f"Neural Shapes {wm.neural_shapes_progress:.0%}: {wm.neural_shapes_stage}")

@@ -111,3 +111,44 @@ def test_start_and_stop_service_buttons_and_service_down(built, tmp_path):
     assert report["down"].startswith("error:") and "no running service" in report["down_status"], report
     assert report["start"] == "FINISHED" and report["started_status"].startswith("connected"), report
     assert report["stop"] == "FINISHED" and report["after_stop"].startswith("error:"), report
+
+
+@needs_bpy
+def test_convert_errors_leave_the_scene_unchanged_and_cancel_creates_nothing(built, server, tmp_path):
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
+    result = subprocess.run(
+        [sys.executable, str(HERE / "blender" / "convert_errors_and_cancel.py"), str(built[0]), str(server.data_dir)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "select at least one mesh object" in report["non_mesh"]
+    assert "NoFaces: the mesh has no faces" in report["empty_mesh"] and report["unchanged"]
+    assert report["started"] == "FINISHED" and report["cancel"] == "FINISHED"
+    assert report["stage"].startswith("cancelled") and report["neural_objects"] == 0, report
+
+
+def test_version_mismatch_is_shown_plainly(tmp_path):
+    """A service of another API version (a future one, served here by a stand-in) is refused with a clear line."""
+    import http.server
+    import threading
+
+    class FutureService(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = json.dumps({"status": "ok", "service": "neural-shapes", "version": "9.0.0", "api_version": 99}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), FutureService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        status = check_connection(ConnectionSettings(url=f"http://127.0.0.1:{server.server_port}", token="t", data_dir=str(tmp_path)))
+    finally:
+        server.shutdown()
+    assert status.startswith("not connected: the service speaks API version 99"), status
