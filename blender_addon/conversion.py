@@ -27,11 +27,11 @@ POLL_SECONDS = 0.5
 
 @dataclass
 class Conversion:
-    """One running conversion: the job, and per upload the source object's name and world matrix."""
+    """One conversion: per source object its name and world matrix, then the job once it is submitted."""
 
-    job_id: str
     sources: list[tuple[str, list[list[float]]]]
     resolution: int
+    job_id: str = ""
     state: str = "running"
     progress: float = 0.0
     stage: str = ""
@@ -39,20 +39,41 @@ class Conversion:
     created: list[str] = field(default_factory=list)  # names of the neural objects made
 
 
-def start_conversion(client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None) -> Conversion:
-    """Upload the evaluated meshes of ``objects`` and start one fit job; :class:`ServiceError` on failure."""
-    meshes = [o for o in objects if o.type == "MESH"]
-    if not meshes:
-        raise ServiceError(0, "select at least one mesh object to convert")
-    uploads, sources = [], []
-    for obj in meshes:
+@dataclass(frozen=True)
+class SourceMesh:
+    """An object's evaluated mesh, ready to upload: vertices (v, 3) float32 local frame, faces (f, 3) int32."""
+
+    name: str
+    matrix_world: list[list[float]]
+    vertices: object
+    faces: object
+
+
+def collect_meshes(objects: list[bpy.types.Object], depsgraph) -> list[SourceMesh]:
+    """The evaluated, triangulated meshes of the mesh objects among ``objects`` (main thread: reads bpy data)."""
+    meshes = []
+    for obj in objects:
+        if obj.type != "MESH":
+            continue
         vertices, faces = evaluated_triangles(obj, depsgraph)
         if len(faces) == 0:
             raise ServiceError(0, f"{obj.name}: the mesh has no faces")
-        uploads.append(client.upload_mesh(vertices, faces, name=obj.name).id)
-        sources.append((obj.name, [list(row) for row in obj.matrix_world]))
-    job = client.start_fit(uploads, settings=settings)
-    return Conversion(job_id=job.id, sources=sources, resolution=resolution)
+        meshes.append(SourceMesh(obj.name, [list(row) for row in obj.matrix_world], vertices, faces))
+    if not meshes:
+        raise ServiceError(0, "select at least one mesh object to convert")
+    return meshes
+
+
+def submit(client: Client, meshes: list[SourceMesh], settings: dict | None = None) -> str:
+    """Upload the meshes and start one batched fit job; returns its id (HTTP only: safe on a worker thread)."""
+    uploads = [client.upload_mesh(m.vertices, m.faces, name=m.name).id for m in meshes]
+    return client.start_fit(uploads, settings=settings).id
+
+
+def start_conversion(client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None) -> Conversion:
+    """Collect, upload and start in one go (scripts and ``blender -b``); :class:`ServiceError` on failure."""
+    meshes = collect_meshes(objects, depsgraph)
+    return Conversion(sources=[(m.name, m.matrix_world) for m in meshes], resolution=resolution, job_id=submit(client, meshes, settings))
 
 
 def poll_conversion(client: Client, conversion: Conversion, collection: bpy.types.Collection) -> bool:

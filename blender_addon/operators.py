@@ -1,37 +1,51 @@
 """Operators: read properties, call the bpy-free client and the conversion workflow, report errors.
 
-Convert runs as: upload + start the job in ``execute`` (short), then a ``bpy.app.timers`` callback
-polls the job every 0.5 s, updating the progress shown in the panel and the status bar, and creates
-the neural objects when it is done. Only the timer touches bpy after ``execute``.
+Convert runs as: ``execute`` reads the evaluated meshes (main thread, fast), a worker thread uploads
+them and starts the job (HTTP only), and a ``bpy.app.timers`` callback polls every 0.5 s, updating the
+progress shown in the panel and the status bar, and creates the neural objects when the job is done.
+Only the main thread touches bpy.
 """
 
 from __future__ import annotations
+
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import bpy
 
 from .client.client import ServiceError
 from .connection import check_connection, default_data_dir, make_client, start_service
-from .conversion import POLL_SECONDS, Conversion, poll_conversion, start_conversion
+from .conversion import POLL_SECONDS, Conversion, collect_meshes, poll_conversion, submit
 from .neural_objects import is_neural, re_extract, render_preview
 from .settings import connection_settings, preferences
 
-_running: dict[str, Conversion] = {}  # the conversion in flight, by job id (one at a time)
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neural-shapes")  # never touches bpy
+_running: dict[str, Conversion] = {}  # the conversion in flight (one at a time), by a local key
 _service: list = []  # the service process this Blender started, if any
+_submissions: dict[str, Future] = {}  # uploads + job start running on a worker thread, by the same key
 
 
 def _tag_redraw() -> None:
     for window in bpy.context.window_manager.windows:
         for area in window.screen.areas:
-            if area.type == "VIEW_3D":
+            if area.type in ("VIEW_3D", "STATUSBAR"):
                 area.tag_redraw()
 
 
-def _poll_timer(job_id: str, settings) -> float | None:
-    conversion = _running.get(job_id)
+def _poll_timer(key: str, settings) -> float | None:
+    """One timer tick: wait for the submission, then poll the job; the last tick builds the neural objects."""
+    conversion = _running.get(key)
     if conversion is None:
         return None
     wm = bpy.context.window_manager
+    finished = False
     try:
+        if not conversion.job_id:
+            future = _submissions[key]
+            if not future.done():
+                return POLL_SECONDS
+            conversion.job_id = wm.neural_shapes_job = future.result()  # re-raises the worker's ServiceError
+            del _submissions[key]
         finished = poll_conversion(make_client(settings), conversion, bpy.context.scene.collection)
     except ServiceError as error:
         conversion.state, conversion.error, finished = "failed", error.detail, True
@@ -40,7 +54,8 @@ def _poll_timer(job_id: str, settings) -> float | None:
         f"converted {len(conversion.created)} object(s)" if conversion.state == "succeeded" else f"{conversion.state}: {conversion.error}"
     )
     if finished:
-        _running.pop(job_id, None)
+        _running.pop(key, None)
+        _submissions.pop(key, None)
         wm.progress_end()
     else:
         wm.progress_update(int(conversion.progress * 100))
@@ -63,19 +78,20 @@ class NEURAL_OT_convert_selected(bpy.types.Operator):
         settings = connection_settings(context)
         try:
             client = make_client(settings)
-            conversion = start_conversion(
-                client, list(context.selected_objects), context.evaluated_depsgraph_get(), context.scene.neural_shapes_resolution,
-                settings={"target_surface_error": context.scene.neural_shapes_target_error},
-            )
+            meshes = collect_meshes(list(context.selected_objects), context.evaluated_depsgraph_get())
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        _running[conversion.job_id] = conversion
+        key = uuid.uuid4().hex
+        _running[key] = Conversion(sources=[(m.name, m.matrix_world) for m in meshes], resolution=context.scene.neural_shapes_resolution)
+        # Uploads can take a while for big meshes: a worker thread does the HTTP, the timer picks it up.
+        fit = {"target_surface_error": context.scene.neural_shapes_target_error}
+        _submissions[key] = _pool.submit(submit, client, meshes, fit)
         wm = context.window_manager
-        wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job = 0.0, "queued", conversion.job_id
+        wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job, wm.neural_shapes_key = 0.0, "uploading", "", key
         wm.progress_begin(0, 100)
-        bpy.app.timers.register(lambda: _poll_timer(conversion.job_id, settings), first_interval=POLL_SECONDS)
-        self.report({"INFO"}, f"converting {len(conversion.sources)} object(s)")
+        bpy.app.timers.register(lambda: _poll_timer(key, settings), first_interval=POLL_SECONDS)
+        self.report({"INFO"}, f"converting {len(meshes)} object(s)")
         return {"FINISHED"}
 
 
@@ -90,8 +106,13 @@ class NEURAL_OT_cancel(bpy.types.Operator):
         return bool(_running)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        key = context.window_manager.neural_shapes_key
+        conversion = _running.get(key)
         try:
-            make_client(connection_settings(context)).cancel(context.window_manager.neural_shapes_job)
+            job_id = conversion.job_id if conversion and conversion.job_id else _submissions[key].result(timeout=60)
+            make_client(connection_settings(context)).cancel(job_id)
+        except KeyError:
+            return {"CANCELLED"}  # nothing in flight any more
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}

@@ -32,6 +32,7 @@ classes = (
 _window_manager_props = {
     "neural_shapes_status": lambda: bpy.props.StringProperty(name="Service status", default=""),
     "neural_shapes_job": lambda: bpy.props.StringProperty(name="Running job", default=""),
+    "neural_shapes_key": lambda: bpy.props.StringProperty(name="Running conversion", default=""),
     "neural_shapes_stage": lambda: bpy.props.StringProperty(name="Stage", default=""),
     "neural_shapes_progress": lambda: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR"),
 }

@@ -47,7 +47,7 @@ class VIEW3D_PT_neural_shapes(bpy.types.Panel):
 def draw_status_bar(self, context: bpy.types.Context) -> None:
     """Appended to the status bar: the running conversion's progress."""
     wm = context.window_manager
-    if not wm.neural_shapes_job or wm.neural_shapes_progress >= 1.0 or not wm.neural_shapes_stage:
+    if not wm.neural_shapes_key or wm.neural_shapes_progress >= 1.0 or not wm.neural_shapes_stage:
         return
     if hasattr(self.layout, "progress"):
         self.layout.progress(factor=wm.neural_shapes_progress, text=f"Neural Shapes: {wm.neural_shapes_stage}")

@@ -91,7 +91,7 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
     assert all(error < 1e-5 for error in report["matrix_error"].values()), report["matrix_error"]  # the source's transform
     assert all(n > 1000 for n in report["faces"].values())
     assert report["after_reload"] == report["sizes"] and all(n > 30_000 for n in report["sizes"].values())
-    assert report["appended"] == report["sizes"]["Sphere (neural)"]
+    assert report["appended"] == report["sizes"]["Sphere (neural)"] and report["linked"] == report["sizes"]["Cube (neural)"]
     assert "select at least one mesh object" in report["nothing_selected"] and report["unchanged"]
     assert report["re_extract"]["new_id"] and 0 < report["re_extract"]["faces_after"] < report["re_extract"]["faces_before"]
     preview = report["preview"]

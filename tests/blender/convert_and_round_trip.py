@@ -8,6 +8,7 @@ Prints one JSON line.
 
 import json
 import sys
+import time
 
 import bpy
 
@@ -29,10 +30,10 @@ scene = bpy.context.scene
 scene.neural_shapes_target_error, scene.neural_shapes_resolution = 0.01, 64
 report = {"nothing_selected": ""}
 assert bpy.ops.neural.convert_selected() == {"FINISHED"}
-job_id = bpy.context.window_manager.neural_shapes_job
+key = bpy.context.window_manager.neural_shapes_key
 settings = sys.modules[f"{package}.settings"].connection_settings(bpy.context)
-while operators._poll_timer(job_id, settings) is not None:  # what the timer does in the UI
-    pass
+while operators._poll_timer(key, settings) is not None:  # what the timer does in the UI
+    time.sleep(0.1)
 wm = bpy.context.window_manager
 neural = [o for o in bpy.data.objects if "neural_shape_h5" in o]
 report.update(
@@ -92,4 +93,7 @@ bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.wm.append(directory=blend_path + "/Object/", filename="Sphere (neural)")
 appended = bpy.data.objects.get("Sphere (neural)")
 report["appended"] = len(bytes(appended["neural_shape_h5"])) if appended is not None else 0
+bpy.ops.wm.link(directory=blend_path + "/Object/", filename="Cube (neural)")
+linked = bpy.data.objects.get(("Cube (neural)", blend_path))
+report["linked"] = len(bytes(linked["neural_shape_h5"])) if linked is not None else 0
 print(json.dumps(report))

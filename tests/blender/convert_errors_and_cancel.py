@@ -7,6 +7,7 @@ Prints one JSON line.
 
 import json
 import sys
+import time
 
 import bpy
 
@@ -48,11 +49,11 @@ bpy.ops.mesh.primitive_monkey_add()
 only_selected(bpy.context.active_object)
 bpy.context.scene.neural_shapes_target_error = 0.0005  # runs long enough to cancel
 report["started"] = press(bpy.ops.neural.convert_selected)
-job_id = bpy.context.window_manager.neural_shapes_job
+key = bpy.context.window_manager.neural_shapes_key
 report["cancel"] = press(bpy.ops.neural.cancel)
 connection = settings.connection_settings(bpy.context)
-while operators._poll_timer(job_id, connection) is not None:
-    pass
+while operators._poll_timer(key, connection) is not None:
+    time.sleep(0.1)
 report["stage"] = bpy.context.window_manager.neural_shapes_stage
 report["neural_objects"] = sum("neural_shape_h5" in o for o in bpy.data.objects)
 print(json.dumps(report))
