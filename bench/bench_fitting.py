@@ -27,6 +27,7 @@ from backend.metrics import surface_error, surface_samples
 from backend.network import random_family
 from backend.sampling import importance_samples
 from kernels.mesh_sdf import MeshDistance, SignMethod
+from report import table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +47,6 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
         result = fn()
         best = min(best, time.perf_counter() - start)
     return best, result
-
-
-def table(title: str, header: list[str], rows: list[list]) -> None:
-    print(f"\n**{title}**\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
 
 
 def bench_distance(mesh: trimesh.Trimesh, n: int) -> None:

@@ -28,15 +28,8 @@ from backend.extraction import extract_mesh
 from backend.rendering import Scene, SceneObject, render
 from backend.shape_file import read_shape
 from kernels.device import default_device
+from report import table
 from tests.service_server import SLOW_FIT, ServerProcess
-
-
-def table(title: str, header: list[str], rows: list[list]) -> None:
-    print(f"\n**{title}**\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
