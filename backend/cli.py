@@ -103,13 +103,13 @@ def fit(
     else:
         table = Table(title=f"neural shapes in {output}  (family {family.family_id})")
         for column in ("source", "surface error", "chamfer", "F-score", "steps", "seconds", "output"):
-            table.add_column(column, justify="left" if column in ("source", "output") else "right")
+            table.add_column(column, justify="left" if column in ("source", "output") else "right", overflow="fold")
         for row in rows:
             if row.get("error"):
                 continue
             chamfer = "-" if row["chamfer"] is None else f"{row['chamfer']:.4f}"
             table.add_row(Path(row["source"]).name, f"{row['surface_error']:.4f}", chamfer, f"{row['fscore']:.3f}",
-                          str(row["steps"]), f"{row['fit_seconds']:.1f}", row["output"])
+                          str(row["steps"]), f"{row['fit_seconds']:.1f}", Path(row["output"]).name)
         out.print(table)
     failures = [o for o in outcomes if o.error]
     for outcome in failures:
