@@ -28,6 +28,7 @@ from backend.network import random_family
 from backend.sampling import importance_samples
 from kernels.mesh_sdf import MeshDistance, SignMethod
 from report import table
+from shapes import varied_meshes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,23 +88,11 @@ def bench_samples() -> None:
           ["sample", "faces", "sign", "seconds (incl. sampling)", "steps", "surface error (100 K fresh points)", "stopped"], rows)
 
 
-def varied_meshes(count: int) -> list:
-    """Closed shapes of different kinds for the batching benchmark."""
-    makers = [
-        lambda i: trimesh.creation.icosphere(subdivisions=3),
-        lambda i: trimesh.creation.box(extents=(1, 0.3 + 0.1 * i, 0.6)),
-        lambda i: trimesh.creation.torus(0.6, 0.1 + 0.02 * i, major_sections=64, minor_sections=32),
-        lambda i: trimesh.creation.capsule(height=0.5 + 0.1 * i, radius=0.3),
-        lambda i: trimesh.creation.cylinder(radius=0.4, height=0.3 + 0.1 * i),
-    ]
-    return [normalise_mesh(*(lambda m: (m.vertices, m.faces))(makers[i % len(makers)](i)), name=f"s{i}") for i in range(count)]
-
-
 def bench_batching(count: int, steps: int) -> None:
     """Training throughput on the same samples, then end to end (sampling is per shape either way)."""
     family = random_family()
     settings = FitSettings(samples=200_000, max_steps=steps, target_surface_error=0.0)
-    sampling, data = timed(lambda: [sample_shape(m, settings, i) for i, m in enumerate(varied_meshes(count))])
+    sampling, data = timed(lambda: [sample_shape(normalise_mesh(m.vertices, m.faces, name=f"s{i}"), settings, i) for i, m in enumerate(varied_meshes(count))])
     rows = []
     for per_shape in (2048, 16384):
         run = replace(settings, batch_size=per_shape)

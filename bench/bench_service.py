@@ -29,6 +29,7 @@ from backend.rendering import Scene, SceneObject, render
 from backend.shape_file import read_shape
 from kernels.device import default_device
 from report import table
+from shapes import varied_meshes
 from tests.service_server import SLOW_FIT, ServerProcess
 
 
@@ -40,17 +41,6 @@ def timed(fn, repeat: int) -> tuple[float, object]:
         result = fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times), result
-
-
-def varied_meshes(count: int) -> list[trimesh.Trimesh]:
-    makers = [
-        lambda i: trimesh.creation.icosphere(subdivisions=3),
-        lambda i: trimesh.creation.box(extents=(1, 0.3 + 0.1 * i, 0.6)),
-        lambda i: trimesh.creation.torus(0.6, 0.1 + 0.02 * i, major_sections=64, minor_sections=32),
-        lambda i: trimesh.creation.capsule(height=0.5 + 0.1 * i, radius=0.3),
-        lambda i: trimesh.creation.cylinder(radius=0.4, height=0.3 + 0.1 * i),
-    ]
-    return [makers[i % len(makers)](i) for i in range(count)]
 
 
 def latencies(call, count: int) -> list[float]:
