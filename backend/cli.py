@@ -14,6 +14,7 @@ from rich.table import Table
 
 from backend import __version__
 from backend.addon_build import build_addon
+from backend.cli_collection import make_collection_command
 from backend.cli_kernels import mesh, render
 from backend.cli_output import err, fail, out
 from backend.cli_service import serve
@@ -190,4 +191,5 @@ def build_addon_command(
 
 app.command()(mesh)
 app.command()(render)
+app.command("make-collection")(make_collection_command)
 app.command()(serve)

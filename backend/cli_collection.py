@@ -1,0 +1,54 @@
+"""The ``make-collection`` command: a procedural training collection of meshes; ``backend.cli`` registers it.
+
+Progress goes to stderr, the per-class summary table to stdout, failures are one line, as in the other commands.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backend.cli_output import err, fail, out
+from backend.collection import CLASSES, MANIFEST_NAME, Manifest, make_collection
+
+
+def make_collection_command(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the PLY meshes and manifest.json.")],
+    count: Annotated[int, typer.Option(help="Number of meshes; the classes take turns.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Collection seed: the same seed gives the same files, byte for byte.")] = 0,
+    classes: Annotated[str | None, typer.Option(help=f"Comma-separated classes (default: all of {','.join(CLASSES)}).")] = None,
+    messy_fraction: Annotated[float, typer.Option(help="Fraction of meshes given holes, flipped or duplicated faces.")] = 0.05,
+) -> None:
+    """Generate closed meshes of procedural classes plus manifest.json (labels, seeds); re-running resumes."""
+    chosen = [name.strip() for name in classes.split(",")] if classes is not None else None
+    started = time.perf_counter()
+    # Transient: the bar goes away at the end, so an error line or the summary is what stays on stderr.
+    with Progress(TextColumn("meshes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("meshes", total=count)
+        try:
+            manifest = make_collection(out_dir, count, seed, chosen, messy_fraction,
+                                       progress=lambda done, _: bar.update(task, completed=done))
+        except ValueError as error:
+            fail(str(error))
+        except OSError as error:
+            fail(f"{error.filename or out_dir}: cannot write the collection ({error.strerror or error})")
+    out.print(_summary(manifest))
+    seconds = time.perf_counter() - started
+    err.print(f"wrote {out_dir / MANIFEST_NAME} ({len(manifest.items)} meshes, {seconds:.1f} s)", highlight=False, soft_wrap=True)
+
+
+def _summary(manifest: Manifest) -> Table:
+    """Meshes, messy meshes and the face-count range per class."""
+    table = Table(title=f"collection in {manifest.root}  (seed {manifest.seed})")
+    for column in ("label", "class", "meshes", "messy", "faces"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, name in enumerate(manifest.classes):
+        items = [item for item in manifest.items if item.label == label]
+        faces = f"{min(i.faces for i in items)}-{max(i.faces for i in items)}" if items else "-"
+        table.add_row(str(label), name, str(len(items)), str(sum(i.messy for i in items)), faces)
+    return table
