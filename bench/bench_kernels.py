@@ -4,8 +4,9 @@
 
 Without ``--shape`` the default 7553-parameter net is first fitted to samples/mug.obj with the
 product's own fitter (500 K samples, to the default surface error target or 4000 steps). Compared in the same run: point evaluations/s (Warp vs torch);
-marching cubes at 128^3, 256^3, 512^3 (Warp dense, Warp sparse incl. the Lipschitz estimate, torch
-evaluation + scikit-image); 256^2 and 512^2 frames of the shape filling the view (Warp tracer vs a
+marching cubes at 128^3, 256^3, 512^3 (Warp dense, Warp sparse narrow band incl. its local Lipschitz
+bounds, torch evaluation + scikit-image; best of ``MC_REPEATS`` runs each, the machine may be shared;
+field evaluations per extraction, and whether sparse and dense gave the same triangles); 256^2 and 512^2 frames of the shape filling the view (Warp tracer vs a
 plain torch sphere tracer with dynamic batching: each step evaluates only the rays still marching).
 ``--skip-slow`` leaves out torch + scikit-image at 512^3 (minutes on two cores).
 """
@@ -29,21 +30,34 @@ from backend.rendering import Scene, SceneObject, frame_objects, render, scene_s
 from backend.shape_file import NeuralShape, read_shape  # noqa: E402
 from kernels.device import default_device  # noqa: E402
 from kernels.marching_cubes import extract_neural  # noqa: E402
-from kernels.mlp_eval import evaluate, lipschitz_bound  # noqa: E402
+from kernels.mlp_eval import evaluate  # noqa: E402
 from kernels.sphere_trace import TraceSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+MC_REPEATS = 3  # marching cubes: best of this many runs (one at 512^3 for dense and the reference)
 
 
-def timed(function, repeats: int = 1):
+def timed(function, repeats: int = 1, warm_up: bool = True):
     """Best wall time of ``repeats`` calls (after one warm-up call) and the last result."""
-    result = function()
+    result = function() if warm_up else None
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         result = function()
         best = min(best, time.perf_counter() - start)
     return best, result
+
+
+def same_triangles(a, b) -> bool:
+    """Whether two surface meshes have the same triangles (vertex positions, winding), whatever their order."""
+    if a.faces.shape != b.faces.shape:
+        return False
+
+    def triangles(mesh):  # corners of each triangle from its smallest rotation (keeps the winding), sorted
+        corners = mesh.vertices[mesh.faces].reshape(-1, 9).tolist()
+        return np.array(sorted(min(row[3 * k :] + row[: 3 * k] for k in range(3)) for row in corners))
+
+    return len(a.faces) == 0 or bool(np.abs(triangles(a) - triangles(b)).max() < 1e-6)
 
 
 def quick_fit() -> NeuralShape:
@@ -120,22 +134,21 @@ def main() -> None:
     print(f"| Warp value | {1 / warp_values:.2f} | {torch_values / warp_values:.1f}x |")
     print(f"| Warp value + analytic gradient | {1 / warp_gradients:.2f} | {torch_values / warp_gradients:.1f}x |\n")
 
-    bound_seconds, bound = timed(lambda: lipschitz_bound(arch, weights, device=device))
-    print(f"Lipschitz bounds: near {bound.near:.2f} (|f| <= {bound.band}), far {bound.far:.2f}; estimate {bound_seconds:.2f} s (in the sparse times)\n")
-    print("| marching cubes | dense Warp | sparse Warp | torch + scikit-image | sparse vs torch + skimage | faces (sparse / dense) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| marching cubes | dense Warp | sparse Warp | torch + scikit-image | sparse vs torch + skimage | sparse vs dense | evaluations sparse / dense | faces sparse / dense, same |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for resolution in (128, 256, 512):
-        dense_s, dense = timed(lambda: extract_neural(arch, weights, resolution, "dense", device=device))
-        sparse_s, sparse = timed(lambda: extract_neural(arch, weights, resolution, "sparse", device=device))
+        repeats = 1 if resolution == 512 else MC_REPEATS
+        sparse_s, sparse = timed(lambda: extract_neural(arch, weights, resolution, "sparse", device=device), MC_REPEATS)
+        dense_s, dense = timed(lambda: extract_neural(arch, weights, resolution, "dense", device=device), repeats, warm_up=resolution == 128)
         if args.skip_slow and resolution == 512:
             reference = "skipped"
             ratio = "-"
         else:
-            start = time.perf_counter()
-            measure.marching_cubes(sdf_grid(arch, weights, resolution), 0.0)
-            reference_s = time.perf_counter() - start
-            reference, ratio = f"{reference_s:.2f} s", f"{reference_s / sparse_s:.0f}x"
-        print(f"| {resolution}^3 | {dense_s:.2f} s | {sparse_s:.2f} s | {reference} | {ratio} | {len(sparse.faces)} / {len(dense.faces)} |")
+            reference_s, _ = timed(lambda: measure.marching_cubes(sdf_grid(arch, weights, resolution), 0.0), repeats, warm_up=False)
+            reference, ratio = f"{reference_s:.2f} s", f"{reference_s / sparse_s:.1f}x"
+        evaluations = f"{sparse.evaluations / 1e6:.2f} M / {dense.evaluations / 1e6:.1f} M"
+        faces = f"{len(sparse.faces)} / {len(dense.faces)}, {'yes' if same_triangles(sparse, dense) else 'NO'}"
+        print(f"| {resolution}^3 | {dense_s:.2f} s | {sparse_s:.2f} s | {reference} | {ratio} | {dense_s / sparse_s:.0f}x | {evaluations} | {faces} |")
 
     print("\n| frame (shape filling the view) | Warp tracer | torch tracer, dynamic batching | speed-up | coverage Warp / torch |")
     print("| --- | ---: | ---: | ---: | ---: |")
