@@ -16,7 +16,9 @@ from backend import __version__
 from backend.addon_build import build_addon
 from backend.cli_collection import make_collection_command
 from backend.cli_kernels import mesh, render
+from backend.cli_meta import meta_train_command
 from backend.cli_output import err, fail, out
+from backend.cli_points import fit_points_command
 from backend.cli_service import serve
 from backend.conversion import (
     DEFAULT_FIT_BATCH,
@@ -27,9 +29,10 @@ from backend.conversion import (
     fit_result_rows,
 )
 from backend.errors import NeuralShapesError
+from backend.family_file import resolve_family
 from backend.fitting import FitProgress, FitSettings
 from backend.mesh_loading import DEFAULT_MAX_FACES, find_mesh_files, load_mesh_file
-from backend.network import Architecture, random_family
+from backend.network import Architecture
 from backend.shape_file import read_shape
 
 app = typer.Typer(help="Turn meshes into weight-encoded neural implicits (neural SDFs), evaluate and mesh them.", no_args_is_help=True)
@@ -53,7 +56,7 @@ def fit(
     hidden_layers: Annotated[int, typer.Option(help="Hidden layers of the MLP.")] = 8,
     width: Annotated[int, typer.Option(help="Width of each hidden layer.")] = 32,
     activation: Annotated[str, typer.Option(help="relu (the paper's) or sine (SIREN).")] = "relu",
-    family_seed: Annotated[int, typer.Option(help="Seed of the family's shared initial weights.")] = 0,
+    family: Annotated[str, typer.Option(help="Model family: 'default' (bundled, meta-learned), 'random' / 'random:SEED', or a FAMILY.h5.")] = "default",
     fit_batch: Annotated[int, typer.Option(help="Shapes fitted together in one batched model.")] = DEFAULT_FIT_BATCH,
     resolution: Annotated[int, typer.Option(help="Marching cubes grid for the reconstruction and its metrics.")] = DEFAULT_RESOLUTION,
     half: Annotated[bool, typer.Option("--half", help="Store weights as float16.")] = False,
@@ -64,16 +67,16 @@ def fit(
     """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table."""
     try:
         architecture = Architecture.for_activation(activation, hidden_layers, width)
+        chosen = resolve_family(family, architecture)
         settings = FitSettings(
             samples=samples, beta=beta, batch_size=batch_size, learning_rate=learning_rate,
             target_surface_error=target, max_steps=max_steps, seed=seed,
         )
-    except ValueError as error:
+    except (ValueError, NeuralShapesError) as error:
         fail(str(error))
     sources = find_mesh_files(paths)
     if not sources:
         fail("no mesh files found in " + ", ".join(map(str, paths)))
-    family = random_family(architecture, family_seed)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
         tasks = {s: bar.add_task(s.name, total=settings.max_steps, status="waiting") for s in sources}
 
@@ -90,7 +93,7 @@ def fit(
 
         try:
             outcomes = convert_files(
-                sources, output, family, settings, resolution=resolution, half_precision=half,
+                sources, output, chosen, settings, resolution=resolution, half_precision=half,
                 max_faces=max_faces, fit_batch=fit_batch, progress=show,
             )
         except NeuralShapesError as error:
@@ -102,7 +105,7 @@ def fit(
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        table = Table(title=f"neural shapes in {output}  (family {family.family_id})")
+        table = Table(title=f"neural shapes in {output}  (family {chosen.family_id})")
         for column in ("source", "surface error", "chamfer", "F-score", "steps", "seconds", "output"):
             table.add_column(column, justify="left" if column in ("source", "output") else "right", overflow="fold")
         for row in rows:
@@ -193,3 +196,5 @@ app.command()(mesh)
 app.command()(render)
 app.command("make-collection")(make_collection_command)
 app.command()(serve)
+app.command("meta-train")(meta_train_command)
+app.command("fit-points")(fit_points_command)

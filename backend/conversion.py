@@ -20,6 +20,7 @@ import trimesh
 from backend import __version__
 from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
+from backend.files import write_atomically
 from backend.fitting import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.mesh_loading import DEFAULT_MAX_FACES, NormalisedMesh, Similarity, load_mesh_file
 from backend.metrics import CHAMFER_POINTS, SURFACE_ERROR_POINTS, reconstruction_quality, surface_error, surface_samples
@@ -144,12 +145,7 @@ def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *
 def write_mesh_atomically(mesh: trimesh.Trimesh, path: Path) -> None:
     """Export a mesh (format from the suffix) through a temporary file, so no half-written file appears."""
     data = mesh.export(file_type=path.suffix[1:].lower())
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, data.encode() if isinstance(data, str) else data)
 
 
 def _output_stems(sources: list[Path]) -> dict[Path, str]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from backend.errors import NeuralShapesError
+from backend.inner_loop import adapt, family_parameters, family_rates, weights_of
 from backend.mesh_loading import NormalisedMesh
 from backend.metrics import surface_samples
 from backend.network import BatchedSDF, ModelFamily, Weights
@@ -37,6 +38,9 @@ class FitSettings:
     learning_rate: float = 1e-3
     min_learning_rate: float = 1e-4
     target_surface_error: float = 0.003
+    # The surface error alone can be low while the field away from the surface is still wrong (ghost
+    # surfaces, wrong signs, seen early in fits): a shape also needs this mean training L1 to stop.
+    target_loss: float = 0.01
     max_steps: int = 20_000
     eval_every: int = 100
     eval_points: int = 20_000
@@ -52,6 +56,7 @@ class FitProgress:
     stage: str
     step: int = 0
     surface_error: float = float("nan")
+    loss: float = float("nan")  # mean training L1 since the previous evaluation
 
 
 @dataclass
@@ -145,16 +150,18 @@ def train_shapes(
     sample_seconds = [d.sample_seconds for d in data]
     count, samples = sdf.shape
     generator = torch.Generator().manual_seed(settings.seed)
-    model = BatchedSDF(family.architecture, [family.initial_weights] * count)
+    start_weights, step = [family.initial_weights] * count, 0
+    if family.is_meta_learned:
+        start_weights, step = _meta_steps(family, points, sdf, generator), family.inner_steps
+    model = BatchedSDF(family.architecture, start_weights)
     optimizer = _BatchedAdam(list(model.parameters()))
     active = torch.arange(count)  # original index of each row of the model
     results: list[FitResult | None] = [None] * count
     best = torch.full((count,), float("inf"))
     stale = torch.zeros(count, dtype=torch.long)
     learning_rate = torch.full((count,), settings.learning_rate)
-    loss_sum = torch.zeros(count)
+    loss_sum, window_steps = torch.zeros(count), 0
     started = time.perf_counter()
-    step = 0
     while len(active) > 0:
         _check_cancel(cancel)
         step += 1
@@ -165,6 +172,7 @@ def train_shapes(
         per_shape.sum().backward()  # shapes share no parameters: each gets the gradient of its own loss
         optimizer.step(learning_rate[active])
         loss_sum[active] += per_shape.detach()
+        window_steps += 1
         if step % settings.eval_every and step < settings.max_steps:
             continue
         with torch.no_grad():
@@ -172,7 +180,8 @@ def train_shapes(
         finished = torch.zeros(len(active), dtype=torch.bool)
         for row, shape in enumerate(active.tolist()):
             error = float(errors[row])
-            report(FitProgress(shape, "fitting", step, error))
+            window_loss = float(loss_sum[shape]) / window_steps
+            report(FitProgress(shape, "fitting", step, error, window_loss))
             if error < best[shape] * 0.98:
                 best[shape], stale[shape] = error, 0
             else:
@@ -181,7 +190,7 @@ def train_shapes(
                 learning_rate[shape] /= 2
                 stale[shape] = 0
             reason = ""
-            if error <= settings.target_surface_error:
+            if error <= settings.target_surface_error and window_loss <= settings.target_loss:
                 reason = "target reached"
             elif learning_rate[shape] < settings.min_learning_rate:
                 reason = "stopped improving"
@@ -193,18 +202,34 @@ def train_shapes(
                     weights=model.shape_weights(row),
                     steps=step,
                     fit_seconds=sample_seconds[shape] + time.perf_counter() - started,
-                    final_loss=float(loss_sum[shape]) / settings.eval_every,
+                    final_loss=window_loss,
                     surface_error_estimate=error,
                     stop_reason=reason,
                 )
                 report(FitProgress(shape, "done", step, error))
         loss_sum.zero_()
+        window_steps = 0
         if finished.any():
             keep = torch.nonzero(~finished).squeeze(1)
             active = active[keep]
             model.keep_rows(keep)
             optimizer.keep_rows(keep, list(model.parameters()))
     return [r for r in results if r is not None]
+
+
+def _meta_steps(family: ModelFamily, points: torch.Tensor, sdf: torch.Tensor, generator: torch.Generator) -> list[Weights]:
+    """A meta-learned family's inner steps (plain gradient steps at its learned per-parameter rates).
+
+    points (s, m, 3), sdf (s, m): each shape's samples; each step uses ``family.inner_batch`` of them.
+    """
+    count, samples = sdf.shape
+    k, n = family.inner_steps, family.inner_batch
+    index = torch.randint(0, samples, (count, k * n), generator=generator)
+    step_points = torch.gather(points, 1, index[..., None].expand(-1, -1, 3)).view(count, k, n, 3)
+    step_sdf = torch.gather(sdf, 1, index).view(count, k, n)
+    params = [p.requires_grad_() for p in family_parameters(family, count)]
+    adapted = adapt(family.architecture, params, family_rates(family), step_points, step_sdf)
+    return [weights_of(adapted, row) for row in range(count)]
 
 
 class _BatchedAdam:

@@ -19,6 +19,7 @@ import numpy as np
 import trimesh
 
 from backend.errors import NeuralShapesError
+from backend.files import read_file_bytes
 
 BOUNDING_RADIUS = 0.9
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
@@ -86,10 +87,7 @@ def load_mesh_file(path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Si
     path = Path(path)
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise NeuralShapesError(f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(MESH_SUFFIXES)})")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise NeuralShapesError(f"{path}: cannot read file ({error.strerror or error})") from None
+    data = read_file_bytes(path)
     try:
         loaded = _merge_scene(trimesh.load(path, process=False))
     except Exception as error:  # trimesh raises many types for corrupt files
@@ -183,8 +181,7 @@ def normalise_mesh(
         raise NeuralShapesError(f"{label}: all {len(faces)} faces are degenerate (zero area)")
     mesh = trimesh.Trimesh(vertices, faces[keep], process=True)  # also merges duplicate vertices
     if transform is None:
-        centre, radius = _bounding_sphere(mesh.vertices, label)
-        transform = Similarity(scale=BOUNDING_RADIUS / radius, centre=centre)
+        transform = bounding_similarity(mesh.vertices, label)
     sha = source_sha256 or hashlib.sha256(vertices.tobytes() + faces.tobytes()).hexdigest()
     return NormalisedMesh(
         name=name,
@@ -194,6 +191,12 @@ def normalise_mesh(
         source_sha256=sha,
         clean=bool(mesh.is_watertight and mesh.is_winding_consistent and mesh.body_count == 1 and mesh.volume > 0),
     )
+
+
+def bounding_similarity(vertices: np.ndarray, label: str) -> Similarity:
+    """The normalising similarity of points (n, 3): their minimum bounding sphere -> radius 0.9 at the origin."""
+    centre, radius = _bounding_sphere(vertices, label)
+    return Similarity(scale=BOUNDING_RADIUS / radius, centre=centre)
 
 
 def _bounding_sphere(vertices: np.ndarray, label: str) -> tuple[np.ndarray, float]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import trimesh
+from scipy.spatial import cKDTree
 
 from backend.network import Architecture, Weights, evaluate_sdf
 from kernels.mesh_sdf import MeshDistance, SignMethod
@@ -55,7 +56,26 @@ def reconstruction_quality(
     recon_points = surface_samples(reconstruction.vertices, reconstruction.faces, len(source_points), seed=seed + 1)
     to_recon = MeshDistance(reconstruction.vertices, reconstruction.faces).distance(source_points, SignMethod.NONE)
     to_source = MeshDistance(source.vertices, source.faces).distance(recon_points, SignMethod.NONE)
-    recall = float((to_recon < threshold).mean())
+    return _quality(to_recon, to_source, threshold)
+
+
+def point_cloud_quality(points: np.ndarray, reconstruction: trimesh.Trimesh, threshold: float = FSCORE_THRESHOLD, seed: int = 0) -> ReconstructionQuality:
+    """Chamfer distance and F-score between a point cloud (n, 3) and a reconstruction, same frame.
+
+    Cloud to reconstruction is point-to-surface; reconstruction samples to the cloud go to the nearest
+    point, so that half is biased upwards by the cloud's point spacing.
+    """
+    if len(reconstruction.faces) == 0:
+        return ReconstructionQuality(chamfer=float("inf"), fscore=0.0)
+    recon_points = surface_samples(reconstruction.vertices, reconstruction.faces, min(len(points), CHAMFER_POINTS), seed=seed + 1)
+    to_recon = MeshDistance(reconstruction.vertices, reconstruction.faces).distance(np.asarray(points, dtype=np.float32), SignMethod.NONE)
+    to_cloud = cKDTree(points).query(recon_points)[0]
+    return _quality(to_recon, to_cloud, threshold)
+
+
+def _quality(to_reconstruction: np.ndarray, to_source: np.ndarray, threshold: float) -> ReconstructionQuality:
+    """From distances source -> reconstruction and reconstruction -> source: Chamfer and F-score at ``threshold``."""
+    recall = float((to_reconstruction < threshold).mean())
     precision = float((to_source < threshold).mean())
     fscore = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-    return ReconstructionQuality(chamfer=float(to_recon.mean() + to_source.mean()), fscore=fscore)
+    return ReconstructionQuality(chamfer=float(to_reconstruction.mean() + to_source.mean()), fscore=fscore)

@@ -5,6 +5,8 @@ A SIREN variant (sine activations, Sitzmann et al.) is selectable.
 
 A *model family* is an architecture plus one shared set of initial weights: every shape of a family
 starts fitting from those weights (nf2vec relies on it), and its ``family_id`` is stored in each file.
+A meta-learned family (Meta-SGD, :mod:`backend.meta_learning`) also holds per-parameter inner learning
+rates: fitting starts with ``inner_steps`` plain gradient steps at those rates.
 
 Weights are kept as in ``torch.nn.Linear``: per layer ``weight`` (out, in) and ``bias`` (out,).
 Input: points in the normalised frame; output: signed distance, negative inside.
@@ -13,7 +15,7 @@ Input: points in the normalised frame; output: signed distance, negative inside.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -70,6 +72,14 @@ class ModelFamily:
     name: str
     architecture: Architecture
     initial_weights: Weights
+    inner_learning_rates: Weights | None = None  # Meta-SGD step sizes, shaped like the weights
+    inner_steps: int = 0  # gradient steps at those rates that start every fit
+    inner_batch: int = 0  # points per shape in each of those steps
+    provenance: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_meta_learned(self) -> bool:
+        return self.inner_learning_rates is not None and self.inner_steps > 0
 
     @property
     def family_id(self) -> str:
@@ -110,26 +120,16 @@ class BatchedSDF(torch.nn.Module):
     def __init__(self, architecture: Architecture, weights: list[Weights]):
         super().__init__()
         self.architecture = architecture
-        self.weights = torch.nn.ParameterList()
-        self.biases = torch.nn.ParameterList()
-        for layer in range(len(architecture.layer_sizes) - 1):
-            self.weights.append(torch.nn.Parameter(torch.from_numpy(np.stack([w[layer][0] for w in weights])).clone()))
-            self.biases.append(torch.nn.Parameter(torch.from_numpy(np.stack([w[layer][1] for w in weights])).clone()))
+        stacked_weights, stacked_biases = stacked_parameters(weights)
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w) for w in stacked_weights)
+        self.biases = torch.nn.ParameterList(torch.nn.Parameter(b) for b in stacked_biases)
 
     @property
     def shape_count(self) -> int:
         return self.weights[0].shape[0]
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        arch = self.architecture
-        h = points
-        last = len(self.weights) - 1
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-            if layer < last:
-                h = torch.sin(arch.sine_w0 * h) if arch.activation == "sine" else torch.relu(h)
-        h = h.squeeze(-1)
-        return torch.tanh(h) if arch.output_activation == "tanh" else h
+        return batched_forward(self.architecture, list(self.weights), list(self.biases), points)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         """Keep only the shapes at indices ``keep`` (new Parameter objects: autograd remembers old shapes)."""
@@ -143,6 +143,32 @@ class BatchedSDF(torch.nn.Module):
             (w[index].detach().cpu().numpy().astype(np.float32), b[index].detach().cpu().numpy().astype(np.float32))
             for w, b in zip(self.weights, self.biases)
         ]
+
+
+def batched_forward(
+    architecture: Architecture, weights: list[torch.Tensor], biases: list[torch.Tensor], points: torch.Tensor
+) -> torch.Tensor:
+    """Functional forward of s stacked MLPs: weights[l] (s, out, in), biases[l] (s, out), points (s, n, 3) -> (s, n).
+
+    Functional so that meta-learning can run it on adapted (non-leaf) parameters.
+    """
+    h = points
+    last = len(weights) - 1
+    for layer, (weight, bias) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        if layer < last:
+            h = torch.sin(architecture.sine_w0 * h) if architecture.activation == "sine" else torch.relu(h)
+    h = h.squeeze(-1)
+    return torch.tanh(h) if architecture.output_activation == "tanh" else h
+
+
+def stacked_parameters(weights: list[Weights]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer, the weights (s, out, in) and biases (s, out) of s shapes as new float32 tensors."""
+    layers = range(len(weights[0]))
+    return (
+        [torch.from_numpy(np.stack([w[layer][0] for w in weights])).float().clone() for layer in layers],
+        [torch.from_numpy(np.stack([w[layer][1] for w in weights])).float().clone() for layer in layers],
+    )
 
 
 def evaluate_sdf(architecture: Architecture, weights: Weights, points: np.ndarray, chunk: int = 65536) -> np.ndarray:

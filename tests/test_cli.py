@@ -56,7 +56,7 @@ def test_eval_info_mesh(fitted, tmp_path):
     info = run_cli("info", shape_path, "--json")
     assert info.returncode == 0, info.stderr
     summary = json.loads(info.stdout)
-    assert summary["architecture"]["parameters"] == 7553 and summary["family_id"].startswith("random-relu8x32-seed0-")
+    assert summary["architecture"]["parameters"] == 7553 and summary["family_id"].startswith("default-")
     assert run_cli("info", shape_path).returncode == 0
 
     out = tmp_path / "ball64.ply"

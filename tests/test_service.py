@@ -137,11 +137,13 @@ def test_fit_mesh_render_download(client, fitted):
     image = client.render([{"shape": box_id}], width=64, height=48)
     assert image.data.startswith(b"\x89PNG\r\n\x1a\n") and (image.width, image.height) == (64, 48)
     floats = client.render(
-        [{"shape": box_id}, {"shape": ball_id, "matrix_world": [[1, 0, 0, -5], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], "operation": "difference"}],
+        [{"shape": box_id}, {"shape": ball_id, "matrix_world": [[1, 0, 0, -2.7], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], "operation": "difference"}],
         width=32, height=32, format="rgba", camera={"position": [3, -3, 2], "look_at": [0, 0, 0]},
     )
-    rgba = np.frombuffer(floats.data, "<f4").reshape(32, 32, 4)
-    assert 0 < (rgba[..., 3] == 1).sum() < 32 * 32
+    cut_box = (np.frombuffer(floats.data, "<f4").reshape(32, 32, 4)[..., 3] == 1).sum()
+    whole_box = (np.frombuffer(client.render([{"shape": box_id}], width=32, height=32, format="rgba",
+                                             camera={"position": [3, -3, 2], "look_at": [0, 0, 0]}).data, "<f4").reshape(32, 32, 4)[..., 3] == 1).sum()
+    assert 0 < cut_box < whole_box  # the ball, moved to (2.3, 0, 0), cuts away the box's +x end
     passes = np.load(io.BytesIO(client.render([{"shape": ball_id}], width=16, height=16, format="npz").data), allow_pickle=False)
     assert passes["depth"].shape == (16, 16) and (passes["object_id"] == 0).any()
 
@@ -243,6 +245,9 @@ def test_oversized_and_malformed_uploads(server, client):
     assert status == 422 and "bogus" in answer["detail"]
     status, answer = raw(server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "settings": {"samples": -5}}).encode())
     assert status == 422 and "samples" in answer["detail"]
+    for family in ("/etc/passwd", "random:x", "../default.h5"):  # families are names, never paths
+        status, answer = raw(server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "family": family}).encode())
+        assert status == 422 and "family" in answer["detail"], (family, answer)
     assert status_of(lambda: client.start_fit(["0" * 32])) == 404
     assert status_of(lambda: client.start_fit(["../../etc"])) == 400
     assert status_of(lambda: client.render([{"shape": "0" * 32}])) == 404

@@ -98,7 +98,7 @@ def _replace_dataset(key, value):
         (_replace_dataset("weights/layer_00/weight", np.zeros((32, 3), np.int32)), "dtype int32"),
         (_replace_dataset("weights/layer_02/bias", np.full(32, np.inf, np.float32)), "NaN or infinite"),
         (lambda f: f["metrics"].attrs.__delitem__("surface_error"), "metrics lack surface_error"),
-        (_set("metrics/steps", np.nan), "finite number"),
+        (_set("metrics/steps", np.nan), "metrics/steps must be one number"),
         (lambda f: f["provenance"].attrs.__delitem__("source_sha256"), "provenance lacks source_sha256"),
         (lambda f: f.__delitem__("family"), "missing group 'family'"),
     ],

@@ -3,7 +3,7 @@
 Inputs (validated by the API's ``FitJobCreate`` before they are stored)::
 
     {"uploads": [id, ...], "settings": {FitSettings fields}, "architecture": {hidden_layers, width,
-     activation}, "family_seed": 0, "resolution": 128, "half_precision": false, "keep_uploads": false}
+     activation}, "family": "default", "resolution": 128, "half_precision": false, "keep_uploads": false}
 
 Meshes are fitted ``fit_batch`` at a time in one batched model (:func:`backend.fitting.fit_shapes`);
 each fitted shape is evaluated (surface error, Chamfer, F-score at ``resolution``) and stored at once,
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from backend.conversion import evaluate_shape, fitted_shape
 from backend.errors import NeuralShapesError
+from backend.family_file import resolve_family
 from backend.fitting import FitProgress, FitSettings, fit_shapes
-from backend.network import Architecture, random_family
+from backend.network import Architecture
 from backend.service.jobs import JobContext, JobKind
 from backend.service.library import Library
 from backend.service.uploads import Uploads
@@ -45,7 +46,7 @@ class FitJob:
         settings = FitSettings(**inputs.get("settings", {}))
         arch = inputs.get("architecture", {})
         architecture = Architecture.for_activation(arch.get("activation", "relu"), arch.get("hidden_layers", 8), arch.get("width", 32))
-        family = random_family(architecture, inputs.get("family_seed", 0))
+        family = resolve_family(inputs.get("family", "default"), architecture)
         resolution = int(inputs.get("resolution", 128))
         half = bool(inputs.get("half_precision", False))
 

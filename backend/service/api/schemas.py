@@ -62,7 +62,11 @@ class FitJobCreate(_In):
     uploads: list[str] = Field(min_length=1, description="upload ids from POST /v1/uploads")
     settings: FitSettingsCreate = FitSettingsCreate()
     architecture: ArchitectureCreate = ArchitectureCreate()
-    family_seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the family's shared initial weights")
+    family: str = Field(
+        "default",
+        pattern=r"^(default|random(:\d{1,10})?)$",
+        description="model family: 'default' (bundled, meta-learned) or 'random' / 'random:SEED' (seeded shared init)",
+    )
     resolution: int = Field(128, ge=16, le=512, description="marching cubes grid for the Chamfer / F-score metrics")
     half_precision: bool = False
     keep_uploads: bool = Field(False, description="keep the uploads after success (else they are removed)")
