@@ -17,6 +17,7 @@ from backend.addon_build import build_addon
 from backend.cli_collection import make_collection_command
 from backend.cli_kernels import mesh, render
 from backend.cli_meta import meta_train_command
+from backend.cli_nf2vec import train_nf2vec_command
 from backend.cli_output import err, fail, out
 from backend.cli_points import fit_points_command
 from backend.cli_service import serve
@@ -198,3 +199,4 @@ app.command("make-collection")(make_collection_command)
 app.command()(serve)
 app.command("meta-train")(meta_train_command)
 app.command("fit-points")(fit_points_command)
+app.command("train-nf2vec")(train_nf2vec_command)

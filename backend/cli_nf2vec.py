@@ -1,0 +1,78 @@
+"""The ``train-nf2vec`` command: train an nf2vec encoder + decoder on neural shapes of one family.
+
+``backend.cli`` registers it. Shapes are ``.h5`` files (or folders of them); each one's source mesh is
+found in the collection folder by its provenance ``source_name``. The samples cache sits in the
+collection folder (shared with ``meta-train``) and the checkpoint in the model folder, so an interrupted
+run resumes. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from backend.cli_output import err, fail, out
+from backend.errors import NeuralShapesError
+from backend.nf2vec.config import Nf2vecConfig
+from backend.nf2vec.training import Nf2vecProgress, TrainSettings, one_family, shape_samples, train_nf2vec
+from backend.shape_file import read_shape
+
+SETTINGS = TrainSettings()
+SIZES = Nf2vecConfig()
+
+
+def train_nf2vec_command(
+    paths: Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of one family, or folders of them.")],
+    collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes (e.g. a make-collection folder).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (config.json + weights.pt).")],
+    steps: Annotated[int, typer.Option(help="Training steps.")] = SETTINGS.steps,
+    shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = SETTINGS.shapes_per_step,
+    points_per_shape: Annotated[int, typer.Option(help="Query points per shape per step.")] = SETTINGS.points_per_shape,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = SETTINGS.learning_rate,
+    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = SETTINGS.samples_per_shape,
+    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: in the collection folder, shared with meta-train); meshes cached there may be absent.")] = None,
+    paper_sizes: Annotated[bool, typer.Option("--paper-sizes", help="The paper's sizes: encoder 512,512,1024, embedding 1024, decoder 4x512.")] = False,
+    encoder_hidden: Annotated[str, typer.Option(help="Comma-separated sizes of the encoder stages before the embedding.")] = ",".join(map(str, SIZES.encoder_hidden)),
+    embedding_size: Annotated[int, typer.Option(help="Embedding size.")] = SIZES.embedding_size,
+    decoder_hidden: Annotated[int, typer.Option(help="Width of the decoder's hidden layers.")] = SIZES.decoder_hidden,
+    decoder_layers: Annotated[int, typer.Option(help="Hidden layers of the decoder (at least 3).")] = SIZES.decoder_layers,
+    loss: Annotated[str, typer.Option(help="l1 on signed distance, or bce on the clamped distance (the paper's).")] = SIZES.loss,
+    seed: Annotated[int, typer.Option(help="Seed of the initial networks, the draws and the samples.")] = SETTINGS.seed,
+) -> None:
+    """Train nf2vec: an encoder from shape weights to embeddings, with an implicit decoder."""
+    try:
+        sizes = Nf2vecConfig.paper() if paper_sizes else Nf2vecConfig(
+            encoder_hidden=tuple(int(size) for size in encoder_hidden.split(",") if size),
+            embedding_size=embedding_size, decoder_hidden=decoder_hidden, decoder_layers=decoder_layers,
+        )
+        config = replace(sizes, loss=loss)
+        settings = TrainSettings(steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
+                                 learning_rate=learning_rate, samples_per_shape=samples_per_shape, seed=seed)
+        files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
+        shapes = [read_shape(file) for file in files]
+        one_family(shapes)
+    except (ValueError, NeuralShapesError) as error:
+        fail(str(error))
+    cache = samples_cache or collection / f"samples-{samples_per_shape}-seed{seed}.h5"
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+        sampling = bar.add_task("sampling", total=None, status="")
+        training = bar.add_task("training", total=steps, status="")
+
+        def show(event: Nf2vecProgress) -> None:
+            task = sampling if event.stage == "sampling" else training
+            status = f"{event.step}/{event.total} meshes" if event.stage == "sampling" else f"step {event.step}  loss {event.loss:.4f}"
+            bar.update(task, completed=event.step, total=event.total, status=status)
+            if not err.is_terminal and (event.stage == "training" or event.step == event.total):
+                err.print(f"train-nf2vec: {event.stage} {status}", highlight=False)
+
+        try:
+            samples = shape_samples(shapes, collection, cache, settings, progress=show)
+            model = train_nf2vec(shapes, samples, output, config, settings, progress=show)
+        except NeuralShapesError as error:
+            fail(str(error))
+    out.print(f"wrote {output}: nf2vec for family {model.family_id}, {len(shapes)} shapes, {model.training['steps']} steps, "
+              f"loss {model.training['final_loss']:.4f}, {model.training['seconds']} s of training")

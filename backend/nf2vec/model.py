@@ -1,0 +1,118 @@
+"""The trained nf2vec model and its folder: ``config.json`` + ``weights.pt``.
+
+``weights.pt`` holds torch state dicts only (tensors), saved with ``torch.save`` and read with
+``torch.load(weights_only=True)``, which never unpickles arbitrary objects. A model belongs to one model
+family: it only embeds shapes whose ``family_id`` is the one it was trained on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.errors import NeuralShapesError
+from backend.files import read_file_bytes, write_atomically
+from backend.network import Architecture
+from backend.nf2vec.config import Nf2vecConfig
+from backend.nf2vec.decoder import ImplicitDecoder
+from backend.nf2vec.encoder import WeightEncoder
+from backend.shape_file import NeuralShape
+
+FORMAT = "neural-shapes/nf2vec"
+VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.pt"
+
+
+@dataclass
+class Nf2vecModel:
+    """A trained (or training) encoder + decoder for the shapes of one family."""
+
+    config: Nf2vecConfig
+    family_id: str
+    architecture: Architecture
+    encoder: torch.nn.Module
+    decoder: torch.nn.Module
+    training: dict[str, Any] = field(default_factory=dict)  # steps, seconds, final loss, shapes
+
+
+def new_model(config: Nf2vecConfig, family_id: str, architecture: Architecture, seed: int = 0) -> Nf2vecModel:
+    """A model with freshly initialised networks (seeded, so reruns start alike)."""
+    torch.manual_seed(seed)
+    encoder = WeightEncoder(architecture.width, config.encoder_stages)
+    return Nf2vecModel(config, family_id, architecture, encoder, ImplicitDecoder(config))
+
+
+def check_family(model: Nf2vecModel, shapes: list[NeuralShape]) -> None:
+    """Refuse shapes of another family than the model's, naming the first one."""
+    for shape in shapes:
+        if shape.family_id != model.family_id:
+            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, "
+                                    f"the nf2vec model embeds family {model.family_id}")
+
+
+def save_model(folder: Path, model: Nf2vecModel) -> None:
+    """Write ``config.json`` and ``weights.pt`` into ``folder`` (created), each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict()}, buffer)
+    write_atomically(folder / WEIGHTS_NAME, buffer.getvalue())
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "family_id": model.family_id,
+        "architecture": asdict(model.architecture),
+        "config": asdict(model.config),
+        "training": model.training,
+    }
+    write_atomically(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def load_model(folder: Path) -> Nf2vecModel:
+    """Read a model folder; a missing, foreign or corrupt one is a one-line :class:`NeuralShapesError`."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        data = json.loads(read_file_bytes(path))
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise NeuralShapesError(f"{path}: not an nf2vec model (format {FORMAT} version {VERSION})")
+        config = _config_from(data["config"])
+        model = new_model(config, str(data["family_id"]), Architecture(**data["architecture"]))
+        model.training = dict(data.get("training", {}))
+    except NeuralShapesError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise NeuralShapesError(f"{path}: malformed nf2vec config ({type(error).__name__}: {error})".splitlines()[0]) from None
+    weights = Path(folder) / WEIGHTS_NAME
+    state = load_tensors(weights, "nf2vec weights")
+    try:
+        model.encoder.load_state_dict(state["encoder"])
+        model.decoder.load_state_dict(state["decoder"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise NeuralShapesError(f"{weights}: weights do not match the config ({type(error).__name__}: {error})".splitlines()[0]) from None
+    model.encoder.eval()
+    model.decoder.eval()
+    return model
+
+
+def load_tensors(path: Path, what: str) -> dict:
+    """A ``torch.save`` file of tensors / state dicts, read with ``weights_only=True``."""
+    data = read_file_bytes(path)
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True)  # never unpickles arbitrary objects
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise NeuralShapesError(f"{path}: not valid {what} ({type(error).__name__}: {error})".splitlines()[0]) from None
+    if not isinstance(state, dict):
+        raise NeuralShapesError(f"{path}: not valid {what} (a {type(state).__name__}, expected a dict)")
+    return state
+
+
+def _config_from(data: dict) -> Nf2vecConfig:
+    known = {f.name for f in fields(Nf2vecConfig)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["encoder_hidden"] = tuple(values.get("encoder_hidden", ()))
+    return Nf2vecConfig(**values)
