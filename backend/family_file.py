@@ -89,13 +89,9 @@ def resolve_family(spec: str | Path | None, architecture: Architecture = Archite
     architectures fall back to ``random``); ``"random"`` or ``"random:SEED"``: the seeded random shared
     initialisation of ``architecture``; anything else: a family file path.
     """
-    spec = None if spec is None else str(spec)
-    if spec in (None, "default"):
-        if architecture == Architecture() and DEFAULT_FAMILY_FILE.exists():
-            return read_family(DEFAULT_FAMILY_FILE)
-        if spec == "default" and architecture == Architecture():
-            raise NeuralShapesError(f"the bundled default family {DEFAULT_FAMILY_FILE} is missing")
-        return random_family(architecture, 0)
+    spec = "default" if spec is None else str(spec)
+    if spec == "default":
+        return read_family(DEFAULT_FAMILY_FILE) if architecture == Architecture() else random_family(architecture, 0)
     if spec == RANDOM_PREFIX or spec.startswith(RANDOM_PREFIX + ":"):
         seed_text = spec.partition(":")[2] or "0"
         if not seed_text.isdigit():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from backend.errors import NeuralShapesError
-from backend.inner_loop import adapt, family_parameters, family_rates, weights_of
+from backend.inner_loop import adapt, draw_samples, family_parameters, family_rates, weights_of
 from backend.mesh_loading import NormalisedMesh
 from backend.metrics import surface_samples
 from backend.network import BatchedSDF, ModelFamily, Weights
@@ -148,7 +148,7 @@ def train_shapes(
     sdf = torch.stack([torch.from_numpy(d.sdf) for d in data])  # (s, m)
     held_out = torch.stack([torch.from_numpy(d.held_out) for d in data])  # (s, e, 3)
     sample_seconds = [d.sample_seconds for d in data]
-    count, samples = sdf.shape
+    count = len(data)
     generator = torch.Generator().manual_seed(settings.seed)
     start_weights, step = [family.initial_weights] * count, 0
     if family.is_meta_learned:
@@ -165,9 +165,7 @@ def train_shapes(
     while len(active) > 0:
         _check_cancel(cancel)
         step += 1
-        index = torch.randint(0, samples, (len(active), settings.batch_size), generator=generator)
-        batch_points = torch.gather(points[active], 1, index[..., None].expand(-1, -1, 3))
-        batch_sdf = torch.gather(sdf[active], 1, index)
+        batch_points, batch_sdf = draw_samples(points[active], sdf[active], settings.batch_size, generator)
         per_shape = (model(batch_points) - batch_sdf).abs().mean(dim=1)
         per_shape.sum().backward()  # shapes share no parameters: each gets the gradient of its own loss
         optimizer.step(learning_rate[active])
@@ -222,11 +220,9 @@ def _meta_steps(family: ModelFamily, points: torch.Tensor, sdf: torch.Tensor, ge
 
     points (s, m, 3), sdf (s, m): each shape's samples; each step uses ``family.inner_batch`` of them.
     """
-    count, samples = sdf.shape
-    k, n = family.inner_steps, family.inner_batch
-    index = torch.randint(0, samples, (count, k * n), generator=generator)
-    step_points = torch.gather(points, 1, index[..., None].expand(-1, -1, 3)).view(count, k, n, 3)
-    step_sdf = torch.gather(sdf, 1, index).view(count, k, n)
+    count, k, n = sdf.shape[0], family.inner_steps, family.inner_batch
+    step_points, step_sdf = draw_samples(points, sdf, k * n, generator)
+    step_points, step_sdf = step_points.view(count, k, n, 3), step_sdf.view(count, k, n)
     params = [p.requires_grad_() for p in family_parameters(family, count)]
     adapted = adapt(family.architecture, params, family_rates(family), step_points, step_sdf)
     return [weights_of(adapted, row) for row in range(count)]

@@ -15,6 +15,12 @@ from backend.network import Architecture, ModelFamily, Weights, batched_forward,
 Parameters = list[torch.Tensor]  # per layer weight (s, out, in), then per layer bias (s, out)
 
 
+def draw_samples(points: torch.Tensor, sdf: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` samples per shape drawn with replacement: points (s, m, 3), sdf (s, m) -> (s, count, 3), (s, count)."""
+    index = torch.randint(0, sdf.shape[1], (sdf.shape[0], count), generator=generator)
+    return torch.gather(points, 1, index[..., None].expand(-1, -1, 3)), torch.gather(sdf, 1, index)
+
+
 def split_parameters(params: Parameters) -> tuple[Parameters, Parameters]:
     half = len(params) // 2
     return params[:half], params[half:]

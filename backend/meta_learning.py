@@ -15,7 +15,6 @@ Everything is in the normalised frame; signed distances are negative inside.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -28,11 +27,19 @@ import numpy as np
 import torch
 
 from backend import __version__
+from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
 from backend.family_file import write_family
-from backend.files import write_atomically
 from backend.fitting import FitCancelled, FitSettings, sample_shape
-from backend.inner_loop import Parameters, adapt, family_parameters, family_rates, l1_per_shape, weights_of
+from backend.inner_loop import (
+    Parameters,
+    adapt,
+    draw_samples,
+    family_parameters,
+    family_rates,
+    l1_per_shape,
+    weights_of,
+)
 from backend.mesh_loading import load_mesh_file
 from backend.network import Architecture, ModelFamily, random_family
 
@@ -230,11 +237,8 @@ def _post_adaptation_loss(
 
 def _draw(samples: CollectionSamples, shapes: torch.Tensor, settings: MetaSettings, generator: torch.Generator) -> TaskBatches:
     """Context and target points drawn (with replacement) from each shape's samples."""
-    total = samples.sdf.shape[1]
     s, k, n, t = len(shapes), settings.inner_steps, settings.inner_batch, settings.target_batch
-    index = torch.randint(0, total, (s, k * n + t), generator=generator)
-    points = torch.gather(samples.points[shapes], 1, index[..., None].expand(-1, -1, 3))
-    sdf = torch.gather(samples.sdf[shapes], 1, index)
+    points, sdf = draw_samples(samples.points[shapes], samples.sdf[shapes], k * n + t, generator)
     return TaskBatches(points[:, : k * n].view(s, k, n, 3), sdf[:, : k * n].view(s, k, n), points[:, k * n :], sdf[:, k * n :])
 
 
@@ -244,35 +248,29 @@ def _fixed_batches(samples: CollectionSamples, shapes: range, settings: MetaSett
 
 
 def _save_checkpoint(path: Path, settings_text: str, step: int, seconds: float, history: list, theta, alpha, optimizer, generator) -> None:
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "settings": settings_text,
-            "step": step,
-            "seconds": seconds,
-            "history": history,
-            "theta": [p.detach() for p in theta],
-            "alpha": [p.detach() for p in alpha],
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-        },
-        buffer,
-    )
-    write_atomically(path, buffer.getvalue())
+    save_tensors(path, {
+        "settings": settings_text,
+        "step": step,
+        "seconds": seconds,
+        "history": history,
+        "theta": [p.detach() for p in theta],
+        "alpha": [p.detach() for p in alpha],
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+    })
 
 
 def _resume(path: Path, settings_text: str, theta, alpha, optimizer, generator) -> tuple[int, float, list]:
+    failure = "not a valid meta-training checkpoint"
+    state = load_tensors(path, failure)
+    if state.get("settings") != settings_text:
+        raise NeuralShapesError(f"{path}: checkpoint made with other settings; delete it or pass the same settings")
     try:
-        state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
-        if state["settings"] != settings_text:
-            raise NeuralShapesError(f"{path}: checkpoint made with other settings; delete it or pass the same settings")
         with torch.no_grad():
             for param, saved in zip(theta + alpha, state["theta"] + state["alpha"]):
                 param.copy_(saved)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         return int(state["step"]), float(state["seconds"]), [tuple(h) for h in state["history"]]
-    except NeuralShapesError:
-        raise
-    except Exception as error:
-        raise NeuralShapesError(f"{path}: not a valid meta-training checkpoint ({type(error).__name__}: {error})".splitlines()[0]) from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise NeuralShapesError(f"{path}: {failure} ({type(error).__name__}: {error})".splitlines()[0]) from None

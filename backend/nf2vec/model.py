@@ -7,7 +7,6 @@ family: it only embeds shapes whose ``family_id`` is the one it was trained on.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import torch
 
+from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes, write_atomically
 from backend.network import Architecture
@@ -59,9 +59,7 @@ def check_family(model: Nf2vecModel, shapes: list[NeuralShape]) -> None:
 def save_model(folder: Path, model: Nf2vecModel) -> None:
     """Write ``config.json`` and ``weights.pt`` into ``folder`` (created), each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict()}, buffer)
-    write_atomically(folder / WEIGHTS_NAME, buffer.getvalue())
+    save_tensors(folder / WEIGHTS_NAME, {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict()})
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -88,7 +86,7 @@ def load_model(folder: Path) -> Nf2vecModel:
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise NeuralShapesError(f"{path}: malformed nf2vec config ({type(error).__name__}: {error})".splitlines()[0]) from None
     weights = Path(folder) / WEIGHTS_NAME
-    state = load_tensors(weights, "nf2vec weights")
+    state = load_tensors(weights, "not valid nf2vec weights")
     try:
         model.encoder.load_state_dict(state["encoder"])
         model.decoder.load_state_dict(state["decoder"])
@@ -97,18 +95,6 @@ def load_model(folder: Path) -> Nf2vecModel:
     model.encoder.eval()
     model.decoder.eval()
     return model
-
-
-def load_tensors(path: Path, what: str) -> dict:
-    """A ``torch.save`` file of tensors / state dicts, read with ``weights_only=True``."""
-    data = read_file_bytes(path)
-    try:
-        state = torch.load(io.BytesIO(data), weights_only=True)  # never unpickles arbitrary objects
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise NeuralShapesError(f"{path}: not valid {what} ({type(error).__name__}: {error})".splitlines()[0]) from None
-    if not isinstance(state, dict):
-        raise NeuralShapesError(f"{path}: not valid {what} (a {type(state).__name__}, expected a dict)")
-    return state
 
 
 def _config_from(data: dict) -> Nf2vecConfig:

@@ -13,7 +13,6 @@ steps and removed at the end, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable
@@ -23,13 +22,13 @@ from pathlib import Path
 import h5py
 import torch
 
+from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
-from backend.files import write_atomically
 from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
 from backend.nf2vec.encoder import weight_matrices
-from backend.nf2vec.model import Nf2vecModel, load_tensors, new_model, save_model
+from backend.nf2vec.model import Nf2vecModel, new_model, save_model
 from backend.shape_file import NeuralShape
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -207,17 +206,15 @@ def _run_key(shapes: list[NeuralShape], config: Nf2vecConfig, settings: TrainSet
 
 def _save_checkpoint(path: Path, run_key: str, step: int, seconds: float, model: Nf2vecModel,
                      optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
-    buffer = io.BytesIO()
-    torch.save({
+    save_tensors(path, {
         "run": run_key, "step": step, "seconds": seconds,
         "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
         "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-    }, buffer)
-    write_atomically(path, buffer.getvalue())
+    })
 
 
 def _resume(path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, float]:
-    state = load_tensors(path, "nf2vec checkpoint")
+    state = load_tensors(path, "not valid nf2vec checkpoint")
     if state.get("run") != run_key:
         raise NeuralShapesError(f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones")
     try:
