@@ -63,6 +63,7 @@ def fit(
     half: Annotated[bool, typer.Option("--half", help="Store weights as float16.")] = False,
     max_faces: Annotated[int, typer.Option(help="Refuse meshes with more faces than this.")] = DEFAULT_MAX_FACES,
     seed: Annotated[int, typer.Option(help="Seed for sampling and batch order.")] = 0,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave meshes whose NAME.h5 is already in the output folder (resumes an interrupted run).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table."""
@@ -95,13 +96,15 @@ def fit(
         try:
             outcomes = convert_files(
                 sources, output, chosen, settings, resolution=resolution, half_precision=half,
-                max_faces=max_faces, fit_batch=fit_batch, progress=show,
+                max_faces=max_faces, fit_batch=fit_batch, skip_existing=skip_existing, progress=show,
             )
         except NeuralShapesError as error:
             fail(str(error))
         for outcome in outcomes:
             if outcome.error:
                 bar.update(tasks[outcome.source], status="[red]failed")
+            elif outcome.skipped:
+                bar.update(tasks[outcome.source], completed=settings.max_steps, status="skipped (output exists)")
     rows = fit_result_rows(outcomes)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -110,7 +113,7 @@ def fit(
         for column in ("source", "surface error", "chamfer", "F-score", "steps", "seconds", "output"):
             table.add_column(column, justify="left" if column in ("source", "output") else "right", overflow="fold")
         for row in rows:
-            if row.get("error"):
+            if row.get("error") or row.get("skipped"):
                 continue
             chamfer = "-" if row["chamfer"] is None else f"{row['chamfer']:.4f}"
             table.add_row(Path(row["source"]).name, f"{row['surface_error']:.4f}", chamfer, f"{row['fscore']:.3f}",

@@ -17,6 +17,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backend.cli_output import err, fail, out
 from backend.errors import NeuralShapesError
+from backend.family_file import resolve_family
+from backend.network import Architecture
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.training import Nf2vecProgress, TrainSettings, one_family, shape_samples, train_nf2vec
 from backend.shape_file import read_shape
@@ -41,6 +43,8 @@ def train_nf2vec_command(
     decoder_hidden: Annotated[int, typer.Option(help="Width of the decoder's hidden layers.")] = SIZES.decoder_hidden,
     decoder_layers: Annotated[int, typer.Option(help="Hidden layers of the decoder (at least 3).")] = SIZES.decoder_layers,
     loss: Annotated[str, typer.Option(help="l1 on signed distance, or bce on the clamped distance (the paper's).")] = SIZES.loss,
+    family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
+    absolute_weights: Annotated[bool, typer.Option("--absolute-weights", help="Encode the weights themselves rather than their difference from the family's initial weights.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the initial networks, the draws and the samples.")] = SETTINGS.seed,
 ) -> None:
     """Train nf2vec: an encoder from shape weights to embeddings, with an implicit decoder."""
@@ -49,12 +53,13 @@ def train_nf2vec_command(
             encoder_hidden=tuple(int(size) for size in encoder_hidden.split(",") if size),
             embedding_size=embedding_size, decoder_hidden=decoder_hidden, decoder_layers=decoder_layers,
         )
-        config = replace(sizes, loss=loss)
+        config = replace(sizes, loss=loss, relative_to_family=not absolute_weights)
         settings = TrainSettings(steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
                                  learning_rate=learning_rate, samples_per_shape=samples_per_shape, seed=seed)
         files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
         shapes = [read_shape(file) for file in files]
-        one_family(shapes)
+        chosen = resolve_family(family, shapes[0].architecture if shapes else Architecture())
+        one_family(shapes, chosen)
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
     cache = samples_cache or collection / f"samples-{samples_per_shape}-seed{seed}.h5"
@@ -71,7 +76,7 @@ def train_nf2vec_command(
 
         try:
             samples = shape_samples(shapes, collection, cache, settings, progress=show)
-            model = train_nf2vec(shapes, samples, output, config, settings, progress=show)
+            model = train_nf2vec(shapes, samples, output, chosen, config, settings, progress=show)
         except NeuralShapesError as error:
             fail(str(error))
     out.print(f"wrote {output}: nf2vec for family {model.family_id}, {len(shapes)} shapes, {model.training['steps']} steps, "

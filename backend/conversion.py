@@ -40,6 +40,7 @@ class ConversionOutcome:
     output: Path | None = None
     mesh_output: Path | None = None
     error: str | None = None
+    skipped: bool = False  # its output already existed (``skip_existing``): nothing was fitted or written
 
 
 def evaluate_shape(
@@ -75,22 +76,29 @@ def convert_files(
     half_precision: bool = False,
     max_faces: int = DEFAULT_MAX_FACES,
     fit_batch: int = DEFAULT_FIT_BATCH,
+    skip_existing: bool = False,
     progress: Callable[[Path, FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[ConversionOutcome]:
     """Convert mesh files into ``.h5`` neural shapes (+ reconstructed ``.obj``) in ``out_dir``.
 
-    Meshes are fitted ``fit_batch`` at a time in one batched model. Returns one outcome per source, in order.
+    Meshes are fitted ``fit_batch`` at a time in one batched model and written after each batch, so with
+    ``skip_existing`` (sources whose ``.h5`` is already there are left alone) an interrupted run resumes.
+    Returns one outcome per source, in order.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = [ConversionOutcome(source=Path(s)) for s in sources]
+    stems = _output_stems([o.source for o in outcomes])
     loaded: list[tuple[ConversionOutcome, NormalisedMesh]] = []
     for outcome in outcomes:
+        existing = out_dir / f"{stems[outcome.source]}.h5"
+        if skip_existing and existing.is_file():
+            outcome.output, outcome.skipped = existing, True
+            continue
         try:
             loaded.append((outcome, load_mesh_file(outcome.source, max_faces=max_faces)))
         except NeuralShapesError as error:
             outcome.error = str(error)
-    stems = _output_stems([o.source for o, _ in loaded])
     for start in range(0, len(loaded), fit_batch):
         group = loaded[start : start + fit_batch]
         meshes = [mesh for _, mesh in group]
@@ -160,6 +168,9 @@ def fit_result_rows(outcomes: list[ConversionOutcome]) -> list[dict]:
     """The ``--json`` rows of ``fit``: source, output, surface_error, fit_seconds, steps (or error)."""
     rows = []
     for o in outcomes:
+        if o.skipped:
+            rows.append({"source": str(o.source), "output": str(o.output), "skipped": True})
+            continue
         if o.shape is None:
             rows.append({"source": str(o.source), "output": None, "error": o.error})
             continue

@@ -40,9 +40,12 @@ MESHES = {
 }
 
 
+FAMILY = resolve_family("default")
+
+
 def _fit(collection, names, seed):
     meshes = [load_mesh_file(collection / f"{name}.ply") for name in names]
-    family = resolve_family("default")
+    family = FAMILY
     results = fit_shapes(family, meshes, replace(QUICK_FIT, seed=seed))
     shapes = [fitted_shape(mesh, result, family, source_name=f"{name}.ply") for mesh, name, result in zip(meshes, names, results)]
     for shape, result in zip(shapes, results):  # quality metrics a shape file needs, not measured here
@@ -79,7 +82,7 @@ def fitted(tmp_path_factory):
 def trained(fitted):
     root, collection, _, shapes, _ = fitted
     samples = shape_samples(shapes, collection, root / "samples.h5", QUICK_TRAIN)
-    model = train_nf2vec(shapes, samples, root / "model", TINY, QUICK_TRAIN)
+    model = train_nf2vec(shapes, samples, root / "model", FAMILY, TINY, QUICK_TRAIN)
     return model, samples
 
 
@@ -108,7 +111,7 @@ def test_bce_outputs_read_back_as_clamped_signed_distances():
 
 def test_embeddings_are_deterministic_and_independent_of_the_batch(fitted):
     shapes = fitted[3]
-    model = new_model(TINY, shapes[0].family_id, shapes[0].architecture)
+    model = new_model(TINY, FAMILY)
     model.encoder.train()
     model.encoder(torch.randn(4, 268, 32))  # move the batch-norm running statistics away from their start
     together = embed(model, shapes)
@@ -122,12 +125,14 @@ def test_embeddings_are_deterministic_and_independent_of_the_batch(fitted):
 def test_training_lowers_the_decoder_loss_and_writes_a_model(fitted, trained):
     root, _, _, shapes, _ = fitted
     model, samples = trained
-    untrained = new_model(TINY, model.family_id, model.architecture, seed=QUICK_TRAIN.seed)
+    untrained = new_model(TINY, FAMILY, seed=QUICK_TRAIN.seed)
     before, after = decoder_loss(untrained, shapes, samples), decoder_loss(model, shapes, samples)
     assert after < 0.6 * before, (before, after)
     assert not (root / "model" / CHECKPOINT_NAME).exists()
     loaded = load_model(root / "model")
     assert loaded.config == TINY and loaded.family_id == shapes[0].family_id
+    torch.testing.assert_close(loaded.reference, model.reference)
+    assert model.reference.abs().sum() > 0  # relative to the family's initial weights by default
     np.testing.assert_array_equal(embed(loaded, shapes), embed(model, shapes))
 
 
@@ -153,10 +158,12 @@ def test_mixed_families_are_refused_naming_both(fitted, tmp_path):
     shapes = fitted[3]
     other = replace(shapes[1], family_id=random_family().family_id)
     with pytest.raises(NeuralShapesError, match=f"{shapes[0].family_id}.*{other.family_id}"):
-        train_nf2vec([shapes[0], other], None, tmp_path / "model", TINY, QUICK_TRAIN)
-    model = new_model(TINY, shapes[0].family_id, shapes[0].architecture)
+        train_nf2vec([shapes[0], other], None, tmp_path / "model", FAMILY, TINY, QUICK_TRAIN)
+    model = new_model(TINY, FAMILY)
     with pytest.raises(NeuralShapesError, match="embeds family"):
         embed(model, [other])
+    with pytest.raises(NeuralShapesError, match="not of the given family"):
+        train_nf2vec(shapes, None, tmp_path / "model", random_family(), TINY, QUICK_TRAIN)
 
 
 def test_corrupt_checkpoints_and_models_are_refused_in_one_line(fitted, trained, tmp_path):
@@ -164,11 +171,11 @@ def test_corrupt_checkpoints_and_models_are_refused_in_one_line(fitted, trained,
     _, samples = trained
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(NeuralShapesError, match="not valid nf2vec checkpoint") as error:
-        train_nf2vec(shapes, samples, tmp_path, TINY, QUICK_TRAIN)
+        train_nf2vec(shapes, samples, tmp_path, FAMILY, TINY, QUICK_TRAIN)
     assert "\n" not in str(error.value)
     torch.save({"run": "another run", "step": 3}, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(NeuralShapesError, match="checkpoint of another run"):
-        train_nf2vec(shapes, samples, tmp_path, TINY, QUICK_TRAIN)
+        train_nf2vec(shapes, samples, tmp_path, FAMILY, TINY, QUICK_TRAIN)
     with pytest.raises(NeuralShapesError, match="cannot read file"):
         load_model(tmp_path / "absent")
     model_dir = tmp_path / "model"
@@ -183,17 +190,17 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(fitted, trained, tmp_pat
     _, _, _, shapes, _ = fitted
     _, samples = trained
     run = replace(QUICK_TRAIN, steps=60, checkpoint_every=25)
-    whole = train_nf2vec(shapes, samples, tmp_path / "whole", TINY, run)
+    whole = train_nf2vec(shapes, samples, tmp_path / "whole", FAMILY, TINY, run)
 
     def stop_at_step_40(event):
         if event.step == 40:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_nf2vec(shapes, samples, tmp_path / "resumed", TINY, replace(run, report_every=10), progress=stop_at_step_40)
+        train_nf2vec(shapes, samples, tmp_path / "resumed", FAMILY, TINY, replace(run, report_every=10), progress=stop_at_step_40)
     assert (tmp_path / "resumed" / CHECKPOINT_NAME).exists()
     events = []
-    resumed = train_nf2vec(shapes, samples, tmp_path / "resumed", TINY, replace(run, report_every=10), progress=events.append)
+    resumed = train_nf2vec(shapes, samples, tmp_path / "resumed", FAMILY, TINY, replace(run, report_every=10), progress=events.append)
     assert events[0].step == 30  # continued from the checkpoint of step 25
     np.testing.assert_allclose(embed(resumed, shapes), embed(whole, shapes), rtol=1e-4, atol=1e-5)
 

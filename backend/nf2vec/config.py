@@ -18,6 +18,10 @@ class Nf2vecConfig:
     decoder_layers: int = 4  # hidden layers; the skip projection joins after the second
     frequencies: int = 10  # of the positional encoding (63 values, the paper's)
     loss: Loss = "l1"
+    # Encode each shape's weights minus its family's initial weights. Every shape of a family starts from
+    # the same init (nf2vec's shared initialisation), so the difference is what carries the shape; a
+    # row-wise encoder cannot subtract a per-row offset on its own.
+    relative_to_family: bool = True
     bce_clamp: float = 0.1  # normalised units; only used by the bce loss
 
     def __post_init__(self) -> None:

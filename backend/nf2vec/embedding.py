@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.nf2vec.encoder import weight_matrices
 from backend.nf2vec.model import Nf2vecModel, check_family
 from backend.shape_file import NeuralShape
 
@@ -32,7 +31,7 @@ def embed(model: Nf2vecModel, shapes: list[NeuralShape]) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, len(shapes), CHUNK):
             chunk = [shape.weights for shape in shapes[start : start + CHUNK]]
-            out[start : start + len(chunk)] = model.encoder(weight_matrices(chunk, model.architecture.width)).numpy()
+            out[start : start + len(chunk)] = model.encoder(model.encoder_inputs(chunk)).numpy()
     return out
 
 

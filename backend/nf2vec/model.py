@@ -17,10 +17,10 @@ import torch
 from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes, write_atomically
-from backend.network import Architecture
+from backend.network import Architecture, ModelFamily, Weights
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import ImplicitDecoder
-from backend.nf2vec.encoder import WeightEncoder
+from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.shape_file import NeuralShape
 
 FORMAT = "neural-shapes/nf2vec"
@@ -38,14 +38,26 @@ class Nf2vecModel:
     architecture: Architecture
     encoder: torch.nn.Module
     decoder: torch.nn.Module
+    reference: torch.Tensor  # (matrix_rows, width): subtracted from every weight matrix (zeros if not relative)
     training: dict[str, Any] = field(default_factory=dict)  # steps, seconds, final loss, shapes
 
+    def encoder_inputs(self, all_weights: list[Weights]) -> torch.Tensor:
+        """What the encoder reads for these shapes' weights: (shapes, matrix_rows, width) float32."""
+        return weight_matrices(all_weights, self.architecture.width) - self.reference
 
-def new_model(config: Nf2vecConfig, family_id: str, architecture: Architecture, seed: int = 0) -> Nf2vecModel:
-    """A model with freshly initialised networks (seeded, so reruns start alike)."""
+
+def new_model(config: Nf2vecConfig, family: ModelFamily, seed: int = 0) -> Nf2vecModel:
+    """A model for ``family`` with freshly initialised networks (seeded, so reruns start alike)."""
+    reference = torch.zeros(matrix_rows(family.architecture), family.architecture.width)
+    if config.relative_to_family:
+        reference = weight_matrices([family.initial_weights], family.architecture.width)[0]
+    return _assemble(config, family.family_id, family.architecture, reference, seed)
+
+
+def _assemble(config: Nf2vecConfig, family_id: str, architecture: Architecture, reference: torch.Tensor, seed: int = 0) -> Nf2vecModel:
     torch.manual_seed(seed)
     encoder = WeightEncoder(architecture.width, config.encoder_stages)
-    return Nf2vecModel(config, family_id, architecture, encoder, ImplicitDecoder(config))
+    return Nf2vecModel(config, family_id, architecture, encoder, ImplicitDecoder(config), reference)
 
 
 def check_family(model: Nf2vecModel, shapes: list[NeuralShape]) -> None:
@@ -59,7 +71,8 @@ def check_family(model: Nf2vecModel, shapes: list[NeuralShape]) -> None:
 def save_model(folder: Path, model: Nf2vecModel) -> None:
     """Write ``config.json`` and ``weights.pt`` into ``folder`` (created), each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(folder / WEIGHTS_NAME, {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict()})
+    save_tensors(folder / WEIGHTS_NAME, {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
+                                         "reference": model.reference})
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -79,8 +92,8 @@ def load_model(folder: Path) -> Nf2vecModel:
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise NeuralShapesError(f"{path}: not an nf2vec model (format {FORMAT} version {VERSION})")
         config = _config_from(data["config"])
-        model = new_model(config, str(data["family_id"]), Architecture(**data["architecture"]))
-        model.training = dict(data.get("training", {}))
+        family_id, architecture = str(data["family_id"]), Architecture(**data["architecture"])
+        training = dict(data.get("training", {}))
     except NeuralShapesError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -88,9 +101,14 @@ def load_model(folder: Path) -> Nf2vecModel:
     weights = Path(folder) / WEIGHTS_NAME
     state = load_tensors(weights, "not valid nf2vec weights")
     try:
+        reference = state["reference"]
+        if not isinstance(reference, torch.Tensor) or reference.shape != (matrix_rows(architecture), architecture.width):
+            raise ValueError("reference weights of the wrong shape")
+        model = _assemble(config, family_id, architecture, reference.float())
+        model.training = training
         model.encoder.load_state_dict(state["encoder"])
         model.decoder.load_state_dict(state["decoder"])
-    except (KeyError, TypeError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise NeuralShapesError(f"{weights}: weights do not match the config ({type(error).__name__}: {error})".splitlines()[0]) from None
     model.encoder.eval()
     model.decoder.eval()

@@ -27,7 +27,7 @@ from backend.errors import NeuralShapesError
 from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
-from backend.nf2vec.encoder import weight_matrices
+from backend.network import ModelFamily
 from backend.nf2vec.model import Nf2vecModel, new_model, save_model
 from backend.shape_file import NeuralShape
 
@@ -67,8 +67,9 @@ class ShapeSamples:
     mesh_of_shape: torch.Tensor  # (shapes,) int64
 
 
-def one_family(shapes: list[NeuralShape]) -> NeuralShape:
-    """The first shape, after checking that every shape has its family; otherwise a one-line error naming two ids."""
+def one_family(shapes: list[NeuralShape], family: ModelFamily | None = None) -> NeuralShape:
+    """The first shape, after checking that every shape is of one family (``family``, if given); otherwise
+    a one-line error naming the ids."""
     if not shapes:
         raise NeuralShapesError("no neural shapes to train on")
     first = shapes[0]
@@ -76,6 +77,9 @@ def one_family(shapes: list[NeuralShape]) -> NeuralShape:
         if shape.family_id != first.family_id:
             raise NeuralShapesError(f"shapes of different model families: '{first.name}' is {first.family_id}, "
                                     f"'{shape.name}' is {shape.family_id}; nf2vec trains on one family")
+    if family is not None and first.family_id != family.family_id:
+        raise NeuralShapesError(f"the shapes are of family {first.family_id}, not of the given family "
+                                f"{family.family_id}; pass the family file they were fitted with")
     return first
 
 
@@ -110,15 +114,16 @@ def train_nf2vec(
     shapes: list[NeuralShape],
     samples: ShapeSamples,
     output: Path,
+    family: ModelFamily,
     config: Nf2vecConfig = Nf2vecConfig(),
     settings: TrainSettings = TrainSettings(),
     progress: Callable[[Nf2vecProgress], None] | None = None,
 ) -> Nf2vecModel:
-    """Train encoder + decoder on ``shapes`` (one family) and write the model folder ``output``."""
-    first = one_family(shapes)
+    """Train encoder + decoder on ``shapes`` (all of ``family``) and write the model folder ``output``."""
+    one_family(shapes, family)
     report = progress or (lambda _: None)
-    model = new_model(config, first.family_id, first.architecture, seed=settings.seed)
-    matrices = weight_matrices([shape.weights for shape in shapes], first.architecture.width)
+    model = new_model(config, family, seed=settings.seed)
+    matrices = model.encoder_inputs([shape.weights for shape in shapes])
     parameters = [*model.encoder.parameters(), *model.decoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -158,7 +163,7 @@ def train_nf2vec(
 
 def decoder_loss(model: Nf2vecModel, shapes: list[NeuralShape], samples: ShapeSamples, points_per_shape: int = 4096, seed: int = 0) -> float:
     """Mean eval-mode decoder loss over ``shapes`` at a fixed, seeded draw of their samples."""
-    matrices = weight_matrices([shape.weights for shape in shapes], model.architecture.width)
+    matrices = model.encoder_inputs([shape.weights for shape in shapes])
     generator = torch.Generator().manual_seed(seed)
     points, sdf = _draw(samples, torch.arange(len(shapes)), points_per_shape, generator)
     model.encoder.eval()
