@@ -55,9 +55,10 @@ def text(value, where: str) -> str:
     return value
 
 
-def number(value, where: str, allow_infinite: bool = False) -> float:
+def number(value, where: str, allow_infinite: bool = False, allow_nan: bool = False) -> float:
     array = np.asarray(value)
-    if array.shape != () or not np.issubdtype(array.dtype, np.number) or np.isnan(array) or (np.isinf(array) and not allow_infinite):
+    valid = array.shape == () and np.issubdtype(array.dtype, np.number)
+    if not valid or (np.isnan(array) and not allow_nan) or (np.isinf(array) and not allow_infinite):
         raise NeuralShapesError(f"{where} must be one {'' if allow_infinite else 'finite '}number")
     return float(array)
 

@@ -34,6 +34,7 @@ from backend.network import Architecture, Weights
 FORMAT_NAME = "neural-shapes/neural-sdf"
 FORMAT_VERSION = 1
 REQUIRED_METRICS = ("surface_error", "final_loss", "chamfer", "fscore", "fit_seconds", "steps")
+QUALITY_METRICS = ("surface_error", "chamfer", "fscore")  # measured against a reference surface
 PROVENANCE_KEYS = ("source_name", "source_sha256", "tool_version", "created")
 
 
@@ -111,8 +112,9 @@ def _read(f: h5py.File) -> NeuralShape:
 
     weights = read_weights(f, "weights", architecture)
     m = group(f, "metrics")
-    # Chamfer is infinite for a shape whose zero level set is empty: a valid, if poor, result.
-    metrics = {key: number(m.attrs[key], f"metrics/{key}", allow_infinite=True) for key in m.attrs}
+    # Chamfer is infinite for a shape whose zero level set is empty: a valid, if poor, result. Quality
+    # metrics are NaN for a shape made without a reference surface (a weight-space in-between).
+    metrics = {key: number(m.attrs[key], f"metrics/{key}", allow_infinite=True, allow_nan=key in QUALITY_METRICS) for key in m.attrs}
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
         raise NeuralShapesError(f"metrics lack {', '.join(missing)}")

@@ -1,4 +1,5 @@
-"""The trained nf2vec model and its folder: ``config.json`` + ``weights.pt``.
+"""The trained nf2vec model and its folder: ``config.json`` + ``weights.pt`` (+ ``family.h5``, the family
+it embeds, and the task networks' files: see :mod:`backend.nf2vec.tools`).
 
 ``weights.pt`` holds torch state dicts only (tensors), saved with ``torch.save`` and read with
 ``torch.load(weights_only=True)``, which never unpickles arbitrary objects. A model belongs to one model
@@ -7,6 +8,7 @@ family: it only embeds shapes whose ``family_id`` is the one it was trained on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +29,7 @@ FORMAT = "neural-shapes/nf2vec"
 VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.pt"
+FAMILY_NAME = "family.h5"
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Nf2vecModel:
     decoder: torch.nn.Module
     reference: torch.Tensor  # (matrix_rows, width): subtracted from every weight matrix (zeros if not relative)
     training: dict[str, Any] = field(default_factory=dict)  # steps, seconds, final loss, shapes
+    model_id: str = ""  # "nf2vec-" + the first 12 hex digits of weights.pt's sha256, once saved or loaded
 
     def encoder_inputs(self, all_weights: list[Weights]) -> torch.Tensor:
         """What the encoder reads for these shapes' weights: (shapes, matrix_rows, width) float32."""
@@ -82,6 +86,7 @@ def save_model(folder: Path, model: Nf2vecModel) -> None:
         "training": model.training,
     }
     write_atomically(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    model.model_id = _model_id(folder / WEIGHTS_NAME)
 
 
 def load_model(folder: Path) -> Nf2vecModel:
@@ -112,7 +117,12 @@ def load_model(folder: Path) -> Nf2vecModel:
         raise NeuralShapesError(f"{weights}: weights do not match the config ({type(error).__name__}: {error})".splitlines()[0]) from None
     model.encoder.eval()
     model.decoder.eval()
+    model.model_id = _model_id(weights)
     return model
+
+
+def _model_id(weights: Path) -> str:
+    return "nf2vec-" + hashlib.sha256(read_file_bytes(weights)).hexdigest()[:12]
 
 
 def _config_from(data: dict) -> Nf2vecConfig:

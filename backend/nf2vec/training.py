@@ -27,8 +27,9 @@ from backend.errors import NeuralShapesError
 from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
+from backend.family_file import write_family
 from backend.network import ModelFamily
-from backend.nf2vec.model import Nf2vecModel, new_model, save_model
+from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, new_model, save_model
 from backend.shape_file import NeuralShape
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -157,6 +158,7 @@ def train_nf2vec(
         "shapes": len(shapes), "settings": asdict(settings),
     }
     save_model(output, model)
+    write_family(output / FAMILY_NAME, family)  # the folder then holds all its operations need
     checkpoint.unlink(missing_ok=True)
     return model
 

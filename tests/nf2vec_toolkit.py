@@ -1,0 +1,80 @@
+"""A tiny but complete nf2vec tools folder for tests: six quickly fitted primitives of the default family,
+an nf2vec model trained on them for a few seconds, and GAN, classifier and transfer networks on their
+embeddings. Results decoded from it are crude shapes; tests use it for mechanics, not quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from backend.conversion import fitted_shape
+from backend.family_file import resolve_family
+from backend.fitting import FitSettings, fit_shapes
+from backend.mesh_loading import load_mesh_file
+from backend.nf2vec.classifier import ClassifierSettings, save_classifier, train_classifier
+from backend.nf2vec.config import Nf2vecConfig
+from backend.nf2vec.decoding import DecodeSettings
+from backend.nf2vec.embedding import embed
+from backend.nf2vec.latent_gan import LatentGanSettings, save_gan, train_latent_gan
+from backend.nf2vec.tools import Nf2vecTools, load_tools
+from backend.nf2vec.training import TrainSettings, shape_samples, train_nf2vec
+from backend.nf2vec.transfer import TransferSettings, save_transfer, train_transfer
+from backend.shape_file import NeuralShape, write_shape
+
+TINY = Nf2vecConfig(encoder_hidden=(64,), embedding_size=64, decoder_hidden=64, decoder_layers=3, frequencies=4)
+QUICK_TRAIN = TrainSettings(steps=150, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3,
+                            samples_per_shape=8192, checkpoint_every=50)
+QUICK_FIT = FitSettings(samples=20_000, batch_size=2048, eval_every=50, max_steps=100, target_surface_error=0.0, eval_points=2000)
+QUICK_DECODE = DecodeSettings(resolution=32, fit=replace(QUICK_FIT, samples=8192, max_steps=50), evaluation_resolution=48)
+MESHES = {
+    "sphere": lambda: trimesh.creation.icosphere(subdivisions=3, radius=0.5),
+    "cube": lambda: trimesh.creation.box(extents=(1.0, 1.0, 1.0)),
+    "slab": lambda: trimesh.creation.box(extents=(1.0, 0.2, 0.7)),
+    "rod": lambda: trimesh.creation.cylinder(radius=0.1, height=1.0),
+    "cone": lambda: trimesh.creation.cone(radius=0.5, height=1.0),
+    "ring": lambda: trimesh.creation.torus(major_radius=0.5, minor_radius=0.12),
+}
+CLASS_OF = {"sphere": "round", "ring": "round", "cone": "round", "cube": "boxy", "slab": "boxy", "rod": "boxy"}
+CLASSES = ["round", "boxy"]
+
+
+def fit_primitives(collection: Path, names: list[str], seed: int = 0) -> list[NeuralShape]:
+    """Quick fits (100 steps, default family) of meshes ``collection/NAME.ply``; metrics the file needs are stand-ins."""
+    family = resolve_family("default")
+    meshes = [load_mesh_file(collection / f"{name}.ply") for name in names]
+    results = fit_shapes(family, meshes, replace(QUICK_FIT, seed=seed))
+    shapes = [fitted_shape(mesh, result, family, source_name=f"{name}.ply") for mesh, name, result in zip(meshes, names, results)]
+    for shape, result in zip(shapes, results):
+        shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=0.0, fscore=0.0)
+    return shapes
+
+
+def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
+    """Write meshes to root/meshes, shapes to root/shapes and a complete tools folder to root/model."""
+    collection, shapes_dir, folder = root / "meshes", root / "shapes", root / "model"
+    collection.mkdir(parents=True)
+    shapes_dir.mkdir()
+    for name, make in MESHES.items():
+        make().export(collection / f"{name}.ply")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second thread only waits on a shared 2-core machine
+    try:
+        shapes = fit_primitives(collection, list(MESHES))
+        for shape in shapes:
+            write_shape(shapes_dir / f"{shape.name}.h5", shape)
+        samples = shape_samples(shapes, collection, root / "samples.h5", QUICK_TRAIN)
+        model = train_nf2vec(shapes, samples, folder, resolve_family("default"), TINY, QUICK_TRAIN)
+        codes = embed(model, shapes)
+        labels = np.array([CLASSES.index(CLASS_OF[shape.name]) for shape in shapes])
+        save_gan(folder, train_latent_gan(codes, labels, CLASSES, LatentGanSettings(
+            noise_size=8, generator_hidden=(32,), critic_hidden=(32,), steps=20, batch_size=6)))
+        save_classifier(folder, train_classifier(codes, labels, CLASSES, ClassifierSettings(hidden=(32,), epochs=30)))
+        save_transfer(folder, train_transfer(codes[::-1].copy(), codes, TransferSettings(epochs=30)))
+    finally:
+        torch.set_num_threads(threads)
+    return load_tools(folder), shapes, collection

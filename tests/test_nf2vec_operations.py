@@ -1,0 +1,163 @@
+"""nf2vec operations on a tiny tools folder: decoding to shapes, interpolation in both spaces, generation,
+completion and its registration, classification, and their refusals. Quality is measured in bench/."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from backend.errors import NeuralShapesError
+from backend.mesh_loading import Similarity
+from backend.network import evaluate_sdf, random_family
+from backend.nf2vec.classification import classify
+from backend.nf2vec.completion import complete, register
+from backend.nf2vec.decoding import decoded_surface, shapes_from_embeddings
+from backend.nf2vec.embedding import embed
+from backend.nf2vec.generation import generate, generation_classes
+from backend.nf2vec.interpolation import in_between_times, interpolate, interpolated_frame
+from backend.nf2vec.tools import load_tools
+from backend.shape_file import read_shape, write_shape
+from tests.nf2vec_toolkit import CLASSES, QUICK_DECODE, build_toolkit
+
+
+@pytest.fixture(scope="module")
+def toolkit(tmp_path_factory):
+    return build_toolkit(tmp_path_factory.mktemp("toolkit"))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_weight_space_interpolation_blends_weights_and_frames(toolkit, tmp_path):
+    tools, shapes, _ = toolkit
+    a, b = shapes[0], shapes[2]
+    start, middle, end = interpolate(tools, a, b, [0.0, 0.5, 1.0], space="weights")
+    for (wa, ba), (w0, b0), (wb, bb), (wm, bm) in zip(a.weights, start.weights, b.weights, middle.weights):
+        np.testing.assert_array_equal(w0, wa)
+        np.testing.assert_allclose(wm, (wa + wb) / 2, atol=1e-7)
+        np.testing.assert_allclose(bm, (ba + bb) / 2, atol=1e-7)
+    assert end.transform.scale == pytest.approx(b.transform.scale)
+    assert middle.transform.scale == pytest.approx(np.sqrt(a.transform.scale * b.transform.scale))
+    assert middle.name == "sphere-slab-t500" and middle.provenance["operation"] == "interpolate-weights"
+    assert np.isnan(middle.metrics["chamfer"]) and middle.metrics["steps"] == 0  # no reference surface
+    write_shape(tmp_path / "m.h5", middle)
+    back = read_shape(tmp_path / "m.h5")
+    assert np.isnan(back.metrics["surface_error"]) and back.provenance["inputs"] == "sphere,slab"
+
+
+def test_embedding_space_interpolation_decodes_and_fits_shapes_of_the_family(toolkit, tmp_path):
+    tools, shapes, _ = toolkit
+    events = []
+    result = interpolate(tools, shapes[0], shapes[1], in_between_times(2), settings=QUICK_DECODE,
+                         progress=lambda fraction, message: events.append((fraction, message)))
+    assert [shape.name for shape in result] == ["sphere-cube-t333", "sphere-cube-t667"]
+    for shape in result:
+        assert shape.family_id == tools.family.family_id
+        assert np.isfinite(shape.metrics["surface_error"]) and shape.metrics["steps"] > 0
+        assert shape.provenance["nf2vec_model"] == tools.model.model_id
+        write_shape(tmp_path / f"{shape.name}.h5", shape)  # an ordinary, valid shape file
+    fractions = [fraction for fraction, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_in_between_times_and_frames():
+    assert in_between_times(3) == [0.25, 0.5, 0.75]
+    with pytest.raises(NeuralShapesError, match="at least 1"):
+        in_between_times(0)
+    a, b = Similarity(1.0, np.zeros(3)), Similarity(4.0, np.array([2.0, 0.0, 0.0]))
+    half = interpolated_frame(a, b, 0.5)
+    assert half.scale == pytest.approx(2.0) and half.centre.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_interpolation_refuses_other_families_and_spaces(toolkit):
+    tools, shapes, _ = toolkit
+    stranger = replace(shapes[1], family_id=random_family().family_id)
+    with pytest.raises(NeuralShapesError, match="interpolation works on shapes of family"):
+        interpolate(tools, shapes[0], stranger, [0.5], space="weights")
+    with pytest.raises(NeuralShapesError, match="'embedding' or 'weights'"):
+        interpolate(tools, shapes[0], shapes[1], [0.5], space="pixels")
+    with pytest.raises(NeuralShapesError, match="finite t"):
+        interpolate(tools, shapes[0], shapes[1], [float("nan")])
+
+
+def test_generation_is_reproducible_and_knows_its_classes(toolkit):
+    tools, _, _ = toolkit
+    assert generation_classes(tools) == CLASSES
+    first = generate(tools, 2, seed=5, class_name="round", settings=QUICK_DECODE)
+    again = generate(tools, 2, seed=5, class_name="round", settings=QUICK_DECODE)
+    assert [shape.name for shape in first] == ["generated-round-5-0", "generated-round-5-1"]
+    for one, other in zip(first, again):
+        for (w1, _), (w2, _) in zip(one.weights, other.weights):
+            np.testing.assert_array_equal(w1, w2)
+    with pytest.raises(NeuralShapesError, match="round"):  # the error lists the known classes
+        generate(tools, 1, seed=0, class_name="teapot", settings=QUICK_DECODE)
+
+
+def test_completion_places_the_result_over_the_partial(toolkit):
+    tools, shapes, _ = toolkit
+    partial = shapes[2]  # the slab stands in for a partial shape here
+    completed = complete(tools, partial, settings=QUICK_DECODE)
+    assert completed.name == "slab-completed" and completed.provenance["operation"] == "complete"
+    assert completed.transform.scale > 0 and np.isfinite(completed.transform.centre).all()
+
+
+def test_registration_recovers_a_known_scale_and_offset(toolkit):
+    tools, shapes, _ = toolkit
+    sphere = shapes[0]
+    # The same field seen through x' = 0.8 x + (0.1, 0, 0): registering the original onto it must find that map.
+    moved = replace(sphere, weights=_moved_weights(sphere.weights, 0.8, np.array([0.1, 0.0, 0.0])))
+    scale, offset = register(sphere, moved)
+    assert scale == pytest.approx(0.8, abs=0.03)
+    np.testing.assert_allclose(offset, [0.1, 0.0, 0.0], atol=0.03)
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (100, 3)).astype(np.float32)
+    np.testing.assert_allclose(evaluate_sdf(moved.architecture, moved.weights, 0.8 * points + [0.1, 0, 0]),
+                               evaluate_sdf(sphere.architecture, sphere.weights, points), atol=1e-5)
+
+
+def test_classification_gives_a_distribution_over_the_classes(toolkit):
+    tools, shapes, _ = toolkit
+    ranked = classify(tools, shapes[0])
+    assert sorted(name for name, _ in ranked) == sorted(CLASSES)
+    probabilities = [p for _, p in ranked]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_embedding_that_decodes_to_nothing_is_a_clear_error(toolkit):
+    tools, shapes, _ = toolkit
+    empty = copy.deepcopy(tools.model)
+    with torch.no_grad():
+        empty.decoder.output.bias += 100.0  # positive everywhere: no inside, no surface
+    with pytest.raises(NeuralShapesError, match="decoded field has no surface"):
+        decoded_surface(empty, embed(tools.model, shapes[:1])[0], "nothing", resolution=16)
+    with pytest.raises(NeuralShapesError, match="is for family"):
+        shapes_from_embeddings(tools.model, random_family(), np.zeros((1, 64), np.float32), ["x"], [None], [{}])
+
+
+def test_tools_folders_are_checked(toolkit, tmp_path):
+    tools, _, _ = toolkit
+    with pytest.raises(NeuralShapesError, match="cannot read file"):
+        load_tools(tmp_path / "absent")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "weights.pt", "family.h5"):
+        (bare / name).write_bytes((tools.folder / name).read_bytes())
+    without_tasks = load_tools(bare)
+    with pytest.raises(NeuralShapesError, match="gan.pt"):
+        generate(without_tasks, 1)
+
+
+def _moved_weights(weights, scale, offset):
+    """Weights of f'(x') = f((x' - offset) / scale): only the first layer changes."""
+    (w0, b0), *rest = weights
+    w = (w0 / scale).astype(np.float32)
+    b = (b0 - w @ offset).astype(np.float32)
+    return [(w, b), *rest]
