@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,8 @@ def serve(
     torch_threads: Annotated[int, typer.Option(help="Threads torch may use for fitting (default: cores - 1).", show_default=False)] = 0,
     fit_batch: Annotated[int, typer.Option(help="Meshes fitted together in one batched model (GPU: large; CPU: 1-4 is as fast).")] = ServiceSettings.fit_batch,
     max_upload_mb: Annotated[float, typer.Option(help="Largest mesh upload or .h5 import, MiB.")] = ServiceSettings.max_upload_bytes / MiB,
+    nf2vec_model: Annotated[str, typer.Option(help="nf2vec model folder for interpolate / generate / complete / similar / classify; 'default': the bundled one.")] = "default",
+    nf2vec_decode: Annotated[str, typer.Option(hidden=True, help="Testing only: JSON overrides of DecodeSettings (quick, crude nf2vec results).")] = "",
 ) -> None:
     """Run the local HTTP service; prints 'listening on http://127.0.0.1:PORT' first. Stop with Ctrl-C."""
     from backend.service.server import serve as run_server  # FastAPI / uvicorn only when serving
@@ -27,7 +30,7 @@ def serve(
         settings = ServiceSettings(
             data_dir=data_dir or default_data_dir(), host=host, port=port, workers=workers,
             torch_threads=torch_threads or default_torch_threads(), max_upload_bytes=int(max_upload_mb * MiB),
-            fit_batch=fit_batch,
+            fit_batch=fit_batch, nf2vec_model=nf2vec_model, nf2vec_decode=json.loads(nf2vec_decode) if nf2vec_decode else {},
         )
         run_server(settings, announce=lambda line: print(line, flush=True))
     except (ValueError, OSError, RuntimeError) as error:

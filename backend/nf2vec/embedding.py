@@ -38,6 +38,11 @@ def embed(model: Nf2vecModel, shapes: list[NeuralShape]) -> np.ndarray:
 def similar(model: Nf2vecModel, query: NeuralShape, library: list[NeuralShape], k: int = 5) -> list[Neighbour]:
     """The ``k`` library shapes nearest to ``query`` in embedding space, nearest first."""
     embeddings = embed(model, [query, *library])
-    distances = np.linalg.norm(embeddings[1:] - embeddings[0], axis=1)
+    return nearest(embeddings[0], embeddings[1:], k)
+
+
+def nearest(query: np.ndarray, embeddings: np.ndarray, k: int) -> list[Neighbour]:
+    """The ``k`` rows of ``embeddings`` (n, e) nearest to ``query`` (e,), nearest first (ties by index)."""
+    distances = np.linalg.norm(embeddings - query, axis=1)
     order = np.argsort(distances, kind="stable")[:k]
     return [Neighbour(int(i), float(distances[i])) for i in order]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from platformdirs import user_data_dir
 
@@ -41,6 +42,10 @@ class ServiceSettings:
     fit_batch: int = 16  # meshes fitted together in one batched model
     upload_ttl_seconds: float = 7 * 24 * 3600  # unused uploads are removed at start after this
     compute_slots: int = 1  # mesh extractions / renders running at once (Warp kernels, CPU or GPU)
+    nf2vec_model: str = "default"  # nf2vec model folder; "default": the bundled one (backend/nf2vec/default)
+    # For tests only: overrides of DecodeSettings fields, e.g. {"resolution": 32, "fit": {"max_steps": 50}}
+    # (quick, crude nf2vec results); empty: DecodeSettings(). See backend.service.nf2vec.decode_settings.
+    nf2vec_decode: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.host not in LOOPBACK_HOSTS:

@@ -14,6 +14,8 @@ from backend.service.db import Database
 from backend.service.fit_job import FitJob
 from backend.service.jobs import JobManager
 from backend.service.library import Library, RecoveryReport
+from backend.service.nf2vec import Nf2vec, decode_settings
+from backend.service.nf2vec_jobs import Nf2vecJobs
 from backend.service.security import load_or_create_token
 from backend.service.uploads import Uploads
 
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Service:
-    """Settings, token, index, library, uploads, jobs, and the slot limit for render / mesh work."""
+    """Settings, token, index, library, uploads, jobs, the slot limit for render / mesh work, and nf2vec."""
 
     settings: ServiceSettings
     token: str
@@ -32,6 +34,8 @@ class Service:
     jobs: JobManager
     compute: threading.BoundedSemaphore
     recovery: RecoveryReport
+    nf2vec: Nf2vec
+    nf2vec_jobs: Nf2vecJobs
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -40,6 +44,7 @@ class Service:
 
 def open_service(settings: ServiceSettings) -> Service:
     """Create the data folder, token and index; make files and rows agree; start the job pool."""
+    decode = decode_settings(settings.nf2vec_decode)  # a bad setting fails before anything is touched
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _limit_torch_threads(settings.torch_threads)
     token = load_or_create_token(settings.token_path)
@@ -48,7 +53,9 @@ def open_service(settings: ServiceSettings) -> Service:
     uploads = Uploads(db=db, uploads_dir=settings.uploads_dir, max_faces=settings.max_faces, max_bytes=settings.max_upload_bytes)
     compute = threading.BoundedSemaphore(settings.compute_slots)
     fit = FitJob(library=library, uploads=uploads, fit_batch=settings.fit_batch, compute=compute)
-    jobs = JobManager(db=db, kinds=[fit.kind()], workers=settings.workers, max_pending=settings.max_pending_jobs)
+    nf2vec = Nf2vec(library=library, spec=settings.nf2vec_model, decode=decode)
+    nf2vec_jobs = Nf2vecJobs(nf2vec=nf2vec, library=library, uploads=uploads, compute=compute)
+    jobs = JobManager(db=db, kinds=[fit.kind(), *nf2vec_jobs.kinds()], workers=settings.workers, max_pending=settings.max_pending_jobs)
     recovery = library.recover()
     jobs_report = jobs.start()
     purged = uploads.purge(older_than_seconds=settings.upload_ttl_seconds, keep=jobs.pending_uploads())
@@ -58,7 +65,7 @@ def open_service(settings: ServiceSettings) -> Service:
             "%d interrupted jobs marked failed, %d queued jobs resumed, %d old uploads removed",
             len(recovery.reindexed), len(recovery.dropped_rows), len(recovery.quarantined), jobs_report["interrupted"], jobs_report["resumed"], purged,
         )
-    return Service(settings, token, db, library, uploads, jobs, compute, recovery)
+    return Service(settings, token, db, library, uploads, jobs, compute, recovery, nf2vec, nf2vec_jobs)
 
 
 def _limit_torch_threads(count: int) -> None:

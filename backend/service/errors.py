@@ -29,6 +29,14 @@ class TooLarge(NeuralShapesError):
     """A body or a derived size over the limits (413)."""
 
 
+class Unprocessable(NeuralShapesError):
+    """Well-formed input the operation cannot take, e.g. a shape of another model family (422)."""
+
+
+class Unavailable(NeuralShapesError):
+    """A feature this service cannot serve now, e.g. nf2vec without a trained model (503)."""
+
+
 def new_id() -> str:
     """A random id: 32 lowercase hex characters (also a safe file name)."""
     return uuid.uuid4().hex

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from backend.conversion import evaluate_shape, fitted_shape
 from backend.errors import NeuralShapesError
 from backend.family_file import resolve_family
-from backend.fitting import FitProgress, FitSettings, fit_shapes
-from backend.network import Architecture
+from backend.fitting import FitProgress, FitResult, FitSettings, fit_shapes
+from backend.mesh_loading import NormalisedMesh
+from backend.network import Architecture, ModelFamily
 from backend.service.jobs import JobContext, JobKind
 from backend.service.library import Library
 from backend.service.uploads import Uploads
+from backend.shape_file import NeuralShape
 
 SAMPLING_SHARE = 0.15  # of one mesh's progress
 FITTING_SHARE = 0.7  # the rest is evaluation and storing
@@ -83,11 +85,8 @@ class FitJob:
                 index = start + offset
                 report(f"evaluating and storing {index + 1}/{count}")
                 try:
-                    shape = fitted_shape(mesh, result, family, source_name=mesh.name)
-                    with self.compute:  # the Warp extraction of the metrics, one at a time with API requests
-                        metrics, _ = evaluate_shape(shape, mesh, resolution)
-                    shape.metrics.update(metrics)
-                    record = self.library.add(shape, job_id=context.job_id, half_precision=half)
+                    _, record = store_fitted(self.library, self.compute, mesh, result, family, resolution=resolution,
+                                             job_id=context.job_id, half_precision=half)
                 except (NeuralShapesError, ValueError) as error:
                     context.add_output("failed", {"upload": upload_id, "error": str(error)})
                     continue
@@ -105,3 +104,23 @@ class FitJob:
                 except NeuralShapesError:
                     pass
         return {}
+
+
+def store_fitted(
+    library: Library,
+    compute: threading.BoundedSemaphore,
+    mesh: NormalisedMesh,
+    result: FitResult,
+    family: ModelFamily,
+    *,
+    resolution: int,
+    job_id: str,
+    half_precision: bool = False,
+) -> tuple[NeuralShape, dict]:
+    """Evaluate one fit result against its mesh (surface error, Chamfer, F-score at ``resolution``) and
+    store it; returns the shape and its library record."""
+    shape = fitted_shape(mesh, result, family, source_name=mesh.name)
+    with compute:  # the Warp extraction of the metrics, one at a time with API requests
+        metrics, _ = evaluate_shape(shape, mesh, resolution)
+    shape.metrics.update(metrics)
+    return shape, library.add(shape, job_id=job_id, half_precision=half_precision)

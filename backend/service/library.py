@@ -136,6 +136,10 @@ class Library:
         total = self.db.one("SELECT COUNT(*) AS n FROM shapes")["n"]
         return [_public(r) for r in rows], total
 
+    def of_family(self, family_id: str) -> list[dict]:
+        """``{"id", "name"}`` of every shape of a model family, oldest first."""
+        return self.db.all("SELECT id, name FROM shapes WHERE family_id = ? ORDER BY created, id", (family_id,))
+
     def get(self, shape_id: str) -> dict:
         """The public record plus the transform and provenance read from the file."""
         record = _public(self._row(shape_id))

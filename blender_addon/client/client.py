@@ -5,6 +5,7 @@
     upload = client.upload_mesh(vertices, faces, name="chair")
     job = client.wait(client.start_fit([upload.id]).id)
     mesh = client.mesh(job.shape_ids[0], resolution=256)
+    between = client.wait(client.start_interpolate(a_id, b_id, count=3).id)   # nf2vec: 3 in-betweens
 
 Every failure raises :class:`ServiceError` with the HTTP status (0 when the service cannot be reached)
 and the service's one-line message. Calls block: from Blender, run them on a worker thread.
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .models import Health, Job, MeshArrays, RenderedImage, Shape, Upload, _from
+from .models import ClassProbability, Health, Job, MeshArrays, Nf2vecInfo, RenderedImage, Shape, SimilarShape, Upload, _from
 
 API_VERSION = 1  # the service API this client speaks
 MESH_FILE_FORMATS = ("obj", "ply", "stl", "off", "glb")
@@ -253,3 +254,38 @@ class Client:
             body["settings"] = settings
         _, headers, data = self.request("POST", "/v1/render", json_body=body)
         return RenderedImage(int(headers["x-width"]), int(headers["x-height"]), format, data)
+
+    # --- nf2vec ----------------------------------------------------------------------------------
+
+    def nf2vec_info(self) -> Nf2vecInfo:
+        """The service's nf2vec model (a 503 :class:`ServiceError` while it has none)."""
+        return _from(Nf2vecInfo, self._json("GET", "/v1/nf2vec"))
+
+    def start_interpolate(self, a: str, b: str, *, times: list[float] | None = None, count: int | None = None, space: str = "embedding") -> Job:
+        """In-betweens of shapes ``a`` and ``b``: at each t of ``times`` (0 = a, 1 = b) or ``count`` evenly
+        spaced; ``space``: "embedding" or "weights". The job's ``inputs["times"]`` follow its shapes' order."""
+        body: dict[str, Any] = {"a": a, "b": b, "space": space}
+        if times is not None:
+            body["times"] = list(times)
+        if count is not None:
+            body["count"] = count
+        return _from(Job, self._json("POST", "/v1/nf2vec/interpolate", json_body=body))
+
+    def start_generate(self, count: int = 1, *, seed: int = 0, class_name: str | None = None) -> Job:
+        """``count`` new shapes (of ``class_name``, one of :meth:`nf2vec_info`'s classes; None: any)."""
+        return _from(Job, self._json("POST", "/v1/nf2vec/generate", json_body={"count": count, "seed": seed, "class": class_name}))
+
+    def start_complete(self, *, shape_id: str | None = None, upload_id: str | None = None) -> Job:
+        """Complete a partial shape: a library shape, or a staged mesh (fitted first, as ``outputs["fitted"]``)."""
+        body = {"shape": shape_id} if shape_id is not None else {"upload": upload_id}
+        return _from(Job, self._json("POST", "/v1/nf2vec/complete", json_body=body))
+
+    def similar(self, shape_id: str, *, k: int = 5) -> list[SimilarShape]:
+        """The ``k`` library shapes nearest to a shape in nf2vec embedding space, nearest first."""
+        data = self._json("GET", f"/v1/shapes/{urllib.parse.quote(shape_id, safe='')}/similar", query={"k": k})
+        return [_from(SimilarShape, item) for item in data]
+
+    def classify(self, shape_id: str) -> list[ClassProbability]:
+        """Every class the nf2vec classifier knows with its probability, most likely first."""
+        data = self._json("GET", f"/v1/shapes/{urllib.parse.quote(shape_id, safe='')}/classify")
+        return [ClassProbability(item["class"], float(item["probability"])) for item in data]

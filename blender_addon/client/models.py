@@ -56,7 +56,7 @@ class Job:
 
     @property
     def shape_ids(self) -> list[str]:
-        """Library shapes the job made so far (a fit job)."""
+        """Library shapes the job made so far (fit and nf2vec jobs)."""
         return list(self.outputs.get("shapes", []))
 
 
@@ -75,6 +75,33 @@ class Shape:
     job_id: str | None
     transform: dict[str, Any] | None = None
     provenance: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Nf2vecInfo:
+    """The service's nf2vec model; ``tasks`` says which of generate / classify / complete it can serve,
+    ``classes`` what generate can be asked for (empty: any only)."""
+
+    model_id: str
+    family_id: str
+    embedding_size: int
+    tasks: dict[str, bool] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SimilarShape:
+    """A library shape near the one asked about; ``distance`` between their nf2vec embeddings."""
+
+    id: str
+    name: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class ClassProbability:
+    class_name: str  # "class" on the wire
+    probability: float
 
 
 def _native(values: array) -> array:

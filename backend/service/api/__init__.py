@@ -10,7 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from backend import __version__
 from backend.service.api import errors
 from backend.service.api.guard import Guard
-from backend.service.api.routes import health, jobs, render, shapes, uploads
+from backend.service.api.routes import health, jobs, nf2vec, render, shapes, uploads
 from backend.service.config import API_VERSION, ServiceSettings
 from backend.service.core import Service, open_service
 
@@ -42,7 +42,7 @@ def create_app(settings: ServiceSettings, *, service: Service | None = None) -> 
     if service is not None:
         app.state.service = service
     errors.install(app)
-    for module in (health, uploads, jobs, shapes, render):
+    for module in (health, uploads, jobs, shapes, render, nf2vec):
         app.include_router(module.router)
 
     def limit_for(path: str) -> int:

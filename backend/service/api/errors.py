@@ -11,10 +11,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.errors import NeuralShapesError
 from backend.service.api.guard import BodyTooLarge
-from backend.service.errors import Busy, Conflict, NotFound, TooLarge
+from backend.service.errors import Busy, Conflict, NotFound, TooLarge, Unavailable, Unprocessable
 
 log = logging.getLogger(__name__)
-STATUS = ((NotFound, 404), (Conflict, 409), (Busy, 429), (TooLarge, 413), (NeuralShapesError, 400))
+STATUS = (
+    (NotFound, 404), (Conflict, 409), (Busy, 429), (TooLarge, 413), (Unprocessable, 422), (Unavailable, 503), (NeuralShapesError, 400),
+)
 
 
 def _detail(status: int, detail: str) -> JSONResponse:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.fitting import FitSettings
 
 _DEFAULT_FIT = FitSettings()
+Id = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hexadecimal characters")]
+MAX_NF2VEC_SHAPES = 32  # shapes one interpolate / generate job makes
 
 
 class _In(BaseModel):
@@ -112,3 +114,68 @@ class ShapeDetail(ShapePublic):
 class ShapeList(BaseModel):
     items: list[ShapePublic]
     total: int
+
+
+class InterpolateJobCreate(_In):
+    """In-betweens of two library shapes: at each t of ``times`` (0 = a, 1 = b), or ``count`` evenly spaced."""
+
+    a: Id
+    b: Id
+    times: list[Annotated[float, Field(ge=-1.0, le=2.0)]] | None = Field(None, min_length=1, max_length=MAX_NF2VEC_SHAPES)
+    count: int | None = Field(None, ge=1, le=MAX_NF2VEC_SHAPES)
+    space: Literal["embedding", "weights"] = "embedding"
+
+    @model_validator(mode="after")
+    def _times_or_count(self) -> InterpolateJobCreate:
+        if (self.times is None) == (self.count is None):
+            raise ValueError("give either 'times' or 'count'")
+        return self
+
+
+class GenerateJobCreate(_In):
+    """New shapes from the generator; the same seed makes the same shapes."""
+
+    count: int = Field(1, ge=1, le=MAX_NF2VEC_SHAPES)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    class_name: str | None = Field(None, alias="class", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$",
+                                   description="a class from GET /v1/nf2vec; none: any")
+
+
+class CompleteJobCreate(_In):
+    """Complete a partial shape: a library shape, or a staged mesh fitted first."""
+
+    shape: Id | None = None
+    upload: Id | None = None
+
+    @model_validator(mode="after")
+    def _shape_or_upload(self) -> CompleteJobCreate:
+        if (self.shape is None) == (self.upload is None):
+            raise ValueError("give either 'shape' or 'upload'")
+        return self
+
+
+class Nf2vecTasks(BaseModel):
+    generate: bool
+    classify: bool
+    complete: bool
+
+
+class Nf2vecPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())  # "model_id" is the nf2vec model's, not pydantic's
+
+    model_id: str
+    family_id: str
+    embedding_size: int
+    tasks: Nf2vecTasks = Field(description="which operations the model folder can serve")
+    classes: list[str] = Field(description="classes generate can be asked for (empty: unconditional)")
+
+
+class SimilarShape(BaseModel):
+    id: str
+    name: str
+    distance: float = Field(description="L2 distance between the nf2vec embeddings")
+
+
+class ClassProbability(BaseModel):
+    class_name: str = Field(alias="class")
+    probability: float

@@ -1,0 +1,139 @@
+"""The nf2vec jobs: ``interpolate``, ``generate`` and ``complete``; library shapes (or a staged mesh) in,
+new library shapes out.
+
+Each kind has an ``..._inputs`` method, called by the API before the job is queued, that checks what can
+be checked at once (the model and its task network are there, the shapes exist and are of the model's
+family, the class is one the generator makes) and returns the inputs stored with the job::
+
+    interpolate  {"a": id, "b": id, "times": [t, ...], "space": "embedding" | "weights"}
+    generate     {"count": n, "seed": s, "class": name or null}
+    complete     {"shape": id} or {"upload": id}
+
+The runner does the work with the service's decode settings and stores the results when the operation
+is done; outputs are ``{"shapes": [id, ...]}`` in the order of the results (the order of ``times`` for
+an interpolation). Completing an upload first fits the mesh as an ordinary shape of the model's family
+(with the decode settings' fit), stores it (``outputs.fitted``), completes it and removes the upload.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from backend.errors import NeuralShapesError
+from backend.fitting import FitProgress, fit_shapes
+from backend.nf2vec.completion import complete
+from backend.nf2vec.decoding import OperationProgress
+from backend.nf2vec.generation import generate, generation_classes
+from backend.nf2vec.interpolation import in_between_times, interpolate
+from backend.service.errors import Unprocessable
+from backend.service.fit_job import store_fitted
+from backend.service.jobs import JobContext, JobKind
+from backend.service.library import Library
+from backend.service.nf2vec import Nf2vec
+from backend.service.uploads import Uploads
+from backend.shape_file import NeuralShape
+
+UPLOAD_FIT_SHARE = 0.4  # of a complete job's progress, when it starts from an uploaded mesh
+
+
+@dataclass(frozen=True)
+class Nf2vecJobs:
+    """The nf2vec job runners, bound to the model, the library and the staged uploads."""
+
+    nf2vec: Nf2vec
+    library: Library
+    uploads: Uploads
+    compute: threading.BoundedSemaphore  # shared with mesh / render requests
+
+    def kinds(self) -> list[JobKind]:
+        return [
+            JobKind(name="interpolate", run=self.run_interpolate),
+            JobKind(name="generate", run=self.run_generate),
+            JobKind(name="complete", run=self.run_complete, uploads=lambda inputs: [inputs["upload"]] if inputs.get("upload") else []),
+        ]
+
+    # --- checks before a job is queued ----------------------------------------------------------
+
+    def interpolate_inputs(self, *, a: str, b: str, times: list[float] | None, count: int | None, space: str) -> dict:
+        """Inputs of an interpolation: ``times``, or ``count`` evenly spaced in-betweens."""
+        for shape_id in (a, b):
+            self.nf2vec.shape(shape_id)
+        return {"a": a, "b": b, "times": list(times) if times is not None else in_between_times(count), "space": space}
+
+    def generate_inputs(self, *, count: int, seed: int, class_name: str | None) -> dict:
+        self.nf2vec.task("generate")
+        if class_name is not None:
+            classes = generation_classes(self.nf2vec.tools())
+            if class_name not in classes:
+                made = f"it makes {', '.join(classes)}" if classes else "it is unconditional"
+                raise Unprocessable(f"the generator cannot make class '{class_name}': {made}")
+        return {"count": count, "seed": seed, "class": class_name}
+
+    def complete_inputs(self, *, shape: str | None, upload: str | None) -> dict:
+        self.nf2vec.task("complete")
+        if shape is not None:
+            self.nf2vec.shape(shape)
+            return {"shape": shape}
+        self.nf2vec.tools()
+        self.uploads.get(upload)
+        return {"upload": upload}
+
+    # --- runners -----------------------------------------------------------------------------------
+
+    def run_interpolate(self, context: JobContext) -> dict:
+        inputs = context.inputs
+        a, b = self.nf2vec.shape(inputs["a"]), self.nf2vec.shape(inputs["b"])
+        shapes = interpolate(self.nf2vec.tools(), a, b, inputs["times"], inputs["space"], self.nf2vec.decode, context.progress, context.cancel)
+        self._store(context, shapes)
+        return {}
+
+    def run_generate(self, context: JobContext) -> dict:
+        inputs = context.inputs
+        self.nf2vec.task("generate")
+        shapes = generate(self.nf2vec.tools(), inputs["count"], inputs["seed"], inputs["class"], self.nf2vec.decode,
+                          context.progress, context.cancel)
+        self._store(context, shapes)
+        return {}
+
+    def run_complete(self, context: JobContext) -> dict:
+        inputs = context.inputs
+        self.nf2vec.task("complete")
+        progress: OperationProgress = context.progress
+        if inputs.get("upload"):
+            partial = self._fit_upload(context, inputs["upload"])
+
+            def progress(fraction: float, stage: str) -> None:
+                context.progress(UPLOAD_FIT_SHARE + (1 - UPLOAD_FIT_SHARE) * fraction, stage)
+        else:
+            partial = self.nf2vec.shape(inputs["shape"])
+        completed = complete(self.nf2vec.tools(), partial, self.nf2vec.decode, progress, context.cancel)
+        self._store(context, [completed])
+        if inputs.get("upload"):
+            try:
+                self.uploads.delete(inputs["upload"])
+            except NeuralShapesError:
+                pass  # removed meanwhile
+        return {}
+
+    def _fit_upload(self, context: JobContext, upload_id: str) -> NeuralShape:
+        """Fit the staged mesh with the model's family and store it (``outputs.fitted``): the partial shape."""
+        tools, settings = self.nf2vec.tools(), self.nf2vec.decode
+        mesh = self.uploads.load(upload_id)
+        context.progress(0.0, f"fitting '{mesh.name}'")
+
+        def on_fit(event: FitProgress) -> None:
+            if event.stage == "fitting":
+                context.progress(UPLOAD_FIT_SHARE * min(event.step / settings.fit.max_steps, 1.0), f"fitting '{mesh.name}': step {event.step}")
+
+        [result] = fit_shapes(tools.family, [mesh], settings.fit, progress=on_fit, cancel=context.cancel)
+        context.progress(UPLOAD_FIT_SHARE, f"evaluating and storing '{mesh.name}'")
+        shape, record = store_fitted(self.library, self.compute, mesh, result, tools.family,
+                                     resolution=settings.evaluation_resolution, job_id=context.job_id)
+        context.add_output("fitted", record["id"])
+        return shape
+
+    def _store(self, context: JobContext, shapes: list[NeuralShape]) -> None:
+        context.check_cancelled()
+        for shape in shapes:
+            context.add_output("shapes", self.library.add(shape, job_id=context.job_id)["id"])
