@@ -19,6 +19,7 @@ from backend.cli_kernels import mesh, render
 from backend.cli_meta import meta_train_command
 from backend.cli_nf2vec import train_nf2vec_command
 from backend.cli_output import err, fail, out
+from backend.cli_partials import make_partials_command
 from backend.cli_points import fit_points_command
 from backend.cli_service import serve
 from backend.conversion import (
@@ -199,6 +200,7 @@ def build_addon_command(
 app.command()(mesh)
 app.command()(render)
 app.command("make-collection")(make_collection_command)
+app.command("make-partials")(make_partials_command)
 app.command()(serve)
 app.command("meta-train")(meta_train_command)
 app.command("fit-points")(fit_points_command)
