@@ -18,6 +18,7 @@ from backend.cli_collection import make_collection_command
 from backend.cli_kernels import mesh, render
 from backend.cli_meta import meta_train_command
 from backend.cli_nf2vec import train_nf2vec_command
+from backend.cli_nf2vec_tasks import train_classifier_command, train_completion_command, train_gan_command
 from backend.cli_output import err, fail, out
 from backend.cli_partials import make_partials_command
 from backend.cli_points import fit_points_command
@@ -205,3 +206,6 @@ app.command()(serve)
 app.command("meta-train")(meta_train_command)
 app.command("fit-points")(fit_points_command)
 app.command("train-nf2vec")(train_nf2vec_command)
+app.command("train-gan")(train_gan_command)
+app.command("train-classifier")(train_classifier_command)
+app.command("train-completion")(train_completion_command)
