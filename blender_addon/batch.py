@@ -91,12 +91,13 @@ def convert_blend(client: Client, args: argparse.Namespace) -> list[tuple[str, s
     """Every mesh object of the open .blend becomes a neural object; the .blend is saved."""
     import bpy
 
-    from blender_addon.conversion import start_conversion, wait_for_conversion
+    from blender_addon.conversion import start_conversion
+    from blender_addon.jobs import wait_for_job
 
     sources = [o for o in bpy.context.scene.objects if o.type == "MESH" and "neural_shape_h5" not in o]
     conversion = start_conversion(client, sources, bpy.context.evaluated_depsgraph_get(), args.resolution,
                                   settings={"target_surface_error": args.target})
-    wait_for_conversion(client, conversion, bpy.context.scene.collection)
+    wait_for_job(client, conversion, bpy.context.scene.collection)
     rows = []
     for name in conversion.created:
         obj = bpy.data.objects[name]

@@ -1,42 +1,24 @@
 """Convert selected mesh objects into neural objects through a service fit job.
 
-The work is split so the UI never blocks: :func:`start_conversion` uploads the evaluated meshes and
-starts one batched job (seconds), :func:`poll_conversion` checks it once and, when it has finished,
-builds the neural objects (a timer calls it in the UI; ``blender -b`` scripts call
-:func:`wait_for_conversion`, as timers do not fire while a script blocks).
-
-A neural object is a mesh object whose mesh is a marching-cubes proxy of the shape, placed with the
-source object's world matrix, carrying the shape in custom properties: ``neural_shape_h5`` (the
-``.h5`` bytes, so the shape survives save/reload/append and can be re-imported into any service),
-``neural_shape_id``, ``neural_resolution`` and the fit metrics.
+The work is split so the UI never blocks: :func:`collect_meshes` reads the evaluated meshes (main
+thread, fast), :func:`submit` uploads them and starts one batched job (HTTP only, a worker thread), and
+:mod:`.jobs` follows the job and adds the neural objects, each placed with its source object's world
+matrix (:func:`conversion_job`). ``blender -b`` scripts call :func:`start_conversion` and
+:func:`.jobs.wait_for_job`.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import bpy
 from mathutils import Matrix
 
 from .client.client import Client, ServiceError
-from .mesh_data import evaluated_triangles, mesh_from_arrays
-
-POLL_SECONDS = 0.5
-
-
-@dataclass
-class Conversion:
-    """One conversion: per source object its name and world matrix, then the job once it is submitted."""
-
-    sources: list[tuple[str, list[list[float]]]]
-    resolution: int
-    job_id: str = ""
-    state: str = "running"
-    progress: float = 0.0
-    stage: str = ""
-    error: str = ""
-    created: list[str] = field(default_factory=list)  # names of the neural objects made
+from .client.models import Job
+from .jobs import TrackedJob
+from .mesh_data import evaluated_triangles
+from .neural_objects import FetchedShape
 
 
 @dataclass(frozen=True)
@@ -70,51 +52,20 @@ def submit(client: Client, meshes: list[SourceMesh], settings: dict | None = Non
     return client.start_fit(uploads, settings=settings).id
 
 
-def start_conversion(client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None) -> Conversion:
+def conversion_job(meshes: list[SourceMesh], resolution: int) -> TrackedJob:
+    """What the job's shapes become: neural objects (proxies at ``resolution``) with their sources' matrices."""
+    matrices = {m.name: m.matrix_world for m in meshes}
+
+    def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
+        # rows (a plain nested list would be read as columns); a shape named after no source stays at the origin
+        return [Matrix(matrices[shape.name]) if shape.name in matrices else Matrix.Identity(4) for shape in shapes]
+
+    return TrackedJob(place=place, resolution=resolution, verb="converted")
+
+
+def start_conversion(client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None) -> TrackedJob:
     """Collect, upload and start in one go (scripts and ``blender -b``); :class:`ServiceError` on failure."""
     meshes = collect_meshes(objects, depsgraph)
-    return Conversion(sources=[(m.name, m.matrix_world) for m in meshes], resolution=resolution, job_id=submit(client, meshes, settings))
-
-
-def poll_conversion(client: Client, conversion: Conversion, collection: bpy.types.Collection) -> bool:
-    """Check the job once; when it succeeded, create the neural objects. Returns True when finished."""
-    job = client.job(conversion.job_id)
-    conversion.progress, conversion.stage = job.progress, job.stage
-    if not job.done:
-        return False
-    if job.state != "succeeded":
-        conversion.state, conversion.error = job.state, job.error or job.state
-        return True
-    for shape_id in job.outputs.get("shapes", []):
-        shape = client.shape(shape_id)
-        matrix = dict(conversion.sources).get(shape.name)
-        obj = create_neural_object(client, shape_id, shape.name, conversion.resolution, collection, shape.metrics)
-        if matrix is not None:
-            obj.matrix_world = Matrix(matrix)  # rows (a plain nested list would be read as columns)
-        conversion.created.append(obj.name)
-    conversion.state = "succeeded"
-    return True
-
-
-def wait_for_conversion(client: Client, conversion: Conversion, collection: bpy.types.Collection, timeout: float = 3600.0) -> Conversion:
-    """Poll until done (for scripts and ``blender -b``, where timers do not fire)."""
-    deadline = time.monotonic() + timeout
-    while not poll_conversion(client, conversion, collection):
-        if time.monotonic() > deadline:
-            raise ServiceError(0, f"job {conversion.job_id} did not finish within {timeout:.0f} s")
-        time.sleep(POLL_SECONDS)
-    return conversion
-
-
-def create_neural_object(client: Client, shape_id: str, name: str, resolution: int, collection: bpy.types.Collection, metrics: dict) -> bpy.types.Object:
-    """A mesh object holding the shape's ``.h5`` bytes and a proxy mesh extracted at ``resolution``."""
-    arrays = client.mesh(shape_id, resolution=resolution)
-    obj = bpy.data.objects.new(f"{name} (neural)", mesh_from_arrays(f"{name} (neural)", *arrays.numpy()[:2]))
-    obj["neural_shape_h5"] = client.download_shape(shape_id)
-    obj["neural_shape_id"] = shape_id
-    obj["neural_resolution"] = resolution
-    for key, value in metrics.items():
-        if value is not None:
-            obj[f"neural_{key}"] = float(value)
-    collection.objects.link(obj)
-    return obj
+    tracked = conversion_job(meshes, resolution)
+    tracked.job_id = submit(client, meshes, settings)
+    return tracked

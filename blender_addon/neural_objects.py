@@ -1,13 +1,24 @@
-"""Neural objects in the scene: making sure the service knows their shape, re-extracting proxies and
-rendering a sphere-traced preview from the scene camera."""
+"""Neural objects in the scene: adding library shapes as neural objects, making sure the service knows
+their shape, re-extracting proxies and rendering a sphere-traced preview from the scene camera.
+
+A neural object is a mesh object whose mesh is a marching-cubes proxy of the shape in the shape's source
+frame, carrying the shape in custom properties: ``neural_shape_h5`` (the ``.h5`` bytes, so the shape
+survives save/reload/append and can be re-imported into any service), ``neural_shape_id``,
+``neural_resolution`` and the fit metrics.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import bpy
 import numpy as np
+from mathutils import Matrix
 
 from .client.client import Client, ServiceError
 from .mesh_data import mesh_from_arrays
+
+NORMALISED_RADIUS = 0.9  # a shape lies inside this radius of its normalised frame (docs/api.md)
 
 OPERATIONS = [
     ("union", "Union", "Add this shape"),
@@ -15,6 +26,50 @@ OPERATIONS = [
     ("intersection", "Intersect", "Keep only what this shape shares with the ones before it"),
     ("smooth_union", "Smooth Union", "Blend into the ones before it with the smooth radius"),
 ]
+
+
+@dataclass(frozen=True)
+class FetchedShape:
+    """What a neural object is made of, downloaded from the service: the record, the proxy mesh
+    (vertices (v, 3) float32, faces (f, 3) int32, source frame) and the ``.h5`` bytes."""
+
+    id: str
+    name: str
+    metrics: dict
+    centre: tuple[float, float, float]  # of the shape in its source frame
+    size: float  # diameter of its bounding sphere in the source frame
+    vertices: np.ndarray
+    faces: np.ndarray
+    h5: bytes
+    resolution: int
+
+
+def fetch_shapes(client: Client, shape_ids: list[str], resolution: int) -> list[FetchedShape]:
+    """Download library shapes with their proxy meshes at ``resolution`` (HTTP only: safe on a worker thread)."""
+    fetched = []
+    for shape_id in shape_ids:
+        shape = client.shape(shape_id)
+        vertices, faces, _ = client.mesh(shape_id, resolution=resolution).numpy()
+        fetched.append(FetchedShape(
+            shape_id, shape.name, dict(shape.metrics), tuple(shape.transform["centre"]), 2 * NORMALISED_RADIUS / shape.transform["scale"],
+            vertices, faces, client.download_shape(shape_id), resolution,
+        ))
+    return fetched
+
+
+def add_neural_object(shape: FetchedShape, collection: bpy.types.Collection, matrix_world: Matrix) -> bpy.types.Object:
+    """A neural object named ``NAME (neural)`` for a fetched shape, linked into ``collection`` (main thread)."""
+    name = f"{shape.name} (neural)"
+    obj = bpy.data.objects.new(name, mesh_from_arrays(name, shape.vertices, shape.faces))
+    obj["neural_shape_h5"] = shape.h5
+    obj["neural_shape_id"] = shape.id
+    obj["neural_resolution"] = shape.resolution
+    for key, value in shape.metrics.items():
+        if value is not None:
+            obj[f"neural_{key}"] = float(value)
+    obj.matrix_world = matrix_world
+    collection.objects.link(obj)
+    return obj
 
 
 def is_neural(obj: bpy.types.Object) -> bool:

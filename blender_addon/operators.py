@@ -1,66 +1,22 @@
-"""Operators: read properties, call the bpy-free client and the conversion workflow, report errors.
+"""Operators: read properties, call the bpy-free client and the workflows, report errors.
 
-Convert runs as: ``execute`` reads the evaluated meshes (main thread, fast), a worker thread uploads
-them and starts the job (HTTP only), and a ``bpy.app.timers`` callback polls every 0.5 s, updating the
-progress shown in the panel and the status bar, and creates the neural objects when the job is done.
+Convert reads the evaluated meshes in ``execute`` (main thread, fast) and hands the uploads and the
+job to :mod:`.jobs`, which follows it without blocking the UI and creates the neural objects at the end.
 Only the main thread touches bpy.
 """
 
 from __future__ import annotations
 
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
-
 import bpy
 
+from . import jobs
 from .client.client import ServiceError
 from .connection import check_connection, default_data_dir, make_client, start_service
-from .conversion import POLL_SECONDS, Conversion, collect_meshes, poll_conversion, submit
+from .conversion import collect_meshes, conversion_job, submit
 from .neural_objects import is_neural, re_extract, render_preview
 from .settings import connection_settings, preferences
 
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neural-shapes")  # never touches bpy
-_running: dict[str, Conversion] = {}  # the conversion in flight (one at a time), by a local key
 _service: list = []  # the service process this Blender started, if any
-_submissions: dict[str, Future] = {}  # uploads + job start running on a worker thread, by the same key
-
-
-def _tag_redraw() -> None:
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "STATUSBAR"):
-                area.tag_redraw()
-
-
-def _poll_timer(key: str, settings) -> float | None:
-    """One timer tick: wait for the submission, then poll the job; the last tick builds the neural objects."""
-    conversion = _running.get(key)
-    if conversion is None:
-        return None
-    wm = bpy.context.window_manager
-    finished = False
-    try:
-        if not conversion.job_id:
-            future = _submissions[key]
-            if not future.done():
-                return POLL_SECONDS
-            conversion.job_id = wm.neural_shapes_job = future.result()  # re-raises the worker's ServiceError
-            del _submissions[key]
-        finished = poll_conversion(make_client(settings), conversion, bpy.context.scene.collection)
-    except ServiceError as error:
-        conversion.state, conversion.error, finished = "failed", error.detail, True
-    wm.neural_shapes_progress = conversion.progress
-    wm.neural_shapes_stage = conversion.stage if not finished else (
-        f"converted {len(conversion.created)} object(s)" if conversion.state == "succeeded" else f"{conversion.state}: {conversion.error}"
-    )
-    if finished:
-        _running.pop(key, None)
-        _submissions.pop(key, None)
-        wm.progress_end()
-    else:
-        wm.progress_update(int(conversion.progress * 100))
-    _tag_redraw()
-    return None if finished else POLL_SECONDS
 
 
 class NEURAL_OT_convert_selected(bpy.types.Operator):
@@ -72,7 +28,7 @@ class NEURAL_OT_convert_selected(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not _running
+        return not jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = connection_settings(context)
@@ -82,37 +38,26 @@ class NEURAL_OT_convert_selected(bpy.types.Operator):
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        key = uuid.uuid4().hex
-        _running[key] = Conversion(sources=[(m.name, m.matrix_world) for m in meshes], resolution=context.scene.neural_shapes_resolution)
-        # Uploads can take a while for big meshes: a worker thread does the HTTP, the timer picks it up.
         fit = {"target_surface_error": context.scene.neural_shapes_target_error}
-        _submissions[key] = _pool.submit(submit, client, meshes, fit)
-        wm = context.window_manager
-        wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job, wm.neural_shapes_key = 0.0, "uploading", "", key
-        wm.progress_begin(0, 100)
-        bpy.app.timers.register(lambda: _poll_timer(key, settings), first_interval=POLL_SECONDS)
+        # Uploads can take a while for big meshes: the worker thread does the HTTP, the timer picks it up.
+        jobs.start(context, settings, conversion_job(meshes, context.scene.neural_shapes_resolution), lambda: submit(client, meshes, fit))
         self.report({"INFO"}, f"converting {len(meshes)} object(s)")
         return {"FINISHED"}
 
 
 class NEURAL_OT_cancel(bpy.types.Operator):
-    """Cancel the running conversion"""
+    """Cancel the running job"""
 
     bl_idname = "neural.cancel"
     bl_label = "Cancel"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(_running)
+        return jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        key = context.window_manager.neural_shapes_key
-        conversion = _running.get(key)
         try:
-            job_id = conversion.job_id if conversion and conversion.job_id else _submissions[key].result(timeout=60)
-            make_client(connection_settings(context)).cancel(job_id)
-        except KeyError:
-            return {"CANCELLED"}  # nothing in flight any more
+            jobs.cancel(context.window_manager.neural_shapes_key)
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}

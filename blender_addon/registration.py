@@ -5,6 +5,15 @@ from __future__ import annotations
 import bpy
 
 from .neural_objects import OPERATIONS
+from .nf2vec_operators import (
+    NEURAL_OT_add_library_shape,
+    NEURAL_OT_classify,
+    NEURAL_OT_complete,
+    NEURAL_OT_find_similar,
+    NEURAL_OT_generate,
+    NEURAL_OT_interpolate,
+    NEURAL_OT_nf2vec_info,
+)
 from .operators import (
     NEURAL_OT_cancel,
     NEURAL_OT_check_connection,
@@ -17,8 +26,24 @@ from .operators import (
 from .settings import NeuralShapesPreferences
 from .ui import VIEW3D_PT_neural_shapes, draw_status_bar
 
+
+class NeuralSimilarShape(bpy.types.PropertyGroup):
+    """A row of Find Similar's list (``name``: the library shape's name)."""
+
+    shape_id: bpy.props.StringProperty(name="Shape id")
+    distance: bpy.props.FloatProperty(name="Distance", description="Between the nf2vec embeddings")
+
+
+class NeuralClassProbability(bpy.types.PropertyGroup):
+    """A row of Classify's list (``name``: the class)."""
+
+    probability: bpy.props.FloatProperty(name="Probability", subtype="FACTOR", min=0.0, max=1.0)
+
+
 classes = (
     NeuralShapesPreferences,
+    NeuralSimilarShape,
+    NeuralClassProbability,
     NEURAL_OT_check_connection,
     NEURAL_OT_convert_selected,
     NEURAL_OT_cancel,
@@ -26,15 +51,27 @@ classes = (
     NEURAL_OT_render_preview,
     NEURAL_OT_start_service,
     NEURAL_OT_stop_service,
+    NEURAL_OT_nf2vec_info,
+    NEURAL_OT_interpolate,
+    NEURAL_OT_generate,
+    NEURAL_OT_complete,
+    NEURAL_OT_find_similar,
+    NEURAL_OT_add_library_shape,
+    NEURAL_OT_classify,
     VIEW3D_PT_neural_shapes,
 )
 
 _window_manager_props = {
     "neural_shapes_status": lambda: bpy.props.StringProperty(name="Service status", default=""),
     "neural_shapes_job": lambda: bpy.props.StringProperty(name="Running job", default=""),
-    "neural_shapes_key": lambda: bpy.props.StringProperty(name="Running conversion", default=""),
+    "neural_shapes_key": lambda: bpy.props.StringProperty(name="Running job (local key)", default=""),
     "neural_shapes_stage": lambda: bpy.props.StringProperty(name="Stage", default=""),
     "neural_shapes_progress": lambda: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR"),
+    "neural_shapes_nf2vec": lambda: bpy.props.StringProperty(name="nf2vec model", default=""),
+    "neural_shapes_similar": lambda: bpy.props.CollectionProperty(type=NeuralSimilarShape),
+    "neural_shapes_similar_to": lambda: bpy.props.StringProperty(name="Similar to", default=""),
+    "neural_shapes_classes": lambda: bpy.props.CollectionProperty(type=NeuralClassProbability),
+    "neural_shapes_classes_of": lambda: bpy.props.StringProperty(name="Classes of", default=""),
 }
 
 

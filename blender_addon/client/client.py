@@ -24,7 +24,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .models import ClassProbability, Health, Job, MeshArrays, Nf2vecInfo, RenderedImage, Shape, SimilarShape, Upload, _from
+from .models import (
+    ClassProbability,
+    Health,
+    Job,
+    MeshArrays,
+    Nf2vecInfo,
+    RenderedImage,
+    Shape,
+    SimilarShape,
+    Upload,
+    _from,
+)
 
 API_VERSION = 1  # the service API this client speaks
 MESH_FILE_FORMATS = ("obj", "ply", "stl", "off", "glb")

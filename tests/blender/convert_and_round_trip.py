@@ -16,7 +16,7 @@ zip_path, data_dir, blend_path, other_data_dir = sys.argv[1:5]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 package = "bl_ext.user_default.neural_shapes"
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-operators = sys.modules[f"{package}.operators"]
+jobs = sys.modules[f"{package}.jobs"]
 
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.mesh.primitive_cube_add(size=2.0, location=(3.0, 0.0, 1.0), rotation=(0.3, 0.2, 0.1))
@@ -31,8 +31,7 @@ scene.neural_shapes_target_error, scene.neural_shapes_resolution = 0.01, 64
 report = {"nothing_selected": ""}
 assert bpy.ops.neural.convert_selected() == {"FINISHED"}
 key = bpy.context.window_manager.neural_shapes_key
-settings = sys.modules[f"{package}.settings"].connection_settings(bpy.context)
-while operators._poll_timer(key, settings) is not None:  # what the timer does in the UI
+while jobs.poll(key) is not None:  # what the timer does in the UI
     time.sleep(0.1)
 wm = bpy.context.window_manager
 neural = [o for o in bpy.data.objects if "neural_shape_h5" in o]

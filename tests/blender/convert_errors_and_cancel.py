@@ -15,7 +15,7 @@ zip_path, data_dir = sys.argv[1:3]
 package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-operators, settings = sys.modules[f"{package}.operators"], sys.modules[f"{package}.settings"]
+jobs = sys.modules[f"{package}.jobs"]
 bpy.ops.wm.read_homefile(use_empty=True)
 
 
@@ -51,8 +51,7 @@ bpy.context.scene.neural_shapes_target_error = 0.0005  # runs long enough to can
 report["started"] = press(bpy.ops.neural.convert_selected)
 key = bpy.context.window_manager.neural_shapes_key
 report["cancel"] = press(bpy.ops.neural.cancel)
-connection = settings.connection_settings(bpy.context)
-while operators._poll_timer(key, connection) is not None:
+while jobs.poll(key) is not None:
     time.sleep(0.1)
 report["stage"] = bpy.context.window_manager.neural_shapes_stage
 report["neural_objects"] = sum("neural_shape_h5" in o for o in bpy.data.objects)
