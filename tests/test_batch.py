@@ -79,8 +79,9 @@ def test_legacy_addon_installs_in_old_blender(tmp_path):
         "import bpy\n"
         f"bpy.ops.preferences.addon_install(filepath={str(tmp_path / 'neural_shapes-0.1.0-legacy.zip')!r})\n"
         "bpy.ops.preferences.addon_enable(module='neural_shapes')\n"
-        "print('REGISTERED', hasattr(bpy.types, 'VIEW3D_PT_neural_shapes'), hasattr(bpy.ops.neural, 'convert_selected'))\n"
+        "print('REGISTERED', hasattr(bpy.types, 'VIEW3D_PT_neural_shapes'), hasattr(bpy.ops.neural, 'convert_selected'),"
+        " hasattr(bpy.ops.neural, 'interpolate'))\n"
     )
     env = {**os.environ, "BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"), "BLENDER_USER_CONFIG": str(tmp_path / "config")}
     result = subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", script], capture_output=True, text=True, env=env, timeout=300)
-    assert "REGISTERED True True" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "REGISTERED True True True" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
