@@ -42,6 +42,7 @@ def train_nf2vec_command(
     embedding_size: Annotated[int, typer.Option(help="Embedding size.")] = SIZES.embedding_size,
     decoder_hidden: Annotated[int, typer.Option(help="Width of the decoder's hidden layers.")] = SIZES.decoder_hidden,
     decoder_layers: Annotated[int, typer.Option(help="Hidden layers of the decoder (at least 3).")] = SIZES.decoder_layers,
+    frequencies: Annotated[int, typer.Option(help="Frequencies of the decoder's positional encoding (the paper's: 10).")] = SIZES.frequencies,
     loss: Annotated[str, typer.Option(help="l1 on signed distance, or bce on the clamped distance (the paper's).")] = SIZES.loss,
     family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
     absolute_weights: Annotated[bool, typer.Option("--absolute-weights", help="Encode the weights themselves rather than their difference from the family's initial weights.")] = False,
@@ -52,6 +53,7 @@ def train_nf2vec_command(
         sizes = Nf2vecConfig.paper() if paper_sizes else Nf2vecConfig(
             encoder_hidden=tuple(int(size) for size in encoder_hidden.split(",") if size),
             embedding_size=embedding_size, decoder_hidden=decoder_hidden, decoder_layers=decoder_layers,
+            frequencies=frequencies,
         )
         config = replace(sizes, loss=loss, relative_to_family=not absolute_weights)
         settings = TrainSettings(steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,

@@ -16,7 +16,9 @@ class Nf2vecConfig:
     embedding_size: int = 256
     decoder_hidden: int = 256
     decoder_layers: int = 4  # hidden layers; the skip projection joins after the second
-    frequencies: int = 10  # of the positional encoding (63 values, the paper's)
+    # Of the positional encoding. The paper's 10 (63 values) learned nothing shape-specific in 400 steps
+    # on our collection; 4 (27 values) did (decoder loss 0.025 vs 0.049 with shuffled embeddings).
+    frequencies: int = 4
     loss: Loss = "l1"
     # Encode each shape's weights minus its family's initial weights. Every shape of a family starts from
     # the same init (nf2vec's shared initialisation), so the difference is what carries the shape; a
@@ -34,7 +36,7 @@ class Nf2vecConfig:
     @classmethod
     def paper(cls) -> Nf2vecConfig:
         """inr2vec's appendix B: encoder stages 512, 512, 1024, 1024 (embedding 1024), decoder 4 x 512."""
-        return cls(encoder_hidden=(512, 512, 1024), embedding_size=1024, decoder_hidden=512)
+        return cls(encoder_hidden=(512, 512, 1024), embedding_size=1024, decoder_hidden=512, frequencies=10)
 
     @property
     def encoder_stages(self) -> tuple[int, ...]:
