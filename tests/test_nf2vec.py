@@ -9,48 +9,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-import trimesh
 
-from backend.conversion import fitted_shape
 from backend.errors import NeuralShapesError
 from backend.family_file import resolve_family
-from backend.fitting import FitSettings, fit_shapes
-from backend.mesh_loading import load_mesh_file
 from backend.network import random_family
-from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss, to_signed_distance
 from backend.nf2vec.embedding import embed, similar
 from backend.nf2vec.encoder import matrix_rows, weight_matrix
 from backend.nf2vec.model import load_model, new_model
-from backend.nf2vec.training import CHECKPOINT_NAME, TrainSettings, decoder_loss, shape_samples, train_nf2vec
+from backend.nf2vec.training import CHECKPOINT_NAME, decoder_loss, shape_samples, train_nf2vec
 from backend.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
-
-TINY = Nf2vecConfig(encoder_hidden=(64,), embedding_size=64, decoder_hidden=64, decoder_layers=3, frequencies=4)
-QUICK_TRAIN = TrainSettings(steps=150, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3,
-                            samples_per_shape=8192, checkpoint_every=50)
-QUICK_FIT = FitSettings(samples=20_000, batch_size=2048, eval_every=50, max_steps=100, target_surface_error=0.0, eval_points=2000)
-MESHES = {
-    "sphere": lambda: trimesh.creation.icosphere(subdivisions=3, radius=0.5),
-    "cube": lambda: trimesh.creation.box(extents=(1.0, 1.0, 1.0)),
-    "slab": lambda: trimesh.creation.box(extents=(1.0, 0.2, 0.7)),
-    "rod": lambda: trimesh.creation.cylinder(radius=0.1, height=1.0),
-    "cone": lambda: trimesh.creation.cone(radius=0.5, height=1.0),
-    "ring": lambda: trimesh.creation.torus(major_radius=0.5, minor_radius=0.12),
-}
-
+from tests.nf2vec_toolkit import MESHES, QUICK_TRAIN, TINY, fit_primitives
 
 FAMILY = resolve_family("default")
-
-
-def _fit(collection, names, seed):
-    meshes = [load_mesh_file(collection / f"{name}.ply") for name in names]
-    family = FAMILY
-    results = fit_shapes(family, meshes, replace(QUICK_FIT, seed=seed))
-    shapes = [fitted_shape(mesh, result, family, source_name=f"{name}.ply") for mesh, name, result in zip(meshes, names, results)]
-    for shape, result in zip(shapes, results):  # quality metrics a shape file needs, not measured here
-        shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=0.0, fscore=0.0)
-    return shapes
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,10 +43,10 @@ def fitted(tmp_path_factory):
     shapes_dir.mkdir()
     for name, make in MESHES.items():
         make().export(collection / f"{name}.ply")
-    shapes = _fit(collection, list(MESHES), seed=0)
+    shapes = fit_primitives(collection, list(MESHES), seed=0)
     for shape in shapes:
         write_shape(shapes_dir / f"{shape.name}.h5", shape)
-    [refit] = _fit(collection, ["slab"], seed=1)
+    [refit] = fit_primitives(collection, ["slab"], seed=1)
     return root, collection, shapes_dir, shapes, refit
 
 

@@ -111,7 +111,7 @@ def test_completion_places_the_result_over_the_partial(toolkit):
 
 
 def test_registration_recovers_a_known_scale_and_offset(toolkit):
-    tools, shapes, _ = toolkit
+    _, shapes, _ = toolkit
     sphere = shapes[0]
     # The same field seen through x' = 0.8 x + (0.1, 0, 0): registering the original onto it must find that map.
     moved = replace(sphere, weights=_moved_weights(sphere.weights, 0.8, np.array([0.1, 0.0, 0.0])))

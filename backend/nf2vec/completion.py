@@ -20,10 +20,16 @@ from backend.extraction import extract_mesh
 from backend.mesh_loading import Similarity
 from backend.metrics import surface_samples
 from backend.network import BatchedSDF
-from backend.nf2vec.decoding import IDENTITY, DecodeSettings, OperationProgress, derived_provenance, shapes_from_embeddings
+from backend.nf2vec.decoding import (
+    IDENTITY,
+    DecodeSettings,
+    OperationProgress,
+    derived_provenance,
+    shapes_from_embeddings,
+)
 from backend.nf2vec.embedding import embed
-from backend.nf2vec.transfer import load_transfer
 from backend.nf2vec.tools import Nf2vecTools
+from backend.nf2vec.transfer import load_transfer
 from backend.shape_file import NeuralShape
 
 REGISTRATION_POINTS = 4096

@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ def derived_provenance(operation: str, source_name: str, inputs: list[NeuralShap
         "source_name": source_name,
         "source_sha256": digest.hexdigest(),
         "tool_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "operation": operation,
         "inputs": ",".join(shape.name for shape in inputs),
         "nf2vec_model": model.model_id,

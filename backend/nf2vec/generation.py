@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 
 from backend.mesh_loading import Similarity
-from backend.nf2vec.decoding import IDENTITY, DecodeSettings, OperationProgress, derived_provenance, shapes_from_embeddings
+from backend.nf2vec.decoding import (
+    IDENTITY,
+    DecodeSettings,
+    OperationProgress,
+    derived_provenance,
+    shapes_from_embeddings,
+)
 from backend.nf2vec.latent_gan import load_gan
 from backend.nf2vec.tools import Nf2vecTools
 from backend.shape_file import NeuralShape

@@ -25,11 +25,11 @@ import torch
 
 from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
+from backend.family_file import write_family
 from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
+from backend.network import ModelFamily
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
-from backend.family_file import write_family
-from backend.network import ModelFamily
 from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, new_model, save_model
 from backend.shape_file import NeuralShape
 
