@@ -4,7 +4,9 @@ completion and its registration, classification, and their refusals. Quality is 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from backend.nf2vec.generation import generate, generation_classes
 from backend.nf2vec.interpolation import in_between_times, interpolate, interpolated_frame
 from backend.nf2vec.tools import load_tools
 from backend.shape_file import read_shape, write_shape
+from tests.conftest import run_cli
 from tests.nf2vec_toolkit import CLASSES, QUICK_DECODE, build_toolkit
 
 
@@ -161,3 +164,34 @@ def _moved_weights(weights, scale, offset):
     w = (w0 / scale).astype(np.float32)
     b = (b0 - w @ offset).astype(np.float32)
     return [(w, b), *rest]
+
+
+def test_operation_commands_end_to_end(toolkit, tmp_path):
+    tools, shapes, collection = toolkit
+    shapes_dir = tools.folder.parent / "shapes"
+    model = ("--model", tools.folder)
+    blended = run_cli("interpolate", shapes_dir / "sphere.h5", shapes_dir / "cube.h5", "-o", tmp_path, "--space", "weights",
+                      "--count", "3", "--resolution", "32", *model)
+    assert blended.returncode == 0, blended.stderr
+    assert sorted(p.name for p in tmp_path.glob("sphere-cube-*.h5")) == ["sphere-cube-t250.h5", "sphere-cube-t500.h5", "sphere-cube-t750.h5"]
+    assert (tmp_path / "sphere-cube-t500.obj").stat().st_size > 0
+
+    made = run_cli("generate", "-o", tmp_path, "--count", "1", "--seed", "2", "--class", "boxy", "--json", *model)
+    assert made.returncode == 0, made.stderr
+    [row] = json.loads(made.stdout)
+    assert read_shape(Path(row["output"])).provenance["class"] == "boxy"
+
+    completed = run_cli("complete", collection / "slab.ply", "-o", tmp_path, *model)  # a mesh: fitted, then completed
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "slab-completed.h5").exists()
+
+    near = run_cli("similar", shapes_dir / "ring.h5", shapes_dir, "-k", "2", "--json", *model)
+    assert near.returncode == 0, near.stderr
+    assert Path(json.loads(near.stdout)[0]["file"]).name == "ring.h5"  # itself, at distance 0
+    ranked = run_cli("classify", shapes_dir / "ring.h5", "--json", *model)
+    assert ranked.returncode == 0 and {c["class"] for c in json.loads(ranked.stdout)[0]["classes"]} == set(CLASSES)
+
+    refused = run_cli("generate", "-o", tmp_path, "--class", "teapot", *model)
+    assert refused.returncode == 1 and "teapot" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    missing = run_cli("classify", shapes_dir / "ring.h5", "--model", tmp_path / "nowhere")
+    assert missing.returncode == 1 and "cannot read file" in missing.stderr
