@@ -36,7 +36,7 @@ def train_nf2vec_command(
     points_per_shape: Annotated[int, typer.Option(help="Query points per shape per step.")] = SETTINGS.points_per_shape,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = SETTINGS.learning_rate,
     samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = SETTINGS.samples_per_shape,
-    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: in the collection folder, shared with meta-train); meshes cached there may be absent.")] = None,
+    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: samples-N-uniformF-seedS.h5 in the collection folder); meshes cached there may be absent.")] = None,
     paper_sizes: Annotated[bool, typer.Option("--paper-sizes", help="The paper's sizes: encoder 512,512,1024, embedding 1024, decoder 4x512.")] = False,
     encoder_hidden: Annotated[str, typer.Option(help="Comma-separated sizes of the encoder stages before the embedding.")] = ",".join(map(str, SIZES.encoder_hidden)),
     embedding_size: Annotated[int, typer.Option(help="Embedding size.")] = SIZES.embedding_size,
@@ -64,7 +64,7 @@ def train_nf2vec_command(
         one_family(shapes, chosen)
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
-    cache = samples_cache or collection / f"samples-{samples_per_shape}-seed{seed}.h5"
+    cache = samples_cache or collection / f"samples-{samples_per_shape}-uniform{settings.uniform_fraction:g}-seed{seed}.h5"
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
         sampling = bar.add_task("sampling", total=None, status="")
         training = bar.add_task("training", total=steps, status="")

@@ -42,6 +42,7 @@ from backend.inner_loop import (
 )
 from backend.mesh_loading import load_mesh_file
 from backend.network import Architecture, ModelFamily, random_family
+from backend.sampling import DEFAULT_UNIFORM_FRACTION
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class MetaSettings:
     outer_steps: int = 2000
     first_order: bool = False
     samples_per_shape: int = 32_768
+    uniform_fraction: float = DEFAULT_UNIFORM_FRACTION  # of the samples, uniform in the cube (the rest near the surface)
     held_out_shapes: int = 16  # last shapes of the collection, never trained on: the validation figure
     eval_every: int = 100
     seed: int = 0
@@ -97,12 +99,16 @@ def collection_samples(
     A mesh that cannot be loaded is an error naming it (a training collection should be clean data).
     """
     report = progress or (lambda _: None)
-    fit_settings = FitSettings(samples=settings.samples_per_shape, seed=settings.seed, eval_points=16)
+    fit_settings = FitSettings(samples=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction,
+                               seed=settings.seed, eval_points=16)
     names = [path.name for path in mesh_paths]
     with h5py.File(cache, "a") as f:
-        if f.attrs.get("samples_per_shape", settings.samples_per_shape) != settings.samples_per_shape:
-            raise NeuralShapesError(f"{cache}: made with another samples_per_shape; delete it or pass the same setting")
-        f.attrs["samples_per_shape"] = settings.samples_per_shape
+        for key in ("samples_per_shape", "uniform_fraction"):
+            # Caches written before the uniform fraction was a setting used the default.
+            made_with = f.attrs.get(key, getattr(MetaSettings(), key) if len(f) else getattr(settings, key))
+            if made_with != getattr(settings, key):
+                raise NeuralShapesError(f"{cache}: made with another {key} ({made_with}); delete it or pass the same setting")
+            f.attrs[key] = getattr(settings, key)
         for index, path in enumerate(mesh_paths):
             if cancel is not None and cancel.is_set():
                 raise FitCancelled("meta-training cancelled")

@@ -36,7 +36,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """A folder of six meshes, their quick fits (written as .h5) and a second fit of the slab (other seed)."""
+    """A folder of six meshes, their quick fits (written as .h5) and a second fit of the ring (other seed)."""
     root = tmp_path_factory.mktemp("nf2vec")
     collection, shapes_dir = root / "meshes", root / "shapes"
     collection.mkdir()
@@ -46,7 +46,7 @@ def fitted(tmp_path_factory):
     shapes = fit_primitives(collection, list(MESHES), seed=0)
     for shape in shapes:
         write_shape(shapes_dir / f"{shape.name}.h5", shape)
-    [refit] = fit_primitives(collection, ["slab"], seed=1)
+    [refit] = fit_primitives(collection, ["ring"], seed=1)
     return root, collection, shapes_dir, shapes, refit
 
 
@@ -112,7 +112,7 @@ def test_similar_ranks_a_refit_of_the_same_mesh_first(fitted, trained):
     _, _, _, shapes, refit = fitted
     model, _ = trained
     neighbours = similar(model, refit, shapes, k=3)
-    assert shapes[neighbours[0].index].name == "slab"
+    assert shapes[neighbours[0].index].name == "ring"
     assert neighbours[0].distance < neighbours[1].distance <= neighbours[2].distance
 
 
@@ -121,7 +121,7 @@ def test_source_meshes_come_from_the_collection_or_the_samples_cache(fitted, tra
     _, samples = trained
     from_cache = shape_samples([*shapes, refit], tmp_path, root / "samples.h5", QUICK_TRAIN)  # no meshes there
     torch.testing.assert_close(from_cache.meshes.points, samples.meshes.points)
-    assert from_cache.mesh_of_shape.tolist() == [0, 1, 2, 3, 4, 5, 2]  # the refit shares the slab's samples
+    assert from_cache.mesh_of_shape.tolist() == [0, 1, 2, 3, 4, 5, 5]  # the refit shares the ring's samples
     with pytest.raises(NeuralShapesError, match="shape 'sphere': its source mesh 'sphere.ply' is not in"):
         shape_samples(shapes, tmp_path, tmp_path / "new-cache.h5", QUICK_TRAIN)
 
@@ -187,7 +187,7 @@ def test_train_nf2vec_command_end_to_end(fitted, tmp_path):
     assert "wrote" in result.stdout and "step 20" in result.stderr
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["config"]["embedding_size"] == 32 and config["training"]["steps"] == 20
-    assert (collection / "samples-4096-seed0.h5").exists()
+    assert (collection / "samples-4096-uniform0.5-seed0.h5").exists()
     assert embed(load_model(tmp_path / "model"), [read_shape(shapes_dir / "ring.h5")]).shape == (1, 32)
 
     other = tmp_path / "other.h5"
