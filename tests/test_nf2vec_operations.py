@@ -140,7 +140,7 @@ def test_an_embedding_that_decodes_to_nothing_is_a_clear_error(toolkit):
     with torch.no_grad():
         empty.decoder.output.bias += 100.0  # positive everywhere: no inside, no surface
     with pytest.raises(NeuralShapesError, match="decoded field has no surface"):
-        decoded_surface(empty, embed(tools.model, shapes[:1])[0], "nothing", resolution=16)
+        decoded_surface(empty, embed(tools.model, shapes[:1])[0], "nothing", replace(QUICK_DECODE, resolution=16))
     with pytest.raises(NeuralShapesError, match="is for family"):
         shapes_from_embeddings(tools.model, random_family(), np.zeros((1, 64), np.float32), ["x"], [None], [{}])
 
@@ -195,3 +195,16 @@ def test_operation_commands_end_to_end(toolkit, tmp_path):
     assert refused.returncode == 1 and "teapot" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     missing = run_cli("classify", shapes_dir / "ring.h5", "--model", tmp_path / "nowhere")
     assert missing.returncode == 1 and "cannot read file" in missing.stderr
+
+
+def test_small_stray_bodies_of_the_decoded_surface_are_dropped(toolkit, monkeypatch):
+    tools, _, _ = toolkit
+    axis = np.linspace(-1, 1, 48, dtype=np.float32)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    big = np.sqrt((x + 0.3) ** 2 + y**2 + z**2) - 0.5
+    stray = np.sqrt((x - 0.7) ** 2 + y**2 + z**2) - 0.12  # area ~6% of the big sphere's
+    monkeypatch.setattr("backend.nf2vec.decoding.decode_grid", lambda *args: np.minimum(big, stray))
+    surface = decoded_surface(tools.model, np.zeros(64, np.float32), "two", QUICK_DECODE).trimesh()
+    assert surface.body_count == 1 and surface.vertices[:, 0].max() < 0.3
+    kept = decoded_surface(tools.model, np.zeros(64, np.float32), "two", replace(QUICK_DECODE, min_body_fraction=0.0)).trimesh()
+    assert kept.body_count == 2

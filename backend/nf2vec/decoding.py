@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import torch
+import trimesh
 
 from backend import __version__
 from backend.conversion import evaluate_shape, fitted_shape
@@ -47,6 +48,9 @@ class DecodeSettings:
     """
 
     resolution: int = 64
+    # Bodies of the decoded surface smaller than this fraction of the largest one's area are dropped: an
+    # imperfect decoder leaves small stray pockets, and the collection it learnt from has one body per shape.
+    min_body_fraction: float = 0.1
     fit: FitSettings = FitSettings(samples=32_768, max_steps=1500)
     evaluation_resolution: int = 128  # marching cubes grid of the fitted net for its Chamfer / F-score
 
@@ -68,14 +72,19 @@ def decode_grid(model: Nf2vecModel, embedding: np.ndarray, resolution: int) -> n
     return clip_to_bounding_sphere(values, points).reshape(resolution, resolution, resolution)
 
 
-def decoded_surface(model: Nf2vecModel, embedding: np.ndarray, name: str, resolution: int = 64) -> NormalisedMesh:
-    """The decoded surface of an embedding as a checked mesh in the normalised frame (identity transform).
+def decoded_surface(model: Nf2vecModel, embedding: np.ndarray, name: str, settings: DecodeSettings = DecodeSettings()) -> NormalisedMesh:
+    """The decoded surface of an embedding as a checked mesh in the normalised frame (identity transform),
+    without bodies smaller than ``settings.min_body_fraction`` of the largest.
 
     A field without a zero crossing (nothing inside, or everything) is a one-line :class:`NeuralShapesError`.
     """
-    surface = marching_cubes(decode_grid(model, embedding, resolution))
+    surface = marching_cubes(decode_grid(model, embedding, settings.resolution))
     if len(surface.faces) == 0:
         raise NeuralShapesError(f"{name}: the decoded field has no surface (the embedding decodes to empty space)")
+    bodies = surface.split(only_watertight=False)
+    if len(bodies) > 1:
+        largest = max(body.area for body in bodies)
+        surface = trimesh.util.concatenate([body for body in bodies if body.area >= settings.min_body_fraction * largest])
     digest = hashlib.sha256(np.asarray(embedding, dtype=np.float32).tobytes()).hexdigest()
     return normalise_mesh(surface.vertices, surface.faces, name=name, source_sha256=digest, transform=IDENTITY)
 
@@ -105,7 +114,7 @@ def shapes_from_embeddings(
     for index, (embedding, name) in enumerate(zip(embeddings, names)):
         _check_cancel(cancel)
         report(0.2 * index / count, f"decoding {index + 1}/{count}")
-        surfaces.append(decoded_surface(model, embedding, name, settings.resolution))
+        surfaces.append(decoded_surface(model, embedding, name, settings))
     steps = settings.fit.max_steps
 
     def on_fit(event: FitProgress) -> None:
