@@ -19,7 +19,12 @@ from backend.cli_kernels import mesh, render
 from backend.cli_meta import meta_train_command
 from backend.cli_nf2vec import train_nf2vec_command
 from backend.cli_nf2vec_ops import classify_command, complete_command, generate_command, interpolate_command, similar_command
-from backend.cli_nf2vec_tasks import train_classifier_command, train_completion_command, train_gan_command
+from backend.cli_nf2vec_tasks import (
+    build_neighbour_decoder_command,
+    train_classifier_command,
+    train_completion_command,
+    train_gan_command,
+)
 from backend.cli_output import err, fail, out
 from backend.cli_partials import make_partials_command
 from backend.cli_points import fit_points_command
@@ -210,6 +215,7 @@ app.command("train-nf2vec")(train_nf2vec_command)
 app.command("train-gan")(train_gan_command)
 app.command("train-classifier")(train_classifier_command)
 app.command("train-completion")(train_completion_command)
+app.command("build-neighbour-decoder")(build_neighbour_decoder_command)
 app.command("interpolate")(interpolate_command)
 app.command("generate")(generate_command)
 app.command("complete")(complete_command)

@@ -1,6 +1,6 @@
-"""The ``train-gan``, ``train-classifier`` and ``train-completion`` commands: networks on the embeddings
-of a trained nf2vec model, each written into the model folder (``gan.pt``, ``classifier.pt``,
-``transfer.pt``); ``backend.cli`` registers them.
+"""The ``train-gan``, ``train-classifier``, ``train-completion`` and ``build-neighbour-decoder`` commands:
+networks on the embeddings of a trained nf2vec model, each written into the model folder (``gan.pt``,
+``classifier.pt``, ``transfer.pt``, ``neighbours.pt``); ``backend.cli`` registers them.
 
 Shapes are ``.h5`` files or folders of them, embedded with the model in ``--model``. Classes come from a
 collection manifest by each shape's source mesh; completion pairs from a partials manifest (see
@@ -26,6 +26,7 @@ from backend.nf2vec.downstream import TaskProgress
 from backend.nf2vec.embedding import embed
 from backend.nf2vec.latent_gan import LatentGanSettings, save_gan, train_latent_gan
 from backend.nf2vec.model import load_model
+from backend.nf2vec.neighbour_decoder import NeighbourSettings, build_neighbour_decoder, save_neighbour_decoder
 from backend.nf2vec.task_data import completion_pairs, shape_classes
 from backend.nf2vec.transfer import TransferSettings, save_transfer, train_transfer
 from backend.partials import read_partials_manifest
@@ -39,6 +40,23 @@ Shapes = Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of 
 ModelDir = Annotated[Path, typer.Option("--model", help="The nf2vec model folder (from train-nf2vec); the network is written into it.")]
 Collection = Annotated[Path, typer.Option(help="The collection folder whose manifest gives each shape's class, by its source mesh.")]
 Seed = Annotated[int, typer.Option(help="Seed of the initial network and the draws.")]
+
+
+def build_neighbour_decoder_command(
+    paths: Shapes,
+    model_dir: ModelDir,
+    k: Annotated[int, typer.Option("-k", help="Anchors blended per decoded embedding.")] = NeighbourSettings.k,
+) -> None:
+    """Keep the shapes as anchors of the neighbour decoder (neighbours.pt in the model folder)."""
+    try:
+        shapes, embeddings = _embedded(model_dir, paths)
+        decoder = build_neighbour_decoder(embeddings, [s.weights for s in shapes], [s.name for s in shapes],
+                                          shapes[0].architecture, NeighbourSettings(k=k))
+        path = save_neighbour_decoder(model_dir, decoder)
+    except (ValueError, NeuralShapesError) as error:
+        fail(str(error))
+    out.print(f"wrote {path}: neighbour decoder over {len(shapes)} anchors, k {k}, "
+              f"temperature {decoder.training['temperature']:.4g}", highlight=False, soft_wrap=True)
 
 
 def train_gan_command(

@@ -1,6 +1,6 @@
 """A tiny but complete nf2vec tools folder for tests: six quickly fitted primitives of the default family,
-an nf2vec model trained on them for a few seconds, and GAN, classifier and transfer networks on their
-embeddings. Results decoded from it are crude shapes; tests use it for mechanics, not quality.
+an nf2vec model trained on them for a few seconds, GAN, classifier and transfer networks on their
+embeddings, and a neighbour decoder with them as anchors. Results decoded from it are crude shapes; tests use it for mechanics, not quality.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoding import DecodeSettings
 from backend.nf2vec.embedding import embed
 from backend.nf2vec.latent_gan import LatentGanSettings, save_gan, train_latent_gan
+from backend.nf2vec.neighbour_decoder import build_neighbour_decoder, save_neighbour_decoder
 from backend.nf2vec.tools import Nf2vecTools, load_tools
 from backend.nf2vec.training import TrainSettings, shape_samples, train_nf2vec
 from backend.nf2vec.transfer import TransferSettings, save_transfer, train_transfer
@@ -75,6 +76,7 @@ def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
             noise_size=8, generator_hidden=(32,), critic_hidden=(32,), steps=20, batch_size=6)))
         save_classifier(folder, train_classifier(codes, labels, CLASSES, ClassifierSettings(hidden=(32,), epochs=30)))
         save_transfer(folder, train_transfer(codes[::-1].copy(), codes, TransferSettings(epochs=30)))
+        save_neighbour_decoder(folder, build_neighbour_decoder(codes, [s.weights for s in shapes], [s.name for s in shapes], model.architecture))
     finally:
         torch.set_num_threads(threads)
     return load_tools(folder), shapes, collection

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from backend.mesh_loading import Similarity
 from backend.network import evaluate_sdf, random_family
 from backend.nf2vec.classification import classify
 from backend.nf2vec.completion import complete, register
-from backend.nf2vec.decoding import decoded_surface, shapes_from_embeddings
+from backend.nf2vec.decoding import decoded_surface
 from backend.nf2vec.embedding import embed
 from backend.nf2vec.generation import generate, generation_classes
 from backend.nf2vec.interpolation import in_between_times, interpolate, interpolated_frame
+from backend.nf2vec.neighbour_decoder import build_neighbour_decoder, load_neighbour_decoder
 from backend.nf2vec.tools import load_tools
 from backend.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
@@ -139,10 +141,11 @@ def test_an_embedding_that_decodes_to_nothing_is_a_clear_error(toolkit):
     empty = copy.deepcopy(tools.model)
     with torch.no_grad():
         empty.decoder.output.bias += 100.0  # positive everywhere: no inside, no surface
+    implicit = replace(QUICK_DECODE, resolution=16, decoder="implicit")
     with pytest.raises(NeuralShapesError, match="decoded field has no surface"):
-        decoded_surface(empty, embed(tools.model, shapes[:1])[0], "nothing", replace(QUICK_DECODE, resolution=16))
-    with pytest.raises(NeuralShapesError, match="is for family"):
-        shapes_from_embeddings(tools.model, random_family(), np.zeros((1, 64), np.float32), ["x"], [None], [{}])
+        decoded_surface(replace(tools, model=empty), embed(tools.model, shapes[:1])[0], "nothing", implicit)
+    with pytest.raises(NeuralShapesError, match="unknown decoder"):
+        decoded_surface(tools, embed(tools.model, shapes[:1])[0], "x", replace(QUICK_DECODE, decoder="magic"))
 
 
 def test_tools_folders_are_checked(toolkit, tmp_path):
@@ -193,6 +196,11 @@ def test_operation_commands_end_to_end(toolkit, tmp_path):
 
     refused = run_cli("generate", "-o", tmp_path, "--class", "teapot", *model)
     assert refused.returncode == 1 and "teapot" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    rebuilt = tmp_path / "model-copy"
+    shutil.copytree(tools.folder, rebuilt)
+    (rebuilt / "neighbours.pt").unlink()
+    built = run_cli("build-neighbour-decoder", shapes_dir, "--model", rebuilt, "-k", "3")
+    assert built.returncode == 0 and "over 6 anchors, k 3" in built.stdout, built.stderr
     missing = run_cli("classify", shapes_dir / "ring.h5", "--model", tmp_path / "nowhere")
     assert missing.returncode == 1 and "cannot read file" in missing.stderr
 
@@ -204,7 +212,23 @@ def test_small_stray_bodies_of_the_decoded_surface_are_dropped(toolkit, monkeypa
     big = np.sqrt((x + 0.3) ** 2 + y**2 + z**2) - 0.5
     stray = np.sqrt((x - 0.7) ** 2 + y**2 + z**2) - 0.12  # area ~6% of the big sphere's
     monkeypatch.setattr("backend.nf2vec.decoding.decode_grid", lambda *args: np.minimum(big, stray))
-    surface = decoded_surface(tools.model, np.zeros(64, np.float32), "two", QUICK_DECODE).trimesh()
+    surface = decoded_surface(tools, np.zeros(64, np.float32), "two", QUICK_DECODE).trimesh()
     assert surface.body_count == 1 and surface.vertices[:, 0].max() < 0.3
-    kept = decoded_surface(tools.model, np.zeros(64, np.float32), "two", replace(QUICK_DECODE, min_body_fraction=0.0)).trimesh()
+    kept = decoded_surface(tools, np.zeros(64, np.float32), "two", replace(QUICK_DECODE, min_body_fraction=0.0)).trimesh()
     assert kept.body_count == 2
+
+
+def test_the_neighbour_decoder_decodes_an_anchor_to_its_own_field_and_blends_between(toolkit):
+    tools, shapes, _ = toolkit
+    decoder = load_neighbour_decoder(tools.folder, tools.model)
+    codes = embed(tools.model, shapes)
+    points = np.random.default_rng(1).uniform(-0.9, 0.9, (2000, 3)).astype(np.float32)
+    own = [evaluate_sdf(s.architecture, s.weights, points) for s in shapes]
+    at_anchor = decoder.field(codes[0], points)
+    assert np.abs(at_anchor - own[0]).mean() < 0.2 * np.abs(own[1] - own[0]).mean()  # the anchor dominates
+    extra = decoder.field(codes[0] + 5.0, points, [(codes[0] + 5.0, shapes[3].weights)])  # an added anchor, exactly hit
+    np.testing.assert_allclose(extra, own[3], atol=5e-3)  # float16 anchors blended away; the extra one is exact
+    values = decoder.field((codes[0] + codes[1]) / 2, points)
+    assert np.isfinite(values).all()
+    with pytest.raises(NeuralShapesError, match="two or more"):
+        build_neighbour_decoder(codes[:1], [shapes[0].weights], ["one"], shapes[0].architecture)

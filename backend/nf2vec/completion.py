@@ -50,7 +50,7 @@ def complete(
     name = f"{partial.name}-completed"
     provenance = [derived_provenance("complete", name, [partial], tools.model)]
     report = progress or (lambda fraction, message: None)
-    [completed] = shapes_from_embeddings(tools.model, tools.family, code, [name], [IDENTITY], provenance, settings,
+    [completed] = shapes_from_embeddings(tools, code, [name], [IDENTITY], provenance, settings,
                                          lambda fraction, message: report(0.95 * fraction, message), cancel)
     report(0.95, "placing the completed shape over the partial")
     scale, offset = register(partial, completed)

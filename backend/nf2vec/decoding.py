@@ -1,10 +1,13 @@
 """From embeddings back to ordinary neural shapes of the model's family.
 
-An embedding is decoded to a signed distance grid over the normalised cube by the implicit decoder,
-meshed by marching cubes (the *decoded surface*), and the family's small MLP is then fitted to that
-surface from the family's initial weights, exactly as a mesh is converted. So every shape nf2vec makes
-(in-betweens, generated, completed) renders, meshes and stores like any other neural shape, and its
-metrics say how closely its net follows the decoded surface.
+An embedding is decoded to a signed distance grid over the normalised cube, meshed by marching cubes
+(the *decoded surface*), and the family's small MLP is then fitted to that surface from the family's
+initial weights, exactly as a mesh is converted. So every shape nf2vec makes (in-betweens, generated,
+completed) renders, meshes and stores like any other neural shape, and its metrics say how closely its
+net follows the decoded surface.
+
+Two decoders: ``neighbours`` (default; :mod:`backend.nf2vec.neighbour_decoder`, a blend of the fields of
+the nearest training shapes) and ``implicit`` (nf2vec's trained decoder, :mod:`backend.nf2vec.decoder`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,9 +29,11 @@ from backend.errors import NeuralShapesError
 from backend.extraction import clip_to_bounding_sphere, marching_cubes
 from backend.fitting import FitCancelled, FitProgress, FitSettings, fit_shapes
 from backend.mesh_loading import NormalisedMesh, Similarity, normalise_mesh
-from backend.network import ModelFamily
+from backend.network import Weights
 from backend.nf2vec.decoder import to_signed_distance
 from backend.nf2vec.model import Nf2vecModel
+from backend.nf2vec.neighbour_decoder import TASK, load_neighbour_decoder
+from backend.nf2vec.tools import Nf2vecTools
 from backend.sampling import CUBE_HALF_SIZE
 from backend.shape_file import NeuralShape
 
@@ -35,6 +41,8 @@ from backend.shape_file import NeuralShape
 OperationProgress = Callable[[float, str], None]
 
 IDENTITY = Similarity(scale=1.0, centre=np.zeros(3))
+Decoder = Literal["neighbours", "implicit"]
+Anchor = tuple[np.ndarray, Weights]  # an extra anchor of the neighbour decoder: embedding (e,), weights
 POINTS_PER_CALL = 65_536  # decoder queries per forward pass: bounds memory, keeps activations cache-sized
 
 
@@ -47,6 +55,7 @@ class DecodeSettings:
     steps keep one shape to a few seconds on a CPU.
     """
 
+    decoder: Decoder = "neighbours"
     resolution: int = 64
     # Bodies of the decoded surface smaller than this fraction of the largest one's area are dropped: an
     # imperfect decoder leaves small stray pockets, and the collection it learnt from has one body per shape.
@@ -55,13 +64,27 @@ class DecodeSettings:
     evaluation_resolution: int = 128  # marching cubes grid of the fitted net for its Chamfer / F-score
 
 
-def decode_grid(model: Nf2vecModel, embedding: np.ndarray, resolution: int) -> np.ndarray:
+def decode_grid(tools: Nf2vecTools, embedding: np.ndarray, settings: DecodeSettings = DecodeSettings(),
+                anchors: list[Anchor] = ()) -> np.ndarray:
     """Decoded signed distances on a regular grid over the normalised cube, clipped to the bounding sphere.
 
     embedding (e,) -> (r, r, r) float32 indexed [x, y, z], negative inside (as :func:`backend.extraction.sdf_grid`).
+    ``anchors``: extra anchors for the neighbour decoder (ignored by the implicit one).
     """
+    resolution = settings.resolution
     axis = np.linspace(-CUBE_HALF_SIZE, CUBE_HALF_SIZE, resolution, dtype=np.float32)
     points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    if settings.decoder == "neighbours":
+        values = tools.task(TASK, load_neighbour_decoder).field(embedding, points, anchors)
+    elif settings.decoder == "implicit":
+        values = _implicit_field(tools.model, embedding, points)
+    else:
+        raise NeuralShapesError(f"unknown decoder '{settings.decoder}' (neighbours or implicit)")
+    return clip_to_bounding_sphere(values, points).reshape(resolution, resolution, resolution)
+
+
+def _implicit_field(model: Nf2vecModel, embedding: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """nf2vec's decoder at points (q, 3) for one embedding (e,) -> (q,) float32 signed distances."""
     code = torch.as_tensor(embedding, dtype=torch.float32).reshape(1, -1)
     values = np.empty(len(points), dtype=np.float32)
     model.decoder.eval()
@@ -69,16 +92,17 @@ def decode_grid(model: Nf2vecModel, embedding: np.ndarray, resolution: int) -> n
         for start in range(0, len(points), POINTS_PER_CALL):
             chunk = torch.from_numpy(points[start : start + POINTS_PER_CALL])[None]
             values[start : start + len(chunk[0])] = to_signed_distance(model.decoder(chunk, code), model.config)[0].numpy()
-    return clip_to_bounding_sphere(values, points).reshape(resolution, resolution, resolution)
+    return values
 
 
-def decoded_surface(model: Nf2vecModel, embedding: np.ndarray, name: str, settings: DecodeSettings = DecodeSettings()) -> NormalisedMesh:
+def decoded_surface(tools: Nf2vecTools, embedding: np.ndarray, name: str, settings: DecodeSettings = DecodeSettings(),
+                    anchors: list[Anchor] = ()) -> NormalisedMesh:
     """The decoded surface of an embedding as a checked mesh in the normalised frame (identity transform),
     without bodies smaller than ``settings.min_body_fraction`` of the largest.
 
     A field without a zero crossing (nothing inside, or everything) is a one-line :class:`NeuralShapesError`.
     """
-    surface = marching_cubes(decode_grid(model, embedding, settings.resolution))
+    surface = marching_cubes(decode_grid(tools, embedding, settings, anchors))
     if len(surface.faces) == 0:
         raise NeuralShapesError(f"{name}: the decoded field has no surface (the embedding decodes to empty space)")
     bodies = surface.split(only_watertight=False)
@@ -90,8 +114,7 @@ def decoded_surface(model: Nf2vecModel, embedding: np.ndarray, name: str, settin
 
 
 def shapes_from_embeddings(
-    model: Nf2vecModel,
-    family: ModelFamily,
+    tools: Nf2vecTools,
     embeddings: np.ndarray,
     names: list[str],
     transforms: list[Similarity],
@@ -99,22 +122,22 @@ def shapes_from_embeddings(
     settings: DecodeSettings = DecodeSettings(),
     progress: OperationProgress | None = None,
     cancel: threading.Event | None = None,
+    anchors: list[Anchor] = (),
 ) -> list[NeuralShape]:
-    """One neural shape of ``family`` per embedding (n, e): decoded, meshed, fitted in one batch, evaluated.
+    """One neural shape of the tools' family per embedding (n, e): decoded, meshed, fitted in one batch, evaluated.
 
     ``transforms``: each result's frame (normalised -> the frame it is placed in); ``provenance``: extra
-    provenance entries per shape (e.g. the operation and its inputs). Progress: decoding takes the first
-    20%, fitting 70%, evaluation the rest.
+    provenance entries per shape (e.g. the operation and its inputs); ``anchors``: extra anchors for the
+    neighbour decoder. Progress: decoding takes the first 20%, fitting 70%, evaluation the rest.
     """
-    if model.family_id != family.family_id:
-        raise NeuralShapesError(f"the nf2vec model is for family {model.family_id}, not {family.family_id}")
+    family = tools.family
     report = progress or (lambda fraction, message: None)
     count = len(embeddings)
     surfaces = []
     for index, (embedding, name) in enumerate(zip(embeddings, names)):
         _check_cancel(cancel)
         report(0.2 * index / count, f"decoding {index + 1}/{count}")
-        surfaces.append(decoded_surface(model, embedding, name, settings))
+        surfaces.append(decoded_surface(tools, embedding, name, settings, anchors))
     steps = settings.fit.max_steps
 
     def on_fit(event: FitProgress) -> None:

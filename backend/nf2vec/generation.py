@@ -41,4 +41,4 @@ def generate(
     names = [f"generated-{label}{seed}-{index}" for index in range(count)]
     details = {"seed": str(seed), "class": class_name or ""}
     provenance = [derived_provenance("generate", name, [], tools.model, index=str(i), **details) for i, name in enumerate(names)]
-    return shapes_from_embeddings(tools.model, tools.family, codes, names, [frame] * count, provenance, settings, progress, cancel)
+    return shapes_from_embeddings(tools, codes, names, [frame] * count, provenance, settings, progress, cancel)

@@ -61,7 +61,8 @@ def interpolate(
         return [_weight_in_between(a, b, t, name, frame, extra) for t, name, frame, extra in zip(times, names, frames, provenance)]
     ends = embed(model, [a, b])
     codes = np.stack([(1.0 - t) * ends[0] + t * ends[1] for t in times]).astype(np.float32)
-    return shapes_from_embeddings(model, family, codes, names, frames, provenance, settings, progress, cancel)
+    return shapes_from_embeddings(tools, codes, names, frames, provenance, settings, progress, cancel,
+                                  anchors=[(ends[0], a.weights), (ends[1], b.weights)])
 
 
 def interpolated_frame(a: Similarity, b: Similarity, t: float) -> Similarity:
