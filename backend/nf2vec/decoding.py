@@ -48,18 +48,16 @@ POINTS_PER_CALL = 65_536  # decoder queries per forward pass: bounds memory, kee
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How embeddings become neural shapes.
-
-    ``resolution``: decoder grid over the cube (64^3 = 262 K queries; the decoder is smooth, finer grids
-    add little). ``fit``: the fit of the family's net to the decoded surface; 32 K samples and 1,500
-    steps keep one shape to a few seconds on a CPU.
-    """
+    """How embeddings become neural shapes: the decoder, its grid over the cube, the filter of small
+    bodies, and ``fit``, the fit of the family's net to the decoded surface (32 K samples and at most
+    1,500 steps keep one shape to a few seconds on a CPU)."""
 
     decoder: Decoder = "neighbours"
-    resolution: int = 64
-    # Bodies of the decoded surface smaller than this fraction of the largest one's area are dropped: an
-    # imperfect decoder leaves small stray pockets, and the collection it learnt from has one body per shape.
-    min_body_fraction: float = 0.1
+    resolution: int = 96  # 64^3 broke thin parts (table legs) off the decoded surface
+    # Bodies smaller than this fraction of the largest one's area are dropped. An undertrained implicit
+    # decoder leaves small stray pockets (0.1 removes them); the neighbour decoder does not, and there
+    # the filter would only drop real thin parts, so it is off by default.
+    min_body_fraction: float = 0.0
     fit: FitSettings = FitSettings(samples=32_768, max_steps=1500)
     evaluation_resolution: int = 128  # marching cubes grid of the fitted net for its Chamfer / F-score
 
@@ -105,7 +103,7 @@ def decoded_surface(tools: Nf2vecTools, embedding: np.ndarray, name: str, settin
     surface = marching_cubes(decode_grid(tools, embedding, settings, anchors))
     if len(surface.faces) == 0:
         raise NeuralShapesError(f"{name}: the decoded field has no surface (the embedding decodes to empty space)")
-    bodies = surface.split(only_watertight=False)
+    bodies = surface.split(only_watertight=False) if settings.min_body_fraction > 0 else [surface]
     if len(bodies) > 1:
         largest = max(body.area for body in bodies)
         surface = trimesh.util.concatenate([body for body in bodies if body.area >= settings.min_body_fraction * largest])
