@@ -135,12 +135,12 @@ def train_nf2vec(
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = output / CHECKPOINT_NAME
     run_key = _run_key(shapes, config, settings)
-    step, seconds = 0, 0.0
+    step, seconds, loss_value = 0, 0.0, float("nan")
     if checkpoint.exists():
-        step, seconds = _resume(checkpoint, run_key, model, optimizer, generator)
+        step, seconds, loss_value = _resume(checkpoint, run_key, model, optimizer, generator)
     model.encoder.train()
     model.decoder.train()
-    started, running, count, loss_value = time.perf_counter() - seconds, 0.0, 0, float("nan")
+    started, running, count = time.perf_counter() - seconds, 0.0, 0
     while step < settings.steps:
         batch = torch.randint(len(shapes), (settings.shapes_per_step,), generator=generator)
         points, sdf = _draw(samples, batch, settings.points_per_shape, generator)
@@ -154,11 +154,11 @@ def train_nf2vec(
             loss_value, running, count = running / count, 0.0, 0
             report(Nf2vecProgress("training", step, settings.steps, loss_value))
         if step % settings.checkpoint_every == 0 and step < settings.steps:
-            _save_checkpoint(checkpoint, run_key, step, time.perf_counter() - started, model, optimizer, generator)
+            _save_checkpoint(checkpoint, run_key, step, time.perf_counter() - started, loss_value, model, optimizer, generator)
     model.encoder.eval()
     model.decoder.eval()
     model.training = {
-        "steps": step, "seconds": round(time.perf_counter() - started, 1), "final_loss": loss_value,
+        "steps": step, "seconds": round(time.perf_counter() - started, 1), "final_loss": loss_value if loss_value == loss_value else None,  # JSON has no NaN
         "shapes": len(shapes), "settings": asdict(settings),
     }
     save_model(output, model)
@@ -215,16 +215,18 @@ def _run_key(shapes: list[NeuralShape], config: Nf2vecConfig, settings: TrainSet
                        "family": shapes[0].family_id}, sort_keys=True)
 
 
-def _save_checkpoint(path: Path, run_key: str, step: int, seconds: float, model: Nf2vecModel,
+def _save_checkpoint(path: Path, run_key: str, step: int, seconds: float, loss: float, model: Nf2vecModel,
                      optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
     save_tensors(path, {
-        "run": run_key, "step": step, "seconds": seconds,
+        "run": run_key, "step": step, "seconds": seconds, "loss": loss,
         "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
         "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
     })
 
 
-def _resume(path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, float]:
+def _resume(path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> tuple[int, float, float]:
+    """Load a checkpoint into the model, optimiser and generator: (step, seconds so far, last reported loss)."""
     state = load_tensors(path, "not valid nf2vec checkpoint")
     if state.get("run") != run_key:
         raise NeuralShapesError(f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones")
@@ -233,6 +235,6 @@ def _resume(path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim
         model.decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        return int(state["step"]), float(state["seconds"])
+        return int(state["step"]), float(state["seconds"]), float(state["loss"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise NeuralShapesError(f"{path}: not a valid nf2vec checkpoint ({type(error).__name__}: {error})".splitlines()[0]) from None
