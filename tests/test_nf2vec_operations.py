@@ -172,7 +172,7 @@ def _moved_weights(weights, scale, offset):
 
 
 def test_operation_commands_end_to_end(toolkit, tmp_path):
-    tools, shapes, collection = toolkit
+    tools, _, collection = toolkit
     shapes_dir = tools.folder.parent / "shapes"
     model = ("--model", tools.folder)
     blended = run_cli("interpolate", shapes_dir / "sphere.h5", shapes_dir / "cube.h5", "-o", tmp_path, "--space", "weights",
