@@ -186,7 +186,7 @@ def _interpolation_table(tools, shapes) -> None:
             closed += [mesh.is_watertight for mesh in meshes]
         rows.append([space, f"{np.mean(steps):.4f}", f"{np.max(steps):.4f}", f"{np.mean(ends):.4f}", f"{np.mean(closed):.0%}"])
     table(f"Interpolation smoothness, {len(pairs)} pairs x 8 steps (decoded at 96^3 / extracted at 64^3)",
-          ["space", "consecutive Chamfer, mean", "consecutive, max", "Chamfer between the ends", "closed meshes"], rows)
+          ["space", "consecutive Chamfer, mean", "consecutive, max", "Chamfer between the ends", "watertight surfaces"], rows)
 
 
 def _generation_table(tools, train, test, collection: Path) -> None:
@@ -205,7 +205,7 @@ def _generation_table(tools, train, test, collection: Path) -> None:
         mmd = float(matrix.min(axis=0).mean())
         rows.append([what, len(clouds), f"{coverage:.1%}", f"{mmd:.4f}", f"{closed:.0%}"])
     table(f"Generation vs the {len(train)} training shapes ({'conditional' if gan.class_names else 'unconditional'} GAN)",
-          ["set", "shapes", "coverage", "MMD (Chamfer)", "closed meshes"], rows)
+          ["set", "shapes", "coverage", "MMD (Chamfer)", "watertight surfaces"], rows)
 
 
 def _completion_table(tools, args, test) -> None:
