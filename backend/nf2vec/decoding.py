@@ -6,7 +6,7 @@ initial weights, exactly as a mesh is converted. So every shape nf2vec makes (in
 completed) renders, meshes and stores like any other neural shape, and its metrics say how closely its
 net follows the decoded surface.
 
-Two decoders: ``neighbours`` (default; :mod:`backend.nf2vec.neighbour_decoder`, a blend of the fields of
+Two decoders: ``neighbours`` (default; :mod:`backend.nf2vec.neighbour_decoder`, a blend of the weights of
 the nearest training shapes) and ``implicit`` (nf2vec's trained decoder, :mod:`backend.nf2vec.decoder`).
 """
 
