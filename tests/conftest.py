@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,27 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed ``neural-shapes`` entry point of this interpreter's environment."""
     exe = Path(sys.executable).with_name("neural-shapes")
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run with one torch thread: for tiny tensors on a shared 2-core machine a second thread only adds
+    waiting (10-100x slower when the other core is busy)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """:func:`one_torch_thread` for a whole test module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

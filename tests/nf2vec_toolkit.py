@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 import trimesh
 
 from backend.conversion import fitted_shape
@@ -26,6 +25,7 @@ from backend.nf2vec.tools import Nf2vecTools, load_tools
 from backend.nf2vec.training import TrainSettings, shape_samples, train_nf2vec
 from backend.nf2vec.transfer import TransferSettings, save_transfer, train_transfer
 from backend.shape_file import NeuralShape, write_shape
+from tests.conftest import one_torch_thread
 
 TINY = Nf2vecConfig(encoder_hidden=(64,), embedding_size=64, decoder_hidden=64, decoder_layers=3, frequencies=4)
 QUICK_TRAIN = TrainSettings(steps=150, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3,
@@ -62,9 +62,7 @@ def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
     shapes_dir.mkdir()
     for name, make in MESHES.items():
         make().export(collection / f"{name}.ply")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a second thread only waits on a shared 2-core machine
-    try:
+    with one_torch_thread():  # tiny tensors
         shapes = fit_primitives(collection, list(MESHES))
         for shape in shapes:
             write_shape(shapes_dir / f"{shape.name}.h5", shape)
@@ -77,6 +75,4 @@ def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
         save_classifier(folder, train_classifier(codes, labels, CLASSES, ClassifierSettings(hidden=(32,), epochs=30)))
         save_transfer(folder, train_transfer(codes[::-1].copy(), codes, TransferSettings(epochs=30)))
         save_neighbour_decoder(folder, build_neighbour_decoder(codes, [s.weights for s in shapes], [s.name for s in shapes], model.architecture))
-    finally:
-        torch.set_num_threads(threads)
     return load_tools(folder), shapes, collection

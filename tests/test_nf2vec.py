@@ -25,13 +25,7 @@ from tests.nf2vec_toolkit import MESHES, QUICK_TRAIN, TINY, fit_primitives
 FAMILY = resolve_family("default")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tensors here are tiny: on a shared 2-core machine a second thread only adds waiting (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,7 @@ def toolkit(tmp_path_factory):
     return build_toolkit(tmp_path_factory.mktemp("toolkit"))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_weight_space_interpolation_blends_weights_and_frames(toolkit, tmp_path):

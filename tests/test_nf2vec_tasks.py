@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from backend.checkpoints import load_tensors, save_tensors
@@ -36,13 +35,7 @@ TINY_TRANSFER = TransferSettings(layers=3, hidden=64, epochs=60, batch_size=32)
 TINY_NF2VEC = Nf2vecConfig(encoder_hidden=(8,), embedding_size=SIZE, decoder_hidden=8, decoder_layers=3, frequencies=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tensors here are tiny: on a shared 2-core machine a second thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

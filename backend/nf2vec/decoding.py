@@ -32,7 +32,7 @@ from backend.mesh_loading import NormalisedMesh, Similarity, normalise_mesh
 from backend.network import Weights
 from backend.nf2vec.decoder import to_signed_distance
 from backend.nf2vec.model import Nf2vecModel
-from backend.nf2vec.neighbour_decoder import TASK, load_neighbour_decoder
+from backend.nf2vec.neighbour_decoder import POINTS_PER_CALL, TASK, load_neighbour_decoder
 from backend.nf2vec.tools import Nf2vecTools
 from backend.sampling import CUBE_HALF_SIZE
 from backend.shape_file import NeuralShape
@@ -43,7 +43,6 @@ OperationProgress = Callable[[float, str], None]
 IDENTITY = Similarity(scale=1.0, centre=np.zeros(3))
 Decoder = Literal["neighbours", "implicit"]
 Anchor = tuple[np.ndarray, Weights]  # an extra anchor of the neighbour decoder: embedding (e,), weights
-POINTS_PER_CALL = 65_536  # decoder queries per forward pass: bounds memory, keeps activations cache-sized
 
 
 @dataclass(frozen=True)

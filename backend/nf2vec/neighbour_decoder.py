@@ -36,6 +36,7 @@ from backend.nf2vec.model import Nf2vecModel
 from backend.nf2vec.task_file import TaskFile, load_task_file, save_task_file
 
 TASK = "neighbours"
+POINTS_PER_CALL = 65_536  # field queries per forward pass: bounds memory, keeps activations cache-sized
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ class NeighbourDecoder:
         weights, biases = self.blended_parameters(embedding, extra)
         out = np.empty(len(points), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(points), 65_536):
-                chunk = torch.as_tensor(points[start : start + 65_536], dtype=torch.float32)[None]
+            for start in range(0, len(points), POINTS_PER_CALL):
+                chunk = torch.as_tensor(points[start : start + POINTS_PER_CALL], dtype=torch.float32)[None]
                 out[start : start + chunk.shape[1]] = batched_forward(self.architecture, weights, biases, chunk)[0].numpy()
         return out
 

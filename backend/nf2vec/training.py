@@ -14,6 +14,7 @@ steps and removed at the end, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import time
 from collections.abc import Callable
@@ -158,7 +159,7 @@ def train_nf2vec(
     model.encoder.eval()
     model.decoder.eval()
     model.training = {
-        "steps": step, "seconds": round(time.perf_counter() - started, 1), "final_loss": loss_value if loss_value == loss_value else None,  # JSON has no NaN
+        "steps": step, "seconds": round(time.perf_counter() - started, 1), "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
         "shapes": len(shapes), "settings": asdict(settings),
     }
     save_model(output, model)
