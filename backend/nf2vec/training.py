@@ -14,8 +14,8 @@ steps and removed at the end, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
