@@ -27,6 +27,12 @@ import warp as wp
 from backend.network import Architecture, Weights
 from kernels.device import default_device, init_warp, run_chunked
 
+LANES = 4  # points per packet (see NeuralField.values)
+UNROLL = 64  # Warp's max_unroll for kernels that evaluate fields: the per-unit loops must unroll
+Packet = wp.types.matrix(shape=(LANES, 3), dtype=wp.float32)  # LANES points, one per row
+PacketValues = wp.types.vector(length=LANES, dtype=wp.float32)
+PacketGradients = wp.types.matrix(shape=(LANES, 4), dtype=wp.float32)  # per row: value, gradient
+
 
 @dataclass(frozen=True)
 class NeuralField:
@@ -34,13 +40,18 @@ class NeuralField:
 
     ``value(params, shape, p) -> float`` and ``value_and_gradient(params, shape, p) -> vec4`` (value,
     d/dx, d/dy, d/dz) read shape ``shape``'s row of ``params`` (``wp.array2d(dtype=param_dtype)``, see
-    :meth:`pack`) at a point ``p`` of the normalised frame.
+    :meth:`pack`) at a point ``p`` of the normalised frame. ``values(params, shape, points: Packet) ->
+    PacketValues`` and ``values_and_gradients(...) -> PacketGradients`` do the same for ``LANES`` points
+    of one shape at once (same results, bitwise); kernels calling them need
+    ``module_options={"max_unroll": UNROLL}``.
     """
 
     architecture: Architecture
     param_dtype: type
     value: wp.Function
     value_and_gradient: wp.Function
+    values: wp.Function
+    values_and_gradients: wp.Function
 
     @property
     def key(self) -> str:
@@ -161,41 +172,147 @@ def neural_field(architecture: Architecture) -> NeuralField:
         g = wp.cw_mul(g, factors[0])
         return wp.vec4(f, wp.dot(params[s, 0], g), wp.dot(params[s, 1], g), wp.dot(params[s, 2], g))
 
-    return NeuralField(architecture, vec, value, value_and_gradient)
+    hidden_type = wp.types.matrix(shape=(LANES, width), dtype=wp.float32)  # one row per lane
+    lane_factors_type = wp.types.matrix(shape=(hidden * LANES, width), dtype=wp.float32)
+
+    @wp.func
+    def accumulate_lanes(params: wp.array2d(dtype=vec), s: int, base: int, h: hidden_type, start: vec):
+        # accumulate() for every lane, the same two chains in the same order (so value() and values()
+        # agree bitwise); each weight column, loaded once, feeds all lanes, which keeps the CPU's vector
+        # units busy (measured 1.7x the points/s of one point per thread).
+        a = hidden_type()
+        b = hidden_type()
+        for r in range(LANES):
+            a[r] = start
+        for i in range(0, width - 1, 2):
+            even, odd = params[s, base + i], params[s, base + i + 1]
+            for r in range(LANES):
+                a[r] = a[r] + even * h[r, i]
+                b[r] = b[r] + odd * h[r, i + 1]
+        for r in range(LANES):
+            if wp.static(width % 2 == 1):
+                a[r] = a[r] + params[s, base + width - 1] * h[r, width - 1]
+            a[r] = a[r] + b[r]
+        return a
+
+    @wp.func
+    def values(params: wp.array2d(dtype=vec), s: int, points: Packet):
+        h = hidden_type()
+        for r in range(LANES):
+            h[r] = activate(first_layer(params, s, points[r]))
+        for layer in range(hidden - 1):
+            base = 4 + layer * layer_rows
+            z = accumulate_lanes(params, s, base, h, params[s, base + 2 * width])
+            for r in range(LANES):
+                h[r] = activate(z[r])
+        out = PacketValues()
+        for r in range(LANES):
+            out[r] = output(params, s, h[r])
+        return out
+
+    @wp.func
+    def values_and_gradients(params: wp.array2d(dtype=vec), s: int, points: Packet):
+        # value_and_gradient() of LANES points: row r = (value, d/dx, d/dy, d/dz) of point r.
+        factors = lane_factors_type()  # row layer * LANES + r: lane r's activation slopes
+        h = hidden_type()
+        for r in range(LANES):
+            z0 = first_layer(params, s, points[r])
+            factors[r] = activation_slope(z0)
+            h[r] = activate(z0)
+        for layer in range(hidden - 1):
+            base = 4 + layer * layer_rows
+            z = accumulate_lanes(params, s, base, h, params[s, base + 2 * width])
+            for r in range(LANES):
+                factors[(layer + 1) * LANES + r] = activation_slope(z[r])
+                h[r] = activate(z[r])
+        out = PacketGradients()
+        g = hidden_type()
+        for r in range(LANES):
+            f = output(params, s, h[r])
+            out[r, 0] = f
+            g[r] = params[s, out_row]
+            if wp.static(tanh_out):
+                g[r] = g[r] * (1.0 - f * f)
+        for back in range(hidden - 1):
+            layer = hidden - 2 - back
+            for r in range(LANES):
+                g[r] = wp.cw_mul(g[r], factors[(layer + 1) * LANES + r])
+            g = accumulate_lanes(params, s, 4 + layer * layer_rows + width, g, vec())
+        for r in range(LANES):
+            gr = wp.cw_mul(g[r], factors[r])
+            out[r, 1] = wp.dot(params[s, 0], gr)
+            out[r, 2] = wp.dot(params[s, 1], gr)
+            out[r, 3] = wp.dot(params[s, 2], gr)
+        return out
+
+    return NeuralField(architecture, vec, value, value_and_gradient, values, values_and_gradients)
+
+
+def point_by_point(param_dtype: type, value: wp.Function, value_and_gradient: wp.Function) -> tuple[wp.Function, wp.Function]:
+    """Packet functions (``values``, ``values_and_gradients``) for a field that only has single-point ones."""
+
+    @wp.func
+    def values(params: wp.array2d(dtype=param_dtype), s: int, points: Packet):
+        out = PacketValues()
+        for r in range(LANES):
+            out[r] = value(params, s, points[r])
+        return out
+
+    @wp.func
+    def values_and_gradients(params: wp.array2d(dtype=param_dtype), s: int, points: Packet):
+        out = PacketGradients()
+        for r in range(LANES):
+            out[r] = value_and_gradient(params, s, points[r])
+        return out
+
+    return values, values_and_gradients
 
 
 @functools.cache
-def _evaluate_kernels(field) -> tuple[wp.Kernel, wp.Kernel]:
-    """Batch kernels of a field: point i belongs to shape ``first_shape + (offset + i) // per_shape``."""
+def _batch_kernel(field, gradients: bool) -> wp.Kernel:
+    """Batch kernel of a field: point i belongs to shape ``first_shape + i // per_shape``; one packet of
+    ``LANES`` consecutive points per thread from ``offset`` to ``stop`` (the last packet repeats the last point)."""
 
-    @wp.kernel(enable_backward=False, module="unique")
-    def values_kernel(
+    @wp.kernel(enable_backward=False, module="unique", module_options={"max_unroll": UNROLL})
+    def batch_kernel(
         params: wp.array2d(dtype=field.param_dtype),
         points: wp.array(dtype=wp.vec3),
         first_shape: int,
         per_shape: int,
         offset: int,
-        out_values: wp.array(dtype=float),
-    ):
-        i = offset + wp.tid()
-        out_values[i] = field.value(params, first_shape + i // per_shape, points[i])
-
-    @wp.kernel(enable_backward=False, module="unique")
-    def gradients_kernel(
-        params: wp.array2d(dtype=field.param_dtype),
-        points: wp.array(dtype=wp.vec3),
-        first_shape: int,
-        per_shape: int,
-        offset: int,
+        stop: int,
         out_values: wp.array(dtype=float),
         out_gradients: wp.array(dtype=wp.vec3),
     ):
-        i = offset + wp.tid()
-        r = field.value_and_gradient(params, first_shape + i // per_shape, points[i])
-        out_values[i] = r[0]
-        out_gradients[i] = wp.vec3(r[1], r[2], r[3])
+        first = offset + wp.tid() * LANES
+        packet = Packet()
+        for r in range(LANES):
+            packet[r] = points[wp.min(first + r, stop - 1)]
+        shape = first_shape + first // per_shape
+        if shape == first_shape + (wp.min(first + LANES, stop) - 1) // per_shape:
+            if wp.static(gradients):
+                v = field.values_and_gradients(params, shape, packet)
+                for r in range(LANES):
+                    if first + r < stop:
+                        out_values[first + r] = v[r, 0]
+                        out_gradients[first + r] = wp.vec3(v[r, 1], v[r, 2], v[r, 3])
+            else:
+                v = field.values(params, shape, packet)
+                for r in range(LANES):
+                    if first + r < stop:
+                        out_values[first + r] = v[r]
+        else:  # the packet straddles two shapes: point by point
+            for r in range(LANES):
+                i = first + r
+                if i < stop:
+                    if wp.static(gradients):
+                        g = field.value_and_gradient(params, first_shape + i // per_shape, points[i])
+                        out_values[i] = g[0]
+                        out_gradients[i] = wp.vec3(g[1], g[2], g[3])
+                    else:
+                        out_values[i] = field.value(params, first_shape + i // per_shape, points[i])
 
-    return values_kernel, gradients_kernel
+    return batch_kernel
 
 
 def launch_field(
@@ -212,15 +329,13 @@ def launch_field(
     points : (n,) vec3, normalised frame; out_values : (n,) float32; out_gradients : (n,) vec3 or None.
     """
     n = points.shape[0]
-    values_kernel, gradients_kernel = _evaluate_kernels(field)
+    kernel = _batch_kernel(field, out_gradients is not None)
     per_shape = per_shape or max(n, 1)
+    gradients = out_gradients if out_gradients is not None else wp.empty(0, dtype=wp.vec3, device=points.device)
 
     def run(start: int, stop: int) -> None:
-        if out_gradients is None:
-            inputs, outputs, kernel = [params, points, first_shape, per_shape, start], [out_values], values_kernel
-        else:
-            inputs, outputs, kernel = [params, points, first_shape, per_shape, start], [out_values, out_gradients], gradients_kernel
-        wp.launch(kernel, dim=stop - start, inputs=inputs, outputs=outputs, device=points.device)
+        inputs = [params, points, first_shape, per_shape, start, stop]
+        wp.launch(kernel, dim=-(-(stop - start) // LANES), inputs=inputs, outputs=[out_values, gradients], device=points.device)
 
     run_chunked(str(points.device), n, run)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import warp as wp
 
+from kernels.mlp_eval import point_by_point
+
 SPHERE, BOX, TORUS = 0.0, 1.0, 2.0
 
 
@@ -42,10 +44,24 @@ def _value_and_gradient(params: wp.array2d(dtype=wp.vec4), s: int, p: wp.vec3) -
 
 @dataclass(frozen=True)
 class AnalyticField:
+    """A Warp field (``kernels.mlp_eval.NeuralField``'s interface) from single-point functions."""
+
     key: str = "analytic"
-    param_dtype: type = wp.vec4
     value: wp.Function = _value
     value_and_gradient: wp.Function = _value_and_gradient
+    param_dtype: type = wp.vec4
+
+    @functools.cached_property
+    def _packets(self) -> tuple[wp.Function, wp.Function]:
+        return point_by_point(self.param_dtype, self.value, self.value_and_gradient)
+
+    @property
+    def values(self) -> wp.Function:
+        return self._packets[0]
+
+    @property
+    def values_and_gradients(self) -> wp.Function:
+        return self._packets[1]
 
 
 FIELD = AnalyticField()
