@@ -19,7 +19,8 @@
 # Rays march in packets: a thread keeps LANES rays in flight and evaluates the network for all of them
 # at once (``NeuralField.values``: each weight, loaded once, serves every lane; 1.7x the evaluations/s
 # of one ray per thread on the CPU); a lane whose ray ends takes the thread's next pixel. The shading
-# pass (normals, light, occlusion, shadows) then runs one thread per pixel.
+# pass (normals, light, occlusion, shadows) then takes LANES neighbouring pixels per thread, normals
+# and occlusion samples in packets too.
 #
 # Sign convention: negative inside. Outputs: linear RGBA (Lambert + ambient, optional ambient
 # occlusion and soft shadow), depth along the camera's viewing axis (inf on misses), outward unit
@@ -237,34 +238,6 @@ def _tracer(field):
         return d
 
     @wp.func
-    def scene_gradient(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, p: wp.vec3):
-        d = float(FAR)
-        g = wp.vec3()
-        id = int(-1)  # noqa: UP018, RUF046 (Warp: a typed variable, reassigned in the loop)
-        for i in range(objects.count):
-            local = wp.transform_point(objects.world_to_local[i], p)
-            r = field.value_and_gradient(params, objects.shape[i], local)
-            fi = r[0]
-            gl = wp.vec3(r[1], r[2], r[3])
-            if wp.length(local) - objects.clip[i] > fi:
-                fi = wp.length(local) - objects.clip[i]
-                gl = wp.normalize(local)
-            gi = objects.gradient_to_world[i] * gl
-            d, g, id = _combine(d, g, id, fi * objects.distance_scale[i], gi, i, objects.operation[i], objects.smooth[i])
-        return g, id
-
-    @wp.func
-    def occlusion(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, settings: _Settings, p: wp.vec3, n: wp.vec3):
-        # Five samples along the normal: how much closer the scene is than the free distance expected.
-        occluded = float(0.0)
-        weight = float(1.0)
-        for j in range(5):
-            h = settings.occlusion_scale * (0.1 + 0.9 * float(j) / 4.0)
-            occluded += weight * (h - scene_value(params, objects, p + n * h))
-            weight *= 0.7
-        return wp.clamp(1.0 - 1.5 * occluded / settings.occlusion_scale, 0.0, 1.0)
-
-    @wp.func
     def shadow(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, settings: _Settings, p: wp.vec3):
         # Soft shadow towards the light: the narrowest cone (distance / travelled) the ray passes through.
         lit = float(1.0)
@@ -303,6 +276,55 @@ def _tracer(field):
                 combined, _g, _id = _combine(d[r], wp.vec3(), -1, fi, wp.vec3(), i, objects.operation[i], objects.smooth[i])
                 d[r] = combined
         return d
+
+    @wp.func
+    def scene_gradients(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, points: Packet):
+        # The scene's gradient (world, outward) at a packet of points, and the id of the object whose
+        # surface each lies on; gradients follow the CSG choice (see _combine).
+        d = PacketValues()
+        gradients = Packet()
+        ids = PacketInts()
+        for r in range(LANES):
+            d[r] = FAR
+            ids[r] = -1
+        for i in range(objects.count):
+            local = Packet()
+            for r in range(LANES):
+                local[r] = wp.transform_point(objects.world_to_local[i], points[r])
+            fg = field.values_and_gradients(params, objects.shape[i], local)
+            for r in range(LANES):
+                fi = fg[r, 0]
+                gl = wp.vec3(fg[r, 1], fg[r, 2], fg[r, 3])
+                if wp.length(local[r]) - objects.clip[i] > fi:
+                    fi = wp.length(local[r]) - objects.clip[i]
+                    gl = wp.normalize(local[r])
+                gi = objects.gradient_to_world[i] * gl
+                dr, gr, idr = _combine(d[r], gradients[r], ids[r], fi * objects.distance_scale[i], gi, i, objects.operation[i], objects.smooth[i])
+                d[r] = dr
+                gradients[r] = gr
+                ids[r] = idr
+        return gradients, ids
+
+    @wp.func
+    def occlusions(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, settings: _Settings, points: Packet, normals: Packet, active: PacketValues):
+        # Five samples along each normal: how much closer the scene is than the free distance expected.
+        occluded = PacketValues()
+        weight = float(1.0)
+        j = int(0)
+        while j < 5:  # a while loop is not unrolled: five copies of the network would only cost compile time
+            h = settings.occlusion_scale * (0.1 + 0.9 * float(j) / 4.0)
+            samples = Packet()
+            for r in range(LANES):
+                samples[r] = points[r] + normals[r] * h
+            v = scene_values(params, objects, samples, active)
+            for r in range(LANES):
+                occluded[r] = occluded[r] + weight * (h - v[r])
+            weight *= 0.7
+            j += 1
+        out = PacketValues()
+        for r in range(LANES):
+            out[r] = wp.clamp(1.0 - 1.5 * occluded[r] / settings.occlusion_scale, 0.0, 1.0)
+        return out
 
     @wp.kernel(enable_backward=False, module="unique", module_options=TRACE_KERNEL_OPTIONS)
     def march_kernel(
@@ -374,36 +396,61 @@ def _tracer(field):
         camera: _Camera,
         settings: _Settings,
         offset: int,
+        stop: int,
         hit_t: wp.array(dtype=float),
         out_rgba: wp.array(dtype=wp.vec4),
         out_depth: wp.array(dtype=float),
         out_normal: wp.array(dtype=wp.vec3),
         out_id: wp.array(dtype=int),
     ):
-        pixel = offset + wp.tid()
-        t = hit_t[pixel]
-        if t < wp.inf:
-            origin, direction, axial = _camera_ray(camera, pixel)
-            p = origin + direction * t
-            gradient, id = scene_gradient(params, objects, p)
-            n = wp.normalize(gradient)
-            facing = wp.where(wp.dot(n, direction) > 0.0, -n, n)
-            light = wp.max(wp.dot(facing, settings.light), 0.0)
-            if settings.shadows == 1 and light > 0.0:
-                light *= shadow(params, objects, settings, p + facing * (2.0 * settings.epsilon))
-            ambient = settings.ambient
+        # LANES consecutive pixels per thread, their normals and occlusion in packets; lanes without a
+        # hit compute on a hit lane's point and write background.
+        first = offset + wp.tid() * LANES
+        points = Packet()
+        directions = Packet()
+        hits = PacketValues()
+        found = int(-1)
+        for r in range(LANES):
+            pixel = first + r
+            if pixel < stop:
+                t = hit_t[pixel]
+                if t < wp.inf:
+                    origin, direction, axial = _camera_ray(camera, pixel)
+                    points[r] = origin + direction * t
+                    directions[r] = direction
+                    hits[r] = 1.0
+                    found = r
+                    out_depth[pixel] = t * axial
+                else:
+                    out_rgba[pixel] = wp.vec4()
+                    out_depth[pixel] = wp.inf
+                    out_normal[pixel] = wp.vec3()
+                    out_id[pixel] = -1
+        if found >= 0:
+            for r in range(LANES):
+                if hits[r] == 0.0:
+                    points[r] = points[found]
+            gradients, ids = scene_gradients(params, objects, points)
+            normals = Packet()
+            facing = Packet()
+            for r in range(LANES):
+                n = wp.normalize(gradients[r])
+                normals[r] = n
+                facing[r] = wp.where(wp.dot(n, directions[r]) > 0.0, -n, n)
+            ambient = PacketValues()
+            for r in range(LANES):
+                ambient[r] = settings.ambient
             if settings.occlusion == 1:
-                ambient *= occlusion(params, objects, settings, p, facing)
-            c = objects.colour[id] * (ambient + (1.0 - settings.ambient) * light)
-            out_rgba[pixel] = wp.vec4(c[0], c[1], c[2], 1.0)
-            out_depth[pixel] = t * axial
-            out_normal[pixel] = n
-            out_id[pixel] = id
-        else:
-            out_rgba[pixel] = wp.vec4()
-            out_depth[pixel] = wp.inf
-            out_normal[pixel] = wp.vec3()
-            out_id[pixel] = -1
+                ambient = wp.cw_mul(ambient, occlusions(params, objects, settings, points, facing, hits))
+            for r in range(LANES):
+                if hits[r] > 0.0:
+                    light = wp.max(wp.dot(facing[r], settings.light), 0.0)
+                    if settings.shadows == 1 and light > 0.0:
+                        light *= shadow(params, objects, settings, points[r] + facing[r] * (2.0 * settings.epsilon))
+                    c = objects.colour[ids[r]] * (ambient[r] + (1.0 - settings.ambient) * light)
+                    out_rgba[first + r] = wp.vec4(c[0], c[1], c[2], 1.0)
+                    out_normal[first + r] = normals[r]
+                    out_id[first + r] = ids[r]
 
     return march_kernel, shade_kernel
 
@@ -486,7 +533,8 @@ def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, s
         wp.launch(march_kernel, dim=-(-(stop - start) // per_thread), inputs=inputs, outputs=[hit_t], device=device)
 
     def shade(start: int, stop: int) -> None:
-        wp.launch(shade_kernel, dim=stop - start, inputs=[params_wp, objects_wp, cam, s, start, hit_t], outputs=[rgba, depth, normal, ids], device=device)
+        inputs = [params_wp, objects_wp, cam, s, start, stop, hit_t]
+        wp.launch(shade_kernel, dim=-(-(stop - start) // LANES), inputs=inputs, outputs=[rgba, depth, normal, ids], device=device)
 
     # Rows differ in cost (silhouettes, empty sky): small chunks keep both CPU threads busy.
     run_chunked(device, count, march, chunks_per_worker=16, min_chunk=max(width, 256))
