@@ -35,7 +35,7 @@ from kernels.mlp_eval import evaluate  # noqa: E402
 from kernels.sphere_trace import TraceSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MC_REPEATS = 3  # marching cubes: best of this many runs (one at 512^3 for dense and the reference)
+MC_REPEATS = 5  # marching cubes: best of this many runs (one at 512^3 for dense and the reference)
 FRAME_REPEATS = 5  # frames: best of this many, Warp and torch taking turns
 
 

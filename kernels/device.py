@@ -17,6 +17,7 @@ wp.config.log_level = wp.LOG_WARNING
 
 _init_lock = threading.Lock()
 _initialised = False
+_pool: ThreadPoolExecutor | None = None  # for CPU launches; started once (a start costs about 1 ms a thread)
 
 
 def init_warp() -> None:
@@ -47,7 +48,8 @@ def run_chunked(device: str, n: int, run: Callable[[int, int], None], chunks_per
 
     On the CPU the ranges go to :func:`cpu_workers` threads (a Warp CPU launch runs on one thread but
     releases the GIL), several per thread so uneven work balances; on a GPU one call covers everything.
-    ``run`` must only launch kernels (no host copies needed by other ranges).
+    ``run`` must only launch kernels (no host copies needed by other ranges, and no run_chunked: the
+    shared threads would wait on themselves).
     """
     if n <= 0:
         return
@@ -57,5 +59,20 @@ def run_chunked(device: str, n: int, run: Callable[[int, int], None], chunks_per
     if len(ranges) == 1:
         run(*ranges[0])
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda r: run(*r), ranges))
+    list(_cpu_pool().map(lambda r: run(*r), ranges))
+
+
+def _cpu_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _init_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=cpu_workers(), thread_name_prefix="warp-cpu")
+        return _pool
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
