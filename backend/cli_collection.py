@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from backend.cli_output import err, fail, out
-from backend.collection import CLASSES, MANIFEST_NAME, Manifest, make_collection
+from backend.collection import CLASSES, MANIFEST_NAME, ORIENTATIONS, Manifest, make_collection
 
 
 def make_collection_command(
@@ -23,6 +23,10 @@ def make_collection_command(
     seed: Annotated[int, typer.Option(help="Collection seed: the same seed gives the same files, byte for byte.")] = 0,
     classes: Annotated[str | None, typer.Option(help=f"Comma-separated classes (default: all of {','.join(CLASSES)}).")] = None,
     messy_fraction: Annotated[float, typer.Option(help="Fraction of meshes given holes, flipped or duplicated faces.")] = 0.05,
+    orientation: Annotated[str, typer.Option(
+        help=f"How shapes are turned ({'|'.join(ORIENTATIONS)}): mixed = 80% upright with any yaw, 20% any rotation "
+             "(the meta family's); canonical = upright facing +X within 15 degrees (nf2vec's); yaw = upright, "
+             "any yaw; full = any rotation.")] = "mixed",
 ) -> None:
     """Generate closed meshes of procedural classes plus manifest.json (labels, seeds); re-running resumes."""
     chosen = [name.strip() for name in classes.split(",")] if classes is not None else None
@@ -32,7 +36,7 @@ def make_collection_command(
         task = bar.add_task("meshes", total=count)
         try:
             manifest = make_collection(out_dir, count, seed, chosen, messy_fraction,
-                                       progress=lambda done, _: bar.update(task, completed=done))
+                                       progress=lambda done, _: bar.update(task, completed=done), orientation=orientation)
         except ValueError as error:
             fail(str(error))
         except OSError as error:
@@ -44,7 +48,7 @@ def make_collection_command(
 
 def _summary(manifest: Manifest) -> Table:
     """Meshes, messy meshes and the face-count range per class."""
-    table = Table(title=f"collection in {manifest.root}  (seed {manifest.seed})")
+    table = Table(title=f"collection in {manifest.root}  (seed {manifest.seed}, orientation {manifest.orientation})")
     for column in ("label", "class", "meshes", "messy", "faces"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, name in enumerate(manifest.classes):

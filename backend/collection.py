@@ -3,8 +3,8 @@ initialisation of neural SDFs and for nf2vec (classification, interpolation, com
 
 Each generator is ``(rng) -> trimesh.Trimesh`` in its own frame (Z up, 0.6 to 3 units across; fitting
 normalises the scale) and returns a watertight, outward-facing solid in one piece (volume > 0).
-:func:`make_shape` adds a random orientation and, on request, defects; :func:`make_collection` writes a
-folder of binary PLY files plus ``manifest.json``. A shape's seed depends only on (collection seed, class
+:func:`make_shape` adds an orientation (see :data:`ORIENTATIONS`) and, on request, defects;
+:func:`make_collection` writes a folder of binary PLY files plus ``manifest.json``. A shape's seed depends only on (collection seed, class
 name, number within the class), so ``chair_0007.ply`` is the same file whatever the count or the class
 list, and a larger count extends an existing collection.
 """
@@ -34,11 +34,16 @@ CLASSES: tuple[str, ...] = (
     "chair", "table", "lamp", "vase", "mug", "airplane", "car", "rocket", "blob", "csg", "organic",
 )
 FORMAT = "neural-shapes-collection"
-VERSION = 1  # of the manifest layout
+VERSION = 2  # of the manifest layout; version 1 (no "orientation") is read as "mixed"
 GENERATOR_VERSION = 1  # bump when a generator changes, so resumed runs rewrite files made by the old one
 MANIFEST_NAME = "manifest.json"
 MIN_FACES = 1000  # solids of a few boxes are refined (flat splits) so every class has a similar face budget
-FULL_ROTATION_FRACTION = 0.2  # the other shapes stay upright (Z up) with a random yaw
+FULL_ROTATION_FRACTION = 0.2  # "mixed": the other shapes stay upright (Z up) with a random yaw
+# How shapes are turned. "mixed" (the meta family's collection): 80% upright with any yaw, 20% any rotation.
+# "canonical" (nf2vec's): upright, facing +X up to CANONICAL_YAW_JITTER either way, so a class is one pose and
+# its prior need not model orientation. "yaw": upright, any yaw. "full": any rotation.
+ORIENTATIONS: tuple[str, ...] = ("mixed", "canonical", "yaw", "full")
+CANONICAL_YAW_JITTER = math.radians(15)
 GOLDEN_RATIO_CONJUGATE = (math.sqrt(5) - 1) / 2
 
 
@@ -63,6 +68,7 @@ class Manifest:
     messy_fraction: float
     classes: tuple[str, ...]  # label i is classes[i]
     items: tuple[CollectionItem, ...]
+    orientation: str = "mixed"  # one of ORIENTATIONS
 
     def mesh_paths(self, classes: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> list[Path]:
         """Paths of the meshes of ``classes`` (default: all) minus those of ``exclude``, in manifest order."""
@@ -77,6 +83,7 @@ def make_collection(
     classes: Sequence[str] | None = None,
     messy_fraction: float = 0.05,
     progress: Callable[[int, int], None] | None = None,
+    orientation: str = "mixed",
 ) -> Manifest:
     """Write ``count`` meshes (classes in turn) as binary PLY files and ``manifest.json`` into ``out_dir``.
 
@@ -86,6 +93,7 @@ def make_collection(
     Raises ValueError for bad arguments and OSError when the folder cannot be written.
     """
     chosen = _checked_classes(classes)
+    _check_orientation(orientation)
     if count < 1:
         raise ValueError(f"the count must be at least 1, got {count}")
     if not 0 <= messy_fraction <= 1:
@@ -96,16 +104,16 @@ def make_collection(
         label = index % len(chosen)
         item = _plan_item(chosen[label], label, index // len(chosen), seed, messy_fraction)
         path = out_dir / item.file
-        identity = _identity(item)
+        identity = _identity(item, orientation)
         faces = _written_face_count(path, identity)
         if faces is None:
-            mesh = make_shape(item.class_name, item.seed, item.messy)
+            mesh = make_shape(item.class_name, item.seed, item.messy, orientation)
             _write_atomically(path, _ply_bytes(mesh, identity))
             faces = len(mesh.faces)
         items.append(replace(item, faces=faces))
         if progress is not None:
             progress(index + 1, count)
-    manifest = Manifest(out_dir, seed, messy_fraction, chosen, tuple(items))
+    manifest = Manifest(out_dir, seed, messy_fraction, chosen, tuple(items), orientation)
     text = _manifest_json(manifest).encode()
     manifest_path = out_dir / MANIFEST_NAME
     if not manifest_path.is_file() or manifest_path.read_bytes() != text:
@@ -130,13 +138,16 @@ def read_manifest(path: Path) -> Manifest:
         raise NeuralShapesError(f"{path}: not a JSON manifest ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise NeuralShapesError(f"{path}: not a neural-shapes collection manifest (format is not '{FORMAT}')")
-    if data.get("version") != VERSION:
-        raise NeuralShapesError(f"{path}: manifest version {data.get('version')!r}, this program reads {VERSION}")
+    if data.get("version") not in (1, VERSION):
+        raise NeuralShapesError(f"{path}: manifest version {data.get('version')!r}, this program reads 1 to {VERSION}")
     try:
         classes = tuple(_typed(name, str, "classes[]") for name in _typed(data.get("classes"), list, "classes"))
         items = tuple(_parse_item(entry) for entry in _typed(data.get("items"), list, "items"))
+        orientation = _typed(data.get("orientation", "mixed"), str, "orientation")
+        _check_orientation(orientation)
         manifest = Manifest(path.parent, _typed(data.get("seed"), int, "seed"),
-                            float(_typed(data.get("messy_fraction"), (int, float), "messy_fraction")), classes, items)
+                            float(_typed(data.get("messy_fraction"), (int, float), "messy_fraction")), classes, items,
+                            orientation)
     except ValueError as error:
         raise NeuralShapesError(f"{path}: malformed manifest ({error})") from None
     for item in items:
@@ -149,19 +160,19 @@ def read_manifest(path: Path) -> Manifest:
     return manifest
 
 
-def make_shape(class_name: str, seed: int, messy: bool = False) -> trimesh.Trimesh:
+def make_shape(class_name: str, seed: int, messy: bool = False, orientation: str = "mixed") -> trimesh.Trimesh:
     """One mesh of ``class_name``, identical for the same arguments, centred on its bounding box.
 
     Clean meshes are watertight, outward-facing, one piece with volume > 0, 0.6 to 3 units across (no
-    particular unit), and upright with a random yaw or, for a fifth of the seeds, in a fully random
-    orientation. With ``messy`` the mesh also gets holes, flipped and / or duplicated faces, as scans and
-    hand-made meshes do.
+    particular unit), turned as ``orientation`` says (see :data:`ORIENTATIONS`). With ``messy`` the mesh
+    also gets holes, flipped and / or duplicated faces, as scans and hand-made meshes do.
     """
     if class_name not in _GENERATORS:
         raise ValueError(f"unknown shape class '{class_name}' (known: {', '.join(CLASSES)})")
+    _check_orientation(orientation)
     rng = np.random.default_rng(seed)
     mesh = _GENERATORS[class_name](rng)
-    mesh.apply_transform(_random_orientation(rng))
+    mesh.apply_transform(_orientation_matrix(orientation, rng))
     mesh.apply_translation(-mesh.bounds.mean(axis=0))
     return _with_defects(mesh, rng) if messy else mesh
 
@@ -192,10 +203,11 @@ def _plan_item(class_name: str, label: int, number: int, seed: int, messy_fracti
     return CollectionItem(f"{class_name}_{number:04d}.ply", class_name, label, shape_seed, messy, 0)
 
 
-def _identity(item: CollectionItem) -> str:
+def _identity(item: CollectionItem, orientation: str) -> str:
     """The PLY header comment that says which call wrote a file, so a resumed run reuses only its own."""
+    turned = "" if orientation == "mixed" else f" orientation {orientation}"  # "mixed" files predate the option
     return (f"neural-shapes collection generator {GENERATOR_VERSION} "
-            f"class {item.class_name} seed {item.seed} messy {int(item.messy)}")
+            f"class {item.class_name} seed {item.seed} messy {int(item.messy)}{turned}")
 
 
 def _ply_bytes(mesh: trimesh.Trimesh, identity: str) -> bytes:
@@ -237,7 +249,7 @@ def _manifest_json(manifest: Manifest) -> str:
         for i in manifest.items
     ]
     data = {"format": FORMAT, "version": VERSION, "seed": manifest.seed, "messy_fraction": manifest.messy_fraction,
-            "classes": list(manifest.classes), "items": items}
+            "orientation": manifest.orientation, "classes": list(manifest.classes), "items": items}
     return json.dumps(data, indent=1) + "\n"
 
 
@@ -266,10 +278,19 @@ def _typed(value: object, kind: type | tuple[type, ...], field: str) -> Any:
 # --- orientation and defects -------------------------------------------------------------------------
 
 
-def _random_orientation(rng: np.random.Generator) -> np.ndarray:
-    """(4, 4) rotation: a random yaw about Z, or for FULL_ROTATION_FRACTION of the shapes any rotation."""
-    if rng.random() < FULL_ROTATION_FRACTION:
+def _check_orientation(orientation: str) -> None:
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation '{orientation}' (known: {', '.join(ORIENTATIONS)})")
+
+
+def _orientation_matrix(orientation: str, rng: np.random.Generator) -> np.ndarray:
+    """(4, 4) rotation of one shape, drawn from ``rng`` as ``orientation`` says (see :data:`ORIENTATIONS`)."""
+    # "mixed" draws in its original order, so collections made before the option keep their bytes.
+    full = rng.random() < FULL_ROTATION_FRACTION if orientation == "mixed" else orientation == "full"
+    if full:
         return trimesh.transformations.random_rotation_matrix(rand=rng.random(3))
+    if orientation == "canonical":
+        return trimesh.transformations.rotation_matrix(rng.uniform(-CANONICAL_YAW_JITTER, CANONICAL_YAW_JITTER), (0, 0, 1))
     return trimesh.transformations.rotation_matrix(rng.uniform(0, 2 * np.pi), (0, 0, 1))
 
 

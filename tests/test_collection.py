@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.collection import CLASSES, MANIFEST_NAME, MIN_FACES, make_collection, make_shape, read_manifest
+from backend.collection import _GENERATORS, CLASSES, MANIFEST_NAME, MIN_FACES, make_collection, make_shape, read_manifest
 from backend.errors import NeuralShapesError
 from tests.conftest import run_cli
 
@@ -68,7 +68,8 @@ def test_collection_files_labels_and_balance(collection):
         mesh = trimesh.load(folder / item.file, process=False)
         assert len(mesh.faces) == item.faces > 0
     on_disk = json.loads((folder / MANIFEST_NAME).read_text())
-    assert on_disk["format"] == "neural-shapes-collection" and on_disk["version"] == 1 and on_disk["seed"] == 3
+    assert on_disk["format"] == "neural-shapes-collection" and on_disk["version"] == 2 and on_disk["seed"] == 3
+    assert on_disk["orientation"] == "mixed"
     assert on_disk["items"][0] == {"file": "chair_0000.ply", "class": "chair", "label": 0, "seed": manifest.items[0].seed,
                                    "messy": True, "faces": manifest.items[0].faces}
     assert read_manifest(folder) == manifest
@@ -97,6 +98,55 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
     make_collection(tmp_path / "fresh", 8, seed=1, classes=["vase", "blob", "csg"])
     for fresh in (tmp_path / "fresh").iterdir():
         assert (tmp_path / "resumed" / fresh.name).read_bytes() == fresh.read_bytes(), fresh.name
+
+
+def _up_and_facing(mesh: trimesh.Trimesh, seed: int, class_name: str) -> tuple[float, float]:
+    """Tilt of the shape's Z axis from +Z and its yaw from the unturned shape's, in degrees, found by
+    matching the rotated shape's principal axes to the unturned one (same generator draws)."""
+    plain = _GENERATORS[class_name](np.random.default_rng(seed))
+    a, b = plain.vertices - plain.vertices.mean(0), mesh.vertices - mesh.vertices.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)  # Kabsch: b ~ a @ R with R = u @ vt (same vertex order)
+    rotation = u @ vt
+    tilt = np.degrees(np.arccos(np.clip(rotation[2, 2], -1, 1)))
+    yaw = np.degrees(np.arctan2(rotation[0, 1], rotation[0, 0]))
+    return float(tilt), float(yaw)
+
+
+@pytest.mark.parametrize("orientation", ["canonical", "yaw", "full", "mixed"])
+def test_orientations(orientation):
+    tilts, yaws = zip(*(_up_and_facing(make_shape("chair", seed, orientation=orientation), seed, "chair")
+                        for seed in range(12)))
+    if orientation == "canonical":
+        assert max(tilts) < 1e-3 and max(map(abs, yaws)) <= 15.01 and len({round(y) for y in yaws}) > 3
+    elif orientation == "yaw":
+        assert max(tilts) < 1e-3 and max(map(abs, yaws)) > 60
+    elif orientation == "full":
+        assert min(tilts) > 1  # any rotation: never exactly upright
+    else:  # the meta family's mix: most upright, some not
+        assert 0 < sum(t > 1 for t in tilts) < len(tilts)
+
+
+def test_orientation_is_recorded_and_resumes_only_its_own_files(tmp_path):
+    folder = tmp_path / "c"
+    mixed = make_collection(folder, 3, seed=0, classes=["vase", "mug", "car"])
+    canonical = make_collection(folder, 3, seed=0, classes=["vase", "mug", "car"], orientation="canonical")
+    assert mixed.orientation == "mixed" and canonical.orientation == "canonical"
+    assert read_manifest(folder).orientation == "canonical"
+    fresh = make_collection(tmp_path / "fresh", 3, seed=0, classes=["vase", "mug", "car"], orientation="canonical")
+    for item in fresh.items:  # the canonical run rewrote the mixed run's files
+        assert (folder / item.file).read_bytes() == (tmp_path / "fresh" / item.file).read_bytes()
+    with pytest.raises(ValueError, match="unknown orientation 'sideways'"):
+        make_collection(folder, 3, orientation="sideways")
+
+
+def test_version_1_manifests_read_as_mixed(tmp_path):
+    folder = tmp_path / "c"
+    make_collection(folder, 2, seed=0, classes=["vase", "mug"])
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    data["version"] = 1
+    del data["orientation"]
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    assert read_manifest(folder).orientation == "mixed"
 
 
 def test_a_shape_does_not_depend_on_count_or_class_list(tmp_path):
