@@ -20,6 +20,7 @@ from backend.cli_output import err, fail, out
 from backend.conversion import finite_or_none, fitted_shape, write_mesh_atomically
 from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
+from backend.files import safe_file_stem
 from backend.fitting import fit_shapes
 from backend.mesh_loading import MESH_SUFFIXES, load_mesh_file
 from backend.nf2vec.classification import classify
@@ -157,9 +158,11 @@ def _write(shapes: list[NeuralShape], output: Path, resolution: int, as_json: bo
         output.mkdir(parents=True, exist_ok=True)
         for shape in shapes:
             mesh = extract_mesh(shape.architecture, shape.weights, resolution, transform=shape.transform)
-            write_mesh_atomically(mesh, output / f"{shape.name}.obj")
-            write_shape(output / f"{shape.name}.h5", shape)
-            rows.append({"output": str(output / f"{shape.name}.h5"), "mesh": str(output / f"{shape.name}.obj"),
+            stem = safe_file_stem(shape.name)  # names come from .h5 files: never a path
+            shape_path, mesh_path = output / f"{stem}.h5", output / f"{stem}.obj"
+            write_mesh_atomically(mesh, mesh_path)
+            write_shape(shape_path, shape)
+            rows.append({"output": str(shape_path), "mesh": str(mesh_path),
                          "faces": len(mesh.faces), "surface_error": finite_or_none(shape.metrics["surface_error"]),
                          "fscore": finite_or_none(shape.metrics["fscore"])})
     except (NeuralShapesError, OSError) as error:

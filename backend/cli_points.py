@@ -18,6 +18,7 @@ from backend.conversion import fitted_shape, to_source_frame, write_mesh_atomica
 from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
 from backend.family_file import resolve_family
+from backend.files import safe_file_stem
 from backend.metrics import point_cloud_quality
 from backend.point_clouds import load_point_cloud
 from backend.shape_file import write_shape
@@ -50,13 +51,14 @@ def fit_points_command(
             reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
             quality = point_cloud_quality(cloud.points, reconstruction)
             shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=quality.chamfer, fscore=quality.fscore)
-            write_mesh_atomically(to_source_frame(reconstruction, cloud.transform), output / f"{cloud.name}.obj")
-            write_shape(output / f"{cloud.name}.h5", shape)
+            stem = safe_file_stem(cloud.name)
+            write_mesh_atomically(to_source_frame(reconstruction, cloud.transform), output / f"{stem}.obj")
+            write_shape(output / f"{stem}.h5", shape)
         except NeuralShapesError as error:
             err.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
             failures += 1
             continue
-        rows.append({"source": str(path), "output": str(output / f"{cloud.name}.h5"), "points": len(cloud.points),
+        rows.append({"source": str(path), "output": str(output / f"{stem}.h5"), "points": len(cloud.points),
                      "normals": cloud.normals is not None, **{k: shape.metrics[k] for k in ("surface_error", "chamfer", "fscore", "fit_seconds")}})
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -20,7 +20,7 @@ import trimesh
 from backend import __version__
 from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
-from backend.files import write_atomically
+from backend.files import safe_file_stem, write_atomically
 from backend.fitting import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.mesh_loading import DEFAULT_MAX_FACES, NormalisedMesh, Similarity, load_mesh_file
 from backend.metrics import CHAMFER_POINTS, SURFACE_ERROR_POINTS, reconstruction_quality, surface_error, surface_samples
@@ -157,11 +157,12 @@ def write_mesh_atomically(mesh: trimesh.Trimesh, path: Path) -> None:
 
 
 def _output_stems(sources: list[Path]) -> dict[Path, str]:
-    """Output names per source: its stem, or stem-ext when two sources share a stem."""
+    """Output names per source: its (sanitised) stem, or stem-ext when two sources share a stem."""
+    stems = {s: safe_file_stem(s.stem) for s in sources}
     counts: dict[str, int] = {}
-    for source in sources:
-        counts[source.stem] = counts.get(source.stem, 0) + 1
-    return {s: s.stem if counts[s.stem] == 1 else f"{s.stem}-{s.suffix.lstrip('.').lower()}" for s in sources}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {s: stem if counts[stem] == 1 else f"{stem}-{s.suffix.lstrip('.').lower()}" for s, stem in stems.items()}
 
 
 def fit_result_rows(outcomes: list[ConversionOutcome]) -> list[dict]:

@@ -40,3 +40,21 @@ def read_file_bytes(path: Path) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise NeuralShapesError(f"{path}: cannot read file ({error.strerror or error})") from None
+
+
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_NOT_IN_NAMES = '/\\:*?"<>|'  # separators here or on Windows, and characters Windows refuses in names
+MAX_STEM_BYTES = 160  # names are limited to 255 bytes; room for a suffix and write_atomically's ".NAME.XXXXXXXX.tmp"
+
+
+def safe_file_stem(name: str, fallback: str = "shape") -> str:
+    """A file name stem made from a name found in a file (a shape's or mesh's name): it never leaves the
+    folder it is joined to. Separators and characters Windows refuses become ``_``, control characters
+    are dropped, leading dots and trailing dots or spaces are stripped (no ``..``, no hidden files), a
+    Windows device name gets a ``_`` prefix, at most :data:`MAX_STEM_BYTES` bytes of UTF-8 are kept;
+    nothing left gives ``fallback``."""
+    text = "".join("_" if c in _NOT_IN_NAMES else c for c in str(name) if c.isprintable())
+    text = text.encode("utf-8")[:MAX_STEM_BYTES].decode("utf-8", "ignore").lstrip(". ").rstrip(". ")
+    if text.split(".")[0].upper() in _WINDOWS_DEVICES:
+        text = f"_{text}"
+    return text or fallback

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import struct
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from backend.files import read_file_bytes
 BOUNDING_RADIUS = 0.9
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 DEFAULT_MAX_FACES = 2_000_000
+MAX_SCENE_PARTS = 50_000  # glTF nodes + primitives: trimesh builds Python objects per part (~20 us each)
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,19 @@ def load_mesh_file(path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Si
 
     ``transform``: use this similarity (e.g. a fitted shape's) instead of normalising the mesh afresh.
 
-    Scenes with several meshes are merged in world space. Raises :class:`NeuralShapesError` with a
-    one-line message naming the file and the cause for anything unusable.
+    Scenes with several meshes are merged in world space. glTF side files (buffers) are read only from
+    the file's own folder. Raises :class:`NeuralShapesError` with a one-line message naming the file
+    and the cause for anything unusable.
     """
     path = Path(path)
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise NeuralShapesError(f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(MESH_SUFFIXES)})")
     data = read_file_bytes(path)
-    try:
-        loaded = _merge_scene(trimesh.load(path, process=False))
-    except Exception as error:  # trimesh raises many types for corrupt files
-        raise NeuralShapesError(f"{path}: cannot parse mesh ({type(error).__name__}: {error})".splitlines()[0]) from None
-    return _checked_mesh(loaded, name=path.stem, label=str(path), source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces, transform=transform)
+    loaded = read_trimesh(data, path.suffix[1:].lower(), label=str(path), folder=path.parent,
+                          max_faces=max_faces, max_vertices=vertex_limit(max_faces))
+    vertices, faces = _triangles(loaded, str(path))
+    return normalise_mesh(vertices, faces, name=path.stem, label=str(path), source_sha256=hashlib.sha256(data).hexdigest(),
+                          max_faces=max_faces, transform=transform)
 
 
 def load_mesh_bytes(data: bytes, file_type: str, *, name: str, label: str | None = None, max_faces: int = DEFAULT_MAX_FACES) -> NormalisedMesh:
@@ -104,42 +109,213 @@ def load_mesh_bytes(data: bytes, file_type: str, *, name: str, label: str | None
     label = label or name
     if f".{file_type}" not in MESH_SUFFIXES or file_type == "gltf":
         raise NeuralShapesError(f"{label}: unknown mesh format '{file_type}' (expected obj, ply, stl, off or glb)")
+    loaded = read_trimesh(data, file_type, label=label, folder=None, max_faces=max_faces, max_vertices=vertex_limit(max_faces))
+    vertices, faces = _triangles(loaded, label)
+    return normalise_mesh(vertices, faces, name=name, label=label, source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces)
+
+
+def vertex_limit(max_faces: int) -> int:
+    """The vertex limit that goes with a face limit: a triangle soup (STL, unindexed glTF) has three
+    vertices per face, so more than that means vertices no face uses (bloat, or a file built to exhaust memory)."""
+    return 3 * max_faces
+
+
+def read_trimesh(data: bytes, file_type: str, *, label: str, folder: Path | None, max_faces: int, max_vertices: int):
+    """trimesh's parse of a mesh file's bytes (a Trimesh, PointCloud or Scene), or a one-line NeuralShapesError.
+
+    glTF/GLB scenes are sized from their JSON first (every mesh times its instances in the node graph,
+    every accessor), so nothing over ``max_faces`` / ``max_vertices`` is allocated. ``folder``: where
+    glTF side files may be read from (never outside it); None reads no side files at all.
+    Materials and textures are never read: fitting needs only the surface.
+    """
     try:
-        loaded = _merge_scene(trimesh.load(io.BytesIO(data), file_type=file_type, process=False))
-    except Exception as error:  # trimesh raises many types for corrupt files
-        raise NeuralShapesError(f"{label}: cannot parse mesh ({type(error).__name__}: {error})".splitlines()[0]) from None
-    return _checked_mesh(loaded, name=name, label=label, source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces)
+        if file_type in ("glb", "gltf"):
+            check_gltf_size(_gltf_json(data, file_type), label=label, max_faces=max_faces, max_vertices=max_vertices)
+        return trimesh.load(io.BytesIO(data), file_type=file_type, process=False, skip_materials=True,
+                            resolver=_FolderResolver(folder, label))
+    except NeuralShapesError:
+        raise
+    except Exception as error:  # noqa: BLE001 (trimesh raises many types for corrupt files)
+        raise NeuralShapesError(one_line(f"{label}: cannot parse mesh ({type(error).__name__}: {error})")) from None
 
 
-def _merge_scene(loaded):
-    """A scene's triangle meshes merged in world space (a point cloud marker if it only has points)."""
+def one_line(message: str) -> str:
+    """The first line of a message, for errors that quote a parser's own (possibly multi-line) text."""
+    lines = message.splitlines()
+    return lines[0] if lines else message
+
+
+def _triangles(loaded, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (v, 3) and faces (f, 3) of a parsed file; a scene's triangle meshes merged in world space."""
     if isinstance(loaded, trimesh.Scene):
-        # Other geometry than triangle meshes carries no surface.
-        parts = [g.apply_transform(t) for g, t in _scene_meshes(loaded)]
-        point_clouds = any(isinstance(g, trimesh.PointCloud) for g in loaded.geometry.values())
-        loaded = trimesh.util.concatenate(parts) if parts else (trimesh.PointCloud(np.zeros((1, 3))) if point_clouds else None)
-    return loaded
-
-
-def _checked_mesh(loaded, *, name: str, label: str, source_sha256: str, max_faces: int, transform: Similarity | None = None) -> NormalisedMesh:
+        # Other geometry than triangle meshes carries no surface. Every instance is transformed as
+        # arrays (no per-instance Trimesh copies); the size was checked before the scene was built.
+        vertices, faces, offset = [], [], 0
+        for node in loaded.graph.nodes_geometry:
+            matrix, name = loaded.graph[node]
+            geometry = loaded.geometry[name]
+            if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces):
+                vertices.append(trimesh.transform_points(geometry.vertices, matrix))
+                faces.append(np.asarray(geometry.faces, dtype=np.int64) + offset)
+                offset += len(geometry.vertices)
+        if faces:
+            return np.concatenate(vertices), np.concatenate(faces)
+        loaded = next((g for g in loaded.geometry.values() if isinstance(g, trimesh.PointCloud)), None)
     if isinstance(loaded, trimesh.PointCloud) and len(loaded.vertices):
         raise NeuralShapesError(f"{label}: file holds a point cloud without faces; a surface with triangles is needed")
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise NeuralShapesError(f"{label}: mesh is empty (no triangle faces)")
-    return normalise_mesh(
-        loaded.vertices, loaded.faces, name=name, label=label, source_sha256=source_sha256, max_faces=max_faces, transform=transform
-    )
+    return loaded.vertices, loaded.faces
 
 
-def _scene_meshes(scene: trimesh.Scene) -> list[tuple[trimesh.Trimesh, np.ndarray]]:
-    """(mesh copy, 4x4 world transform) for every triangle mesh instance in a scene graph."""
+# --- glTF: sizes from the JSON, side files from the file's folder only ----------------------------
+
+_GLB_MAGIC, _GLB_JSON = 0x46546C67, 0x4E4F534A
+_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
+_TRIANGLES, _TRIANGLE_STRIP = 4, 5  # the primitive modes trimesh turns into faces
+
+
+def _gltf_json(data: bytes, file_type: str) -> dict:
+    """The JSON document of a .gltf file or of a .glb's first chunk."""
+    if file_type == "glb":
+        if len(data) < 20:
+            raise NeuralShapesError("not a GLB file (shorter than its 20-byte header)")
+        magic, version, _, length, kind = struct.unpack_from("<5I", data)
+        if magic != _GLB_MAGIC:
+            raise NeuralShapesError("not a GLB file (no 'glTF' magic)")
+        if version != 2:
+            raise NeuralShapesError(f"GLB version {version} is not supported (only glTF 2)")
+        if kind != _GLB_JSON or length > len(data) - 20:
+            raise NeuralShapesError("GLB file has no complete JSON chunk first")
+        data = data[20 : 20 + length]
+    document = json.loads(data)
+    if not isinstance(document, dict):
+        raise NeuralShapesError("glTF JSON is not an object")
+    return document
+
+
+def check_gltf_size(document: dict, *, label: str, max_faces: int, max_vertices: int) -> None:
+    """Refuse a glTF scene whose meshes times their instances exceed the limits, before trimesh reads it.
+
+    Counts come from the accessors' declared ``count`` (trimesh allocates by them, even without data);
+    instances are the nodes of the default scene that use a mesh. A node reached twice (a cycle or a
+    node with two parents) is refused: glTF requires the node hierarchy to be a forest.
+    """
+    accessors, meshes, nodes = (_list(document, key) for key in ("accessors", "meshes", "nodes"))
+    counts = []
+    for index, accessor in enumerate(accessors):
+        count = _natural(_dict(accessor).get("count"), f"accessor {index}'s count")
+        if count * _COMPONENTS.get(accessor.get("type"), 16) > 3 * max_vertices:
+            raise NeuralShapesError(f"{label}: accessor {index} declares {count:,} items, more than the limit of {max_vertices:,} vertices allows")
+        counts.append(count)
+    mesh_sizes, primitives = [], 0
+    for mesh in meshes:
+        faces = vertices = 0
+        for primitive in _list(_dict(mesh), "primitives"):
+            primitives += 1
+            primitive = _dict(primitive)
+            position = _dict(primitive.get("attributes", {})).get("POSITION")
+            points = counts[position] if isinstance(position, int) and 0 <= position < len(counts) else 0
+            indices = primitive.get("indices")
+            corners = counts[indices] if isinstance(indices, int) and 0 <= indices < len(counts) else points
+            mode = primitive.get("mode", _TRIANGLES)
+            vertices += points
+            faces += corners // 3 if mode == _TRIANGLES else max(corners - 2, 0) if mode == _TRIANGLE_STRIP else 0
+        mesh_sizes.append((faces, vertices))
+    instances = [0] * len(meshes)
+    for node in _scene_nodes(document, nodes, label):
+        mesh = node.get("mesh")
+        if isinstance(mesh, int) and 0 <= mesh < len(meshes):
+            instances[mesh] += 1
+    # Every mesh's arrays are built once even when no node uses it.
+    faces = sum(f * max(n, 1) for (f, _), n in zip(mesh_sizes, instances))
+    vertices = sum(v * max(n, 1) for (_, v), n in zip(mesh_sizes, instances))
+    used = sum(instances)
+    if faces > max_faces:
+        raise NeuralShapesError(f"{label}: scene has {faces:,} faces in {used:,} mesh instances, more than the limit of {max_faces:,} (raise it with --max-faces)")
+    if vertices > max_vertices:
+        raise NeuralShapesError(f"{label}: scene has {vertices:,} vertices in {used:,} mesh instances, more than the limit of {max_vertices:,} (3 per allowed face)")
+    if len(nodes) + primitives > MAX_SCENE_PARTS:
+        raise NeuralShapesError(f"{label}: scene has {len(nodes):,} nodes and {primitives:,} primitives, more than the limit of {MAX_SCENE_PARTS:,} parts")
+
+
+def _scene_nodes(document: dict, nodes: list, label: str) -> list[dict]:
+    """The nodes of the scene trimesh shows (``scene``, else the first), each once."""
+    scenes = _list(document, "scenes")
+    if not scenes:
+        return []
+    chosen = document.get("scene", 0)
+    if not isinstance(chosen, int) or not 0 <= chosen < len(scenes):
+        raise NeuralShapesError(f"{label}: glTF 'scene' {chosen!r} is not one of its {len(scenes)} scenes")
+    pending = list(_list(_dict(scenes[chosen]), "nodes"))
+    seen: set[int] = set()
     found = []
-    for node in scene.graph.nodes_geometry:
-        transform, name = scene.graph[node]
-        geometry = scene.geometry[name]
-        if isinstance(geometry, trimesh.Trimesh):
-            found.append((geometry.copy(), transform))
+    while pending:
+        index = pending.pop()
+        if not isinstance(index, int) or not 0 <= index < len(nodes):
+            raise NeuralShapesError(f"{label}: glTF scene refers to node {index!r}, which does not exist")
+        if index in seen:
+            raise NeuralShapesError(f"{label}: glTF node {index} is reached twice (the node graph must be a forest)")
+        seen.add(index)
+        node = _dict(nodes[index])
+        found.append(node)
+        pending.extend(_list(node, "children"))
     return found
+
+
+def _list(parent: dict, key: str) -> list:
+    value = parent.get(key, [])
+    if not isinstance(value, list):
+        raise NeuralShapesError(f"glTF '{key}' is not a list")
+    return value
+
+
+def _dict(value) -> dict:
+    if not isinstance(value, dict):
+        raise NeuralShapesError(f"glTF entry {str(value)[:40]!r} is not an object")
+    return value
+
+
+def _natural(value, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise NeuralShapesError(f"glTF {what} is not a non-negative integer")
+    return value
+
+
+class _FolderResolver(trimesh.resolvers.Resolver):
+    """Side files (glTF buffers) read from one folder only: no absolute paths, no ``..``, no URLs,
+    no symlinks that lead out of it. ``folder`` None: no side files at all (uploads)."""
+
+    def __init__(self, folder: Path | None, label: str):
+        self.folder = None if folder is None else Path(folder).resolve()
+        self.label = label
+
+    def get(self, name: str) -> bytes:
+        path = self._inside(name)
+        if not path.is_file():
+            raise NeuralShapesError(f"{self.label}: its side file '{name[:80]}' does not exist")
+        return path.read_bytes()
+
+    def _inside(self, name: str) -> Path:
+        """The path ``name`` (a relative, %-encoded URI) refers to, checked to lie inside the folder."""
+        if self.folder is None:
+            raise NeuralShapesError(f"{self.label}: refers to the side file '{name[:80]}', which is not read here (embed buffers in a .glb)")
+        relative = urllib.parse.unquote(str(name))
+        if urllib.parse.urlsplit(relative).scheme or Path(relative).is_absolute() or "\0" in relative:
+            raise NeuralShapesError(f"{self.label}: refers to '{name[:80]}', not a file beside it; only files in its own folder are read")
+        path = (self.folder / relative).resolve()  # follows symlinks: one leading out is caught below
+        if not path.is_relative_to(self.folder):
+            raise NeuralShapesError(f"{self.label}: refers to '{name[:80]}', outside its own folder; only files in its folder are read")
+        return path
+
+    def write(self, name: str, data) -> None:
+        raise NeuralShapesError(f"{self.label}: loading never writes side files")
+
+    def namespaced(self, namespace: str) -> _FolderResolver:
+        return _FolderResolver(None if self.folder is None else self._inside(namespace), self.label)
+
+    def keys(self):
+        return iter(())
 
 
 def normalise_mesh(
@@ -155,7 +331,8 @@ def normalise_mesh(
     """Check a triangle mesh given as arrays and move it to the normalised frame (or by ``transform``).
 
     vertices : (v, 3) float, source frame; faces : (f, 3) int. Degenerate faces are dropped; a mesh
-    with nothing left, non-finite coordinates, bad indices or more than ``max_faces`` faces is refused.
+    with nothing left, non-finite coordinates, bad indices, more than ``max_faces`` faces or more than
+    :func:`vertex_limit` vertices is refused.
     ``label`` names the mesh in error messages (default: ``name``).
     """
     label = label or name
@@ -167,6 +344,8 @@ def normalise_mesh(
         raise NeuralShapesError(f"{label}: mesh has no triangle faces")
     if len(faces) > max_faces:
         raise NeuralShapesError(f"{label}: mesh has {len(faces):,} faces, more than the limit of {max_faces:,} (raise it with --max-faces)")
+    if len(vertices) > vertex_limit(max_faces):
+        raise NeuralShapesError(f"{label}: mesh has {len(vertices):,} vertices, more than the limit of {vertex_limit(max_faces):,} (3 per allowed face)")
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices)).any(axis=1).sum())
         raise NeuralShapesError(f"{label}: {bad} vertices have NaN or infinite coordinates")

@@ -16,7 +16,7 @@ import trimesh
 
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes
-from backend.mesh_loading import Similarity, bounding_similarity
+from backend.mesh_loading import Similarity, bounding_similarity, one_line, read_trimesh
 
 POINT_SUFFIXES = (".ply", ".xyz", ".txt", ".obj", ".off", ".stl", ".glb", ".gltf")
 MAX_POINTS = 10_000_000
@@ -44,7 +44,7 @@ def load_point_cloud(path: Path) -> PointCloud:
     except NeuralShapesError:
         raise
     except Exception as error:  # parsers raise many kinds of errors on malformed files
-        raise NeuralShapesError(f"{path}: cannot parse point cloud ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(one_line(f"{path}: cannot parse point cloud ({type(error).__name__}: {error})")) from None
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise NeuralShapesError(f"{path}: no points")
     if len(points) > MAX_POINTS:
@@ -68,7 +68,9 @@ def _parse(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         if table.shape[1] not in (3, 6):
             raise NeuralShapesError(f"{path}: expected 3 or 6 numbers per line, found {table.shape[1]}")
         return table[:, :3], (table[:, 3:] if table.shape[1] == 6 else None)
-    loaded = trimesh.load(path, process=False)
+    # The same guarded parse as meshes: glTF sized before it is read, side files only from its folder.
+    loaded = read_trimesh(data, path.suffix[1:].lower(), label=str(path), folder=path.parent,
+                          max_faces=MAX_POINTS, max_vertices=MAX_POINTS)
     if isinstance(loaded, trimesh.Scene):
         loaded = loaded.to_geometry()
     points = np.asarray(loaded.vertices, dtype=np.float64)

@@ -6,7 +6,8 @@ Accepted formats (``MESH_FORMATS``):
 
 - ``raw``: little-endian float32 vertices (v, 3) followed by int32 faces (f, 3); ``vertex_count`` says v;
 - ``npz``: a NumPy ``.npz`` with arrays ``vertices`` (v, 3) float and ``faces`` (f, 3) int, read with
-  ``allow_pickle=False`` after its members' sizes are checked (no zip bombs);
+  ``allow_pickle=False`` after each member's .npy header and unpacked size are checked against the
+  vertex and face limits (no zip bombs; other members are never unpacked);
 - ``obj``, ``ply``, ``stl``, ``off``, ``glb``: a mesh file; nothing outside the body is read.
 """
 
@@ -21,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import NeuralShapesError
-from backend.mesh_loading import NormalisedMesh, Similarity, load_mesh_bytes, normalise_mesh
+from backend.mesh_loading import NormalisedMesh, Similarity, load_mesh_bytes, normalise_mesh, one_line, vertex_limit
 from backend.service.db import Database, utc_now
 from backend.service.errors import NotFound, TooLarge, check_id, new_id
 from backend.service.library import clean_name
 
 MESH_FORMATS = ("raw", "npz", "obj", "ply", "stl", "off", "glb")
-NPZ_EXPANSION = 8  # an npz may unpack to at most this many times the upload limit
+NPY_HEADER_BYTES = 10_000  # numpy's own default cap on a .npy header
 
 
 class Uploads:
@@ -144,28 +145,47 @@ class Uploads:
         return normalise_mesh(vertices, faces, name=name, max_faces=self.max_faces)
 
     def _parse_npz(self, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = {"vertices": vertex_limit(self.max_faces), "faces": self.max_faces}
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                unpacked = sum(info.file_size for info in archive.infolist())
-        except (zipfile.BadZipFile, OSError, ValueError) as error:
-            raise NeuralShapesError(f"{name}: not a valid .npz file ({error})") from None
-        if unpacked > NPZ_EXPANSION * self.max_bytes:
-            raise TooLarge(f"{name}: the .npz unpacks to {unpacked:,} bytes, more than {NPZ_EXPANSION * self.max_bytes:,}")
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as f:
-                missing = [key for key in ("vertices", "faces") if key not in f.files]
+                missing = [key for key in rows if f"{key}.npy" not in archive.namelist()]
                 if missing:
                     raise NeuralShapesError(f"{name}: the .npz lacks the array(s) {', '.join(missing)} (needs vertices (v, 3) and faces (f, 3))")
+                for key, limit in rows.items():
+                    _check_npy_member(archive.getinfo(f"{key}.npy"), archive, limit, name)
+            # Only the two checked members are read (NpzFile loads members on access).
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 vertices, faces = f["vertices"], f["faces"]
         except NeuralShapesError:
             raise
-        except Exception as error:  # noqa: BLE001 (np.load: ValueError for object arrays, OSError / zip / zlib errors for damage)
-            raise NeuralShapesError(f"{name}: cannot read the .npz ({type(error).__name__}: {error})".splitlines()[0]) from None
-        if not np.issubdtype(vertices.dtype, np.number) or vertices.dtype.kind == "c":
-            raise NeuralShapesError(f"{name}: vertices must be a real number array, got dtype {vertices.dtype}")
-        if not np.issubdtype(faces.dtype, np.integer):
-            raise NeuralShapesError(f"{name}: faces must be an integer array, got dtype {faces.dtype}")
+        except Exception as error:  # noqa: BLE001 (zipfile / np.load: BadZipFile, ValueError, OSError, zlib errors for damage)
+            raise NeuralShapesError(one_line(f"{name}: cannot read the .npz ({type(error).__name__}: {error})")) from None
         return vertices, faces
+
+
+def _check_npy_member(info: zipfile.ZipInfo, archive: zipfile.ZipFile, max_rows: int, name: str) -> None:
+    """Refuse a ``.npz`` member before it is unpacked unless its .npy header says (n, 3) real numbers with
+    n <= ``max_rows`` and the zip directory's unpacked size is exactly that header plus that data."""
+    key = info.filename.removesuffix(".npy")
+    if info.file_size > NPY_HEADER_BYTES + 3 * 8 * max_rows:  # 8 bytes: the widest number type accepted
+        raise TooLarge(f"{name}: the .npz member {key} unpacks to {info.file_size:,} bytes, more than {max_rows:,} rows of 3 numbers need")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise NeuralShapesError(f"{name}: the .npz member {key} has .npy version {version}, expected 1.0 or 2.0")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member, max_header_size=NPY_HEADER_BYTES)
+        header_bytes = member.tell()
+    kinds = "iu" if key == "faces" else "iuf"
+    if dtype.kind not in kinds or dtype.itemsize > 8:
+        what = "an integer" if key == "faces" else "a real number"
+        raise NeuralShapesError(f"{name}: the .npz member {key} must be {what} array of at most 8 bytes per item, got dtype {dtype}")
+    if len(shape) != 2 or shape[1] != 3:
+        raise NeuralShapesError(f"{name}: the .npz member {key} must have shape (n, 3), got {shape}")
+    if shape[0] > max_rows:
+        raise TooLarge(f"{name}: the .npz member {key} has {shape[0]:,} rows, more than the limit of {max_rows:,}")
+    if info.file_size != header_bytes + shape[0] * 3 * dtype.itemsize:
+        raise NeuralShapesError(f"{name}: the .npz member {key} holds {info.file_size:,} bytes, not the {shape} {dtype} its header declares")
 
 
 def parse_raw_mesh(data: bytes, vertex_count: int | None) -> tuple[np.ndarray, np.ndarray]:
