@@ -1,31 +1,32 @@
 """Service jobs whose shapes become neural objects (convert, interpolate, generate, complete), followed
 without blocking the UI.
 
-From an operator, a run goes: a worker thread submits the job (uploads and the POST, HTTP only) unless
-the operator already did; a ``bpy.app.timers`` tick polls the job every 0.5 s, showing its progress in
-the panel and the status bar; once it has succeeded the worker downloads its shapes (records, proxy
-meshes, ``.h5`` files) and the next tick adds them to the scene where the job's ``place`` says. Only the
-main thread touches bpy, and the scene changes only in that last step, so a failed or cancelled job
-leaves it as it was. One run at a time. ``blender -b`` scripts, where timers do not fire while a script
-blocks, use :func:`wait_for_job`.
+From an operator, one :mod:`.tasks` task in the "job" slot does it all on a worker: it submits the job
+(uploads and the POST) unless the operator passed its id, polls it every 0.5 s (publishing progress in
+the :class:`TrackedJob`, which the timer shows in the panel and the status bar), sends a cancel when
+asked, and once the job has succeeded downloads its shapes (records, proxy meshes, ``.h5`` files). The
+main thread then adds them to the scene where the job's ``place`` says. The scene changes only in that
+last step, so a failed or cancelled job, or one whose download breaks, leaves it as it was. One job at
+a time. ``blender -b`` scripts, where timers do not fire while a script blocks, use :func:`wait_for_job`.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import bpy
 from mathutils import Matrix
 
-from .client.client import Client, ServiceError
+from . import tasks
+from .client.client import Client
+from .client.errors import ServiceError
 from .client.models import Job
-from .connection import ConnectionSettings, make_client
-from .neural_objects import FetchedShape, add_neural_object, fetch_shapes
+from .connection import ConnectionSettings
+from .neural_objects import FetchedShape, StoredShape, add_neural_object, fetch_shapes, remember_ids
 
 POLL_SECONDS = 0.5
+SLOT = "job"
 
 # The world matrix of each result shape, given the finished job (its inputs say e.g. the times of an
 # interpolation) and the shapes in the order of its outputs.
@@ -34,7 +35,8 @@ Placement = Callable[[Job, list[FetchedShape]], list[Matrix]]
 
 @dataclass
 class TrackedJob:
-    """A job whose shapes become neural objects: how to place them, and how far it is."""
+    """A job whose shapes become neural objects: how to place them, and how far it is. The worker writes
+    ``job_id``, ``progress``, ``stage`` and ``imported``; the main thread only reads them until the end."""
 
     place: Placement
     resolution: int  # marching cubes grid of the proxy meshes
@@ -45,6 +47,8 @@ class TrackedJob:
     stage: str = ""
     error: str = ""
     created: list[str] = field(default_factory=list)  # names of the neural objects made
+    cancel_requested: bool = False
+    imported: list[tuple[StoredShape, str]] = field(default_factory=list)  # neural objects' shapes the submission imported
 
     @property
     def summary(self) -> str:
@@ -55,7 +59,7 @@ class TrackedJob:
 def follow(tracked: TrackedJob, job: Job) -> bool:
     """Take the job's progress; True once it is done (a failure or cancel is recorded, a success is not yet:
     its shapes still have to be added)."""
-    tracked.progress, tracked.stage = job.progress, job.stage
+    tracked.progress, tracked.stage = float(job.progress), str(job.stage)
     if job.done and job.state != "succeeded":
         tracked.state, tracked.error = job.state, job.error or job.state
     return job.done
@@ -79,83 +83,80 @@ def wait_for_job(client: Client, tracked: TrackedJob, collection: bpy.types.Coll
 
 # --- the UI runner -----------------------------------------------------------------------------------
 
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neural-shapes")  # never touches bpy
-
-
-@dataclass
-class _Run:
-    tracked: TrackedJob
-    settings: ConnectionSettings
-    step: Future | None  # the worker's step in flight: the submission (-> job id), then the download (-> job, shapes)
-
-
-_runs: dict[str, _Run] = {}  # the run in flight (one at a time), by a local key
+_current: list[TrackedJob] = []  # the job in the slot, for Cancel
 
 
 def busy() -> bool:
-    return bool(_runs)
+    return tasks.busy(SLOT)
 
 
-def start(context: bpy.types.Context, settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[], str] | None = None) -> str:
-    """Follow ``tracked`` with a timer; ``submit`` (HTTP only, returns the job id) runs on the worker thread
-    first when the job is not started yet. Returns the run's key (``window_manager.neural_shapes_key``)."""
-    key = uuid.uuid4().hex
-    _runs[key] = _Run(tracked, settings, _pool.submit(submit) if submit is not None else None)
-    wm = context.window_manager
-    wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job, wm.neural_shapes_key = 0.0, "starting", tracked.job_id, key
+def start(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Client], str] | None = None) -> None:
+    """Follow ``tracked`` on a worker; ``submit(client)`` (HTTP only, returns the job id) runs there first
+    when the job is not started yet. :class:`ServiceError` when a job runs already."""
+    wm = bpy.context.window_manager
+    tasks.start(
+        SLOT, lambda: _run(settings, tracked, submit), lambda result: _finish(tracked, result),
+        title="the job", pending="starting", line="neural_shapes_stage",
+        failed=lambda text: _failed(tracked, text), progress=lambda: _show(tracked),
+    )
+    _current[:] = [tracked]
+    wm.neural_shapes_progress, wm.neural_shapes_job = 0.0, tracked.job_id
     wm.progress_begin(0, 100)
-    bpy.app.timers.register(lambda: poll(key), first_interval=POLL_SECONDS)
-    return key
 
 
-def poll(key: str) -> float | None:
-    """One timer tick (see the module docstring); returns when to tick again, None once the run is over."""
-    run = _runs.get(key)
-    if run is None:
+def cancel() -> None:
+    """Ask for the running job to be cancelled: the worker sends it (after the submission, if that is
+    still going) and the job ends as the service says. Nothing to do when no job runs."""
+    if busy() and _current:
+        _current[0].cancel_requested = True
+
+
+def _run(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Client], str] | None) -> tuple[Job, list[FetchedShape]] | None:
+    """The worker's part: submit, poll, cancel when asked, download; None when the job did not succeed."""
+    client = tasks.client(settings)
+    if not tracked.job_id:
+        tracked.stage = "submitting"
+        tracked.job_id = submit(client)
+    cancel_sent = False
+    while True:
+        if tracked.cancel_requested and not cancel_sent:
+            try:
+                client.cancel(tracked.job_id)
+            except ServiceError as error:
+                if error.status != 409:  # 409: it finished meanwhile, the poll below says how
+                    raise
+            cancel_sent = True
+        job = client.job(tracked.job_id)
+        if follow(tracked, job):
+            break
+        tasks.pause(POLL_SECONDS)
+    if job.state != "succeeded":
         return None
-    tracked, wm = run.tracked, bpy.context.window_manager
-    finished = False
-    try:
-        if run.step is not None and not run.step.done():
-            return POLL_SECONDS
-        if not tracked.job_id:
-            tracked.job_id = wm.neural_shapes_job = run.step.result()  # re-raises the worker's ServiceError
-            run.step = None
-        elif run.step is not None:
-            build(tracked, *run.step.result(), bpy.context.scene.collection)
-            finished = True
-        else:
-            client = make_client(run.settings)
-            job = client.job(tracked.job_id)
-            finished = follow(tracked, job)
-            if job.state == "succeeded":
-                finished, tracked.stage = False, f"loading {len(job.shape_ids)} shape(s)"
-                run.step = _pool.submit(lambda: (job, fetch_shapes(client, job.shape_ids, tracked.resolution)))
-    except ServiceError as error:
-        tracked.state, tracked.error, finished = "failed", error.detail, True
-    wm.neural_shapes_progress = tracked.progress
-    wm.neural_shapes_stage = tracked.summary if finished else tracked.stage
-    if finished:
-        _runs.pop(key, None)
-        wm.progress_end()
-    else:
-        wm.progress_update(int(tracked.progress * 100))
-    _tag_redraw()
-    return None if finished else POLL_SECONDS
+    tracked.stage = f"loading {len(job.shape_ids)} shape(s)"
+    return job, fetch_shapes(client, job.shape_ids, tracked.resolution)
 
 
-def cancel(key: str) -> None:
-    """Ask the service to cancel the run's job (after its submission, if that is still going);
-    :class:`ServiceError` when it cannot. Nothing to do when the run is over."""
-    run = _runs.get(key)
-    if run is None:
-        return
-    job_id = run.tracked.job_id or run.step.result(timeout=60)
-    make_client(run.settings).cancel(job_id)
+def _show(tracked: TrackedJob) -> None:
+    wm = bpy.context.window_manager
+    wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job = tracked.progress, tracked.stage, tracked.job_id
+    wm.progress_update(int(tracked.progress * 100))
 
 
-def _tag_redraw() -> None:
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "STATUSBAR"):
-                area.tag_redraw()
+def _finish(tracked: TrackedJob, result: tuple[Job, list[FetchedShape]] | None) -> str:
+    _end(tracked)
+    if result is not None:
+        build(tracked, *result, bpy.context.scene.collection)
+    bpy.context.window_manager.neural_shapes_progress = tracked.progress
+    return tracked.summary
+
+
+def _failed(tracked: TrackedJob, text: str) -> str:
+    _end(tracked)
+    tracked.state, tracked.error = "failed", text
+    return tracked.summary
+
+
+def _end(tracked: TrackedJob) -> None:
+    _current.clear()
+    bpy.context.window_manager.progress_end()
+    remember_ids(tracked.imported)

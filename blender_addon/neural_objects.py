@@ -1,6 +1,10 @@
 """Neural objects in the scene: adding library shapes as neural objects, making sure the service knows
 their shape, re-extracting proxies and rendering a sphere-traced preview from the scene camera.
 
+Each workflow is split for :mod:`.tasks`: a main-thread part reads bpy into plain data (a
+:class:`StoredShape` per object), a worker part does the HTTP (``*_remote``: never bpy), and a
+main-thread part applies the answer, finding the objects again by name (they may have gone meanwhile).
+
 A neural object is a mesh object whose mesh is a marching-cubes proxy of the shape in the shape's source
 frame, carrying the shape in custom properties: ``neural_shape_h5`` (the ``.h5`` bytes, so the shape
 survives save/reload/append and can be re-imported into any service), ``neural_shape_id``,
@@ -76,29 +80,85 @@ def is_neural(obj: bpy.types.Object) -> bool:
     return obj.type == "MESH" and "neural_shape_h5" in obj
 
 
-def ensure_on_service(client: Client, obj: bpy.types.Object) -> str:
-    """The object's shape id on this service, importing the stored ``.h5`` bytes when the service has never seen it."""
-    shape_id = obj.get("neural_shape_id", "")
-    if shape_id:
+@dataclass(frozen=True)
+class StoredShape:
+    """A neural object's shape as read on the main thread: what a worker needs to make sure the service has it."""
+
+    object_name: str
+    shape_id: str  # "" when it was never on a service
+    h5: bytes
+    name: str  # the library name, should it be imported
+
+
+def stored_shape(obj: bpy.types.Object) -> StoredShape:
+    """Read a neural object's shape (main thread)."""
+    return StoredShape(obj.name, str(obj.get("neural_shape_id", "")), bytes(obj["neural_shape_h5"]), obj.name.removesuffix(" (neural)"))
+
+
+def ensure_on_service(client: Client, stored: StoredShape) -> str:
+    """The shape's id on this service, importing the stored ``.h5`` bytes when the service has never seen
+    it (HTTP only: a worker). The bytes are untrusted (a shared .blend): the service validates them."""
+    if stored.shape_id:
         try:
-            client.shape(shape_id)
-            return shape_id
+            client.shape(stored.shape_id)
+            return stored.shape_id
         except ServiceError as error:
             if error.status not in (400, 404):
                 raise
-    shape = client.import_shape(bytes(obj["neural_shape_h5"]), name=obj.name.removesuffix(" (neural)"))
-    obj["neural_shape_id"] = shape.id
-    return shape.id
+    return client.import_shape(stored.h5, name=stored.name).id
 
 
-def re_extract(client: Client, obj: bpy.types.Object, resolution: int, method: str) -> None:
-    """Replace the object's proxy mesh by a new marching-cubes extraction (source frame)."""
-    arrays = client.mesh(ensure_on_service(client, obj), resolution=resolution, method=method)
-    old = obj.data
-    obj.data = mesh_from_arrays(old.name, *arrays.numpy()[:2])
-    obj["neural_resolution"] = resolution
-    if old.users == 0:
-        bpy.data.meshes.remove(old)
+def find_object(stored: StoredShape) -> bpy.types.Object | None:
+    """The neural object ``stored`` was read from, if it is still there with the same shape (main thread)."""
+    obj = bpy.data.objects.get(stored.object_name)
+    if obj is None or not is_neural(obj) or str(obj.get("neural_shape_id", "")) != stored.shape_id:
+        return None
+    return obj
+
+
+def remember_ids(imported: list[tuple[StoredShape, str]]) -> None:
+    """Keep the ids a worker got for objects' shapes, so the next call needs no import (main thread; an
+    object that went or is linked from a library is skipped: this is only a cache)."""
+    for stored, shape_id in imported:
+        obj = find_object(stored)
+        if obj is not None and obj.library is None and shape_id != stored.shape_id:
+            obj["neural_shape_id"] = shape_id
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What Re-extract asks for: the objects' shapes, marching cubes ``resolution`` and ``method``."""
+
+    shapes: list[StoredShape]
+    resolution: int
+    method: str
+
+
+def re_extract_remote(client: Client, request: Extraction) -> list[tuple[StoredShape, str, np.ndarray, np.ndarray]]:
+    """(shape, id on the service, vertices (v, 3) float32, faces (f, 3) int32 in the source frame) per object (a worker)."""
+    meshes = []
+    for stored in request.shapes:
+        shape_id = ensure_on_service(client, stored)
+        vertices, faces, _ = client.mesh(shape_id, resolution=request.resolution, method=request.method).numpy()
+        meshes.append((stored, shape_id, vertices, faces))
+    return meshes
+
+
+def apply_re_extract(request: Extraction, meshes: list[tuple[StoredShape, str, np.ndarray, np.ndarray]]) -> str:
+    """Replace the proxy meshes of the objects still there (main thread); returns the panel's line."""
+    replaced = 0
+    for stored, _, vertices, faces in meshes:
+        obj = find_object(stored)
+        if obj is None:
+            continue
+        old = obj.data
+        obj.data = mesh_from_arrays(old.name, vertices, faces)
+        obj["neural_resolution"] = request.resolution
+        if old.users == 0:
+            bpy.data.meshes.remove(old)
+        replaced += 1
+    remember_ids([(stored, shape_id) for stored, shape_id, _, _ in meshes])
+    return f"re-extracted {replaced} object(s) at {request.resolution}^3 ({request.method})"
 
 
 def camera_spec(scene: bpy.types.Scene) -> dict:
@@ -120,28 +180,54 @@ def camera_spec(scene: bpy.types.Scene) -> dict:
     }
 
 
-def render_preview(client: Client, scene: bpy.types.Scene, objects: list[bpy.types.Object], image_name: str = "Neural Preview") -> bpy.types.Image:
-    """Sphere-trace the given neural objects (world transforms, CSG settings) from the scene camera into an Image."""
+@dataclass(frozen=True)
+class Preview:
+    """What Render Preview asks for, read on the main thread: the objects (shape, world matrix, CSG), the
+    camera and the image size in pixels."""
+
+    shapes: list[StoredShape]
+    objects: list[dict]  # the render API's objects without "shape"
+    camera: dict
+    width: int
+    height: int
+
+
+def preview_request(scene: bpy.types.Scene, objects: list[bpy.types.Object]) -> Preview:
+    """Read the preview's inputs (main thread); :class:`ServiceError` without objects or camera."""
     if not objects:
         raise ServiceError(0, "no visible neural objects to render")
     scale = scene.render.resolution_percentage / 100
-    width, height = max(1, int(scene.render.resolution_x * scale)), max(1, int(scene.render.resolution_y * scale))
     specs = [
-        {
-            "shape": ensure_on_service(client, obj),
-            "matrix_world": [list(row) for row in obj.matrix_world],
-            "operation": obj.neural_operation,
-            "smooth_radius": obj.neural_smooth_radius,
-        }
+        {"matrix_world": [list(row) for row in obj.matrix_world], "operation": obj.neural_operation, "smooth_radius": obj.neural_smooth_radius}
         for obj in objects
     ]
-    rendered = client.render(specs, width=width, height=height, camera=camera_spec(scene), format="rgba")
+    return Preview([stored_shape(obj) for obj in objects], specs, camera_spec(scene),
+                   max(1, int(scene.render.resolution_x * scale)), max(1, int(scene.render.resolution_y * scale)))
+
+
+def render_remote(client: Client, request: Preview) -> tuple[list[tuple[StoredShape, str]], np.ndarray]:
+    """Render the preview (a worker): the shapes' ids on the service and (height, width, 4) float32 linear
+    RGBA, bottom row first as Blender stores images."""
+    ids = [(stored, ensure_on_service(client, stored)) for stored in request.shapes]
+    specs = [{"shape": shape_id, **spec} for (_, shape_id), spec in zip(ids, request.objects)]
+    rendered = client.render(specs, width=request.width, height=request.height, camera=request.camera, format="rgba")
     pixels = np.frombuffer(rendered.data, dtype="<f4").reshape(rendered.height, rendered.width, 4)
+    return ids, np.ascontiguousarray(pixels[::-1])
+
+
+def show_preview(pixels: np.ndarray, image_name: str = "Neural Preview") -> bpy.types.Image:
+    """Put rendered pixels ((height, width, 4) float32, bottom row first) into an Image, shown in the
+    first Image Editor (main thread)."""
+    height, width = pixels.shape[:2]
     image = bpy.data.images.get(image_name)
-    if image is None or tuple(image.size) != (rendered.width, rendered.height):
+    if image is None or tuple(image.size) != (width, height):
         if image is not None:
             bpy.data.images.remove(image)
-        image = bpy.data.images.new(image_name, rendered.width, rendered.height, alpha=True, float_buffer=True)
-    image.pixels.foreach_set(np.ascontiguousarray(pixels[::-1]).ravel())  # Blender stores the bottom row first
+        image = bpy.data.images.new(image_name, width, height, alpha=True, float_buffer=True)
+    image.pixels.foreach_set(pixels.ravel())
     image.update()
+    editors = (a for w in bpy.context.window_manager.windows for a in w.screen.areas if a.type == "IMAGE_EDITOR")
+    editor = next(editors, None)
+    if editor is not None:
+        editor.spaces.active.image = image
     return image

@@ -1,23 +1,26 @@
 """nf2vec operators: interpolate, generate and complete (service jobs followed by :mod:`.jobs`, the new
-neural objects placed where each operator says), find similar library shapes and classify (answered at
-once, the results listed in the panel), and add a library shape to the scene.
+neural objects placed where each operator says), find similar library shapes and classify (the results
+listed in the panel), and add a library shape to the scene.
 
-Inputs are checked and the job is started in ``execute``, so a refused request (no nf2vec model, a shape
-of another family, a bad selection) is an error report and the scene stays as it was. Neural objects
+Selections are checked in ``execute``, so a bad one is an error report and nothing starts; everything
+that asks the service runs on a worker (:mod:`.tasks`), and a refused request (no nf2vec model, a shape
+of another family) ends the task or job with the service's line, the scene as it was. Neural objects
 the service has never seen are imported from their stored ``.h5`` bytes first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import bpy
 from mathutils import Matrix
 
-from . import jobs
-from .client.client import Client, ServiceError
-from .client.models import Job
-from .connection import make_client
+from . import jobs, tasks
+from .client.client import Client
+from .client.errors import ServiceError
+from .client.models import Job, Nf2vecInfo
 from .conversion import collect_meshes
-from .neural_objects import FetchedShape, add_neural_object, ensure_on_service, fetch_shapes, is_neural
+from .neural_objects import FetchedShape, StoredShape, add_neural_object, ensure_on_service, fetch_shapes, is_neural, remember_ids, stored_shape
 from .placement import between, centred_at, in_a_row
 from .settings import connection_settings
 
@@ -30,12 +33,18 @@ def _generate_classes(self, context: bpy.types.Context) -> list[tuple[str, str, 
     return _class_items
 
 
-def _refresh_info(context: bpy.types.Context, client: Client) -> None:
-    """Ask for the nf2vec model: the panel's line and the Generate operator's classes."""
-    info = client.nf2vec_info()
+def _show_info(info: Nf2vecInfo) -> str:
+    """Take the nf2vec model's classes for Generate (main thread); returns the panel's nf2vec line."""
     _class_items[:] = [ANY_CLASS, *((name, name.capitalize(), f"a generated {name}") for name in info.classes)]
     missing = [task for task, available in info.tasks.items() if not available]
-    context.window_manager.neural_shapes_nf2vec = info.model_id + (f" (no {', '.join(missing)})" if missing else "")
+    return info.model_id + (f" (no {', '.join(missing)})" if missing else "")
+
+
+def _refresh_info(context: bpy.types.Context) -> None:
+    """Ask for the nf2vec model on a worker: the panel's line and Generate's classes."""
+    settings = connection_settings(context)
+    tasks.start("nf2vec_info", lambda: tasks.client(settings).nf2vec_info(), _show_info,
+                title="Check nf2vec", pending="asking ...", line="neural_shapes_nf2vec", failed=str)
 
 
 def _active_neural(context: bpy.types.Context) -> bpy.types.Object:
@@ -45,19 +54,25 @@ def _active_neural(context: bpy.types.Context) -> bpy.types.Object:
     return obj
 
 
+def _imported(client: Client, stored: StoredShape, tracked: jobs.TrackedJob) -> str:
+    """:func:`ensure_on_service` inside a job's submission, the id kept for the object (a worker)."""
+    shape_id = ensure_on_service(client, stored)
+    tracked.imported.append((stored, shape_id))
+    return shape_id
+
+
 class NEURAL_OT_nf2vec_info(bpy.types.Operator):
     """Ask the service which nf2vec model it uses and what it can do"""
 
     bl_idname = "neural.nf2vec_info"
     bl_label = "Check nf2vec"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("nf2vec_info")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            _refresh_info(context, make_client(connection_settings(context)))
-        except ServiceError as error:
-            context.window_manager.neural_shapes_nf2vec = error.detail
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        _refresh_info(context)
         return {"FINISHED"}
 
 
@@ -89,22 +104,20 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
             self.report({"ERROR"}, f"select exactly two neural objects ({len(pair)} selected)")
             return {"CANCELLED"}
         pair.sort(key=lambda o: (o == context.active_object, o.name))  # the active one last: t = 1
-        settings = connection_settings(context)
-        times, count = ([self.t], None) if self.count == 1 else (None, self.count)
-        try:
-            client = make_client(settings)
-            a, b = (ensure_on_service(client, o) for o in pair)
-            job = client.start_interpolate(a, b, times=times, count=count, space=self.space)
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        (times, count), space = ([self.t], None) if self.count == 1 else (None, self.count), self.space
+        a, b = (stored_shape(o) for o in pair)
         start, end = (o.matrix_world.copy() for o in pair)  # copies: the objects may change or go meanwhile
 
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return between(start, end, job.inputs["times"])
 
-        jobs.start(context, settings, jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="interpolated", job_id=job.id))
-        return {"FINISHED"}
+        tracked = jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="interpolated")
+
+        def submit(client: Client) -> str:
+            ids = [_imported(client, stored, tracked) for stored in (a, b)]
+            return client.start_interpolate(*ids, times=times, count=count, space=space).id
+
+        return _start_job(self, context, tracked, submit)
 
 
 class NEURAL_OT_generate(bpy.types.Operator):
@@ -123,28 +136,20 @@ class NEURAL_OT_generate(bpy.types.Operator):
         return not jobs.busy()
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
-        try:
-            _refresh_info(context, make_client(connection_settings(context)))
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        if not tasks.busy("nf2vec_info"):
+            _refresh_info(context)  # the dialog's class list fills in when the answer comes
         return context.window_manager.invoke_props_dialog(self)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = connection_settings(context)
-        try:
-            class_name = None if self.class_name == ANY_CLASS[0] else self.class_name
-            job = make_client(settings).start_generate(self.count, seed=self.seed, class_name=class_name)
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        count, seed = self.count, self.seed
+        class_name = None if self.class_name == ANY_CLASS[0] else self.class_name
         cursor = context.scene.cursor.location.copy()
 
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return in_a_row(cursor, [s.centre for s in shapes], [s.size for s in shapes])
 
-        jobs.start(context, settings, jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="generated", job_id=job.id))
-        return {"FINISHED"}
+        tracked = jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="generated")
+        return _start_job(self, context, tracked, lambda client: client.start_generate(count, seed=seed, class_name=class_name).id)
 
 
 class NEURAL_OT_complete(bpy.types.Operator):
@@ -163,29 +168,27 @@ class NEURAL_OT_complete(bpy.types.Operator):
         if obj is None or obj.type != "MESH":
             self.report({"ERROR"}, "make a mesh or neural object active")
             return {"CANCELLED"}
-        settings = connection_settings(context)
         matrix = obj.matrix_world.copy()
 
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return [matrix.copy() for _ in shapes]  # the completed shape lies in the partial's frame
 
         tracked = jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="completed")
+        if is_neural(obj):
+            stored = stored_shape(obj)
+            return _start_job(self, context, tracked, lambda client: client.start_complete(shape_id=_imported(client, stored, tracked)).id)
         try:
-            client = make_client(settings)
-            if is_neural(obj):
-                tracked.job_id = client.start_complete(shape_id=ensure_on_service(client, obj)).id
-                jobs.start(context, settings, tracked)
-                return {"FINISHED"}
             [mesh] = collect_meshes([obj], context.evaluated_depsgraph_get())
-            if not client.nf2vec_info().tasks.get("complete"):  # refuse now rather than after the upload
-                raise ServiceError(0, "the service's nf2vec model cannot complete shapes (it has no transfer network)")
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        # The upload can take a while for a big mesh: the worker thread sends it and starts the job.
-        jobs.start(context, settings, tracked,
-                   lambda: client.start_complete(upload_id=client.upload_mesh(mesh.vertices, mesh.faces, name=mesh.name).id).id)
-        return {"FINISHED"}
+
+        def submit(client: Client) -> str:
+            if not client.nf2vec_info().tasks.get("complete"):  # refuse before a long upload
+                raise ServiceError(0, "the service's nf2vec model cannot complete shapes (it has no transfer network)")
+            return client.start_complete(upload_id=client.upload_mesh(mesh.vertices, mesh.faces, name=mesh.name).id).id
+
+        return _start_job(self, context, tracked, submit)
 
 
 class NEURAL_OT_find_similar(bpy.types.Operator):
@@ -196,24 +199,38 @@ class NEURAL_OT_find_similar(bpy.types.Operator):
 
     k: bpy.props.IntProperty(name="Shapes", description="How many to list", default=5, min=1, max=100)
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("similar")
+
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         return context.window_manager.invoke_props_dialog(self)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            obj = _active_neural(context)
-            client = make_client(connection_settings(context))
-            neighbours = client.similar(ensure_on_service(client, obj), k=self.k)
+            stored = stored_shape(_active_neural(context))
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        wm = context.window_manager
-        wm.neural_shapes_similar.clear()
-        for neighbour in neighbours:
-            item = wm.neural_shapes_similar.add()
-            item.name, item.shape_id, item.distance = neighbour.name, neighbour.id, neighbour.distance
-        wm.neural_shapes_similar_to = obj.name
-        self.report({"INFO"}, f"{len(neighbours)} similar shape(s)")
+        settings, k = connection_settings(context), self.k
+
+        def work() -> tuple[str, list]:
+            client = tasks.client(settings)
+            shape_id = ensure_on_service(client, stored)
+            return shape_id, client.similar(shape_id, k=k)
+
+        def done(result: tuple[str, list]) -> str:
+            shape_id, neighbours = result
+            remember_ids([(stored, shape_id)])
+            wm = bpy.context.window_manager
+            wm.neural_shapes_similar.clear()
+            for neighbour in neighbours:
+                item = wm.neural_shapes_similar.add()
+                item.name, item.shape_id, item.distance = neighbour.name, neighbour.id, neighbour.distance
+            wm.neural_shapes_similar_to = stored.object_name
+            return f"{len(neighbours)} shape(s) similar to {stored.object_name}"
+
+        tasks.start("similar", work, done, title="Find Similar", pending=f"finding shapes similar to {stored.object_name} ...")
         return {"FINISHED"}
 
 
@@ -226,17 +243,25 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
 
     shape_id: bpy.props.StringProperty(name="Shape id")
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("library")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            [shape] = fetch_shapes(make_client(connection_settings(context)), [self.shape_id], context.scene.neural_shapes_resolution)
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
-        obj = add_neural_object(shape, context.scene.collection, centred_at(context.scene.cursor.location, shape.centre))
-        for other in context.selected_objects:
-            other.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
+        settings, shape_id, resolution = connection_settings(context), self.shape_id, context.scene.neural_shapes_resolution
+        cursor = context.scene.cursor.location.copy()
+
+        def done(shapes: list[FetchedShape]) -> str:
+            [shape] = shapes
+            obj = add_neural_object(shape, bpy.context.scene.collection, centred_at(cursor, shape.centre))
+            for other in bpy.context.selected_objects:
+                other.select_set(False)
+            obj.select_set(True)
+            bpy.context.view_layer.objects.active = obj
+            return f"added {obj.name}"
+
+        tasks.start("library", lambda: fetch_shapes(tasks.client(settings), [shape_id], resolution), done,
+                    title="Add Library Shape", pending="adding a library shape ...")
         return {"FINISHED"}
 
 
@@ -246,19 +271,44 @@ class NEURAL_OT_classify(bpy.types.Operator):
     bl_idname = "neural.classify"
     bl_label = "Classify"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("classify")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
-            obj = _active_neural(context)
-            client = make_client(connection_settings(context))
-            classes = client.classify(ensure_on_service(client, obj))
+            stored = stored_shape(_active_neural(context))
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        wm = context.window_manager
-        wm.neural_shapes_classes.clear()
-        for found in classes:
-            item = wm.neural_shapes_classes.add()
-            item.name, item.probability = found.class_name, found.probability
-        wm.neural_shapes_classes_of = obj.name
+        settings = connection_settings(context)
+
+        def work() -> tuple[str, list]:
+            client = tasks.client(settings)
+            shape_id = ensure_on_service(client, stored)
+            return shape_id, client.classify(shape_id)
+
+        def done(result: tuple[str, list]) -> str:
+            shape_id, classes = result
+            remember_ids([(stored, shape_id)])
+            wm = bpy.context.window_manager
+            wm.neural_shapes_classes.clear()
+            for found in classes:
+                item = wm.neural_shapes_classes.add()
+                item.name, item.probability = found.class_name, found.probability
+            wm.neural_shapes_classes_of = stored.object_name
+            return f"classified {stored.object_name}"
+
+        tasks.start("classify", work, done, title="Classify", pending=f"classifying {stored.object_name} ...")
         return {"FINISHED"}
+
+
+def _start_job(operator: bpy.types.Operator, context: bpy.types.Context, tracked: jobs.TrackedJob, submit: Callable[[Client], str]) -> set[str]:
+    """Hand a job to :mod:`.jobs` (its submission on the worker); an error report when one runs already."""
+    try:
+        jobs.start(connection_settings(context), tracked, submit)
+    except ServiceError as error:
+        operator.report({"ERROR"}, error.detail)
+        return {"CANCELLED"}
+    return {"FINISHED"}
 

@@ -1,22 +1,24 @@
-"""Operators: read properties, call the bpy-free client and the workflows, report errors.
+"""Operators: read properties and bpy data on the main thread, hand the HTTP to :mod:`.tasks` (or
+:mod:`.jobs` for service jobs), report what is wrong before anything starts.
 
-Convert reads the evaluated meshes in ``execute`` (main thread, fast) and hands the uploads and the
-job to :mod:`.jobs`, which follows it without blocking the UI and creates the neural objects at the end.
-Only the main thread touches bpy.
+Every operator returns at once: the service's answer is applied by a timer, its outcome shown on the
+panel's lines (connection status, job stage, last message). Only the main thread touches bpy.
 """
 
 from __future__ import annotations
 
+import subprocess
+
 import bpy
 
-from . import jobs
-from .client.client import ServiceError
-from .connection import check_connection, default_data_dir, make_client, start_service
+from . import jobs, tasks
+from .client.errors import ServiceError
+from .connection import ConnectionSettings, check_connection, start_service, stop_service
 from .conversion import collect_meshes, conversion_job, submit
-from .neural_objects import is_neural, re_extract, render_preview
+from .neural_objects import Extraction, apply_re_extract, is_neural, preview_request, re_extract_remote, remember_ids, render_remote, show_preview, stored_shape
 from .settings import connection_settings, preferences
 
-_service: list = []  # the service process this Blender started, if any
+_service: list[subprocess.Popen] = []  # the service processes this Blender started (a worker appends, the main thread stops)
 
 
 class NEURAL_OT_convert_selected(bpy.types.Operator):
@@ -31,16 +33,14 @@ class NEURAL_OT_convert_selected(bpy.types.Operator):
         return not jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = connection_settings(context)
+        fit = {"target_surface_error": context.scene.neural_shapes_target_error}
         try:
-            client = make_client(settings)
             meshes = collect_meshes(list(context.selected_objects), context.evaluated_depsgraph_get())
+            jobs.start(connection_settings(context), conversion_job(meshes, context.scene.neural_shapes_resolution),
+                       lambda client: submit(client, meshes, fit))
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        fit = {"target_surface_error": context.scene.neural_shapes_target_error}
-        # Uploads can take a while for big meshes: the worker thread does the HTTP, the timer picks it up.
-        jobs.start(context, settings, conversion_job(meshes, context.scene.neural_shapes_resolution), lambda: submit(client, meshes, fit))
         self.report({"INFO"}, f"converting {len(meshes)} object(s)")
         return {"FINISHED"}
 
@@ -56,11 +56,8 @@ class NEURAL_OT_cancel(bpy.types.Operator):
         return jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            jobs.cancel(context.window_manager.neural_shapes_key)
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        jobs.cancel()
+        context.window_manager.neural_shapes_stage = "cancelling"
         return {"FINISHED"}
 
 
@@ -70,14 +67,15 @@ class NEURAL_OT_check_connection(bpy.types.Operator):
     bl_idname = "neural.check_connection"
     bl_label = "Check Connection"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("connection")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
-        status = check_connection(connection_settings(context))
-        context.window_manager.neural_shapes_status = status
-        if status.startswith("connected"):
-            self.report({"INFO"}, status)
-            return {"FINISHED"}
-        self.report({"ERROR"}, status)
-        return {"CANCELLED"}
+        settings = connection_settings(context)
+        tasks.start("connection", lambda: check_connection(settings, tasks.interrupter()), str,
+                    title="Check Connection", pending="checking ...", line="neural_shapes_status")
+        return {"FINISHED"}
 
 
 class NEURAL_OT_re_extract(bpy.types.Operator):
@@ -90,18 +88,19 @@ class NEURAL_OT_re_extract(bpy.types.Operator):
         name="Method", items=[("sparse", "Sparse", "Lipschitz octree, cost follows the surface"), ("dense", "Dense", "Every grid node")]
     )
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("re_extract")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         targets = [o for o in context.selected_objects if is_neural(o)]
         if not targets:
             self.report({"ERROR"}, "select at least one neural object")
             return {"CANCELLED"}
-        try:
-            client = make_client(connection_settings(context))
-            for obj in targets:
-                re_extract(client, obj, context.scene.neural_shapes_resolution, self.method)
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        settings = connection_settings(context)
+        request = Extraction([stored_shape(o) for o in targets], context.scene.neural_shapes_resolution, self.method)
+        tasks.start("re_extract", lambda: re_extract_remote(tasks.client(settings), request), lambda meshes: apply_re_extract(request, meshes),
+                    title="Re-extract", pending=f"re-extracting {len(targets)} object(s) ...")
         return {"FINISHED"}
 
 
@@ -111,18 +110,27 @@ class NEURAL_OT_render_preview(bpy.types.Operator):
     bl_idname = "neural.render_preview"
     bl_label = "Render Neural Preview"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("preview")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         objects = [o for o in context.scene.objects if is_neural(o) and o.visible_get()]
         try:
-            image = render_preview(make_client(connection_settings(context)), context.scene, objects)
+            request = preview_request(context.scene, objects)
         except ServiceError as error:
             self.report({"ERROR"}, error.detail)
             return {"CANCELLED"}
-        for area in context.screen.areas if context.screen else ():
-            if area.type == "IMAGE_EDITOR":
-                area.spaces.active.image = image
-                break
-        self.report({"INFO"}, f"rendered {len(objects)} neural object(s) into '{image.name}'")
+        settings = connection_settings(context)
+
+        def done(result) -> str:
+            ids, pixels = result
+            remember_ids(ids)
+            image = show_preview(pixels)
+            return f"rendered {len(objects)} neural object(s) into '{image.name}'"
+
+        tasks.start("preview", lambda: render_remote(tasks.client(settings), request), done,
+                    title="Render Preview", pending=f"rendering {request.width} x {request.height} ...")
         return {"FINISHED"}
 
 
@@ -132,19 +140,14 @@ class NEURAL_OT_start_service(bpy.types.Operator):
     bl_idname = "neural.start_service"
     bl_label = "Start Service"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not tasks.busy("service")
+
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = connection_settings(context)
-        if check_connection(settings).startswith("connected"):
-            self.report({"INFO"}, "a service is already running")
-            return {"FINISHED"}
-        try:
-            process, url = start_service(preferences(context).backend_command.strip(), settings.data_dir or default_data_dir())
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
-        _service.append(process)
-        context.window_manager.neural_shapes_status = check_connection(settings)
-        self.report({"INFO"}, f"service started at {url}")
+        settings, command = connection_settings(context), preferences(context).backend_command.strip()
+        tasks.start("service", lambda: _start(settings, command), str,
+                    title="Start Service", pending="starting the service ...", line="neural_shapes_status")
         return {"FINISHED"}
 
 
@@ -156,12 +159,28 @@ class NEURAL_OT_stop_service(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(_service)
+        return bool(_service) and not tasks.busy("service")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        while _service:
-            process = _service.pop()
-            process.terminate()
-            process.wait(30)
-        context.window_manager.neural_shapes_status = "service stopped"
+        tasks.start("service", lambda: f"service stopped (exit code {stop_services()})", str,
+                    title="Stop Service", pending="stopping the service ...", line="neural_shapes_status")
         return {"FINISHED"}
+
+
+def _start(settings: ConnectionSettings, command: str) -> str:
+    """A worker's Start Service: none when one answers on the data folder (its service.json checked
+    first), else a child process; returns the status line."""
+    status = check_connection(settings, tasks.interrupter())
+    if status.startswith("connected"):
+        return f"already running, {status}"
+    tasks.pause(0)  # Interrupted when the add-on was disabled meanwhile: spawn nothing then
+    _, url = start_service(command, settings.folder, spawned=_service)
+    return f"started at {url}; {check_connection(settings, tasks.interrupter())}"
+
+
+def stop_services() -> int | None:
+    """Stop the services this Blender started (a worker, or unregister); the last exit code."""
+    code = None
+    while _service:
+        code = stop_service(_service.pop())
+    return code

@@ -1,9 +1,12 @@
-"""Registers the add-on's classes (one tuple) and the properties it keeps on the window manager and scene."""
+"""Registers the add-on's classes (one tuple) and the properties it keeps on the window manager and scene;
+unregister also ends the add-on's background work (timer, workers, requests in flight) and stops a
+service this Blender started."""
 
 from __future__ import annotations
 
 import bpy
 
+from . import tasks
 from .neural_objects import OPERATIONS
 from .nf2vec_operators import (
     NEURAL_OT_add_library_shape,
@@ -22,6 +25,7 @@ from .operators import (
     NEURAL_OT_render_preview,
     NEURAL_OT_start_service,
     NEURAL_OT_stop_service,
+    stop_services,
 )
 from .settings import NeuralShapesPreferences
 from .ui import VIEW3D_PT_neural_shapes, draw_status_bar
@@ -64,9 +68,9 @@ classes = (
 _window_manager_props = {
     "neural_shapes_status": lambda: bpy.props.StringProperty(name="Service status", default=""),
     "neural_shapes_job": lambda: bpy.props.StringProperty(name="Running job", default=""),
-    "neural_shapes_key": lambda: bpy.props.StringProperty(name="Running job (local key)", default=""),
     "neural_shapes_stage": lambda: bpy.props.StringProperty(name="Stage", default=""),
     "neural_shapes_progress": lambda: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR"),
+    "neural_shapes_message": lambda: bpy.props.StringProperty(name="Last result", default=""),
     "neural_shapes_nf2vec": lambda: bpy.props.StringProperty(name="nf2vec model", default=""),
     "neural_shapes_similar": lambda: bpy.props.CollectionProperty(type=NeuralSimilarShape),
     "neural_shapes_similar_to": lambda: bpy.props.StringProperty(name="Similar to", default=""),
@@ -90,9 +94,14 @@ def register() -> None:
         name="Proxy resolution", description="Marching cubes grid of the neural objects' proxy meshes", default=128, min=16, max=1024
     )
     bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+    tasks.begin()
 
 
 def unregister() -> None:
+    tasks.interrupt()  # first: requests in flight are broken off, no worker starts another
+    stop_services()  # also one still starting: its worker then stops waiting for it
+    tasks.stop()
+    stop_services()  # one a worker spawned meanwhile
     bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
     del bpy.types.Scene.neural_shapes_resolution
     del bpy.types.Scene.neural_shapes_target_error

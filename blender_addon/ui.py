@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import jobs
+
 TOP_CLASSES = 5  # rows of Classify's list shown
 
 
@@ -39,6 +41,8 @@ class VIEW3D_PT_neural_shapes(bpy.types.Panel):
             if obj.neural_operation == "smooth_union":
                 box.prop(obj, "neural_smooth_radius")
         box.operator("neural.render_preview", icon="RENDER_STILL")
+        if wm.neural_shapes_message:
+            box.label(text=wm.neural_shapes_message)
         _draw_nf2vec(layout.box(), wm)
 
 
@@ -81,7 +85,7 @@ def _draw_nf2vec(layout: bpy.types.UILayout, wm: bpy.types.WindowManager) -> Non
 def draw_status_bar(self, context: bpy.types.Context) -> None:
     """Appended to the status bar: the running conversion's progress."""
     wm = context.window_manager
-    if not wm.neural_shapes_key or wm.neural_shapes_progress >= 1.0 or not wm.neural_shapes_stage:
+    if not jobs.busy() or not wm.neural_shapes_stage:
         return
     if hasattr(self.layout, "progress"):
         self.layout.progress(factor=wm.neural_shapes_progress, text=f"Neural Shapes: {wm.neural_shapes_stage}")

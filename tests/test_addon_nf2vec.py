@@ -93,6 +93,7 @@ def test_cancel_adds_nothing(report):
 
 def test_similar_and_classify_fill_the_panel_lists(report):
     assert report["similar"] == "FINISHED" and report["similar_to"] == "sphere (neural)"
+    assert report["similar_line"] == "3 shape(s) similar to sphere (neural)"
     rows = report["similar_rows"]
     assert len(rows) == 3 and rows[0][0] == "sphere again" and rows[0][2] == report["ids"]["sphere again"] and rows[0][1] < 1e-4
     assert [r[1] for r in rows] == sorted(r[1] for r in rows)
@@ -103,7 +104,8 @@ def test_similar_and_classify_fill_the_panel_lists(report):
 def test_errors_are_reports_and_leave_the_scene_unchanged(report):
     assert "select exactly two neural objects (1 selected)" in report["one_selected"]
     assert "make a neural object active" in report["classify_plain"]
-    assert report["foreign"].startswith("error:") and "is of model family random-7" in report["foreign"]
-    assert "no nf2vec model" in report["no_model_info"] and report["no_model_line"].startswith("no nf2vec model")
-    assert "no nf2vec model" in report["no_model_generate"] and "no nf2vec model" in report["no_model_complete"]
+    assert report["foreign"].startswith("failed: ") and "is of model family random-7" in report["foreign"]
+    assert report["no_model_info"] == "FINISHED" and report["no_model_line"].startswith("no nf2vec model")
+    assert report["no_model_generate"].startswith("failed: ") and "no nf2vec model" in report["no_model_generate"]
+    assert report["no_model_complete"].startswith("failed: ") and "no nf2vec model" in report["no_model_complete"]
     assert report["unchanged"]

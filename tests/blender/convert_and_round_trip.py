@@ -8,7 +8,6 @@ Prints one JSON line.
 
 import json
 import sys
-import time
 
 import bpy
 
@@ -16,7 +15,7 @@ zip_path, data_dir, blend_path, other_data_dir = sys.argv[1:5]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 package = "bl_ext.user_default.neural_shapes"
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-jobs = sys.modules[f"{package}.jobs"]
+tasks = sys.modules[f"{package}.tasks"]
 
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.mesh.primitive_cube_add(size=2.0, location=(3.0, 0.0, 1.0), rotation=(0.3, 0.2, 0.1))
@@ -30,9 +29,7 @@ scene = bpy.context.scene
 scene.neural_shapes_target_error, scene.neural_shapes_resolution = 0.01, 64
 report = {"nothing_selected": ""}
 assert bpy.ops.neural.convert_selected() == {"FINISHED"}
-key = bpy.context.window_manager.neural_shapes_key
-while jobs.poll(key) is not None:  # what the timer does in the UI
-    time.sleep(0.1)
+tasks.finish()  # what the timer does in the UI
 wm = bpy.context.window_manager
 neural = [o for o in bpy.data.objects if "neural_shape_h5" in o]
 report.update(
@@ -66,6 +63,7 @@ bpy.ops.object.select_all(action="DESELECT")
 cube.select_set(True)
 bpy.context.scene.neural_shapes_resolution = 40
 assert bpy.ops.neural.re_extract(method="dense") == {"FINISHED"}
+tasks.finish()
 report["re_extract"] = {"new_id": cube["neural_shape_id"] != old_id, "faces_before": old_faces, "faces_after": len(cube.data.polygons)}
 
 # Preview from the scene camera, the cube subtracted from nothing else: just check both silhouettes appear.
@@ -77,6 +75,8 @@ bpy.context.scene.camera = camera
 bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y = 320, 200
 bpy.context.scene.render.resolution_percentage = 50
 assert bpy.ops.neural.render_preview() == {"FINISHED"}
+tasks.finish()
+report["preview_line"] = bpy.context.window_manager.neural_shapes_message
 image = bpy.data.images["Neural Preview"]
 import numpy as np  # noqa: E402
 

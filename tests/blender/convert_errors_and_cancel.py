@@ -7,7 +7,6 @@ Prints one JSON line.
 
 import json
 import sys
-import time
 
 import bpy
 
@@ -15,7 +14,7 @@ zip_path, data_dir = sys.argv[1:3]
 package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-jobs = sys.modules[f"{package}.jobs"]
+tasks = sys.modules[f"{package}.tasks"]
 bpy.ops.wm.read_homefile(use_empty=True)
 
 
@@ -49,10 +48,8 @@ bpy.ops.mesh.primitive_monkey_add()
 only_selected(bpy.context.active_object)
 bpy.context.scene.neural_shapes_target_error = 0.0005  # runs long enough to cancel
 report["started"] = press(bpy.ops.neural.convert_selected)
-key = bpy.context.window_manager.neural_shapes_key
 report["cancel"] = press(bpy.ops.neural.cancel)
-while jobs.poll(key) is not None:
-    time.sleep(0.1)
+tasks.finish()
 report["stage"] = bpy.context.window_manager.neural_shapes_stage
 report["neural_objects"] = sum("neural_shape_h5" in o for o in bpy.data.objects)
 print(json.dumps(report))

@@ -11,21 +11,28 @@ import bpy
 
 zip_path, data_dir, command = sys.argv[1:4]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
-prefs = bpy.context.preferences.addons["bl_ext.user_default.neural_shapes"].preferences
+package = "bl_ext.user_default.neural_shapes"
+prefs = bpy.context.preferences.addons[package].preferences
+tasks = sys.modules[f"{package}.tasks"]
 prefs.data_dir, prefs.backend_command = data_dir, command
 wm = bpy.context.window_manager
 
 
 def press(operator) -> str:
+    """Press a button and tick the add-on's tasks until its work is over (what the timer does in the UI)."""
     try:
-        return sorted(operator())[0]
+        pressed = sorted(operator())[0]
     except RuntimeError as error:  # an ERROR report raises when called from a script
         return f"error: {error}".strip()
+    tasks.finish()
+    return pressed
 
 
 report = {"down": press(bpy.ops.neural.check_connection), "down_status": wm.neural_shapes_status}
 report["start"] = press(bpy.ops.neural.start_service)
 report["started_status"] = wm.neural_shapes_status
 report["stop"] = press(bpy.ops.neural.stop_service)
+report["stopped_status"] = wm.neural_shapes_status
 report["after_stop"] = press(bpy.ops.neural.check_connection)
+report["after_stop_status"] = wm.neural_shapes_status
 print(json.dumps(report))
