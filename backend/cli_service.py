@@ -20,6 +20,8 @@ def serve(
     torch_threads: Annotated[int, typer.Option(help="Threads torch may use for fitting (default: cores - 1).", show_default=False)] = 0,
     fit_batch: Annotated[int, typer.Option(help="Meshes fitted together in one batched model (GPU: large; CPU: 1-4 is as fast).")] = ServiceSettings.fit_batch,
     max_upload_mb: Annotated[float, typer.Option(help="Largest mesh upload or .h5 import, MiB.")] = ServiceSettings.max_upload_bytes / MiB,
+    compute_queue: Annotated[int, typer.Option(help="Mesh / render requests that may wait for the compute slot; more get 503 + Retry-After.")] = ServiceSettings.compute_queue,
+    compute_deadline: Annotated[float, typer.Option(help="Seconds after which a mesh / render request (waiting included) is stopped.")] = ServiceSettings.compute_deadline_seconds,
     nf2vec_model: Annotated[str, typer.Option(help="nf2vec model folder for interpolate / generate / complete / similar / classify; 'default': the bundled one.")] = "default",
     nf2vec_decode: Annotated[str, typer.Option(hidden=True, help="Testing only: JSON overrides of DecodeSettings (quick, crude nf2vec results).")] = "",
 ) -> None:
@@ -31,6 +33,7 @@ def serve(
             data_dir=data_dir or default_data_dir(), host=host, port=port, workers=workers,
             torch_threads=torch_threads or default_torch_threads(), max_upload_bytes=int(max_upload_mb * MiB),
             fit_batch=fit_batch, nf2vec_model=nf2vec_model, nf2vec_decode=json.loads(nf2vec_decode) if nf2vec_decode else {},
+            compute_queue=compute_queue, compute_deadline_seconds=compute_deadline,
         )
         run_server(settings, announce=lambda line: print(line, flush=True))
     except (ValueError, OSError, RuntimeError) as error:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import warp as wp
 
@@ -18,6 +20,7 @@ wp.config.log_level = wp.LOG_WARNING
 _init_lock = threading.Lock()
 _initialised = False
 _pool: ThreadPoolExecutor | None = None  # for CPU launches; started once (a start costs about 1 ms a thread)
+_stop_check: ContextVar[Callable[[], None] | None] = ContextVar("stop_check", default=None)
 
 
 def init_warp() -> None:
@@ -49,17 +52,41 @@ def run_chunked(device: str, n: int, run: Callable[[int, int], None], chunks_per
     On the CPU the ranges go to :func:`cpu_workers` threads (a Warp CPU launch runs on one thread but
     releases the GIL), several per thread so uneven work balances; on a GPU one call covers everything.
     ``run`` must only launch kernels (no host copies needed by other ranges, and no run_chunked: the
-    shared threads would wait on themselves).
+    shared threads would wait on themselves). Inside :func:`stoppable` every range is checked first.
     """
     if n <= 0:
         return
+    check = _stop_check.get() or _never_stop  # read here: the pool threads do not see this context
+
+    def checked(start: int, stop: int) -> None:
+        check()
+        run(start, stop)
+
     workers = cpu_workers() if str(device) == "cpu" else 1
     chunk = max(min_chunk, -(-n // (workers * chunks_per_worker))) if workers > 1 else n
     ranges = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
     if len(ranges) == 1:
-        run(*ranges[0])
+        checked(*ranges[0])
         return
-    list(_cpu_pool().map(lambda r: run(*r), ranges))
+    list(_cpu_pool().map(lambda r: checked(*r), ranges))
+
+
+@contextmanager
+def stoppable(check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check()`` before each range of :func:`run_chunked` in this context; it stops the work by raising.
+
+    A Warp launch cannot be interrupted, so this is how a service request stops early (its client left,
+    its deadline passed): at the next range, typically within a fraction of a second on the CPU.
+    """
+    token = _stop_check.set(check)
+    try:
+        yield
+    finally:
+        _stop_check.reset(token)
+
+
+def _never_stop() -> None:
+    pass
 
 
 def _cpu_pool() -> ThreadPoolExecutor:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blender_addon.client import Client
 
@@ -66,3 +71,36 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     return result[0].strip() if result else ""
+
+
+@dataclass
+class Answer:
+    """One HTTP exchange: status, headers (lower-case names), body, seconds from sending to the last byte."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    seconds: float
+
+    def detail(self) -> str:
+        return json.loads(self.body).get("detail", "") if self.headers.get("content-type") == "application/json" else ""
+
+
+def call(server: ServerProcess, method: str, path: str, *, json_body: Any = None, body: bytes | None = None, timeout: float = 60.0) -> Answer:
+    """One request with the token on a fresh connection (http.client: exact timings, every header, any
+    status); ``json_body`` is sent as JSON, ``body`` as application/octet-stream."""
+    headers = {"Authorization": f"Bearer {server.client.token}"}
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        headers["Content-Type"] = "application/json"
+    elif body is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    started = time.perf_counter()
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data, time.perf_counter() - started)
+    finally:
+        conn.close()

@@ -42,6 +42,8 @@ class ServiceSettings:
     fit_batch: int = 16  # meshes fitted together in one batched model
     upload_ttl_seconds: float = 7 * 24 * 3600  # unused uploads are removed at start after this
     compute_slots: int = 1  # mesh extractions / renders running at once (Warp kernels, CPU or GPU)
+    compute_queue: int = 8  # mesh / render requests waiting for a slot; more are refused at once (503 + Retry-After)
+    compute_deadline_seconds: float = 120.0  # a mesh / render request (waiting included) is stopped after this
     nf2vec_model: str = "default"  # nf2vec model folder; "default": the bundled one (backend/nf2vec/default)
     # For tests only: overrides of DecodeSettings fields, e.g. {"resolution": 32, "fit": {"max_steps": 50}}
     # (quick, crude nf2vec results); empty: DecodeSettings(). See backend.service.nf2vec.decode_settings.
@@ -56,6 +58,8 @@ class ServiceSettings:
             raise ValueError("size limits must be positive")
         if self.workers < 1 or self.torch_threads < 1 or self.compute_slots < 1 or self.fit_batch < 1:
             raise ValueError("workers, torch_threads, compute_slots and fit_batch must be at least 1")
+        if self.compute_queue < 0 or not self.compute_deadline_seconds > 0:
+            raise ValueError("compute_queue must be at least 0 and compute_deadline_seconds positive")
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
 
     @property

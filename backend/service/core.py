@@ -6,9 +6,9 @@ Nothing here is created at import time, so tests point a service at a temporary 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
+from backend.service.compute import ComputeQueue
 from backend.service.config import ServiceSettings
 from backend.service.db import Database
 from backend.service.fit_job import FitJob
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Service:
-    """Settings, token, index, library, uploads, jobs, the slot limit for render / mesh work, and nf2vec."""
+    """Settings, token, index, library, uploads, jobs, the compute queue of render / mesh work, and nf2vec."""
 
     settings: ServiceSettings
     token: str
@@ -32,7 +32,7 @@ class Service:
     library: Library
     uploads: Uploads
     jobs: JobManager
-    compute: threading.BoundedSemaphore
+    compute: ComputeQueue
     recovery: RecoveryReport
     nf2vec: Nf2vec
     nf2vec_jobs: Nf2vecJobs
@@ -51,7 +51,7 @@ def open_service(settings: ServiceSettings) -> Service:
     db = Database(settings.database_path)
     library = Library(db=db, shapes_dir=settings.shapes_dir)
     uploads = Uploads(db=db, uploads_dir=settings.uploads_dir, max_faces=settings.max_faces, max_bytes=settings.max_upload_bytes)
-    compute = threading.BoundedSemaphore(settings.compute_slots)
+    compute = ComputeQueue(settings.compute_slots, settings.compute_queue, settings.compute_deadline_seconds)
     fit = FitJob(library=library, uploads=uploads, fit_batch=settings.fit_batch, compute=compute)
     nf2vec = Nf2vec(library=library, spec=settings.nf2vec_model, decode=decode)
     nf2vec_jobs = Nf2vecJobs(nf2vec=nf2vec, library=library, uploads=uploads, compute=compute)

@@ -37,6 +37,26 @@ class Unavailable(NeuralShapesError):
     """A feature this service cannot serve now, e.g. nf2vec without a trained model (503)."""
 
 
+class QueueFull(Unavailable):
+    """Every compute slot is busy and the waiting line is full (503); ``retry_after``: seconds to wait."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(Unavailable):
+    """A mesh extraction or render ran into the server's deadline and was stopped (503)."""
+
+
+class DiskFull(Unavailable):
+    """No space left on the disk of the data folder (503): nothing was written, the service keeps running."""
+
+
+class ClientGone(NeuralShapesError):
+    """The client of a request disconnected, so its work was stopped (nobody receives the answer)."""
+
+
 def new_id() -> str:
     """A random id: 32 lowercase hex characters (also a safe file name)."""
     return uuid.uuid4().hex

@@ -12,8 +12,7 @@ so a crash later in the job keeps it. Outputs: ``{"shapes": [id, ...], "failed":
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from backend.conversion import evaluate_shape, fitted_shape
 from backend.errors import NeuralShapesError
@@ -21,6 +20,8 @@ from backend.family_file import resolve_family
 from backend.fitting import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.mesh_loading import NormalisedMesh
 from backend.network import Architecture, ModelFamily
+from backend.service.compute import ComputeQueue
+from backend.service.errors import DiskFull, Unprocessable
 from backend.service.jobs import JobContext, JobKind
 from backend.service.library import Library
 from backend.service.uploads import Uploads
@@ -28,6 +29,9 @@ from backend.shape_file import NeuralShape
 
 SAMPLING_SHARE = 0.15  # of one mesh's progress
 FITTING_SHARE = 0.7  # the rest is evaluation and storing
+# Memory bounds of one batched fit (float32 values held at once, gradients come on top):
+MAX_FIT_ACTIVATIONS = 2**28  # batch_size x width x hidden_layers x meshes fitted together (1 GiB)
+MAX_FIT_SAMPLES = 2**26  # samples x meshes fitted together (importance samples, 4 values each: 1 GiB)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,8 @@ class FitJob:
 
     library: Library
     uploads: Uploads
+    compute: ComputeQueue  # shared with mesh / render requests
     fit_batch: int = 16
-    compute: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))  # shared with mesh / render requests
 
     def kind(self) -> JobKind:
         return JobKind(name="fit", run=self.run)
@@ -87,6 +91,8 @@ class FitJob:
                 try:
                     _, record = store_fitted(self.library, self.compute, mesh, result, family, resolution=resolution,
                                              job_id=context.job_id, half_precision=half)
+                except DiskFull:
+                    raise  # every later shape would fail the same way: the job ends, with what is stored so far
                 except (NeuralShapesError, ValueError) as error:
                     context.add_output("failed", {"upload": upload_id, "error": str(error)})
                     continue
@@ -106,9 +112,25 @@ class FitJob:
         return {}
 
 
+def check_fit_cost(*, meshes: int, fit_batch: int, batch_size: int, width: int, hidden_layers: int, samples: int) -> None:
+    """Refuse (:class:`Unprocessable`, 422) a fit whose memory passes ``MAX_FIT_ACTIVATIONS`` or
+    ``MAX_FIT_SAMPLES``; ``fit_batch`` meshes at most are fitted together."""
+    together = min(meshes, fit_batch)
+    activations = batch_size * width * hidden_layers * together
+    if activations > MAX_FIT_ACTIVATIONS:
+        raise Unprocessable(
+            f"settings.batch_size x architecture.width x architecture.hidden_layers x meshes fitted together ({together}) = "
+            f"{activations:,} is over the limit of {MAX_FIT_ACTIVATIONS:,}: use a smaller batch or network, or fewer meshes per job"
+        )
+    if samples * together > MAX_FIT_SAMPLES:
+        raise Unprocessable(
+            f"settings.samples x meshes fitted together ({together}) = {samples * together:,} is over the limit of {MAX_FIT_SAMPLES:,}"
+        )
+
+
 def store_fitted(
     library: Library,
-    compute: threading.BoundedSemaphore,
+    compute: ComputeQueue,
     mesh: NormalisedMesh,
     result: FitResult,
     family: ModelFamily,

@@ -12,6 +12,7 @@ Consistency rules (what makes "a finished shape is never lost, a half-written fi
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -22,12 +23,13 @@ from pathlib import Path
 
 from backend.errors import NeuralShapesError
 from backend.service.db import Database, to_json, utc_now
-from backend.service.errors import NotFound, check_id, new_id
+from backend.service.errors import DiskFull, NotFound, check_id, new_id
 from backend.shape_file import NeuralShape, read_shape, shape_from_bytes, shape_to_bytes
 
 log = logging.getLogger(__name__)
 _FILE = re.compile(r"([0-9a-f]{32})\.h5")
 MAX_NAME = 200
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no EDQUOT on Windows
 
 
 @dataclass
@@ -102,7 +104,15 @@ class Library:
     def _store(self, shape: NeuralShape, data: bytes, *, job_id: str | None) -> dict:
         shape_id = new_id()
         path = self.shapes_dir / f"{shape_id}.h5"
-        _write_atomically(path, data)
+        try:
+            _write_atomically(path, data)
+        except OSError as error:
+            if error.errno in _DISK_FULL:
+                raise DiskFull(
+                    f"no space left on the disk of {self.shapes_dir} for shape '{clean_name(shape.name)}' "
+                    f"({len(data):,} bytes); nothing was stored: free some space and try again"
+                ) from None
+            raise
         row = {
             "id": shape_id,
             "name": clean_name(shape.name),
@@ -115,11 +125,15 @@ class Library:
             "created": utc_now(),
             "job_id": job_id,
         }
-        self.db.execute(
-            "INSERT INTO shapes (id, name, family_id, architecture, metrics, file, size_bytes, source_sha256, created, job_id) "
-            "VALUES (:id, :name, :family_id, :architecture, :metrics, :file, :size_bytes, :source_sha256, :created, :job_id)",
-            row,
-        )
+        try:
+            self.db.execute(
+                "INSERT INTO shapes (id, name, family_id, architecture, metrics, file, size_bytes, source_sha256, created, job_id) "
+                "VALUES (:id, :name, :family_id, :architecture, :metrics, :file, :size_bytes, :source_sha256, :created, :job_id)",
+                row,
+            )
+        except Exception:
+            path.unlink(missing_ok=True)  # e.g. the index's disk is full: leave no file the caller was told failed
+            raise
         return _public(row)
 
     def delete(self, shape_id: str) -> None:

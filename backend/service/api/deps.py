@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from backend.service.core import Service
 
@@ -14,6 +14,9 @@ def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+MAX_OFFSET = 2**31 - 1  # stated in the schema; SQLite cannot take offsets past 2^63 (a 500 before)
+Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items skipped, newest first")]
 
 
 def _media_type(request: Request) -> str:

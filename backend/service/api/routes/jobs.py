@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
-from backend.service.api.deps import JsonBody, ServiceDep
+from backend.service.api.deps import JsonBody, Limit, Offset, ServiceDep
 from backend.service.api.schemas import FitJobCreate, JobList, JobPublic
 from backend.service.errors import TooLarge
+from backend.service.fit_job import check_fit_cost
+from backend.service.jobs import STATES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("/fit", status_code=202, response_model=JobPublic, dependencies=[JsonBody])
 def start_fit(body: FitJobCreate, service: ServiceDep) -> dict:
-    """Fit staged meshes in one batched job; poll ``GET /v1/jobs/{id}`` for progress."""
+    """Fit staged meshes in one batched job; poll ``GET /v1/jobs/{id}`` for progress.
+
+    Bounded memory (else 422; the service fits up to its ``fit_batch`` meshes together):
+    settings.batch_size x architecture.width x architecture.hidden_layers x meshes fitted together
+    <= 268,435,456 (MAX_FIT_ACTIVATIONS) and settings.samples x meshes fitted together <= 67,108,864
+    (MAX_FIT_SAMPLES).
+    """
     limit = service.settings.max_meshes_per_job
     if len(body.uploads) > limit:
         raise TooLarge(f"{len(body.uploads)} meshes in one job, the limit is {limit}")
+    check_fit_cost(
+        meshes=len(body.uploads), fit_batch=service.settings.fit_batch, batch_size=body.settings.batch_size,
+        width=body.architecture.width, hidden_layers=body.architecture.hidden_layers, samples=body.settings.samples,
+    )
     for upload_id in body.uploads:
         service.uploads.get(upload_id)  # 400 / 404 now rather than a failed job later
     return service.jobs.submit("fit", body.model_dump())
@@ -27,10 +39,10 @@ def start_fit(body: FitJobCreate, service: ServiceDep) -> dict:
 @router.get("", response_model=JobList)
 def list_jobs(
     service: ServiceDep,
-    state: str | None = None,
+    state: Literal[STATES] | None = None,
     kind: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict:
     items, total = service.jobs.list(state=state, kind=kind, limit=limit, offset=offset)
     return {"items": items, "total": total}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from backend.errors import NeuralShapesError
 from backend.rendering import render
 from backend.service.api.binary import image_response
+from backend.service.api.compute import run_compute
 from backend.service.api.deps import JsonBody, ServiceDep
 from backend.service.scenes import RenderRequest, build_scene
 from kernels.device import default_device
@@ -20,12 +22,16 @@ router = APIRouter(prefix="/v1", tags=["render"])
     dependencies=[JsonBody],
     responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}},
 )
-def render_scene(body: RenderRequest, service: ServiceDep) -> Response:
-    """Camera + objects with transforms and CSG -> PNG, float32 RGBA or an .npz of every pass."""
-    scene = build_scene(body, service.library.load)
-    with service.compute:
+async def render_scene(request: Request, body: RenderRequest, service: ServiceDep) -> Response:
+    """Camera + objects with transforms and CSG -> PNG, float32 RGBA or an .npz of every pass. Runs
+    through the compute queue: stopped at the server's deadline or when the client disconnects."""
+    scene = await run_in_threadpool(build_scene, body, service.library.load)
+
+    def work() -> Response:
         try:
             result = render(scene, body.width, body.height, default_device())
         except ValueError as error:
             raise NeuralShapesError(str(error).splitlines()[0]) from None
-    return image_response(result, body.format)
+        return image_response(result, body.format)
+
+    return await run_compute(request, service.compute, work, what="render")

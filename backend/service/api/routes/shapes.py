@@ -10,18 +10,19 @@ from starlette.concurrency import run_in_threadpool
 from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
 from backend.service.api.binary import attachment, mesh_response
-from backend.service.api.deps import BinaryBody, ServiceDep
+from backend.service.api.compute import run_compute
+from backend.service.api.deps import BinaryBody, Limit, Offset, ServiceDep
 from backend.service.api.schemas import ShapeDetail, ShapeList, ShapePublic
+from backend.service.errors import Unprocessable
 from kernels.device import default_device
 
 router = APIRouter(prefix="/v1/shapes", tags=["shapes"])
-MAX_MESH_RESOLUTION = 1024
+MAX_MESH_RESOLUTION = 1024  # sparse: cost follows the surface, about resolution^2
+MAX_DENSE_RESOLUTION = 512  # dense: every one of resolution^3 grid nodes is evaluated
 
 
 @router.get("", response_model=ShapeList)
-def list_shapes(
-    service: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0
-) -> dict:
+def list_shapes(service: ServiceDep, limit: Limit = 100, offset: Offset = 0) -> dict:
     items, total = service.library.list(limit=limit, offset=offset)
     return {"items": items, "total": total}
 
@@ -52,17 +53,27 @@ def download_shape(shape_id: str, service: ServiceDep) -> Response:
 
 
 @router.get("/{shape_id}/mesh", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def shape_mesh(
+async def shape_mesh(
+    request: Request,
     shape_id: str,
     service: ServiceDep,
-    resolution: Annotated[int, Query(ge=8, le=MAX_MESH_RESOLUTION)] = 256,
+    resolution: Annotated[
+        int, Query(ge=8, le=MAX_MESH_RESOLUTION, description=f"grid points per axis; at most {MAX_DENSE_RESOLUTION} with method=dense")
+    ] = 256,
     method: Literal["sparse", "dense"] = "sparse",
     frame: Annotated[Literal["source", "normalised"], Query(description="source: the fitted mesh's frame")] = "source",
     format: Literal["raw", "npz", "obj", "ply", "stl", "glb"] = "raw",
 ) -> Response:
-    """Marching-cubes mesh of the zero level set (see docs/api.md for the raw layout)."""
-    shape = service.library.load(shape_id)
-    with service.compute:
+    """Marching-cubes mesh of the zero level set (see docs/api.md for the raw layout). Runs through the
+    compute queue: stopped at the server's deadline or when the client disconnects."""
+    if method == "dense" and resolution > MAX_DENSE_RESOLUTION:
+        raise Unprocessable(
+            f"dense meshes are limited to resolution {MAX_DENSE_RESOLUTION} ({MAX_DENSE_RESOLUTION}^3 grid nodes), got {resolution}; "
+            f"method=sparse goes up to {MAX_MESH_RESOLUTION}"
+        )
+    shape = await run_in_threadpool(service.library.load, shape_id)
+
+    def work() -> Response:
         try:
             mesh = extract_mesh(
                 shape.architecture, shape.weights, resolution, method=method,
@@ -70,4 +81,6 @@ def shape_mesh(
             )
         except ValueError as error:
             raise NeuralShapesError(str(error)) from None
-    return mesh_response(mesh, format, shape.name)
+        return mesh_response(mesh, format, shape.name)
+
+    return await run_compute(request, service.compute, work, what="mesh extraction")
