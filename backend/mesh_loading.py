@@ -155,7 +155,12 @@ def _triangles(loaded, label: str) -> tuple[np.ndarray, np.ndarray]:
             matrix, name = loaded.graph[node]
             geometry = loaded.geometry[name]
             if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces):
-                vertices.append(trimesh.transform_points(geometry.vertices, matrix))
+                # Malformed files reach the graph as they are: node matrices and vertices of other sizes.
+                matrix, points = np.asarray(matrix, dtype=np.float64), np.asarray(geometry.vertices, dtype=np.float64)
+                if matrix.shape != (4, 4) or points.ndim != 2 or points.shape[1] != 3:
+                    raise NeuralShapesError(f"{label}: scene node {str(node)[:40]!r} has a {matrix.shape} transform and "
+                                            f"{points.shape} vertices, not 4x4 and (n, 3)")
+                vertices.append(points @ matrix[:3, :3].T + matrix[:3, 3])
                 faces.append(np.asarray(geometry.faces, dtype=np.int64) + offset)
                 offset += len(geometry.vertices)
         if faces:

@@ -292,14 +292,15 @@ def defective_h5(base: bytes, defect: str, rng: np.random.Generator) -> bytes:
         elif defect == "format-version":
             f.attrs["format_version"] = int(rng.choice([0, 2, 999, -1]))
         elif defect == "name":
-            f.attrs["name"] = str(rng.choice(["../../evil", "/abs/evil", "", "\0x", "a\nb", "x" * 100_000]))
+            names = ["../../evil", "/abs/evil", "", np.bytes_(b"\0x"), "a\nb", "x" * 60_000, np.bytes_(b"\xff\xfe")]
+            f.attrs["name"] = names[int(rng.integers(len(names)))]
         elif defect == "unallocated":  # declared huge, never written: reads as fill values
             shape = layer["weight"].shape
             del layer["weight"]
             layer.create_dataset("weight", shape=(shape[0] * int(rng.choice([1, 1000])), shape[1]), dtype="<f4",
                                  chunks=True, compression="gzip")
         elif defect == "huge-attr":
-            f["metrics"].attrs["surface_error"] = np.zeros(int(rng.choice([10, 10**5])))
+            f["metrics"].attrs["surface_error"] = np.zeros(int(rng.choice([10, 8000])))  # attributes stop at 64 KiB
     return buffer.getvalue()
 
 
@@ -355,3 +356,39 @@ def malformed_case(draw, formats: tuple[str, ...] = FORMATS) -> tuple[str, str, 
         detail = draw(st.sampled_from(COUNT_LIES))
         data = _ENCODERS[fmt](v, f, detail, rng)
     return fmt, f"{defect}, {detail}, {damage}", damaged(data, damage, rng)
+
+
+def valid_file(fmt: str) -> bytes:
+    """An undamaged file of ``fmt`` (a box), e.g. to warm a loader's imports up before timing cases."""
+    if fmt == "h5":
+        return valid_shape_bytes()
+    rng = np.random.default_rng(0)
+    v, f = defective_mesh(0, "none", rng)
+    return encode_glb(v, f, "none", rng) if fmt == "glb" else _ENCODERS[fmt](v, f, "true", rng)
+
+
+# --- the oracle --------------------------------------------------------------------------------------
+
+def load_case(fmt: str, data: bytes) -> str:
+    """Feed one file to its in-process loader: "accepted" (a finite mesh inside the normalising sphere,
+    or a shape with finite weights) or "refused" (a one-line NeuralShapesError). Anything else is a
+    crash and raises (AssertionError for a bad result or message, or the loader's own exception)."""
+    from backend.errors import NeuralShapesError
+    from backend.mesh_loading import BOUNDING_RADIUS, DEFAULT_MAX_FACES, load_mesh_bytes
+    from backend.shape_file import shape_from_bytes
+
+    try:
+        if fmt == "h5":
+            shape = shape_from_bytes(data, source="fuzz.h5")
+            assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in shape.weights), "non-finite weights accepted"
+            assert 0 < shape.transform.scale < np.inf and np.isfinite(shape.transform.centre).all(), "bad transform accepted"
+        else:
+            mesh = load_mesh_bytes(data, fmt.split("-")[0], name="fuzz")
+            assert np.isfinite(mesh.vertices).all(), "non-finite vertices accepted"
+            assert np.linalg.norm(mesh.vertices, axis=1).max() <= BOUNDING_RADIUS * (1 + 1e-6), "mesh outside the normalising sphere"
+            assert 0 < len(mesh.faces) <= DEFAULT_MAX_FACES and 0 <= mesh.faces.min() and mesh.faces.max() < len(mesh.vertices), "bad faces accepted"
+    except NeuralShapesError as error:
+        message = str(error)
+        assert message and len(message.splitlines()) == 1, f"error message is not one line: {message[:200]!r}"
+        return "refused"
+    return "accepted"
