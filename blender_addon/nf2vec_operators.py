@@ -18,9 +18,18 @@ from mathutils import Matrix
 from . import jobs, tasks
 from .client.client import Client
 from .client.errors import ServiceError
-from .client.models import Job, Nf2vecInfo
+from .client.models import ClassProbability, Job, Nf2vecInfo, SimilarShape
 from .conversion import collect_meshes
-from .neural_objects import FetchedShape, StoredShape, add_neural_object, ensure_on_service, fetch_shapes, is_neural, remember_ids, stored_shape
+from .neural_objects import (
+    FetchedShape,
+    StoredShape,
+    add_neural_object,
+    ensure_on_service,
+    fetch_shapes,
+    is_neural,
+    remember_ids,
+    stored_shape,
+)
 from .placement import between, centred_at, in_a_row
 from .settings import connection_settings
 
@@ -207,31 +216,8 @@ class NEURAL_OT_find_similar(bpy.types.Operator):
         return context.window_manager.invoke_props_dialog(self)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            stored = stored_shape(_active_neural(context))
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
-        settings, k = connection_settings(context), self.k
-
-        def work() -> tuple[str, list]:
-            client = tasks.client(settings)
-            shape_id = ensure_on_service(client, stored)
-            return shape_id, client.similar(shape_id, k=k)
-
-        def done(result: tuple[str, list]) -> str:
-            shape_id, neighbours = result
-            remember_ids([(stored, shape_id)])
-            wm = bpy.context.window_manager
-            wm.neural_shapes_similar.clear()
-            for neighbour in neighbours:
-                item = wm.neural_shapes_similar.add()
-                item.name, item.shape_id, item.distance = neighbour.name, neighbour.id, neighbour.distance
-            wm.neural_shapes_similar_to = stored.object_name
-            return f"{len(neighbours)} shape(s) similar to {stored.object_name}"
-
-        tasks.start("similar", work, done, title="Find Similar", pending=f"finding shapes similar to {stored.object_name} ...")
-        return {"FINISHED"}
+        k = self.k
+        return _ask_about_active(self, context, "similar", "Find Similar", lambda client, shape_id: client.similar(shape_id, k=k), _show_similar)
 
 
 class NEURAL_OT_add_library_shape(bpy.types.Operator):
@@ -276,31 +262,54 @@ class NEURAL_OT_classify(bpy.types.Operator):
         return not tasks.busy("classify")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            stored = stored_shape(_active_neural(context))
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
-        settings = connection_settings(context)
+        return _ask_about_active(self, context, "classify", "Classify", lambda client, shape_id: client.classify(shape_id), _show_classes)
 
-        def work() -> tuple[str, list]:
-            client = tasks.client(settings)
-            shape_id = ensure_on_service(client, stored)
-            return shape_id, client.classify(shape_id)
 
-        def done(result: tuple[str, list]) -> str:
-            shape_id, classes = result
-            remember_ids([(stored, shape_id)])
-            wm = bpy.context.window_manager
-            wm.neural_shapes_classes.clear()
-            for found in classes:
-                item = wm.neural_shapes_classes.add()
-                item.name, item.probability = found.class_name, found.probability
-            wm.neural_shapes_classes_of = stored.object_name
-            return f"classified {stored.object_name}"
+def _ask_about_active(
+    operator: bpy.types.Operator, context: bpy.types.Context, slot: str, title: str,
+    ask: Callable[[Client, str], list], show: Callable[[StoredShape, list], str],
+) -> set[str]:
+    """Find Similar and Classify: ``ask(client, shape_id)`` about the active neural object's shape on a
+    worker (imported first if the service lacks it), then ``show`` the answer (main thread)."""
+    try:
+        stored = stored_shape(_active_neural(context))
+    except ServiceError as error:
+        operator.report({"ERROR"}, error.detail)
+        return {"CANCELLED"}
+    settings = connection_settings(context)
 
-        tasks.start("classify", work, done, title="Classify", pending=f"classifying {stored.object_name} ...")
-        return {"FINISHED"}
+    def work() -> tuple[str, list]:
+        client = tasks.client(settings)
+        shape_id = ensure_on_service(client, stored)
+        return shape_id, ask(client, shape_id)
+
+    def done(result: tuple[str, list]) -> str:
+        shape_id, answer = result
+        remember_ids([(stored, shape_id)])
+        return show(stored, answer)
+
+    tasks.start(slot, work, done, title=title, pending=f"{title}: {stored.object_name} ...")
+    return {"FINISHED"}
+
+
+def _show_similar(stored: StoredShape, neighbours: list[SimilarShape]) -> str:
+    wm = bpy.context.window_manager
+    wm.neural_shapes_similar.clear()
+    for neighbour in neighbours:
+        item = wm.neural_shapes_similar.add()
+        item.name, item.shape_id, item.distance = neighbour.name, neighbour.id, neighbour.distance
+    wm.neural_shapes_similar_to = stored.object_name
+    return f"{len(neighbours)} shape(s) similar to {stored.object_name}"
+
+
+def _show_classes(stored: StoredShape, classes: list[ClassProbability]) -> str:
+    wm = bpy.context.window_manager
+    wm.neural_shapes_classes.clear()
+    for found in classes:
+        item = wm.neural_shapes_classes.add()
+        item.name, item.probability = found.class_name, found.probability
+    wm.neural_shapes_classes_of = stored.object_name
+    return f"classified {stored.object_name}"
 
 
 def _start_job(operator: bpy.types.Operator, context: bpy.types.Context, tracked: jobs.TrackedJob, submit: Callable[[Client], str]) -> set[str]:

@@ -15,7 +15,17 @@ from . import jobs, tasks
 from .client.errors import ServiceError
 from .connection import ConnectionSettings, check_connection, start_service, stop_service
 from .conversion import collect_meshes, conversion_job, submit
-from .neural_objects import Extraction, apply_re_extract, is_neural, preview_request, re_extract_remote, remember_ids, render_remote, show_preview, stored_shape
+from .neural_objects import (
+    Extraction,
+    apply_re_extract,
+    is_neural,
+    preview_request,
+    re_extract_remote,
+    remember_ids,
+    render_remote,
+    show_preview,
+    stored_shape,
+)
 from .settings import connection_settings, preferences
 
 _service: list[subprocess.Popen] = []  # the service processes this Blender started (a worker appends, the main thread stops)

@@ -69,10 +69,10 @@ class StandIn:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self):  # noqa: N802 (http.server's naming)
+            def do_GET(self):
                 stand_in.answer(self)
 
-            do_POST = do_GET  # noqa: N815
+            do_POST = do_GET
 
             def log_message(self, *args):
                 pass
@@ -279,7 +279,7 @@ def test_interrupter_breaks_off_a_request_in_flight(stand_in):
     def call() -> None:
         try:
             client.similar("hang")
-        except Exception as error:  # noqa: BLE001 (the test looks at whatever it was)
+        except Exception as error:
             failure.append(error)
 
     worker = threading.Thread(target=call)

@@ -9,8 +9,9 @@ Each round starts from an empty scene: import the two meshes, Convert them (the 
 A, the second B), then Check nf2vec, Interpolate 1 (embedding space) and 5 (weight space) between A and
 B, Generate 1 (seed 0) at the cursor, Complete A, Find Similar to A (k=5) and Classify A. A job
 operator's time runs from the call of ``execute`` (the dialog's OK) until its objects are in the scene,
-with ``jobs.poll`` called as the UI's timer calls it: first after ``POLL_SECONDS``, then after what each
-tick returns, so the times include the add-on's polling latency. Find Similar and Classify answer at once.
+with the add-on's ``tasks.tick`` called as the UI's timer calls it: first after ``TICK_SECONDS``, then after
+what each tick returns, so the times include the add-on's polling latency (its worker polls the job every
+0.5 s). Find Similar and Classify run on a worker too and are timed the same way.
 A refused request or a job that ends without its objects stops the script (exit code 1).
 """
 
@@ -25,7 +26,7 @@ resolution, repeat = int(sys.argv[5]), int(sys.argv[6])
 package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-jobs = sys.modules[f"{package}.jobs"]
+tasks = sys.modules[f"{package}.tasks"]
 
 
 def fail(message: str) -> None:
@@ -46,6 +47,14 @@ def select(*objects, active=None) -> None:
     bpy.context.view_layer.objects.active = active or (objects[-1] if objects else None)
 
 
+def tick_until_done() -> None:
+    """Tick the add-on's tasks as the UI's timer does until none is left."""
+    wait = tasks.TICK_SECONDS  # the timer's first interval
+    while wait is not None:
+        time.sleep(wait)
+        wait = tasks.tick()
+
+
 def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list]:
     """Press a job operator and tick it as the UI's timer does until the run is over; its new objects."""
     wm = bpy.context.window_manager
@@ -54,10 +63,7 @@ def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list
     pressed = press(operator, **options)
     if pressed != "FINISHED":
         fail(f"{name}: {pressed}")
-    key, wait = wm.neural_shapes_key, jobs.POLL_SECONDS  # the timer's first interval
-    while wait is not None:
-        time.sleep(wait)
-        wait = jobs.poll(key)
+    tick_until_done()
     seconds = time.perf_counter() - started
     made = sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
     if len(made) != expected:
@@ -66,12 +72,13 @@ def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list
 
 
 def timed_call(name: str, operator, describe, **options) -> dict:
-    """Press an operator that answers at once; ``describe()`` sums up what it listed."""
+    """Press an operator that lists an answer; ``describe()`` sums up what it listed."""
     started = time.perf_counter()
     pressed = press(operator, **options)
-    seconds = time.perf_counter() - started
     if pressed != "FINISHED":
         fail(f"{name}: {pressed}")
+    tick_until_done()
+    seconds = time.perf_counter() - started
     return {"operation": name, "seconds": seconds, "added": 0, "result": describe()}
 
 

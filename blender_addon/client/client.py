@@ -107,7 +107,7 @@ class _InterruptibleHandler(urllib.request.HTTPHandler):
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
     # urllib follows 30x by default, with the Authorization header: a stale service.json's port, now
     # someone else's, could bounce the token anywhere.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         fp.close()
         raise BadResponse(code, f"{req.get_method()} {urllib.parse.urlsplit(req.full_url).path} answered with a redirect to {newurl}: not followed")
 
