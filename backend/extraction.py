@@ -78,4 +78,6 @@ def extract_mesh(
         raise ValueError(f"method must be 'sparse', 'dense' or 'reference', got '{method}'")
     if transform is not None:
         vertices = transform.to_source(vertices)  # a similarity: normals keep their direction
+    if len(faces) == 0:  # a field with no zero crossing: an empty mesh (trimesh cannot take normals for it)
+        normals = None
     return trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False)

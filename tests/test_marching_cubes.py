@@ -153,8 +153,11 @@ def test_bad_requests():
         extract_mesh(arch, weights, 64, method="octree")
     with pytest.raises(ValueError, match="resolution"):
         extract_mesh(arch, weights, 4)
-    empty = extract_neural(arch, [(w, b + (10.0 if i == len(weights) - 1 else 0.0)) for i, (w, b) in enumerate(weights)], 32)
+    nowhere = [(w, b + (10.0 if i == len(weights) - 1 else 0.0)) for i, (w, b) in enumerate(weights)]
+    empty = extract_neural(arch, nowhere, 32)
     assert empty.faces.shape == (0, 3) and empty.vertices.shape == (0, 3)
+    for method in ("sparse", "dense", "reference"):  # a shape with no surface is an empty mesh, not an error
+        assert len(extract_mesh(arch, nowhere, 32, method=method).faces) == 0
 
 
 def test_clip_radius_intersects_the_field_with_a_sphere():
