@@ -130,7 +130,7 @@ def read_trimesh(data: bytes, file_type: str, *, label: str, folder: Path | None
     """
     try:
         if file_type in ("glb", "gltf"):
-            check_gltf_size(_gltf_json(data, file_type), label=label, max_faces=max_faces, max_vertices=max_vertices)
+            _check_gltf_size(_gltf_json(data, file_type), label=label, max_faces=max_faces, max_vertices=max_vertices)
         return trimesh.load(io.BytesIO(data), file_type=file_type, process=False, skip_materials=True,
                             resolver=_FolderResolver(folder, label))
     except NeuralShapesError:
@@ -181,25 +181,26 @@ _TRIANGLES, _TRIANGLE_STRIP = 4, 5  # the primitive modes trimesh turns into fac
 
 
 def _gltf_json(data: bytes, file_type: str) -> dict:
-    """The JSON document of a .gltf file or of a .glb's first chunk."""
+    """The JSON document of a .gltf file or of a .glb's first chunk (ValueError, as trimesh's own parse
+    errors, for anything malformed: :func:`read_trimesh` reports both the same way)."""
     if file_type == "glb":
         if len(data) < 20:
-            raise NeuralShapesError("not a GLB file (shorter than its 20-byte header)")
+            raise ValueError("not a GLB file (shorter than its 20-byte header)")
         magic, version, _, length, kind = struct.unpack_from("<5I", data)
         if magic != _GLB_MAGIC:
-            raise NeuralShapesError("not a GLB file (no 'glTF' magic)")
+            raise ValueError("not a GLB file (no 'glTF' magic)")
         if version != 2:
-            raise NeuralShapesError(f"GLB version {version} is not supported (only glTF 2)")
+            raise ValueError(f"GLB version {version} is not supported (only glTF 2)")
         if kind != _GLB_JSON or length > len(data) - 20:
-            raise NeuralShapesError("GLB file has no complete JSON chunk first")
+            raise ValueError("GLB file has no complete JSON chunk first")
         data = data[20 : 20 + length]
     document = json.loads(data)
     if not isinstance(document, dict):
-        raise NeuralShapesError("glTF JSON is not an object")
+        raise ValueError("glTF JSON is not an object")
     return document
 
 
-def check_gltf_size(document: dict, *, label: str, max_faces: int, max_vertices: int) -> None:
+def _check_gltf_size(document: dict, *, label: str, max_faces: int, max_vertices: int) -> None:
     """Refuse a glTF scene whose meshes times their instances exceed the limits, before trimesh reads it.
 
     Counts come from the accessors' declared ``count`` (trimesh allocates by them, even without data);
@@ -271,19 +272,19 @@ def _scene_nodes(document: dict, nodes: list, label: str) -> list[dict]:
 def _list(parent: dict, key: str) -> list:
     value = parent.get(key, [])
     if not isinstance(value, list):
-        raise NeuralShapesError(f"glTF '{key}' is not a list")
+        raise ValueError(f"glTF '{key}' is not a list")
     return value
 
 
 def _dict(value) -> dict:
     if not isinstance(value, dict):
-        raise NeuralShapesError(f"glTF entry {str(value)[:40]!r} is not an object")
+        raise ValueError(f"glTF entry {str(value)[:40]!r} is not an object")
     return value
 
 
 def _natural(value, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise NeuralShapesError(f"glTF {what} is not a non-negative integer")
+        raise ValueError(f"glTF {what} is not a non-negative integer")
     return value
 
 

@@ -39,9 +39,9 @@ def test_instanced_glb_refused_before_the_scene_is_built():
     vertices, faces = triangle_grid(1000)  # 1,000 faces, used by 100,000 nodes: 10^8 faces once placed
     nodes = [{"mesh": 0, "translation": [float(i), 0.0, 0.0]} for i in range(100_000)]
     data = glb_bytes(*gltf_parts(vertices, faces, nodes=nodes))
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: wall time on a loaded shared machine says little
     message = _one_line_error(lambda: load_mesh_bytes(data, "glb", name="forest"), "100,000,000 faces in 100,000 mesh instances")
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert "limit of 2,000,000" in message
     tracemalloc.start()  # (slows Python down: timed above without it)
     try:
