@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from backend.cli_output import fail
+from backend.errors import NeuralShapesError
 from backend.service.config import MiB, ServiceSettings, default_data_dir, default_torch_threads
 
 
@@ -25,7 +27,8 @@ def serve(
     nf2vec_model: Annotated[str, typer.Option(help="nf2vec model folder for interpolate / generate / complete / similar / classify; 'default': the bundled one.")] = "default",
     nf2vec_decode: Annotated[str, typer.Option(hidden=True, help="Testing only: JSON overrides of DecodeSettings (quick, crude nf2vec results).")] = "",
 ) -> None:
-    """Run the local HTTP service; prints 'listening on http://127.0.0.1:PORT' first. Stop with Ctrl-C."""
+    """Run the local HTTP service; prints 'listening on http://127.0.0.1:PORT' first. Stop with Ctrl-C.
+    One service per data folder: a second one on the same folder exits with status 1 and one line."""
     from backend.service.server import serve as run_server  # FastAPI / uvicorn only when serving
 
     try:
@@ -36,5 +39,7 @@ def serve(
             compute_queue=compute_queue, compute_deadline_seconds=compute_deadline,
         )
         run_server(settings, announce=lambda line: print(line, flush=True))
-    except (ValueError, OSError, RuntimeError) as error:
+    except (NeuralShapesError, ValueError, OSError, RuntimeError) as error:
         fail(str(error))
+    except sqlite3.Error as error:  # e.g. the index is on a read-only or full disk
+        fail(f"{(data_dir or default_data_dir()) / 'index.sqlite3'}: {error}")

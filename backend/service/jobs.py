@@ -8,7 +8,9 @@ outputs as it goes with ``context.add_output`` so a crash keeps what was finishe
 
 States: queued -> running -> succeeded | failed | cancelled (queued -> cancelled directly).
 After a crash or a stop, jobs that were *running* are marked failed with the reason (their finished
-outputs stay), jobs still *queued* run again: they had not started, and their inputs are on disk.
+outputs stay), or cancelled if a cancel had been asked for; jobs still *queued* run again: they had
+not started, and their inputs are on disk. Both happen in one statement each, so a kill during the
+recovery itself leaves every job in a state the next start handles the same way.
 """
 
 from __future__ import annotations
@@ -116,8 +118,12 @@ class JobManager:
 
     def start(self) -> dict[str, int]:
         """Recover from the last run (see the module docstring), then start the pool and requeue."""
+        # A running job whose cancel was asked for ends as the user wanted; the others failed.
         interrupted = self.db.execute(
-            "UPDATE jobs SET state = 'failed', error = ?, finished = ? WHERE state = 'running'", (INTERRUPTED, utc_now())
+            "UPDATE jobs SET state = CASE cancel_requested WHEN 0 THEN 'failed' ELSE 'cancelled' END, "
+            "error = CASE cancel_requested WHEN 0 THEN ? END, stage = CASE cancel_requested WHEN 0 THEN stage ELSE 'cancelled' END, "
+            "finished = ? WHERE state = 'running'",
+            (INTERRUPTED, utc_now()),
         ).rowcount
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="neural-shapes-job")
         queued = [row["id"] for row in self.db.all("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created")]

@@ -188,27 +188,37 @@ class Library:
         for tmp in self.shapes_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
             report.removed_temporary += 1
-        indexed = {row["file"]: row["id"] for row in self.db.all("SELECT id, file FROM shapes")}
-        on_disk = {p.name for p in self.shapes_dir.iterdir() if _FILE.fullmatch(p.name)}
-        for name, shape_id in indexed.items():
-            if name not in on_disk:
-                self.db.execute("DELETE FROM shapes WHERE id = ?", (shape_id,))
-                report.dropped_rows.append(shape_id)
-        for name in sorted(on_disk - set(indexed)):
+        rows = self.db.all("SELECT id, file, size_bytes FROM shapes")
+        on_disk = {p.name: p.stat().st_size for p in self.shapes_dir.iterdir() if _FILE.fullmatch(p.name)}
+        for row in rows:
+            size = on_disk.get(row["file"])
+            if size is None:
+                self.db.execute("DELETE FROM shapes WHERE id = ?", (row["id"],))
+                report.dropped_rows.append(row["id"])
+            elif size != row["size_bytes"]:  # not the file that was indexed (changed outside the service)
+                self._quarantine(row["file"], f"{size:,} bytes where {row['size_bytes']:,} were stored", report)
+                self.db.execute("DELETE FROM shapes WHERE id = ?", (row["id"],))
+                report.dropped_rows.append(row["id"])
+        indexed = {row["file"] for row in rows}
+        for name in sorted(set(on_disk) - indexed):
             path = self.shapes_dir / name
             try:
                 shape = read_shape(path)
             except NeuralShapesError as error:
-                quarantine = self.shapes_dir.parent / "quarantine"
-                quarantine.mkdir(exist_ok=True)
-                path.replace(quarantine / name)
-                report.quarantined.append(name)
-                log.warning("moved an unreadable shape file to %s: %s", quarantine, error)
+                self._quarantine(name, str(error), report)
                 continue
             shape_id = _FILE.fullmatch(name).group(1)
             self._index_existing(shape_id, shape, path)
             report.reindexed.append(shape_id)
         return report
+
+    def _quarantine(self, name: str, reason: str, report: RecoveryReport) -> None:
+        """Move a shape file out of the library into ``<data-dir>/quarantine`` (kept for the user to inspect)."""
+        quarantine = self.shapes_dir.parent / "quarantine"
+        quarantine.mkdir(exist_ok=True)
+        (self.shapes_dir / name).replace(quarantine / name)
+        report.quarantined.append(name)
+        log.warning("moved an unreadable shape file to %s: %s", quarantine, reason)
 
     def _index_existing(self, shape_id: str, shape: NeuralShape, path: Path) -> None:
         self.db.execute(
