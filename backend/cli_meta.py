@@ -51,7 +51,7 @@ def meta_train_command(
     except NeuralShapesError as error:
         fail(str(error))
     cache = manifest.root / f"samples-{samples_per_shape}-seed{seed}.h5"
-    checkpoint = output.with_name(output.name + ".checkpoint.pt")
+    checkpoint = output.with_name(output.name + ".checkpoint.safetensors")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
         sampling = bar.add_task("sampling", total=len(paths), status="")
         training = bar.add_task("meta-training", total=steps, status="")

@@ -30,7 +30,7 @@ SIZES = Nf2vecConfig()
 def train_nf2vec_command(
     paths: Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of one family, or folders of them.")],
     collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes (e.g. a make-collection folder).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (config.json + weights.pt).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (config.json + weights.safetensors).")],
     steps: Annotated[int, typer.Option(help="Training steps.")] = SETTINGS.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = SETTINGS.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Query points per shape per step.")] = SETTINGS.points_per_shape,

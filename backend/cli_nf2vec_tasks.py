@@ -1,6 +1,6 @@
 """The ``train-gan``, ``train-classifier``, ``train-completion`` and ``build-neighbour-decoder`` commands:
-networks on the embeddings of a trained nf2vec model, each written into the model folder (``gan.pt``,
-``classifier.pt``, ``transfer.pt``, ``neighbours.pt``); ``backend.cli`` registers them.
+networks on the embeddings of a trained nf2vec model, each written into the model folder (``gan.safetensors``,
+``classifier.safetensors``, ``transfer.safetensors``, ``neighbours.safetensors``); ``backend.cli`` registers them.
 
 Shapes are ``.h5`` files or folders of them, embedded with the model in ``--model``. Classes come from a
 collection manifest by each shape's source mesh; completion pairs from a partials manifest (see
@@ -47,7 +47,7 @@ def build_neighbour_decoder_command(
     model_dir: ModelDir,
     k: Annotated[int, typer.Option("-k", help="Anchors blended per decoded embedding.")] = NeighbourSettings.k,
 ) -> None:
-    """Keep the shapes as anchors of the neighbour decoder (neighbours.pt in the model folder)."""
+    """Keep the shapes as anchors of the neighbour decoder (neighbours.safetensors in the model folder)."""
     try:
         shapes, embeddings = _embedded(model_dir, paths)
         decoder = build_neighbour_decoder(embeddings, [s.weights for s in shapes], [s.name for s in shapes],
@@ -67,7 +67,7 @@ def train_gan_command(
     steps: Annotated[int, typer.Option(help="Generator steps (each after several critic steps).")] = GAN.steps,
     seed: Seed = GAN.seed,
 ) -> None:
-    """Train a latent GAN that generates embeddings (gan.pt in the model folder)."""
+    """Train a latent GAN that generates embeddings (gan.safetensors in the model folder)."""
     if conditional and collection is None:
         fail("a conditional GAN needs --collection for the shapes' classes (or pass --unconditional)")
     try:
@@ -94,7 +94,7 @@ def train_classifier_command(
     epochs: Annotated[int, typer.Option(help="Passes over the embeddings.")] = CLASSIFIER.epochs,
     seed: Seed = CLASSIFIER.seed,
 ) -> None:
-    """Train a classifier of embeddings (classifier.pt in the model folder)."""
+    """Train a classifier of embeddings (classifier.safetensors in the model folder)."""
     try:
         settings = ClassifierSettings(epochs=epochs, seed=seed)
         shapes, embeddings = _embedded(model_dir, paths)
@@ -120,7 +120,7 @@ def train_completion_command(
     epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = TRANSFER.epochs,
     seed: Seed = TRANSFER.seed,
 ) -> None:
-    """Train the completion network: partial shape embedding -> complete shape embedding (transfer.pt in the model folder)."""
+    """Train the completion network: partial shape embedding -> complete shape embedding (transfer.safetensors in the model folder)."""
     try:
         settings = TransferSettings(epochs=epochs, seed=seed)
         model = load_model(model_dir)

@@ -102,6 +102,8 @@ def collection_samples(
     fit_settings = FitSettings(samples=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction,
                                seed=settings.seed, eval_points=16)
     names = [path.name for path in mesh_paths]
+    # Opened directly, not through backend.h5_io.parse_h5: the cache is this tool's own file, written
+    # next to a collection on the command line of the user who trains; no service route or .blend reaches it.
     with h5py.File(cache, "a") as f:
         for key in ("samples_per_shape", "uniform_fraction"):
             # Caches written before the uniform fraction was a setting used the default.
@@ -142,7 +144,7 @@ def meta_train(
 
     Starts from the seeded random family of ``architecture``. Every ``eval_every`` steps it reports the
     held-out loss (L1 after the inner steps on shapes never trained on) and writes ``checkpoint``
-    (torch tensors only, loaded with ``weights_only=True``); an existing checkpoint with the same
+    (a ``.safetensors`` file of :mod:`backend.checkpoints`, never unpickled); an existing checkpoint with the same
     settings is resumed.
     """
     report = progress or (lambda _: None)

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table gives medians")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for the Blender subprocess")
     args = parser.parse_args()
-    if not all((args.model / name).is_file() for name in ("config.json", "weights.pt", "family.h5")):
+    if not all((args.model / name).is_file() for name in ("config.json", "weights.safetensors", "family.h5")):
         sys.exit(f"no nf2vec model in {args.model} (train one with scripts/train_default_nf2vec, or pass --model DIR)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-blender-nf2vec-") as tmp:

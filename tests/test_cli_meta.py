@@ -25,7 +25,7 @@ def test_meta_train_then_fit_from_the_family(tmp_path):
     assert json.loads(family.provenance["settings"])["outer_steps"] == 4
     assert family.provenance["training_shapes"] == "9"  # 11 meshes without the rocket, a quarter (2) held out
     assert family.family_id in result.stdout
-    assert not family_path.with_name("family.h5.checkpoint.pt").exists()
+    assert not family_path.with_name("family.h5.checkpoint.safetensors").exists()
     assert (collection / "samples-2048-seed0.h5").exists()  # the cache a re-run would reuse
 
     fitted = run_cli("fit", SAMPLES / "mug.obj", "-o", tmp_path / "out", "--family", family_path, *QUICK_FIT)

@@ -61,7 +61,7 @@ def test_meta_training_lowers_held_out_inner_loop_loss(tiny_collection, tmp_path
 def test_interrupted_training_resumes_to_the_same_family(tiny_collection, tmp_path):
     settings = replace(TINY, outer_steps=30, eval_every=10)
     whole = meta_train(tiny_collection, tmp_path / "whole.h5", settings)
-    checkpoint, cancel = tmp_path / "run.checkpoint.pt", threading.Event()
+    checkpoint, cancel = tmp_path / "run.checkpoint.safetensors", threading.Event()
 
     def stop_at_20(event):
         if event.step == 20:
@@ -80,14 +80,14 @@ def test_interrupted_training_resumes_to_the_same_family(tiny_collection, tmp_pa
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04garbage"])
 def test_corrupt_checkpoint_is_refused(tiny_collection, tmp_path, content):
-    checkpoint = tmp_path / "bad.checkpoint.pt"
+    checkpoint = tmp_path / "bad.checkpoint.safetensors"
     checkpoint.write_bytes(content)
     with pytest.raises(NeuralShapesError, match="not a valid meta-training checkpoint"):
         meta_train(tiny_collection, tmp_path / "family.h5", TINY, checkpoint=checkpoint)
 
 
 def test_checkpoint_of_other_settings_is_refused(tiny_collection, tmp_path):
-    checkpoint, cancel = tmp_path / "run.checkpoint.pt", threading.Event()
+    checkpoint, cancel = tmp_path / "run.checkpoint.safetensors", threading.Event()
     settings = replace(TINY, outer_steps=20, eval_every=10)
     with pytest.raises(FitCancelled):
         meta_train(tiny_collection, tmp_path / "f.h5", settings, checkpoint=checkpoint, progress=lambda e: e.step == 10 and cancel.set(), cancel=cancel)

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from backend.checkpoints import save_tensors
 from backend.errors import NeuralShapesError
 from backend.family_file import resolve_family
 from backend.network import random_family
 from backend.nf2vec.decoder import sdf_loss, to_signed_distance
 from backend.nf2vec.embedding import embed, similar
 from backend.nf2vec.encoder import matrix_rows, weight_matrix
-from backend.nf2vec.model import load_model, new_model
+from backend.nf2vec.model import WEIGHTS_NAME, load_model, new_model
 from backend.nf2vec.training import CHECKPOINT_NAME, decoder_loss, shape_samples, train_nf2vec
 from backend.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
@@ -139,7 +140,7 @@ def test_corrupt_checkpoints_and_models_are_refused_in_one_line(fitted, trained,
     with pytest.raises(NeuralShapesError, match="not valid nf2vec checkpoint") as error:
         train_nf2vec(shapes, samples, tmp_path, FAMILY, TINY, QUICK_TRAIN)
     assert "\n" not in str(error.value)
-    torch.save({"run": "another run", "step": 3}, tmp_path / CHECKPOINT_NAME)
+    save_tensors(tmp_path / CHECKPOINT_NAME, {"run": "another run", "step": 3})
     with pytest.raises(NeuralShapesError, match="checkpoint of another run"):
         train_nf2vec(shapes, samples, tmp_path, FAMILY, TINY, QUICK_TRAIN)
     with pytest.raises(NeuralShapesError, match="cannot read file"):
@@ -147,7 +148,7 @@ def test_corrupt_checkpoints_and_models_are_refused_in_one_line(fitted, trained,
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text((root / "model" / "config.json").read_text())
-    (model_dir / "weights.pt").write_bytes(b"garbage")
+    (model_dir / WEIGHTS_NAME).write_bytes(b"garbage")
     with pytest.raises(NeuralShapesError, match="not valid nf2vec weights"):
         load_model(model_dir)
 

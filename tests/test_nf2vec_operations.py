@@ -151,10 +151,10 @@ def test_tools_folders_are_checked(toolkit, tmp_path):
         load_tools(tmp_path / "absent")
     bare = tmp_path / "bare"
     bare.mkdir()
-    for name in ("config.json", "weights.pt", "family.h5"):
+    for name in ("config.json", "weights.safetensors", "family.h5"):
         (bare / name).write_bytes((tools.folder / name).read_bytes())
     without_tasks = load_tools(bare)
-    with pytest.raises(NeuralShapesError, match="gan.pt"):
+    with pytest.raises(NeuralShapesError, match="gan.safetensors"):
         generate(without_tasks, 1)
 
 
@@ -195,7 +195,7 @@ def test_operation_commands_end_to_end(toolkit, tmp_path):
     assert refused.returncode == 1 and "teapot" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     rebuilt = tmp_path / "model-copy"
     shutil.copytree(tools.folder, rebuilt)
-    (rebuilt / "neighbours.pt").unlink()
+    (rebuilt / "neighbours.safetensors").unlink()
     built = run_cli("build-neighbour-decoder", shapes_dir, "--model", rebuilt, "-k", "3")
     assert built.returncode == 0 and "over 6 anchors, k 3" in built.stdout, built.stderr
     missing = run_cli("classify", shapes_dir / "ring.h5", "--model", tmp_path / "nowhere")

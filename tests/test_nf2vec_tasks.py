@@ -154,7 +154,7 @@ def networks(clusters, gans):
 def test_saved_networks_load_back_alike(networks, model_dir, task):
     network, save, load, output = networks[task]
     path = save(model_dir, network)
-    assert path == model_dir / f"{task}.pt"
+    assert path == model_dir / f"{task}.safetensors"
     loaded = load(model_dir, load_model(model_dir))
     np.testing.assert_array_equal(output(loaded), output(network))
     assert loaded.settings == network.settings and loaded.training == network.training

@@ -247,7 +247,7 @@ def test_missing_model_is_a_clear_error_until_it_appears(toolkit, tmp_path):
             assert error.value.status == 503 and error.value.detail.startswith("no nf2vec model: ") and str(folder) in error.value.detail
             assert "\n" not in error.value.detail
 
-        shutil.copytree(toolkit[2] / "model", folder, ignore=shutil.ignore_patterns("gan.pt"))  # trained meanwhile, no GAN
+        shutil.copytree(toolkit[2] / "model", folder, ignore=shutil.ignore_patterns("gan.safetensors"))  # trained meanwhile, no GAN
         info = client.nf2vec_info()
         assert info.tasks == {"generate": False, "classify": True, "complete": True} and info.classes == []
         with pytest.raises(ServiceError) as error:

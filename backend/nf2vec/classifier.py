@@ -103,12 +103,12 @@ def train_classifier(
 
 
 def save_classifier(folder: Path, classifier: EmbeddingClassifier) -> Path:
-    """Write ``folder/classifier.pt`` next to the nf2vec model in ``folder`` (layout: :mod:`backend.nf2vec.task_file`)."""
+    """Write ``folder/classifier.safetensors`` next to the nf2vec model in ``folder`` (layout: :mod:`backend.nf2vec.task_file`)."""
     return save_task_file(folder, TASK, classifier, classifier.class_names)
 
 
 def load_classifier(folder: Path, model: Nf2vecModel) -> EmbeddingClassifier:
-    """Read ``folder/classifier.pt`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
+    """Read ``folder/classifier.safetensors`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
 
     def build(content: TaskFile) -> EmbeddingClassifier:
         settings = ClassifierSettings(**content.config)

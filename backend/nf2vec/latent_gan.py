@@ -170,12 +170,12 @@ def train_latent_gan(
 
 
 def save_gan(folder: Path, gan: LatentGan) -> Path:
-    """Write ``folder/gan.pt`` next to the nf2vec model in ``folder`` (layout: :mod:`backend.nf2vec.task_file`)."""
+    """Write ``folder/gan.safetensors`` next to the nf2vec model in ``folder`` (layout: :mod:`backend.nf2vec.task_file`)."""
     return save_task_file(folder, TASK, gan, gan.class_names)
 
 
 def load_gan(folder: Path, model: Nf2vecModel) -> LatentGan:
-    """Read ``folder/gan.pt`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
+    """Read ``folder/gan.safetensors`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
 
     def build(content: TaskFile) -> LatentGan:
         settings = LatentGanSettings(**content.config)

@@ -1,8 +1,8 @@
-"""The trained nf2vec model and its folder: ``config.json`` + ``weights.pt`` (+ ``family.h5``, the family
-it embeds, and the task networks' files: see :mod:`backend.nf2vec.tools`).
+"""The trained nf2vec model and its folder: ``config.json`` + ``weights.safetensors`` (+ ``family.h5``, the
+family it embeds, and the task networks' files: see :mod:`backend.nf2vec.tools`).
 
-``weights.pt`` holds torch state dicts only (tensors), saved with ``torch.save`` and read with
-``torch.load(weights_only=True)``, which never unpickles arbitrary objects. A model belongs to one model
+``weights.safetensors`` holds torch state dicts only (tensors), written by
+:func:`backend.checkpoints.save_tensors`: nothing in it is ever unpickled. A model belongs to one model
 family: it only embeds shapes whose ``family_id`` is the one it was trained on.
 """
 
@@ -28,7 +28,7 @@ from backend.shape_file import NeuralShape
 FORMAT = "neural-shapes/nf2vec"
 VERSION = 1
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "weights.pt"
+WEIGHTS_NAME = "weights.safetensors"
 FAMILY_NAME = "family.h5"
 
 
@@ -43,7 +43,7 @@ class Nf2vecModel:
     decoder: torch.nn.Module
     reference: torch.Tensor  # (matrix_rows, width): subtracted from every weight matrix (zeros if not relative)
     training: dict[str, Any] = field(default_factory=dict)  # steps, seconds, final loss, shapes
-    model_id: str = ""  # "nf2vec-" + the first 12 hex digits of weights.pt's sha256, once saved or loaded
+    model_id: str = ""  # "nf2vec-" + the first 12 hex digits of the weights file's sha256, once saved or loaded
 
     def encoder_inputs(self, all_weights: list[Weights]) -> torch.Tensor:
         """What the encoder reads for these shapes' weights: (shapes, matrix_rows, width) float32."""
@@ -73,7 +73,7 @@ def check_family(model: Nf2vecModel, shapes: list[NeuralShape]) -> None:
 
 
 def save_model(folder: Path, model: Nf2vecModel) -> None:
-    """Write ``config.json`` and ``weights.pt`` into ``folder`` (created), each atomically."""
+    """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (created), each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     save_tensors(folder / WEIGHTS_NAME, {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
                                          "reference": model.reference})

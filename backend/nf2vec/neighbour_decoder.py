@@ -16,7 +16,7 @@ squared distance from an anchor to its nearest other anchor: an embedding at an 
 (almost only, ~2% for a typical neighbour) that anchor, one between anchors to a blend. Operations may
 add anchors of their own (interpolation adds its two ends, so t = 0 and t = 1 decode to the inputs).
 
-Saved as ``neighbours.pt`` in the model folder (the task-file envelope of :mod:`backend.nf2vec.task_file`);
+Saved as ``neighbours.safetensors`` in the model folder (the task-file envelope of :mod:`backend.nf2vec.task_file`);
 the anchor weights are stored as float16, like ``fit --half`` shapes (7553 weights = 15 KB per anchor).
 """
 
@@ -139,12 +139,12 @@ def build_neighbour_decoder(embeddings: np.ndarray, weights: list[Weights], name
 
 
 def save_neighbour_decoder(folder: Path, decoder: NeighbourDecoder) -> Path:
-    """Write ``folder/neighbours.pt`` next to the nf2vec model in ``folder`` (``training`` names the anchors)."""
+    """Write ``folder/neighbours.safetensors`` next to the nf2vec model in ``folder`` (``training`` names the anchors)."""
     return save_task_file(folder, TASK, decoder)
 
 
 def load_neighbour_decoder(folder: Path, model: Nf2vecModel) -> NeighbourDecoder:
-    """Read ``folder/neighbours.pt`` for ``model``; a bad file is a one-line :class:`NeuralShapesError`."""
+    """Read ``folder/neighbours.safetensors`` for ``model``; a bad file is a one-line :class:`NeuralShapesError`."""
 
     def build(content: TaskFile) -> NeighbourDecoder:
         settings = NeighbourSettings(**content.config)

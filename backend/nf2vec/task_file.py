@@ -1,8 +1,9 @@
-"""The files of the networks on nf2vec embeddings: ``gan.pt``, ``classifier.pt`` and ``transfer.pt``,
-each in the folder of the nf2vec model whose embeddings it reads.
+"""The files of the networks on nf2vec embeddings: ``gan.safetensors``, ``classifier.safetensors``,
+``transfer.safetensors`` and ``neighbours.safetensors``, each in the folder of the nf2vec model whose
+embeddings it reads.
 
-All three share one envelope, written with :func:`backend.checkpoints.save_tensors` (so only tensors,
-numbers, strings, lists and dicts, read back with ``weights_only=True``)::
+All share one envelope, written with :func:`backend.checkpoints.save_tensors` (so only tensors, numbers,
+strings, lists and dicts, never unpickled)::
 
     {"format": "neural-shapes/nf2vec-<task>", "version": 1,
      "family_id": the nf2vec model's family, "embedding_size": the model's embedding size,
@@ -61,11 +62,11 @@ class TaskFile:
 
 def task_path(folder: Path, task: str) -> Path:
     """Where the ``task`` network ("gan", "classifier", "transfer") of a model folder lives."""
-    return Path(folder) / f"{task}.pt"
+    return Path(folder) / f"{task}.safetensors"
 
 
 def save_task_file(folder: Path, task: str, network: TaskNetwork, class_names: Sequence[str] = ()) -> Path:
-    """Write ``network`` as ``folder/<task>.pt`` (atomically) next to the nf2vec model in ``folder``."""
+    """Write ``network`` as ``folder/<task>.safetensors`` (atomically) next to the nf2vec model in ``folder``."""
     model = load_model(folder)
     if network.embedding_size != model.config.embedding_size:
         raise NeuralShapesError(f"{folder}: the {task} reads embeddings of size {network.embedding_size}, "
@@ -81,7 +82,7 @@ def save_task_file(folder: Path, task: str, network: TaskNetwork, class_names: S
 
 
 def load_task_file(folder: Path, task: str, model: Nf2vecModel, build: Callable[[TaskFile], N]) -> N:
-    """Read ``folder/<task>.pt`` for ``model``: ``build`` makes the network from the file's config, then
+    """Read ``folder/<task>.safetensors`` for ``model``: ``build`` makes the network from the file's config, then
     its parts get the saved weights and eval mode. A missing, corrupt or foreign file, another family or
     embedding size, or a config or weights that do not fit is a one-line :class:`NeuralShapesError`."""
     path = task_path(folder, task)

@@ -2,11 +2,11 @@
 
 Folder layout::
 
-    config.json, weights.pt   the encoder + decoder (backend.nf2vec.model)
+    config.json, weights.safetensors   the encoder + decoder (backend.nf2vec.model)
     family.h5                 the model family whose shapes it embeds and whose net results are fitted with
-    gan.pt                    latent GAN for generate (optional)
-    classifier.pt             classifier for classify (optional)
-    transfer.pt               partial -> complete transfer network for complete (optional)
+    gan.safetensors                    latent GAN for generate (optional)
+    classifier.safetensors             classifier for classify (optional)
+    transfer.safetensors               partial -> complete transfer network for complete (optional)
 
 The bundled default (``DEFAULT_MODEL_DIR``) is trained on the procedural collection fitted with the
 default family; ``scripts/train_default_nf2vec`` reproduces it. The task networks are loaded on first use,

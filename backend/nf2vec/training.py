@@ -34,7 +34,7 @@ from backend.nf2vec.decoder import sdf_loss
 from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, new_model, save_model
 from backend.shape_file import NeuralShape
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def decoder_loss(model: Nf2vecModel, shapes: list[NeuralShape], samples: ShapeSa
 def _cached_names(cache: Path) -> set[str]:
     if not cache.is_file():
         return set()
-    try:
+    try:  # the samples cache is trusted: see backend.meta_learning.collection_samples
         with h5py.File(cache, "r") as f:
             return set(f.keys())
     except OSError as error:

@@ -96,12 +96,12 @@ def train_transfer(
 
 
 def save_transfer(folder: Path, transfer: TransferNet) -> Path:
-    """Write ``folder/transfer.pt`` next to the nf2vec model in ``folder`` (layout: :mod:`backend.nf2vec.task_file`)."""
+    """Write ``folder/transfer.safetensors`` next to the nf2vec model in ``folder`` (layout: :mod:`backend.nf2vec.task_file`)."""
     return save_task_file(folder, TASK, transfer)
 
 
 def load_transfer(folder: Path, model: Nf2vecModel) -> TransferNet:
-    """Read ``folder/transfer.pt`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
+    """Read ``folder/transfer.safetensors`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
 
     def build(content: TaskFile) -> TransferNet:
         settings = TransferSettings(**content.config)

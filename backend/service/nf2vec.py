@@ -30,7 +30,7 @@ from backend.service.errors import NotFound, Unavailable, Unprocessable
 from backend.service.library import Library
 from backend.shape_file import NeuralShape
 
-# operation -> (task network file name, its loader); the file is <model folder>/<name>.pt
+# operation -> (task network file name, its loader); the file is <model folder>/<name>.safetensors
 TASKS = {
     "generate": (latent_gan.TASK, latent_gan.load_gan),
     "classify": (classifier.TASK, classifier.load_classifier),
