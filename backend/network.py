@@ -26,6 +26,12 @@ OutputActivation = Literal["tanh", "none"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "sine")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("tanh", "none")
 
+# The largest network anything accepts: fitting (CLI, API) and every .h5 file read. One bound for both,
+# so a file from elsewhere cannot ask for more memory or compute than a fit here may use.
+MAX_HIDDEN_LAYERS = 62
+MAX_WIDTH = 1024
+MAX_PARAMETERS = 4_000_000  # 16 MB of float32 weights; 1024 wide allows up to 4 hidden layers
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -42,6 +48,11 @@ class Architecture:
             raise ValueError(f"need at least one hidden layer of width >= 1, got {self.hidden_layers} x {self.width}")
         if self.activation not in ACTIVATIONS or self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"unknown activation '{self.activation}' / output activation '{self.output_activation}'")
+        limits = (("hidden layers", self.hidden_layers, MAX_HIDDEN_LAYERS), ("width", self.width, MAX_WIDTH),
+                  ("parameters", self.parameter_count, MAX_PARAMETERS))
+        over = [f"{name} {value:,} > {limit:,}" for name, value, limit in limits if value > limit]
+        if over:
+            raise ValueError(f"a {self.hidden_layers}x{self.width} network is too large: {', '.join(over)}")
 
     @classmethod
     def for_activation(cls, activation: Activation = "relu", hidden_layers: int = 8, width: int = 32) -> Architecture:
