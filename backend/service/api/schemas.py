@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.fitting import FitSettings
+from backend.network import MAX_HIDDEN_LAYERS, MAX_WIDTH
 
 _DEFAULT_FIT = FitSettings()
 Id = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hexadecimal characters")]
@@ -53,8 +54,8 @@ class FitSettingsCreate(_In):
 
 
 class ArchitectureCreate(_In):
-    hidden_layers: int = Field(8, ge=1, le=62)
-    width: int = Field(32, ge=1, le=1024)
+    hidden_layers: int = Field(8, ge=1, le=MAX_HIDDEN_LAYERS)
+    width: int = Field(32, ge=1, le=MAX_WIDTH)
     activation: Literal["relu", "sine"] = "relu"
 
 
