@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
 
 from backend import __version__
-from backend.service.api import errors
+from backend.service.api import contract, errors
 from backend.service.api.guard import Guard
+from backend.service.api.schemas import ID_PATTERN
 from backend.service.api.routes import health, jobs, nf2vec, render, shapes, uploads
 from backend.service.config import API_VERSION, ServiceSettings
 from backend.service.core import Service, open_service
 
 BINARY_PATHS = ("/v1/uploads", "/v1/shapes/import")  # bodies up to max_upload_bytes; others max_json_bytes
+PATH_ID = re.compile(r"\{(\w+_id)\}")
+
+
+class IdConvertor(Convertor):
+    """Path ids as the router matches them: 32 lowercase hex characters (``schemas.ID_PATTERN``)."""
+
+    regex = ID_PATTERN.strip("^$")
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", IdConvertor())
+
+
+def match_ids_only(router: APIRouter) -> None:
+    """Make every ``{..._id}`` path parameter of ``router`` (before it is included) match ids only, so
+    ``GET /v1/jobs/fit`` is the fit route's path (405, ``Allow: POST``) rather than a malformed job id,
+    and ``/v1/shapes/..%2Ftoken`` matches no route (404), as the published pattern says."""
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            route.path = PATH_ID.sub(r"{\1:id}", route.path)  # compiled when the router is included
 
 
 def create_app(settings: ServiceSettings, *, service: Service | None = None) -> FastAPI:
@@ -43,6 +72,7 @@ def create_app(settings: ServiceSettings, *, service: Service | None = None) -> 
         app.state.service = service
     errors.install(app)
     for module in (health, uploads, jobs, shapes, render, nf2vec):
+        match_ids_only(module.router)
         app.include_router(module.router)
 
     def limit_for(path: str) -> int:
@@ -57,8 +87,9 @@ def create_app(settings: ServiceSettings, *, service: Service | None = None) -> 
             schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
             schema["paths"]["/health"]["get"]["security"] = []
-            app.openapi_schema = schema
-        return app.openapi_schema
+            app.openapi_schema = contract.complete_document(schema, BINARY_PATHS)
+        # the generator's classes are the current model's, which may appear or change while the service runs
+        return contract.with_generator_classes(app.openapi_schema, contract.generator_classes(app.state.service))
 
     app.openapi = openapi
     return app

@@ -18,6 +18,7 @@ from kernels.sphere_trace import TraceResult
 
 MESH_FORMATS = ("raw", "npz", "obj", "ply", "stl", "glb")
 _MESH_MEDIA = {"obj": "model/obj", "ply": "application/octet-stream", "stl": "model/stl", "glb": "model/gltf-binary"}
+MESH_MEDIA_TYPES = ("application/octet-stream", *sorted(set(_MESH_MEDIA.values()) - {"application/octet-stream"}))
 
 
 def mesh_response(mesh: trimesh.Trimesh, format: str, name: str) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,9 +12,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.errors import NeuralShapesError
 from backend.service.api.guard import BodyTooLarge
+from backend.service.api.schemas import ID_PATTERN
 from backend.service.errors import Busy, Conflict, NotFound, TooLarge, Unavailable, Unprocessable
 
 log = logging.getLogger(__name__)
+PATH_ID = ID_PATTERN.strip("^$")  # every path parameter is an id
 STATUS = (
     (NotFound, 404), (Conflict, 409), (Busy, 429), (TooLarge, 413), (Unprocessable, 422), (Unavailable, 503), (NeuralShapesError, 400),
 )
@@ -32,6 +35,15 @@ def validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for this path (Starlette's 405 names one route's only)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", PATH_ID, re.escape(template)), request.scope["path"]):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(NeuralShapesError)
     async def domain(_: Request, error: NeuralShapesError):
@@ -43,8 +55,11 @@ def install(app: FastAPI) -> None:
         return _detail(422, validation_message(error))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http(_: Request, error: StarletteHTTPException):
-        return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code, headers=getattr(error, "headers", None))
+    async def http(request: Request, error: StarletteHTTPException):
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {"Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, error: BodyTooLarge):

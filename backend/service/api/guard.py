@@ -1,9 +1,13 @@
 """The first thing every request meets (a plain ASGI middleware, so it also covers /openapi.json and
-unknown paths): loopback Host only (closes DNS rebinding), no cross-origin requests, the bearer token
-everywhere but /health, and body size limits (by Content-Length, and counted while streaming).
+unknown paths): exactly one Host header naming a loopback host (closes DNS rebinding), no request from a
+browser page, the bearer token everywhere but /health, and body size limits (by Content-Length, and
+counted while streaming).
 
-No CORS headers are ever sent, so a web page cannot read any answer; with the Origin check and the
-content-type checks of the routes a page cannot even make a state-changing request without a token.
+A browser page is told apart by the headers browsers add and pages cannot remove: ``Origin`` (sent
+on every cross-origin request and on every same-origin POST, ``null`` from sandboxed or file pages)
+and ``Sec-Fetch-Site`` (sent by Chrome, Firefox and Safari on every request; only ``none``, a
+request the user typed, is not from a page). No CORS headers are ever sent, so a web page cannot
+read any answer either.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from backend.service.config import LOOPBACK_HOSTS
 from backend.service.security import token_matches
 
 PUBLIC_PATHS = ("/health",)
+BAD_HOST = "the Host header must be one loopback name (127.0.0.1, localhost or [::1])"
+FROM_BROWSER = "cross-origin and other requests from web pages are refused (this service is for local programs, not web pages)"
+BAD_TOKEN = "missing or wrong token: send 'Authorization: Bearer <token>' (the token is in <data-dir>/token)"
+GUARD_MESSAGES = (BAD_HOST, FROM_BROWSER, BAD_TOKEN)
 
 
 class BodyTooLarge(Exception):
@@ -26,19 +34,29 @@ class BodyTooLarge(Exception):
 
 
 def host_is_loopback(host: str | None) -> bool:
-    """``127.0.0.1``, ``localhost`` or ``[::1]``, with or without a port."""
+    """``127.0.0.1``, ``localhost`` or ``[::1]`` (any case), with or without a port of ASCII digits."""
     if not host:
         return False
     host = host.strip().lower()
     if host.startswith("["):
         name, _, rest = host[1:].partition("]")
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        if rest and not (rest.startswith(":") and _digits(rest[1:])):
             return False
     else:
         name, _, port = host.partition(":")
-        if port and not port.isdigit():
+        if port and not _digits(port):
             return False
     return name in LOOPBACK_HOSTS
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes "٣" and "²"
+
+
+def from_browser(headers: dict[str, list[str]]) -> bool:
+    """Whether a request comes from a web page: it has an ``Origin`` (any value, ``null`` included), or a
+    ``Sec-Fetch-Site`` other than ``none`` (``cross-site``, ``same-site``, ``same-origin``)."""
+    return "origin" in headers or any(site.strip().lower() != "none" for site in headers.get("sec-fetch-site", ()))
 
 
 class Guard:
@@ -54,20 +72,23 @@ class Guard:
             return await self.app(scope, receive, send)
         if scope["type"] != "http":  # no websockets
             return
-        headers = {}
+        headers: dict[str, list[str]] = {}
         for key, value in scope["headers"]:
-            headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+            headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         path = scope["path"]
-        if not host_is_loopback(headers.get("host")):
-            return await _reject(send, 400, "the Host header must be a loopback name (127.0.0.1, localhost or [::1])")
-        if "origin" in headers:
-            return await _reject(send, 403, "cross-origin requests are refused (this service is for local programs, not web pages)")
-        if path not in PUBLIC_PATHS and not token_matches(self.token(), headers.get("authorization")):
-            return await _reject(send, 401, "missing or wrong token: send 'Authorization: Bearer <token>' (the token is in <data-dir>/token)", bearer=True)
+        hosts = headers.get("host", [])
+        if len(hosts) != 1 or not host_is_loopback(hosts[0]):  # two Host headers: a proxy may read either
+            return await _reject(send, 400, BAD_HOST)
+        if from_browser(headers):
+            return await _reject(send, 403, FROM_BROWSER)
+        authorizations = headers.get("authorization", [])
+        if path not in PUBLIC_PATHS and not (len(authorizations) == 1 and token_matches(self.token(), authorizations[0])):
+            return await _reject(send, 401, BAD_TOKEN, bearer=True)
         limit = self.limit_for(path)
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
+        lengths = headers.get("content-length", [])
+        if lengths:
+            length = lengths[0]
+            if len(set(lengths)) != 1 or not _digits(length):
                 return await _reject(send, 400, "malformed Content-Length header")
             if int(length) > limit:
                 return await _reject(send, 413, f"request body of {int(length):,} bytes is larger than the limit of {limit:,} bytes")

@@ -2,20 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from backend.fitting import FitSettings
 from backend.network import MAX_HIDDEN_LAYERS, MAX_WIDTH
 
 _DEFAULT_FIT = FitSettings()
-Id = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hexadecimal characters")]
+ID_PATTERN = r"^[0-9a-f]{32}$"  # what backend.service.errors.check_id accepts
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="32 lowercase hexadecimal characters")]
 MAX_NF2VEC_SHAPES = 32  # shapes one interpolate / generate job makes
 
 
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, (bool, str)):  # JSON true / "5" are no integers; 5.0 is (JSON Schema says so)
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+def json_integer(**bounds: int) -> Any:
+    """An integer as JSON Schema has it: 5 or 5.0, not 5.5, "5" or true (the models are strict otherwise).
+    ``bounds`` (ge, le) sit inside the type, so they reach the schema when the field may also be null."""
+    return Annotated[int, Field(strict=False, **bounds), BeforeValidator(_json_integer)]
+
+
+Integer = json_integer()
+
+
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: no quiet coercion ("5" or false for an integer), so the JSON schema is the whole contract
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+def exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
+    """JSON schema for "give exactly one of ``names``, not null" (a pydantic validator checks it): each
+    branch repeats the field's own constraints, so generators do not take the branch's for the whole."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        def given(name: str) -> dict[str, Any]:
+            return next(option for option in schema["properties"][name]["anyOf"] if option.get("type") != "null")
+
+        schema["oneOf"] = [{"required": [name], "properties": {name: given(name)}} for name in names]
+
+    return extra
 
 
 class Health(BaseModel):
@@ -42,20 +73,20 @@ class UploadPublic(BaseModel):
 class FitSettingsCreate(_In):
     """Fitting settings (see ``backend.fitting.FitSettings``); small values make quick, rough fits."""
 
-    samples: int = Field(_DEFAULT_FIT.samples, ge=1000, le=20_000_000)
-    max_steps: int = Field(_DEFAULT_FIT.max_steps, ge=1, le=1_000_000)
+    samples: Integer = Field(_DEFAULT_FIT.samples, ge=1000, le=20_000_000)
+    max_steps: Integer = Field(_DEFAULT_FIT.max_steps, ge=1, le=1_000_000)
     target_surface_error: float = Field(_DEFAULT_FIT.target_surface_error, gt=0, le=1)
-    batch_size: int = Field(_DEFAULT_FIT.batch_size, ge=64, le=1_048_576)
+    batch_size: Integer = Field(_DEFAULT_FIT.batch_size, ge=64, le=1_048_576)
     learning_rate: float = Field(_DEFAULT_FIT.learning_rate, gt=0, le=1)
     beta: float = Field(_DEFAULT_FIT.beta, gt=0, le=10_000)
-    eval_every: int = Field(_DEFAULT_FIT.eval_every, ge=1, le=100_000)
-    eval_points: int = Field(_DEFAULT_FIT.eval_points, ge=100, le=1_000_000)
-    seed: int = Field(_DEFAULT_FIT.seed, ge=0, le=2**31 - 1)
+    eval_every: Integer = Field(_DEFAULT_FIT.eval_every, ge=1, le=100_000)
+    eval_points: Integer = Field(_DEFAULT_FIT.eval_points, ge=100, le=1_000_000)
+    seed: Integer = Field(_DEFAULT_FIT.seed, ge=0, le=2**31 - 1)
 
 
 class ArchitectureCreate(_In):
-    hidden_layers: int = Field(8, ge=1, le=MAX_HIDDEN_LAYERS)
-    width: int = Field(32, ge=1, le=MAX_WIDTH)
+    hidden_layers: Integer = Field(8, ge=1, le=MAX_HIDDEN_LAYERS)
+    width: Integer = Field(32, ge=1, le=MAX_WIDTH)
     activation: Literal["relu", "sine"] = "relu"
 
 
@@ -70,7 +101,7 @@ class FitJobCreate(_In):
         pattern=r"^(default|random(:\d{1,10})?)$",
         description="model family: 'default' (bundled, meta-learned) or 'random' / 'random:SEED' (seeded shared init)",
     )
-    resolution: int = Field(128, ge=16, le=512, description="marching cubes grid for the Chamfer / F-score metrics")
+    resolution: Integer = Field(128, ge=16, le=512, description="marching cubes grid for the Chamfer / F-score metrics")
     half_precision: bool = False
     keep_uploads: bool = Field(False, description="keep the uploads after success (else they are removed)")
 
@@ -120,10 +151,12 @@ class ShapeList(BaseModel):
 class InterpolateJobCreate(_In):
     """In-betweens of two library shapes: at each t of ``times`` (0 = a, 1 = b), or ``count`` evenly spaced."""
 
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("times", "count"))
+
     a: Id
     b: Id
     times: list[Annotated[float, Field(ge=-1.0, le=2.0)]] | None = Field(None, min_length=1, max_length=MAX_NF2VEC_SHAPES)
-    count: int | None = Field(None, ge=1, le=MAX_NF2VEC_SHAPES)
+    count: json_integer(ge=1, le=MAX_NF2VEC_SHAPES) | None = None
     space: Literal["embedding", "weights"] = "embedding"
 
     @model_validator(mode="after")
@@ -136,14 +169,16 @@ class InterpolateJobCreate(_In):
 class GenerateJobCreate(_In):
     """New shapes from the generator; the same seed makes the same shapes."""
 
-    count: int = Field(1, ge=1, le=MAX_NF2VEC_SHAPES)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    count: Integer = Field(1, ge=1, le=MAX_NF2VEC_SHAPES)
+    seed: Integer = Field(0, ge=0, le=2**31 - 1)
     class_name: str | None = Field(None, alias="class", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$",
                                    description="a class from GET /v1/nf2vec; none: any")
 
 
 class CompleteJobCreate(_In):
     """Complete a partial shape: a library shape, or a staged mesh fitted first."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("shape", "upload"))
 
     shape: Id | None = None
     upload: Id | None = None
