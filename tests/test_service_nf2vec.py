@@ -224,7 +224,7 @@ def test_unknown_ids_and_other_families(client, library, foreign):
         with pytest.raises(ServiceError) as error:
             call()
         assert error.value.status == 422 and "is of model family random-7" in error.value.detail
-    assert status_of(lambda: client.similar("ABCDEF" * 6)) == 400  # malformed: never near the disk
+    assert status_of(lambda: client.similar("ABCDEF" * 6)) == 404  # malformed: matches no route, never near the disk
 
 
 def test_missing_model_is_a_clear_error_until_it_appears(toolkit, tmp_path):

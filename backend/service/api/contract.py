@@ -40,7 +40,6 @@ BINARY_BODY = {"type": "string", "format": "binary"}
 # Statuses that depend on the state of the service or on ids inside a body, per operation; the statuses
 # every request can get (the guard's, 422, 415, 404 for path ids, 500) are derived in operation_statuses.
 STATE_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/v1/uploads"): (),
     ("post", "/v1/jobs/fit"): (404, 429),
     ("post", "/v1/jobs/{job_id}/cancel"): (409,),
     ("post", "/v1/render"): (404, 503),
