@@ -112,13 +112,16 @@ def test_offsets_and_costs_are_bounded_and_the_schema_says_so(server, sphere_id,
     assert answer.status == 422 and "over the limit of 34,359,738,368" in answer.detail(), answer.body
 
     upload = server.client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="box")
-    big_fit = {"uploads": [upload.id], "settings": {"batch_size": 1_048_576}, "architecture": {"width": 1024, "hidden_layers": 62}}
+    big_fit = {"uploads": [upload.id], "settings": {"batch_size": 1_048_576}, "architecture": {"width": 1024, "hidden_layers": 4}}
     answer = call(server, "POST", "/v1/jobs/fit", json_body=big_fit)
     assert answer.status == 422 and "over the limit of 268,435,456" in answer.detail(), answer.body
+    big_net = {"uploads": [upload.id], "architecture": {"width": 1024, "hidden_layers": 62}}
+    answer = call(server, "POST", "/v1/jobs/fit", json_body=big_net)
+    assert answer.status == 422 and "parameters 64,030,721 > 4,000,000" in answer.detail(), answer.body
 
     schema = server.client.request("GET", "/openapi.json")[2].decode()
     assert '"maximum":2147483647' in schema.replace(" ", "") and "at most 512 with method=dense" in schema
-    assert "34,359,738,368" in schema and "268,435,456" in schema
+    assert "34,359,738,368" in schema and "268,435,456" in schema and "at most 4,000,000 parameters" in schema
 
 
 # --- queue, deadline, disconnects over HTTP ------------------------------------------------------

@@ -191,6 +191,8 @@ def _cached_names(cache: Path) -> set[str]:
 
 def _source_mesh(shape: NeuralShape, collection: Path, cached: set[str]) -> Path:
     name = shape.provenance.get("source_name", "")
+    if Path(name).name != name:  # a name from the file, never a path: the mesh must lie in the collection folder
+        raise NeuralShapesError(f"shape '{shape.name}': its source name '{name}' is not a file name")
     path = collection / name
     if name in cached and not path.is_file():
         return path  # only its name is needed: the samples are read from the cache

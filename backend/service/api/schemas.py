@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from backend.fitting import FitSettings
-from backend.network import MAX_HIDDEN_LAYERS, MAX_WIDTH
+from backend.network import MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_WIDTH, Architecture
 
 _DEFAULT_FIT = FitSettings()
 ID_PATTERN = r"^[0-9a-f]{32}$"  # what backend.service.errors.check_id accepts
@@ -85,9 +85,16 @@ class FitSettingsCreate(_In):
 
 
 class ArchitectureCreate(_In):
+    model_config = ConfigDict(json_schema_extra={"description": f"at most {MAX_PARAMETERS:,} parameters in all (1024 wide: up to 4 hidden layers)"})
+
     hidden_layers: Integer = Field(8, ge=1, le=MAX_HIDDEN_LAYERS)
     width: Integer = Field(32, ge=1, le=MAX_WIDTH)
     activation: Literal["relu", "sine"] = "relu"
+
+    @model_validator(mode="after")
+    def _within_parameter_limit(self) -> ArchitectureCreate:
+        Architecture(hidden_layers=self.hidden_layers, width=self.width)  # raises ValueError naming the limit
+        return self
 
 
 class FitJobCreate(_In):
