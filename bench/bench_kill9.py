@@ -41,6 +41,7 @@ import trimesh
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backend.service.db import utc_now
 from blender_addon.client import ServiceError
 from tests.service_server import ServerProcess
 
@@ -61,6 +62,7 @@ class Ledger:
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> last state seen
     in_flight: Counter = field(default_factory=Counter)  # request kind -> requests under way
     api_errors: list[str] = field(default_factory=list)  # answers other than success or "cannot reach"
+    staged: list[str] = field(default_factory=list)  # sphere uploads, oldest first
     storing: bool = False  # a job was seen evaluating and storing its shapes (this round)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,12 +79,6 @@ class Tally:
     rerun: int = 0
     failed: int = 0
     stuck: int = 0
-
-
-def _utc() -> str:
-    from backend.service.db import utc_now
-
-    return utc_now()
 
 
 class Workload:
@@ -144,7 +140,12 @@ class Workload:
             self.ledger.confirmed.update(job.shape_ids)
 
     def _upload(self) -> None:
-        self._call("upload", self.client.upload_mesh, self.sphere.vertices, self.sphere.faces, name="sphere")
+        upload = self._call("upload", self.client.upload_mesh, self.sphere.vertices, self.sphere.faces, name="sphere")
+        with self.ledger.lock:
+            self.ledger.staged.append(upload.id)
+            oldest = self.ledger.staged.pop(0) if len(self.ledger.staged) > 10 else None
+        if oldest:  # keeps the folder small, and kills land in upload deletes too
+            self._call("delete", self.client.request, "DELETE", f"/v1/uploads/{oldest}")
 
     def _import(self) -> None:
         shape = self._call("import", self.client.import_shape, self.h5, name="imported")
@@ -152,11 +153,12 @@ class Workload:
             self.ledger.confirmed.add(shape.id)
 
     def _delete(self) -> None:
-        time.sleep(0.2)
         with self.ledger.lock:
             pick = sorted(self.ledger.confirmed - self.ledger.deleting)
-            if len(pick) < 20:
-                return
+        if len(pick) < 30:  # keeps the library near 30 shapes, so every check reads about as much
+            time.sleep(0.1)
+            return
+        with self.ledger.lock:
             shape_id = self.rng.choice(pick)
             self.ledger.deleting.add(shape_id)
         self._call("delete", self.client.delete_shape, shape_id)
@@ -182,14 +184,10 @@ def make_h5() -> bytes:
     return shape_to_bytes(shape)
 
 
-def temporary_files(data: Path, live_pid: int | None) -> list[Path]:
+def temporary_files(data: Path, live_pid: int) -> list[Path]:
     """Temporary files of dead processes (a live service's own writes are named with its pid)."""
-    found = []
-    for folder in (data, data / "shapes", data / "uploads"):
-        for path in folder.glob(".*.tmp"):
-            if live_pid is None or f".{live_pid}." not in path.name:
-                found.append(path)
-    return found
+    folders = (data, data / "shapes", data / "uploads")
+    return [path for folder in folders for path in folder.glob(".*.tmp") if f".{live_pid}." not in path.name]
 
 
 def check(server: ServerProcess, ledger: Ledger, restarted: str, tally: Tally) -> list[str]:
@@ -362,7 +360,7 @@ def run_loop(data: Path, *, kills: int, seed: int, report=print) -> Result:
     began = time.monotonic()
     killed, last = 0, None
     while True:
-        restarted = _utc()
+        restarted = utc_now()
         if 0 < killed < kills and rng.random() < STARTUP_KILL_SHARE:
             kill_during_startup(data, rng.uniform(0.0, 0.8))
             killed, last = killed + 1, MOMENTS[0]

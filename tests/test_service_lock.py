@@ -19,6 +19,7 @@ from backend.service.db import Database
 from backend.service.jobs import INTERRUPTED, JobKind, JobManager
 from backend.service.library import Library
 from backend.service.security import AlreadyServing, DataDirLock, load_or_create_token, secure_data_dir
+from backend.service.uploads import Uploads
 from bench.bench_kill9 import make_h5, run_loop
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
@@ -193,6 +194,19 @@ def test_running_job_with_a_cancel_asked_for_ends_cancelled_after_a_crash(tmp_pa
     assert (jobs.get("a" * 32)["state"], jobs.get("a" * 32)["error"]) == ("failed", INTERRUPTED)
     assert (jobs.get("b" * 32)["state"], jobs.get("b" * 32)["error"]) == ("cancelled", None)
     jobs.shutdown()
+    db.close()
+
+
+def test_upload_rows_without_files_and_files_without_rows_are_dropped_at_start(tmp_path, box_mesh):
+    db = Database(tmp_path / "index.sqlite3")
+    uploads = Uploads(db=db, uploads_dir=tmp_path / "uploads", max_faces=1000, max_bytes=1 << 20)
+    raw = box_mesh.vertices.astype("<f4").tobytes() + box_mesh.faces.astype("<i4").tobytes()
+    kept, half_deleted = (uploads.add(raw, format="raw", name=name, vertex_count=len(box_mesh.vertices)) for name in ("kept", "half"))
+    (tmp_path / "uploads" / f"{half_deleted['id']}.npz").unlink()  # a kill between a delete's file and row
+    (tmp_path / "uploads" / f"{'d' * 32}.npz").write_bytes(b"x")  # a kill between an upload's file and row
+    uploads.purge(older_than_seconds=3600, keep=set())
+    assert [row["id"] for row in db.all("SELECT id FROM uploads")] == [kept["id"]]
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == [f"{kept['id']}.npz"]
     db.close()
 
 

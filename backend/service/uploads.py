@@ -105,8 +105,8 @@ class Uploads:
         self.db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
     def purge(self, *, older_than_seconds: float, keep: set[str]) -> int:
-        """Remove uploads older than the limit that no pending job needs, temporary leftovers and
-        files without rows; returns how many uploads were removed."""
+        """Remove uploads older than the limit that no pending job needs, temporary leftovers, files
+        without rows and rows without files; returns how many uploads were removed."""
         for tmp in self.dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
         limit = (datetime.now(UTC) - timedelta(seconds=older_than_seconds)).isoformat(timespec="microseconds")
@@ -116,7 +116,12 @@ class Uploads:
                 (self.dir / row["file"]).unlink(missing_ok=True)
                 self.db.execute("DELETE FROM uploads WHERE id = ?", (row["id"],))
                 removed += 1
-        known = {row["file"] for row in self.db.all("SELECT file FROM uploads")}
+        known = set()
+        for row in self.db.all("SELECT id, file FROM uploads"):
+            if (self.dir / row["file"]).is_file():
+                known.add(row["file"])
+            else:  # killed between the two steps of a delete (file, then row)
+                self.db.execute("DELETE FROM uploads WHERE id = ?", (row["id"],))
         for path in self.dir.glob("*.npz"):
             if path.name not in known:
                 path.unlink(missing_ok=True)
