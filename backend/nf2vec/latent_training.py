@@ -1,0 +1,215 @@
+"""Training a latent family (:mod:`backend.nf2vec.latent`) as an auto-decoder, DeepSDF-style.
+
+Start: theta and the basis are the mean and the top-k principal directions of fitted nets' flat weights,
+each basis row scaled by its direction's standard deviation, so the PCA coordinates of the fitted nets
+(their starting latents) have unit variance; shapes without a fitted net start at z = 0. Then each step
+draws ``shapes_per_step`` distinct shapes and ``points_per_shape`` of each one's signed distance samples
+and minimises
+
+    L1(f_{w(z_i)}(x), sdf) + prior_weight |z_i|^2 + weight_pull |w(z_i) - w_i|^2 (fitted shapes only)
+
+with Adam on theta and the basis and a lazy (sparse) Adam on the latents at its own rate: a latent moves
+only when its shape is drawn, as if each shape had its own optimiser. The probe behind this recipe is in
+``../shared/research/nf2vec-latent.md`` (sections 2 and 4).
+
+A checkpoint (``latent-checkpoint.safetensors``, tensors and optimiser states only, keyed by a run key
+of the shapes and settings) is written into the model folder every ``checkpoint_every`` steps and
+removed at the end, so an interrupted run resumes and ends exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.checkpoints import load_tensors, save_tensors
+from backend.errors import NeuralShapesError
+from backend.fitting import FitCancelled
+from backend.network import Architecture
+from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, save_latent
+from backend.nf2vec.training import ShapeSamples
+from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
+
+CHECKPOINT_NAME = "latent-checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class LatentSettings:
+    """How a latent family is trained (the design study's recipe, section 4 step 3)."""
+
+    k: int = 128
+    steps: int = 20_000
+    shapes_per_step: int = 32
+    points_per_shape: int = 4096
+    subspace_learning_rate: float = 3e-4  # Adam on theta and the basis
+    latent_learning_rate: float = 3e-3  # lazy Adam on the per-shape latents
+    prior_weight: float = 1e-4  # x |z|^2 (summed over k): keeps latents near the unit Gaussian
+    weight_pull: float = 0.0  # x |w(z_i) - w_i|^2 (summed over P) towards each fitted net; 0 = off
+    samples_per_shape: int = 32_768  # cached samples per source mesh
+    uniform_fraction: float = 0.5  # of the samples, uniform in the cube (as train-nf2vec: the inside must be learnt)
+    checkpoint_every: int = 500
+    report_every: int = 25
+    seed: int = 0
+
+
+@dataclass
+class LatentProgress:
+    """What a progress callback receives: stage 'training', the step, the total and the mean loss since the last report."""
+
+    stage: str
+    step: int
+    total: int
+    loss: float = float("nan")
+
+
+@dataclass
+class LatentTrainingData:
+    """The shapes an auto-decoder learns, one latent each.
+
+    names (n,); samples: the source meshes' samples, ``mesh_of_shape`` (n,) indexing them; weights (n, P)
+    float32 flat weights of each shape's fitted net (zero rows where ``fitted`` (n,) bool is false);
+    labels (n,) int64 into class_names, or None without classes.
+    """
+
+    names: list[str]
+    samples: ShapeSamples
+    weights: torch.Tensor
+    fitted: torch.Tensor
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+
+
+def principal_subspace(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """theta (P,), basis (k, P) and coordinates (f, k) of f nets' flat weights (f, P), float32.
+
+    theta is the mean; basis row j is principal direction j times its standard deviation, so the
+    coordinates have unit variance and ``theta + coordinates @ basis`` is each net's projection on the
+    top-k subspace. Needs k <= f - 1 (f nets span at most f - 1 directions about their mean).
+    """
+    count = flat.shape[0]
+    if not 1 <= k <= count - 1:
+        raise NeuralShapesError(f"a {k}-dimensional latent family needs at least {k + 1} fitted nets, got {count}")
+    mean = flat.double().mean(0)
+    u, s, vt = torch.linalg.svd(flat.double() - mean, full_matrices=False)  # float64: the projection test is exact to 1e-6
+    scale = math.sqrt(count - 1)
+    basis = (s[:k, None] / scale) * vt[:k]
+    return mean.float(), basis.float(), (u[:, :k] * scale).float()
+
+
+def train_latent(
+    data: LatentTrainingData,
+    output: Path,
+    family_id: str,
+    architecture: Architecture,
+    settings: LatentSettings = LatentSettings(),
+    progress: Callable[[LatentProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> LatentFamily:
+    """Train a latent family of ``family_id`` nets on ``data`` and write ``output/latent.safetensors``.
+
+    Resumes ``output/latent-checkpoint.safetensors`` when its run key matches (the step count may grow
+    between runs); a checkpoint of other shapes or settings is a one-line error. ``cancel`` stops at the
+    next step with :class:`backend.fitting.FitCancelled` (the last checkpoint stays).
+    """
+    report = progress or (lambda _: None)
+    count = len(data.names)
+    if count < 2:
+        raise NeuralShapesError("a latent family needs at least two training shapes")
+    theta, basis, coordinates = principal_subspace(data.weights[data.fitted], settings.k)
+    latents = torch.zeros(count, settings.k)
+    latents[data.fitted] = coordinates
+    for tensor in (theta, basis, latents):
+        tensor.requires_grad_()
+    subspace_optimizer = torch.optim.Adam([theta, basis], lr=settings.subspace_learning_rate)
+    latent_optimizer = torch.optim.SparseAdam([latents], lr=settings.latent_learning_rate)
+    generator = torch.Generator().manual_seed(settings.seed)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = output / CHECKPOINT_NAME
+    run_key = _run_key(data, family_id, settings)
+    step, seconds, loss_value = 0, 0.0, float("nan")
+    if checkpoint.exists():
+        step, seconds, loss_value = _resume(checkpoint, run_key, [theta, basis, latents], subspace_optimizer, latent_optimizer, generator)
+    batch_size = min(settings.shapes_per_step, count)
+    started, running, reported = time.perf_counter() - seconds, 0.0, 0
+    while step < settings.steps:
+        if cancel is not None and cancel.is_set():
+            raise FitCancelled("latent training cancelled")
+        batch = torch.randperm(count, generator=generator)[:batch_size]
+        points, sdf = _draw(data.samples, batch, settings.points_per_shape, generator)
+        z = F.embedding(batch, latents, sparse=True)  # a sparse gradient: only drawn latents move
+        flat = theta + z @ basis
+        loss = (flat_forward(architecture, flat, points) - sdf).abs().mean() + settings.prior_weight * (z**2).sum(1).mean()
+        if settings.weight_pull > 0:
+            fitted = data.fitted[batch].float()
+            pull = ((flat - data.weights[batch]) ** 2).sum(1)
+            loss = loss + settings.weight_pull * (pull * fitted).sum() / fitted.sum().clamp(min=1)
+        subspace_optimizer.zero_grad(set_to_none=True)
+        latent_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        subspace_optimizer.step()
+        latent_optimizer.step()
+        step += 1
+        running, reported = running + loss.item(), reported + 1
+        if step % settings.report_every == 0 or step == settings.steps:
+            loss_value, running, reported = running / reported, 0.0, 0
+            report(LatentProgress("training", step, settings.steps, loss_value))
+        if step % settings.checkpoint_every == 0 and step < settings.steps:
+            save_tensors(checkpoint, {
+                "run": run_key, "step": step, "seconds": time.perf_counter() - started, "loss": loss_value,
+                "tensors": [theta.detach(), basis.detach(), latents.detach()],
+                "subspace_optimizer": subspace_optimizer.state_dict(), "latent_optimizer": latent_optimizer.state_dict(),
+                "generator": generator.get_state(),
+            })
+    seconds = time.perf_counter() - started
+    trained = latents.detach().clone()
+    latent = LatentFamily(
+        family_id, architecture, theta.detach().clone(), basis.detach().clone(),
+        estimate_prior(trained, data.labels, data.class_names), trained, list(data.names),
+        {
+            "steps": step, "seconds": round(seconds, 1), "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
+            "shapes": count, "fitted_shapes": int(data.fitted.sum()), "settings": asdict(settings),
+        },
+    )
+    save_latent(output, latent)
+    checkpoint.unlink(missing_ok=True)
+    return latent
+
+
+def _run_key(data: LatentTrainingData, family_id: str, settings: LatentSettings) -> str:
+    """What a checkpoint must match to be resumed: shapes, their fitted weights, classes and settings (not the step count)."""
+    kept = {key: value for key, value in asdict(settings).items() if key not in ("steps", "checkpoint_every", "report_every")}
+    digest = hashlib.sha256(data.weights.numpy().tobytes() + data.fitted.numpy().tobytes()).hexdigest()
+    return json.dumps({"settings": kept, "shapes": data.names, "weights": digest, "family": family_id,
+                       "meshes": data.samples.meshes.names, "mesh_of_shape": data.samples.mesh_of_shape.tolist()}, sort_keys=True)
+
+
+def _resume(path: Path, run_key: str, tensors: list[torch.Tensor], subspace_optimizer: torch.optim.Optimizer,
+            latent_optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, float, float]:
+    """Load a checkpoint into the tensors, optimisers and generator: (step, seconds so far, last reported loss)."""
+    failure = "not a valid latent training checkpoint"
+    state = load_tensors(path, failure)
+    if state.get("run") != run_key:
+        raise NeuralShapesError(f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones")
+    try:
+        saved = state["tensors"]
+        if len(saved) != len(tensors) or any(s.shape != t.shape for s, t in zip(saved, tensors)):
+            raise ValueError("tensors of other shapes")
+        with torch.no_grad():
+            for tensor, value in zip(tensors, saved):
+                tensor.copy_(value)
+        subspace_optimizer.load_state_dict(state["subspace_optimizer"])
+        latent_optimizer.load_state_dict(state["latent_optimizer"])
+        generator.set_state(state["generator"])
+        return int(state["step"]), float(state["seconds"]), float(state["loss"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise NeuralShapesError(f"{path}: {failure} ({type(error).__name__}: {error})".splitlines()[0]) from None
