@@ -1,6 +1,7 @@
-"""The ``train-nf2vec`` command: train an nf2vec encoder + decoder on neural shapes of one family.
+"""The ``train-nf2vec`` command: train an nf2vec encoder + decoder on neural shapes of one family; and
+``train-latent``: train the latent family ``w(z) = theta + z B`` of their nets (:mod:`backend.nf2vec.latent`).
 
-``backend.cli`` registers it. Shapes are ``.h5`` files (or folders of them); each one's source mesh is
+``backend.cli`` registers them. Shapes are ``.h5`` files (or folders of them); each one's source mesh is
 found in the collection folder by its provenance ``source_name``. The samples cache sits in the
 collection folder (shared with ``meta-train``) and the checkpoint in the model folder, so an interrupted
 run resumes. Progress goes to stderr.
@@ -16,15 +17,26 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backend.cli_output import err, fail, out
+from backend.collection import MANIFEST_NAME, read_manifest
 from backend.errors import NeuralShapesError
-from backend.family_file import resolve_family
+from backend.family_file import read_family, resolve_family, write_family
+from backend.mesh_loading import find_mesh_files
 from backend.network import Architecture
 from backend.nf2vec.config import Nf2vecConfig
+from backend.nf2vec.latent_training import (
+    LatentProgress,
+    LatentSettings,
+    check_latent_size,
+    latent_training_data,
+    train_latent,
+)
+from backend.nf2vec.model import FAMILY_NAME
 from backend.nf2vec.training import Nf2vecProgress, TrainSettings, one_family, shape_samples, train_nf2vec
 from backend.shape_file import read_shape
 
 SETTINGS = TrainSettings()
 SIZES = Nf2vecConfig()
+LATENT = LatentSettings()
 
 
 def train_nf2vec_command(
@@ -83,3 +95,65 @@ def train_nf2vec_command(
             fail(str(error))
     out.print(f"wrote {output}: nf2vec for family {model.family_id}, {len(shapes)} shapes, {model.training['steps']} steps, "
               f"loss {model.training['final_loss']:.4f}, {model.training['seconds']} s of training")
+
+
+def train_latent_command(
+    paths: Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of one family, or folders of them.")],
+    collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes; its manifest.json, if any, gives the classes of the prior.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The nf2vec model folder to write latent.safetensors (and family.h5) into.")],
+    k: Annotated[int, typer.Option("--k", help="Latent size (needs at least k + 1 fitted shapes).")] = LATENT.k,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = LATENT.steps,
+    shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = LATENT.shapes_per_step,
+    points_per_shape: Annotated[int, typer.Option(help="Sample points per shape per step.")] = LATENT.points_per_shape,
+    subspace_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of theta and the basis.")] = LATENT.subspace_learning_rate,
+    latent_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the per-shape latents.")] = LATENT.latent_learning_rate,
+    prior_weight: Annotated[float, typer.Option(help="Weight of |z|^2 in the loss.")] = LATENT.prior_weight,
+    weight_pull: Annotated[float, typer.Option(help="Weight of |w(z) - w|^2 towards each shape's fitted net (0: off).")] = LATENT.weight_pull,
+    unfitted: Annotated[list[Path] | None, typer.Option(help="Meshes (files or folders, repeatable) trained on without a fitted net; their latents start at 0.")] = None,
+    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = LATENT.samples_per_shape,
+    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: the one train-nf2vec uses in the collection folder).")] = None,
+    family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the draws and the samples.")] = LATENT.seed,
+) -> None:
+    """Train a latent family w(z) = theta + z B of the shapes' nets (an auto-decoder; resumes an interrupted run)."""
+    try:
+        settings = LatentSettings(k=k, steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
+                                  subspace_learning_rate=subspace_learning_rate, latent_learning_rate=latent_learning_rate,
+                                  prior_weight=prior_weight, weight_pull=weight_pull, samples_per_shape=samples_per_shape, seed=seed)
+        files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
+        shapes = [read_shape(file) for file in files]
+        chosen = resolve_family(family, shapes[0].architecture if shapes else Architecture())
+        one_family(shapes, chosen)
+        check_latent_size(k, len(shapes))  # before sampling, which can take minutes
+        family_file = output / FAMILY_NAME
+        if family_file.exists() and read_family(family_file).family_id != chosen.family_id:
+            raise NeuralShapesError(f"{family_file}: the model folder is of family {read_family(family_file).family_id}, "
+                                    f"the shapes are of {chosen.family_id}")
+        manifest = read_manifest(collection) if (collection / MANIFEST_NAME).is_file() else None
+        extra = find_mesh_files(unfitted or [])
+    except (ValueError, NeuralShapesError) as error:
+        fail(str(error))
+    cache = samples_cache or collection / f"samples-{samples_per_shape}-uniform{settings.uniform_fraction:g}-seed{seed}.h5"
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+        sampling = bar.add_task("sampling", total=None, status="")
+        training = bar.add_task("training", total=steps, status="")
+
+        def show(event: LatentProgress) -> None:
+            task = sampling if event.stage == "sampling" else training
+            status = f"{event.step}/{event.total} meshes" if event.stage == "sampling" else f"step {event.step}  loss {event.loss:.4f}"
+            bar.update(task, completed=event.step, total=event.total, status=status)
+            if not err.is_terminal and (event.stage == "training" or event.step == event.total):
+                err.print(f"train-latent: {event.stage} {status}", highlight=False)
+
+        try:
+            data = latent_training_data(shapes, collection, cache, settings, extra, manifest, progress=show)
+            latent = train_latent(data, output, chosen.family_id, chosen.architecture, settings, progress=show)
+            if not family_file.exists():
+                write_family(family_file, chosen)  # the folder then holds the base family its latents decode to
+        except NeuralShapesError as error:
+            fail(str(error))
+    record = latent.training
+    classes = f", prior of {len(latent.prior.class_names)} classes" if latent.prior.class_names else ""
+    out.print(f"wrote {output / 'latent.safetensors'}: latent family k {latent.k} of family {latent.family_id}, "
+              f"{record['shapes']} shapes ({record['fitted_shapes']} fitted){classes}, {record['steps']} steps, "
+              f"loss {record['final_loss']:.4f}, {record['seconds']} s of training", highlight=False, soft_wrap=True)

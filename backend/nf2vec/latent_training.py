@@ -35,10 +35,13 @@ import torch.nn.functional as F
 from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
 from backend.fitting import FitCancelled
+from backend.collection import Manifest
+from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.network import Architecture
-from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, save_latent
-from backend.nf2vec.training import ShapeSamples
+from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, save_latent
+from backend.nf2vec.training import Nf2vecProgress, ShapeSamples, TrainSettings, shape_samples
 from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
+from backend.shape_file import NeuralShape
 
 CHECKPOINT_NAME = "latent-checkpoint.safetensors"
 
@@ -64,7 +67,8 @@ class LatentSettings:
 
 @dataclass
 class LatentProgress:
-    """What a progress callback receives: stage 'training', the step, the total and the mean loss since the last report."""
+    """What a progress callback receives: stage 'sampling' (step = meshes sampled) or 'training' (loss = the
+    mean since the last report)."""
 
     stage: str
     step: int
@@ -89,16 +93,67 @@ class LatentTrainingData:
     class_names: list[str] | None = None
 
 
+def latent_training_data(
+    shapes: list[NeuralShape],
+    collection: Path,
+    cache: Path,
+    settings: LatentSettings = LatentSettings(),
+    unfitted: list[Path] | None = None,
+    manifest: Manifest | None = None,
+    progress: Callable[[LatentProgress], None] | None = None,
+) -> LatentTrainingData:
+    """The fitted ``shapes`` (of one family) and, without a net each, the meshes ``unfitted``, with their samples.
+
+    Samples are cached in ``cache`` as train-nf2vec caches them (:func:`backend.nf2vec.training.shape_samples`:
+    source meshes found in ``collection`` by provenance, checked by sha256). With ``manifest``, each shape
+    gets the class of its source mesh there (one of them missing is a one-line error); unfitted meshes are
+    named by their file stem.
+    """
+    report = progress or (lambda _: None)
+
+    def relay(event: Nf2vecProgress | MetaProgress) -> None:
+        report(LatentProgress("sampling", event.step, event.total))
+
+    fitted_samples = shape_samples(shapes, collection, cache, TrainSettings(
+        samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed), relay)
+    meshes, mesh_of_shape = fitted_samples.meshes, fitted_samples.mesh_of_shape
+    extra = list(unfitted or [])
+    if extra:
+        more = collection_samples(extra, cache, MetaSettings(samples_per_shape=settings.samples_per_shape,
+                                                             uniform_fraction=settings.uniform_fraction, seed=settings.seed), relay)
+        mesh_of_shape = torch.cat([mesh_of_shape, torch.arange(len(meshes.names), len(meshes.names) + len(extra))])
+        meshes = CollectionSamples(meshes.names + more.names, torch.cat([meshes.points, more.points]), torch.cat([meshes.sdf, more.sdf]))
+    count = len(shapes) + len(extra)
+    weights = torch.zeros(count, shapes[0].architecture.parameter_count)
+    weights[: len(shapes)] = torch.from_numpy(np.stack([flatten(shape.weights) for shape in shapes]))
+    data = LatentTrainingData([shape.name for shape in shapes] + [path.stem for path in extra],
+                              ShapeSamples(meshes, mesh_of_shape), weights, torch.arange(count) < len(shapes))
+    if manifest is not None:
+        class_of = {item.file: item.class_name for item in manifest.items}
+        sources = [shape.provenance.get("source_name", "") for shape in shapes] + [path.name for path in extra]
+        missing = [(name, source) for name, source in zip(data.names, sources) if source not in class_of]
+        if missing:
+            raise NeuralShapesError(f"'{missing[0][0]}': its mesh '{missing[0][1]}' has no class in the collection manifest of {manifest.root}")
+        data.class_names = [name for name in manifest.classes if name in {class_of[source] for source in sources}]
+        data.labels = np.array([data.class_names.index(class_of[source]) for source in sources], dtype=np.int64)
+    return data
+
+
+def check_latent_size(k: int, fitted: int) -> None:
+    """Refuse a latent size the fitted nets cannot span: ``f`` nets span at most ``f - 1`` directions about their mean."""
+    if not 1 <= k <= fitted - 1:
+        raise NeuralShapesError(f"a {k}-dimensional latent family needs at least {k + 1} fitted nets, got {fitted}")
+
+
 def principal_subspace(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """theta (P,), basis (k, P) and coordinates (f, k) of f nets' flat weights (f, P), float32.
 
     theta is the mean; basis row j is principal direction j times its standard deviation, so the
     coordinates have unit variance and ``theta + coordinates @ basis`` is each net's projection on the
-    top-k subspace. Needs k <= f - 1 (f nets span at most f - 1 directions about their mean).
+    top-k subspace. Needs 1 <= k <= f - 1 (:func:`check_latent_size`).
     """
     count = flat.shape[0]
-    if not 1 <= k <= count - 1:
-        raise NeuralShapesError(f"a {k}-dimensional latent family needs at least {k + 1} fitted nets, got {count}")
+    check_latent_size(k, count)
     mean = flat.double().mean(0)
     u, s, vt = torch.linalg.svd(flat.double() - mean, full_matrices=False)  # float64: the projection test is exact to 1e-6
     scale = math.sqrt(count - 1)
