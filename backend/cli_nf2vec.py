@@ -9,6 +9,8 @@ run resumes. Progress goes to stderr.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +23,7 @@ from backend.collection import MANIFEST_NAME, read_manifest
 from backend.errors import NeuralShapesError
 from backend.family_file import read_family, resolve_family, write_family
 from backend.mesh_loading import find_mesh_files
-from backend.network import Architecture
+from backend.network import Architecture, ModelFamily
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.latent_training import (
     LatentProgress,
@@ -32,7 +34,7 @@ from backend.nf2vec.latent_training import (
 )
 from backend.nf2vec.model import FAMILY_NAME
 from backend.nf2vec.training import Nf2vecProgress, TrainSettings, one_family, shape_samples, train_nf2vec
-from backend.shape_file import read_shape
+from backend.shape_file import NeuralShape, read_shape
 
 SETTINGS = TrainSettings()
 SIZES = Nf2vecConfig()
@@ -70,24 +72,11 @@ def train_nf2vec_command(
         config = replace(sizes, loss=loss, relative_to_family=not absolute_weights)
         settings = TrainSettings(steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
                                  learning_rate=learning_rate, samples_per_shape=samples_per_shape, seed=seed)
-        files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
-        shapes = [read_shape(file) for file in files]
-        chosen = resolve_family(family, shapes[0].architecture if shapes else Architecture())
-        one_family(shapes, chosen)
+        shapes, chosen = _shapes_of_one_family(paths, family)
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
-    cache = samples_cache or collection / f"samples-{samples_per_shape}-uniform{settings.uniform_fraction:g}-seed{seed}.h5"
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
-        sampling = bar.add_task("sampling", total=None, status="")
-        training = bar.add_task("training", total=steps, status="")
-
-        def show(event: Nf2vecProgress) -> None:
-            task = sampling if event.stage == "sampling" else training
-            status = f"{event.step}/{event.total} meshes" if event.stage == "sampling" else f"step {event.step}  loss {event.loss:.4f}"
-            bar.update(task, completed=event.step, total=event.total, status=status)
-            if not err.is_terminal and (event.stage == "training" or event.step == event.total):
-                err.print(f"train-nf2vec: {event.stage} {status}", highlight=False)
-
+    cache = samples_cache or _default_cache(collection, samples_per_shape, settings.uniform_fraction, seed)
+    with _sampling_and_training_bar("train-nf2vec", steps) as show:
         try:
             samples = shape_samples(shapes, collection, cache, settings, progress=show)
             model = train_nf2vec(shapes, samples, output, chosen, config, settings, progress=show)
@@ -120,10 +109,7 @@ def train_latent_command(
         settings = LatentSettings(k=k, steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
                                   subspace_learning_rate=subspace_learning_rate, latent_learning_rate=latent_learning_rate,
                                   prior_weight=prior_weight, weight_pull=weight_pull, samples_per_shape=samples_per_shape, seed=seed)
-        files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
-        shapes = [read_shape(file) for file in files]
-        chosen = resolve_family(family, shapes[0].architecture if shapes else Architecture())
-        one_family(shapes, chosen)
+        shapes, chosen = _shapes_of_one_family(paths, family)
         check_latent_size(k, len(shapes))  # before sampling, which can take minutes
         family_file = output / FAMILY_NAME
         if family_file.exists() and read_family(family_file).family_id != chosen.family_id:
@@ -133,18 +119,8 @@ def train_latent_command(
         extra = find_mesh_files(unfitted or [])
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
-    cache = samples_cache or collection / f"samples-{samples_per_shape}-uniform{settings.uniform_fraction:g}-seed{seed}.h5"
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
-        sampling = bar.add_task("sampling", total=None, status="")
-        training = bar.add_task("training", total=steps, status="")
-
-        def show(event: LatentProgress) -> None:
-            task = sampling if event.stage == "sampling" else training
-            status = f"{event.step}/{event.total} meshes" if event.stage == "sampling" else f"step {event.step}  loss {event.loss:.4f}"
-            bar.update(task, completed=event.step, total=event.total, status=status)
-            if not err.is_terminal and (event.stage == "training" or event.step == event.total):
-                err.print(f"train-latent: {event.stage} {status}", highlight=False)
-
+    cache = samples_cache or _default_cache(collection, samples_per_shape, settings.uniform_fraction, seed)
+    with _sampling_and_training_bar("train-latent", steps) as show:
         try:
             data = latent_training_data(shapes, collection, cache, settings, extra, manifest, progress=show)
             latent = train_latent(data, output, chosen.family_id, chosen.architecture, settings, progress=show)
@@ -157,3 +133,34 @@ def train_latent_command(
     out.print(f"wrote {output / 'latent.safetensors'}: latent family k {latent.k} of family {latent.family_id}, "
               f"{record['shapes']} shapes ({record['fitted_shapes']} fitted){classes}, {record['steps']} steps, "
               f"loss {record['final_loss']:.4f}, {record['seconds']} s of training", highlight=False, soft_wrap=True)
+
+
+def _shapes_of_one_family(paths: list[Path], family: str) -> tuple[list[NeuralShape], ModelFamily]:
+    """The shape files (folders expanded to their .h5 files) and their family, checked to be ``family``."""
+    files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
+    shapes = [read_shape(file) for file in files]
+    chosen = resolve_family(family, shapes[0].architecture if shapes else Architecture())
+    one_family(shapes, chosen)
+    return shapes, chosen
+
+
+def _default_cache(collection: Path, samples_per_shape: int, uniform_fraction: float, seed: int) -> Path:
+    """The samples cache train-nf2vec and train-latent share in the collection folder."""
+    return collection / f"samples-{samples_per_shape}-uniform{uniform_fraction:g}-seed{seed}.h5"
+
+
+@contextmanager
+def _sampling_and_training_bar(command: str, steps: int) -> Iterator[Callable[[Nf2vecProgress | LatentProgress], None]]:
+    """Bars for sampling meshes and training on stderr, and the callback that moves them (a line per report in a log)."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+        sampling = bar.add_task("sampling", total=None, status="")
+        training = bar.add_task("training", total=steps, status="")
+
+        def show(event: Nf2vecProgress | LatentProgress) -> None:
+            task = sampling if event.stage == "sampling" else training
+            status = f"{event.step}/{event.total} meshes" if event.stage == "sampling" else f"step {event.step}  loss {event.loss:.4f}"
+            bar.update(task, completed=event.step, total=event.total, status=status)
+            if not err.is_terminal and (event.stage == "training" or event.step == event.total):
+                err.print(f"{command}: {event.stage} {status}", highlight=False)
+
+        yield show
