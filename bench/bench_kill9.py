@@ -59,6 +59,7 @@ class Ledger:
 
     confirmed: set[str] = field(default_factory=set)  # shapes the API said exist
     deleting: set[str] = field(default_factory=set)  # delete sent, answer not seen
+    deleted: set[str] = field(default_factory=set)  # deletes sent (a job's outputs still list them)
     jobs: dict[str, str] = field(default_factory=dict)  # job id -> last state seen
     in_flight: Counter = field(default_factory=Counter)  # request kind -> requests under way
     api_errors: list[str] = field(default_factory=list)  # answers other than success or "cannot reach"
@@ -137,9 +138,10 @@ class Workload:
         with self.ledger.lock:
             self.ledger.jobs[job.id] = job.state
             self.ledger.storing |= job.stage.startswith("evaluating and storing")
-            self.ledger.confirmed.update(job.shape_ids)
+            self.ledger.confirmed.update(set(job.shape_ids) - self.ledger.deleted)
 
     def _upload(self) -> None:
+        time.sleep(self.rng.uniform(0.0, 0.5))  # leaves moments with no upload under way
         upload = self._call("upload", self.client.upload_mesh, self.sphere.vertices, self.sphere.faces, name="sphere")
         with self.ledger.lock:
             self.ledger.staged.append(upload.id)
@@ -161,6 +163,7 @@ class Workload:
         with self.ledger.lock:
             shape_id = self.rng.choice(pick)
             self.ledger.deleting.add(shape_id)
+            self.ledger.deleted.add(shape_id)
         self._call("delete", self.client.delete_shape, shape_id)
         with self.ledger.lock:
             self.ledger.confirmed.discard(shape_id)
@@ -338,13 +341,17 @@ def wait_for_moment(ledger: Ledger, rng: random.Random) -> None:
         time.sleep(0.002)
 
 
-def moment_of(ledger: Ledger, data: Path) -> str:
-    """What the killed service was doing (call after it died, before anything else touches the folder)."""
-    if list((data / "shapes").glob(".*.tmp")):
-        return ".h5 being written"
+def kill(server: ServerProcess, ledger: Ledger) -> str:
+    """SIGKILL the service; returns what it was doing: a shape file half written (its temporary file
+    is left), else the requests under way and whether a fit job ran, as the clients saw them just
+    before the kill (they see the dead connection at once)."""
     with ledger.lock:
         busy = {kind for kind, count in ledger.in_flight.items() if count > 0}
         fitting = "running" in ledger.jobs.values()
+        server.process.send_signal(signal.SIGKILL)
+    server.kill()  # waits, closes its log
+    if list((server.data_dir / "shapes").glob(".*.tmp")):
+        return ".h5 being written"
     for kind in ("upload", "import", "delete"):
         if kind in busy:
             return f"{kind} request"
@@ -358,35 +365,33 @@ def run_loop(data: Path, *, kills: int, seed: int, report=print) -> Result:
     tallies = {moment: Tally() for moment in MOMENTS}
     startups, problems = [], []
     began = time.monotonic()
-    killed, last = 0, None
-    while True:
-        restarted = utc_now()
-        if 0 < killed < kills and rng.random() < STARTUP_KILL_SHARE:
-            kill_during_startup(data, rng.uniform(0.0, 0.8))
-            killed, last = killed + 1, MOMENTS[0]
+    killed, last, server = 0, None, None
+    try:
+        while True:
+            restarted = utc_now()
+            if 0 < killed < kills and rng.random() < STARTUP_KILL_SHARE:
+                kill_during_startup(data, rng.uniform(0.0, 0.8))
+                killed, last = killed + 1, MOMENTS[0]
+                tallies[last].kills += 1
+                continue
+            clock = time.monotonic()
+            server = ServerProcess(data)
+            startups.append(time.monotonic() - clock)
+            # counts go to the last kill before this restart
+            found = check(server, ledger, restarted, tallies[last] if last else Tally())
+            problems += [f"after kill {killed} ({last}): {line}" for line in found]
+            if killed == kills:
+                break
+            work = Workload(server, ledger, h5, rng.randrange(2**32))
+            wait_for_moment(ledger, rng)
+            last = kill(server, ledger)
+            work.stop()
+            killed += 1
             tallies[last].kills += 1
-            continue
-        clock = time.monotonic()
-        server = ServerProcess(data)
-        startups.append(time.monotonic() - clock)
-        # counts go to the last kill before this restart
-        found = check(server, ledger, restarted, tallies[last] if last else Tally())
-        problems += [f"after kill {killed} ({last}): {line}" for line in found]
-        if killed == kills:
-            break
-        work = Workload(server, ledger, h5, rng.randrange(2**32))
-        wait_for_moment(ledger, rng)
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait(30)
-        last = moment_of(ledger, data)
-        server.kill()
-        work.stop()
-        killed += 1
-        tallies[last].kills += 1
-        if killed % 10 == 0:
-            report(f"{killed} kills, {time.monotonic() - began:.0f} s, {len(problems)} problems")
+            if killed % 10 == 0:
+                report(f"{killed} kills, {time.monotonic() - began:.0f} s, {len(problems)} problems")
 
-    try:  # the end: every job that is still pending finishes, and a clean stop leaves no service.json
+        # the end: every job that is still pending finishes, and a clean stop leaves no service.json
         with ledger.lock:
             pending = [job_id for job_id, state in ledger.jobs.items() if state not in FINAL]
         for job_id in pending:
@@ -400,7 +405,8 @@ def run_loop(data: Path, *, kills: int, seed: int, report=print) -> Result:
         if server.terminate() != 0 or (data / "service.json").exists():
             problems.append("the clean stop at the end did not exit 0 or left service.json")
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()  # no-op when it already ended
     return Result(tallies, startups, problems, ledger.api_errors, time.monotonic() - began, len(ledger.confirmed))
 
 
