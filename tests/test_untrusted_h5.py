@@ -194,8 +194,10 @@ def test_the_network_size_limits_of_fitting_apply_to_files(tmp_path, hidden, wid
 
 
 def test_the_fit_api_takes_the_same_limits():
-    assert ArchitectureCreate(hidden_layers=MAX_HIDDEN_LAYERS, width=MAX_WIDTH).width == MAX_WIDTH
-    for too_large in ({"width": MAX_WIDTH + 1}, {"hidden_layers": MAX_HIDDEN_LAYERS + 1}):
+    assert ArchitectureCreate(hidden_layers=4, width=MAX_WIDTH).width == MAX_WIDTH
+    assert ArchitectureCreate(hidden_layers=MAX_HIDDEN_LAYERS, width=32).hidden_layers == MAX_HIDDEN_LAYERS
+    too_many = {"hidden_layers": MAX_HIDDEN_LAYERS, "width": MAX_WIDTH}  # each within its bound, 64 M parameters
+    for too_large in ({"width": MAX_WIDTH + 1}, {"hidden_layers": MAX_HIDDEN_LAYERS + 1}, too_many):
         with pytest.raises(ValidationError):
             ArchitectureCreate(**too_large)
 
