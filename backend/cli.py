@@ -17,7 +17,7 @@ from backend.addon_build import build_addon
 from backend.cli_collection import make_collection_command
 from backend.cli_kernels import mesh, render
 from backend.cli_meta import meta_train_command
-from backend.cli_nf2vec import train_latent_command, train_nf2vec_command
+from backend.cli_nf2vec import train_latent_command, train_latent_encoder_command, train_nf2vec_command
 from backend.cli_nf2vec_ops import classify_command, complete_command, generate_command, interpolate_command, similar_command
 from backend.cli_nf2vec_tasks import (
     build_neighbour_decoder_command,
@@ -213,6 +213,7 @@ app.command("meta-train")(meta_train_command)
 app.command("fit-points")(fit_points_command)
 app.command("train-nf2vec")(train_nf2vec_command)
 app.command("train-latent")(train_latent_command)
+app.command("train-latent-encoder")(train_latent_encoder_command)
 app.command("train-gan")(train_gan_command)
 app.command("train-classifier")(train_classifier_command)
 app.command("train-completion")(train_completion_command)

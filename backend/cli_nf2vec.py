@@ -1,5 +1,6 @@
-"""The ``train-nf2vec`` command: train an nf2vec encoder + decoder on neural shapes of one family; and
-``train-latent``: train the latent family ``w(z) = theta + z B`` of their nets (:mod:`backend.nf2vec.latent`).
+"""The ``train-nf2vec`` command: train an nf2vec encoder + decoder on neural shapes of one family;
+``train-latent``: train the latent family ``w(z) = theta + z B`` of their nets (:mod:`backend.nf2vec.latent`);
+and ``train-latent-encoder``: distil nf2vec's encoder into that family's latents (:mod:`backend.nf2vec.latent_encoder`).
 
 ``backend.cli`` registers them. Shapes are ``.h5`` files (or folders of them); each one's source mesh is
 found in the collection folder by its provenance ``source_name``. The samples cache sits in the
@@ -25,6 +26,8 @@ from backend.family_file import read_family, resolve_family, write_family
 from backend.mesh_loading import find_mesh_files
 from backend.network import Architecture, ModelFamily
 from backend.nf2vec.config import Nf2vecConfig
+from backend.nf2vec.latent import load_latent
+from backend.nf2vec.latent_encoder import EncoderSettings, latent_encoder_data, train_latent_encoder
 from backend.nf2vec.latent_training import (
     LatentProgress,
     LatentSettings,
@@ -39,6 +42,7 @@ from backend.shape_file import NeuralShape, read_shape
 SETTINGS = TrainSettings()
 SIZES = Nf2vecConfig()
 LATENT = LatentSettings()
+ENCODER = EncoderSettings()
 
 
 def train_nf2vec_command(
@@ -133,6 +137,49 @@ def train_latent_command(
     out.print(f"wrote {output / 'latent.safetensors'}: latent family k {latent.k} of family {latent.family_id}, "
               f"{record['shapes']} shapes ({record['fitted_shapes']} fitted){classes}, {record['steps']} steps, "
               f"loss {record['final_loss']:.4f}, {record['seconds']} s of training", highlight=False, soft_wrap=True)
+
+
+def train_latent_encoder_command(
+    paths: Annotated[list[Path], typer.Argument(help="The latent family's fitted training shapes (.h5 files of one family, or folders of them).")],
+    model: Annotated[Path, typer.Option(help="The nf2vec model folder holding latent.safetensors; latent_encoder.safetensors is written there.")],
+    collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes (train-latent's).")],
+    refits: Annotated[list[Path] | None, typer.Option(help="Other fits (other seeds) of the same meshes (files or folders, repeatable); each learns its first fit's latent.")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = ENCODER.steps,
+    shapes_per_step: Annotated[int, typer.Option(help="Nets per step.")] = ENCODER.shapes_per_step,
+    points_per_shape: Annotated[int, typer.Option(help="Sample points per net per step.")] = ENCODER.points_per_shape,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = ENCODER.learning_rate,
+    encoder_stages: Annotated[str, typer.Option(help="Comma-separated sizes of the encoder stages before the head to k.")] = ",".join(map(str, ENCODER.stages)),
+    yaw_fraction: Annotated[float, typer.Option(help="Fraction of the nets drawn that are turned by a random yaw.")] = ENCODER.yaw_fraction,
+    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = ENCODER.samples_per_shape,
+    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: the one train-latent uses in the collection folder).")] = None,
+    family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the encoder's initial weights, the draws and the samples.")] = ENCODER.seed,
+) -> None:
+    """Distil nf2vec's weight encoder into the latent family: weights -> z (resumes an interrupted run)."""
+    try:
+        settings = EncoderSettings(stages=tuple(int(size) for size in encoder_stages.split(",") if size), steps=steps,
+                                   shapes_per_step=shapes_per_step, points_per_shape=points_per_shape, learning_rate=learning_rate,
+                                   yaw_fraction=yaw_fraction, samples_per_shape=samples_per_shape, seed=seed)
+        if not settings.stages:
+            raise ValueError("--encoder-stages needs at least one size")
+        shapes, chosen = _shapes_of_one_family(paths, family)
+        refit_shapes = _shapes_of_one_family(refits, family)[0] if refits else []
+        latent = load_latent(model, chosen.family_id)
+    except (ValueError, NeuralShapesError) as error:
+        fail(str(error))
+    cache = samples_cache or _default_cache(collection, samples_per_shape, settings.uniform_fraction, seed)
+    with _sampling_and_training_bar("train-latent-encoder", steps) as show:
+        try:
+            data = latent_encoder_data(shapes, latent, collection, cache, settings, refit_shapes, progress=show)
+            encoder = train_latent_encoder(data, latent, chosen, model, settings, progress=show)
+        except NeuralShapesError as error:
+            fail(str(error))
+    record = encoder.training
+    inputs = record["inputs"]
+    out.print(f"wrote {model / 'latent_encoder.safetensors'}: encoder to the k {encoder.k} latents of family {encoder.family_id}, "
+              f"{record['shapes']} shapes ({inputs['fitted']} fitted, {inputs['refits']} re-fits, {inputs['decoded']} decoded nets), "
+              f"{record['steps']} steps, field L1 {record['final_loss']:.4f}, {record['seconds']} s of training",
+              highlight=False, soft_wrap=True)
 
 
 def _shapes_of_one_family(paths: list[Path], family: str) -> tuple[list[NeuralShape], ModelFamily]:

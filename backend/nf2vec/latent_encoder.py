@@ -1,0 +1,448 @@
+"""The nf2vec encoder distilled into a latent family: a net's weights -> its latent z, in one pass.
+
+The encoder is nf2vec's :class:`backend.nf2vec.encoder.WeightEncoder` over the stacked weight matrix
+(minus the family's initial weights, the ``reference``) with a linear head to the latent size k. It is
+trained so that the net it names, ``w(enc(w_i)) = theta + enc(w_i) B``, has the shape's field:
+
+    L1(f_{w(enc(w_i))}(x), sdf_i(x)) + latent_pull |enc(w_i) - z_i|^2 / k
+
+on the shape's cached signed distance samples (the ones ``train-latent`` used), z_i being the latent the
+auto-decoder gave shape i (matched by name). The inputs are the fitted nets, optional second-seed re-fits
+of the same meshes (same z_i), the decoded nets ``w(z_i)``, and yaw-turned copies of any of them.
+Turning a net about Z is exact (first layer ``W0 <- W0 R^T``), but its target is then the turned field,
+not z_i, so a turned copy is held to the field L1 at turned sample points only.
+
+:func:`refine_latent` starts from the encoder and fits z to the shape's own field, sampled from its own
+net (its mesh may be gone from a library), so it serves decoding, ``similar`` and ``classify``.
+
+The file ``latent_encoder.safetensors`` (docs/format.md) sits in the model folder next to
+``latent.safetensors``; it names the latent family it was distilled into by a digest of theta and B.
+Points are in the normalised frame; signed distances are negative inside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.checkpoints import load_tensors, save_tensors
+from backend.errors import NeuralShapesError
+from backend.fitting import FitCancelled
+from backend.network import Architecture, ModelFamily
+from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
+from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
+from backend.nf2vec.latent_training import LatentProgress
+from backend.nf2vec.training import Nf2vecProgress, ShapeSamples, TrainSettings, shape_samples
+from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
+from backend.sampling import CUBE_HALF_SIZE
+from backend.shape_file import NeuralShape
+
+FORMAT = "neural-shapes/nf2vec-latent-encoder"
+VERSION = 1
+ENCODER_NAME = "latent_encoder.safetensors"
+CHECKPOINT_NAME = "latent-encoder-checkpoint.safetensors"
+
+
+class LatentEncoderNet(torch.nn.Module):
+    """forward(matrices (b, rows, width), already minus the reference) -> latents (b, k).
+
+    nf2vec's row-wise encoder (``stages`` as :class:`WeightEncoder`'s stage sizes) and a linear head: the
+    encoder's layer-normalised embedding cannot itself be a latent (it has zero mean over its dimensions).
+    """
+
+    def __init__(self, width: int, stages: tuple[int, ...], k: int):
+        super().__init__()
+        self.weights = WeightEncoder(width, stages)
+        self.head = torch.nn.Linear(stages[-1], k)
+
+    def forward(self, matrices: torch.Tensor) -> torch.Tensor:
+        return self.head(self.weights(matrices))
+
+
+@dataclass
+class LatentEncoder:
+    """A trained encoder from the nets of ``family_id`` to the latents of one latent family."""
+
+    family_id: str
+    architecture: Architecture
+    stages: tuple[int, ...]
+    net: LatentEncoderNet
+    reference: torch.Tensor  # (matrix_rows, width): the family's initial weights as a stacked matrix
+    latent_digest: str  # of the latent family's theta and basis (:func:`latent_digest`)
+    training: dict[str, Any] = field(default_factory=dict)  # steps, seconds, final loss, inputs, settings
+
+    @property
+    def k(self) -> int:
+        return self.net.head.out_features
+
+    def encode_flat(self, flat: torch.Tensor) -> torch.Tensor:
+        """Latents (b, k) of nets given as flat weights (b, P); differentiable, in the net's current mode."""
+        return self.net(flat_matrices(self.architecture, flat) - self.reference)
+
+
+# --- weights as the encoder reads them, and turned about Z -------------------------------------------
+
+
+def flat_matrices(architecture: Architecture, flat: torch.Tensor) -> torch.Tensor:
+    """The stacked matrices (b, matrix_rows, width) of nets given as flat weights (b, P): the layout of
+    :func:`backend.nf2vec.encoder.weight_matrix` (per layer ``[W^T; b]``, the output layer zero-padded),
+    in torch so that turned and decoded nets need no round trip through numpy."""
+    sizes, blocks, start, count = architecture.layer_sizes, [], 0, flat.shape[0]
+    for fan_in, fan_out in pairwise(sizes):
+        weight = flat[:, start : start + fan_out * fan_in].reshape(count, fan_out, fan_in)
+        start += fan_out * fan_in
+        bias = flat[:, start : start + fan_out]
+        start += fan_out
+        block = torch.cat([weight.transpose(1, 2), bias[:, None, :]], dim=1)
+        blocks.append(F.pad(block, (0, architecture.width - fan_out)))
+    return torch.cat(blocks, dim=1)
+
+
+def yaw_matrices(angles: torch.Tensor) -> torch.Tensor:
+    """Rotations (b, 3, 3) by ``angles`` (b,) radians about +Z, counter-clockwise seen from above."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zero, one = torch.zeros_like(angles), torch.ones_like(angles)
+    return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], dim=1).reshape(-1, 3, 3)
+
+
+def yaw_nets(architecture: Architecture, flat: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Flat weights (b, P) of the nets (b, P) turned by ``angles`` (b,) about +Z: the turned net's field at
+    ``R p`` is the original's at ``p``, exactly (first layer ``W0 <- W0 R^T``; everything else kept)."""
+    rows = architecture.width * 3
+    first = flat[:, :rows].reshape(-1, architecture.width, 3) @ yaw_matrices(angles).transpose(1, 2)
+    return torch.cat([first.reshape(-1, rows), flat[:, rows:]], dim=1)
+
+
+# --- training data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How the encoder is distilled (the design study's recipe, ``../shared/research/nf2vec-latent.md`` section 4 step 5)."""
+
+    stages: tuple[int, ...] = (256, 256)  # WeightEncoder stage sizes before the head to k
+    steps: int = 15_000
+    shapes_per_step: int = 16  # encoder inputs (nets) per step
+    points_per_shape: int = 2048
+    learning_rate: float = 1e-3  # AdamW, as train-nf2vec
+    weight_decay: float = 1e-2
+    latent_pull: float = 0.1  # x |enc - z_i|^2 / k, on unturned inputs
+    yaw_fraction: float = 0.25  # of the inputs drawn, turned by a uniform random yaw
+    decoded_inputs: bool = True  # also read the decoded nets w(z_i), as decoding and generation produce them
+    samples_per_shape: int = 32_768  # cached samples per source mesh: train-latent's cache
+    uniform_fraction: float = 0.5
+    checkpoint_every: int = 500
+    report_every: int = 25
+    seed: int = 0
+
+
+@dataclass
+class EncoderTrainingData:
+    """What the encoder learns from.
+
+    names (n,) the training shapes; targets (n, k) their latents in the latent family; samples of their
+    source meshes (``mesh_of_shape`` (n,)); inputs (m, P) float32 flat weights of the nets the encoder
+    reads, ``shape_of_input`` (m,) int64 naming each one's shape; ``counts`` how many inputs of each kind
+    (fitted, refits, decoded).
+    """
+
+    names: list[str]
+    targets: torch.Tensor
+    samples: ShapeSamples
+    inputs: torch.Tensor
+    shape_of_input: torch.Tensor
+    counts: dict[str, int]
+
+
+def latent_encoder_data(
+    shapes: list[NeuralShape],
+    latent: LatentFamily,
+    collection: Path,
+    cache: Path,
+    settings: EncoderSettings = EncoderSettings(),
+    refits: list[NeuralShape] | None = None,
+    progress: Callable[[LatentProgress], None] | None = None,
+) -> EncoderTrainingData:
+    """The fitted ``shapes`` (each with a latent of that name in ``latent``), their samples and the encoder's inputs.
+
+    Samples are found and cached as train-latent finds them (:func:`backend.nf2vec.training.shape_samples`).
+    Each of ``refits`` (other fits of the same meshes) takes the shape whose source mesh has its sha256;
+    one with no such shape, a shape of another family or without a latent, is a one-line error.
+    """
+    for shape in [*shapes, *(refits or [])]:
+        if shape.family_id != latent.family_id:
+            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent family of {latent.family_id}")
+    if latent.latents is None:
+        raise NeuralShapesError("the latent family keeps no training latents to distil the encoder towards")
+    row_of = {name: row for row, name in enumerate(latent.names)}
+    missing = [shape.name for shape in shapes if shape.name not in row_of]
+    if missing:
+        raise NeuralShapesError(f"shape '{missing[0]}' has no latent in the latent family ({len(missing)} such); train-latent on it first")
+    report = progress or (lambda _: None)
+
+    def relay(event: Nf2vecProgress) -> None:
+        report(LatentProgress("sampling", event.step, event.total))
+
+    samples = shape_samples(shapes, collection, cache, TrainSettings(
+        samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed), relay)
+    targets = latent.latents[[row_of[shape.name] for shape in shapes]].clone()
+    shape_of_mesh = {shape.provenance.get("source_sha256"): index for index, shape in enumerate(shapes)}
+    refit_shapes = []
+    for refit in refits or []:
+        index = shape_of_mesh.get(refit.provenance.get("source_sha256"))
+        if index is None:
+            raise NeuralShapesError(f"re-fit '{refit.name}': no training shape was fitted to its mesh "
+                                    f"'{refit.provenance.get('source_name', '?')}'")
+        refit_shapes.append(index)
+    fitted = torch.from_numpy(np.stack([flatten(shape.weights) for shape in [*shapes, *(refits or [])]]))
+    order = list(range(len(shapes))) + refit_shapes
+    inputs, counts = [fitted], {"fitted": len(shapes), "refits": len(refit_shapes), "decoded": 0}
+    if settings.decoded_inputs:
+        with torch.no_grad():
+            inputs.append(latent.flat(targets))
+        order += list(range(len(shapes)))
+        counts["decoded"] = len(shapes)
+    return EncoderTrainingData([shape.name for shape in shapes], targets, samples, torch.cat(inputs),
+                               torch.tensor(order, dtype=torch.long), counts)
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+
+def latent_digest(latent: LatentFamily) -> str:
+    """sha256 (hex, 16 digits) of a latent family's theta and basis: the subspace an encoder's z decode in."""
+    return hashlib.sha256(latent.theta.numpy().tobytes() + latent.basis.numpy().tobytes()).hexdigest()[:16]
+
+
+def family_reference(family: ModelFamily) -> torch.Tensor:
+    """The family's initial weights as a stacked matrix (matrix_rows, width): what the encoder subtracts."""
+    return weight_matrices([family.initial_weights], family.architecture.width)[0]
+
+
+def train_latent_encoder(
+    data: EncoderTrainingData,
+    latent: LatentFamily,
+    family: ModelFamily,
+    output: Path,
+    settings: EncoderSettings = EncoderSettings(),
+    progress: Callable[[LatentProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> LatentEncoder:
+    """Distil an encoder from ``family`` nets into ``latent`` and write ``output/latent_encoder.safetensors``.
+
+    Resumes ``output/latent-encoder-checkpoint.safetensors`` when its run key matches (the step count may
+    grow between runs); a checkpoint of other inputs, latents or settings is a one-line error. ``cancel``
+    stops at the next step with :class:`backend.fitting.FitCancelled` (the last checkpoint stays).
+    """
+    if family.family_id != latent.family_id:
+        raise NeuralShapesError(f"the latent family is of family {latent.family_id}, not of {family.family_id}")
+    report = progress or (lambda _: None)
+    architecture, k = latent.architecture, latent.k
+    torch.manual_seed(settings.seed)  # the encoder's initial weights, so reruns start alike
+    encoder = LatentEncoder(family.family_id, architecture, tuple(settings.stages),
+                            LatentEncoderNet(architecture.width, tuple(settings.stages), k),
+                            family_reference(family), latent_digest(latent))
+    optimizer = torch.optim.AdamW(encoder.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(settings.seed)
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = output / CHECKPOINT_NAME
+    run_key = _run_key(data, encoder, settings)
+    step, seconds, loss_value = 0, 0.0, float("nan")
+    if checkpoint.exists():
+        step, seconds, loss_value = _resume(checkpoint, run_key, encoder.net, optimizer, generator)
+    theta, basis = latent.theta.detach(), latent.basis.detach()
+    count = len(data.inputs)
+    batch_size = min(settings.shapes_per_step, count)
+    started, running, reported = time.perf_counter() - seconds, 0.0, 0
+    encoder.net.train()
+    while step < settings.steps:
+        if cancel is not None and cancel.is_set():
+            raise FitCancelled("latent encoder training cancelled")
+        batch = torch.randperm(count, generator=generator)[:batch_size]
+        shape = data.shape_of_input[batch]
+        points, sdf = _draw(data.samples, shape, settings.points_per_shape, generator)
+        turned = torch.rand(batch_size, generator=generator) < settings.yaw_fraction
+        angles = torch.rand(batch_size, generator=generator) * (2 * math.pi) * turned  # 0: the identity, exactly
+        flat = yaw_nets(architecture, data.inputs[batch], angles)
+        points = points @ yaw_matrices(angles).transpose(1, 2)  # R p: where the turned field has the value at p
+        z = encoder.encode_flat(flat)
+        field_l1 = (flat_forward(architecture, theta + z @ basis, points) - sdf).abs().mean()
+        pull = (((z - data.targets[shape]) ** 2).sum(1) / k * (~turned)).mean()  # a turned net's latent is not z_i
+        loss = field_l1 + settings.latent_pull * pull
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running, reported = running + field_l1.item(), reported + 1
+        if step % settings.report_every == 0 or step == settings.steps:
+            loss_value, running, reported = running / reported, 0.0, 0
+            report(LatentProgress("training", step, settings.steps, loss_value))
+        if step % settings.checkpoint_every == 0 and step < settings.steps:
+            save_tensors(checkpoint, {
+                "run": run_key, "step": step, "seconds": time.perf_counter() - started, "loss": loss_value,
+                "encoder": encoder.net.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            })
+    encoder.net.eval()
+    encoder.training = {
+        "steps": step, "seconds": round(time.perf_counter() - started, 1),
+        "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
+        "shapes": len(data.names), "inputs": dict(data.counts), "settings": asdict(settings),
+    }
+    save_latent_encoder(output, encoder)
+    checkpoint.unlink(missing_ok=True)
+    return encoder
+
+
+def _run_key(data: EncoderTrainingData, encoder: LatentEncoder, settings: EncoderSettings) -> str:
+    """What a checkpoint must match to be resumed: inputs, targets, latent family and settings (not the step count)."""
+    kept = {key: value for key, value in asdict(settings).items() if key not in ("steps", "checkpoint_every", "report_every")}
+    digest = hashlib.sha256(data.inputs.numpy().tobytes() + data.targets.numpy().tobytes()
+                            + data.shape_of_input.numpy().tobytes()).hexdigest()
+    return json.dumps({"settings": kept, "shapes": data.names, "inputs": digest, "family": encoder.family_id,
+                       "latent": encoder.latent_digest, "meshes": data.samples.meshes.names,
+                       "mesh_of_shape": data.samples.mesh_of_shape.tolist()}, sort_keys=True)
+
+
+def _resume(path: Path, run_key: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> tuple[int, float, float]:
+    """Load a checkpoint into the net, optimiser and generator: (step, seconds so far, last reported loss)."""
+    failure = "not a valid latent encoder checkpoint"
+    state = load_tensors(path, failure)
+    if state.get("run") != run_key:
+        raise NeuralShapesError(f"{path}: checkpoint of another run (shapes, latents or settings differ); delete it or pass the same ones")
+    try:
+        net.load_state_dict(state["encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return int(state["step"]), float(state["seconds"]), float(state["loss"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise NeuralShapesError(f"{path}: {failure} ({type(error).__name__}: {error})".splitlines()[0]) from None
+
+
+# --- using it ----------------------------------------------------------------------------------------
+
+
+def _check_shapes(encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape]) -> None:
+    if encoder.latent_digest != latent_digest(latent) or encoder.k != latent.k:
+        raise NeuralShapesError(f"the latent encoder was distilled into another latent family (digest {encoder.latent_digest}); retrain it")
+    for shape in shapes:
+        if shape.family_id != encoder.family_id:
+            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent encoder reads family {encoder.family_id}")
+
+
+def encode_latent(encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape]) -> np.ndarray:
+    """Latents (n, k) float32 of the shapes' nets, one encoder pass (batch norm on its running statistics,
+    so a shape's latent does not depend on its batch). Shapes of another family are a one-line error."""
+    _check_shapes(encoder, latent, shapes)
+    if not shapes:
+        return np.zeros((0, latent.k), np.float32)
+    flat = torch.from_numpy(np.stack([flatten(shape.weights) for shape in shapes]))
+    encoder.net.eval()
+    with torch.no_grad():
+        return encoder.encode_flat(flat).numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Refining z on a shape's own field: ``points`` samples of its net, ``near_fraction`` of them near its
+    surface (the candidates of smallest |f| among ``candidates_per_near`` uniform ones each, moved by a
+    Gaussian of ``near_noise``, normalised units), the rest uniform in the cube; then ``fit``."""
+
+    points: int = 16_384
+    near_fraction: float = 0.5
+    candidates_per_near: int = 8
+    near_noise: float = 0.02
+    fit: LatentFitSettings = LatentFitSettings(steps=300)
+    seed: int = 0
+
+
+def own_field_samples(architecture: Architecture, flat: torch.Tensor, settings: RefineSettings = RefineSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points (s, m, 3) in the cube and the nets' own signed distances there (s, m), for nets (s, P) flat.
+
+    Near-surface points come from the net itself (no mesh needed): uniform candidates closest to its zero
+    set, jittered, so a thin part is sampled as densely as a thick one.
+    """
+    generator = torch.Generator().manual_seed(settings.seed)
+    count = flat.shape[0]
+    near = int(round(settings.points * settings.near_fraction))
+
+    def uniform(m: int) -> torch.Tensor:
+        return (torch.rand(count, m, 3, generator=generator) * 2 - 1) * CUBE_HALF_SIZE
+
+    with torch.no_grad():
+        candidates = uniform(near * settings.candidates_per_near)
+        closest = flat_forward(architecture, flat, candidates).abs().topk(near, dim=1, largest=False).indices
+        points = torch.gather(candidates, 1, closest[..., None].expand(-1, -1, 3))
+        points = (points + settings.near_noise * torch.randn(points.shape, generator=generator)).clamp(-CUBE_HALF_SIZE, CUBE_HALF_SIZE)
+        points = torch.cat([uniform(settings.points - near), points], dim=1)
+        return points, flat_forward(architecture, flat, points)
+
+
+def refine_latent(encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape],
+                  settings: RefineSettings = RefineSettings()) -> LatentFit:
+    """Latents (n, k) of the shapes: the encoder's, then ``settings.fit.steps`` MAP steps (the latent
+    family's overall prior) towards each shape's own field (:func:`own_field_samples`); ``data_loss`` (n,)
+    is the final mean L1 to that field."""
+    start = encode_latent(encoder, latent, shapes)
+    flat = torch.from_numpy(np.stack([flatten(shape.weights) for shape in shapes]))
+    points, sdf = own_field_samples(latent.architecture, flat, settings)
+    return fit_latent(latent, points, sdf, initial=start, settings=settings.fit)
+
+
+# --- the file ----------------------------------------------------------------------------------------
+
+
+def save_latent_encoder(folder: Path, encoder: LatentEncoder) -> Path:
+    """Write ``folder/latent_encoder.safetensors`` atomically (folder created); returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ENCODER_NAME
+    save_tensors(path, {
+        "format": FORMAT, "version": VERSION, "family_id": encoder.family_id,
+        "architecture": asdict(encoder.architecture), "k": encoder.k, "stages": list(encoder.stages),
+        "latent_digest": encoder.latent_digest, "reference": encoder.reference,
+        "encoder": encoder.net.state_dict(), "training": encoder.training,
+    })
+    return path
+
+
+def load_latent_encoder(folder: Path, latent: LatentFamily) -> LatentEncoder:
+    """Read ``folder/latent_encoder.safetensors`` for ``latent``: a missing, corrupt or foreign file, one of
+    another family or distilled into another latent family, or weights that do not fit, is a one-line
+    :class:`NeuralShapesError` naming the file."""
+    path = Path(folder) / ENCODER_NAME
+    data = load_tensors(path, "not a valid latent encoder file")
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise NeuralShapesError(f"{path}: not a latent encoder file (format {data.get('format')!r} version "
+                                f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})")
+    if data.get("family_id") != latent.family_id:
+        raise NeuralShapesError(f"{path}: a latent encoder of family {data.get('family_id')}, not of {latent.family_id}")
+    if data.get("latent_digest") != latent_digest(latent):
+        raise NeuralShapesError(f"{path}: distilled into another latent family than {Path(folder) / 'latent.safetensors'}; retrain it")
+    try:
+        architecture, stages, k = Architecture(**data["architecture"]), tuple(int(size) for size in data["stages"]), int(data["k"])
+        if architecture != latent.architecture or k != latent.k or not stages:
+            raise ValueError("architecture or k differ from the latent family's")
+        reference = data["reference"]
+        if not isinstance(reference, torch.Tensor) or reference.shape != (matrix_rows(architecture), architecture.width):
+            raise ValueError("reference weights of the wrong shape")
+        net = LatentEncoderNet(architecture.width, stages, k)
+        net.load_state_dict(data["encoder"])
+        if not all(torch.isfinite(tensor).all() for tensor in net.state_dict().values() if tensor.is_floating_point()):
+            raise ValueError("encoder weights are not finite")
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise NeuralShapesError(f"{path}: malformed latent encoder ({type(error).__name__}: {error})".splitlines()[0]) from None
+    net.eval()
+    return LatentEncoder(str(data["family_id"]), architecture, stages, net, reference.float(), str(data["latent_digest"]),
+                         dict(data.get("training") or {}))
