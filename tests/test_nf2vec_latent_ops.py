@@ -1,0 +1,140 @@
+"""Operations on z without a refit (backend/nf2vec/latent_ops.py): interpolation with faded residuals (ends
+bit-exact), generation from a class prior (non-empty, reproducible, truncation), completion by MAP + fuse
+fit (beats the partial's own net on a half-cut toy shape; falls back on nonsense)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.conversion import fitted_shape
+from backend.extraction import extract_mesh
+from backend.fitting import fit_shapes
+from backend.mesh_loading import load_mesh_file, normalise_mesh
+from backend.metrics import reconstruction_quality, surface_samples
+from backend.nf2vec.decoding import IDENTITY
+from backend.nf2vec.latent import estimate_prior, flatten
+from backend.nf2vec.latent_ops import (
+    LatentCompletionSettings,
+    _ball_grid,
+    complete_latent,
+    generate_latent,
+    interpolate_latent,
+    prior_sampler,
+    surface_points_and_normals,
+)
+from backend.network import evaluate_sdf
+from backend.partials import partial_mesh
+from tests.nf2vec_toolkit import CLASS_OF, CLASSES, QUICK_FIT
+from tests.test_nf2vec_latent import ARCH, FAMILY, toy, trained  # noqa: F401  (module fixtures, reused)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+QUICK_COMPLETE = LatentCompletionSettings(steps=150, context_points=1024, prior_points=4096,
+                                          fuse=replace(LatentCompletionSettings().fuse, max_steps=200, eval_every=200))
+
+
+@pytest.fixture(scope="module")
+def classed(trained):
+    """The trained toy latent family with a class prior (round / boxy) over its fitted shapes' latents."""
+    end = trained[1]
+    names = [name for name in end.names if name in CLASS_OF]
+    labels = np.array([CLASSES.index(CLASS_OF[name]) for name in names])
+    return replace(end, prior=estimate_prior(end.latents[: len(names)], labels, CLASSES))
+
+
+def _non_empty(weights) -> bool:
+    values = evaluate_sdf(ARCH, weights, _ball_grid(32))
+    return values.min() < 0 < values.max()
+
+
+@pytest.mark.parametrize("fade", ["linear", "quadratic"])
+def test_interpolation_ends_are_bit_exact_and_in_betweens_have_a_surface(toy, classed, fade):
+    train = toy[3]
+    a, b = train[0], train[5]  # sphere, ring
+    z_a, z_b = classed.latents[0].numpy(), classed.latents[5].numpy()
+    shapes = interpolate_latent(classed, a, z_a, b, z_b, [0.0, 0.25, 0.5, 0.75, 1.0], fade)
+    assert flatten(shapes[0].weights).tobytes() == flatten(a.weights).tobytes()
+    assert flatten(shapes[-1].weights).tobytes() == flatten(b.weights).tobytes()
+    assert all(_non_empty(shape.weights) for shape in shapes[1:-1])
+    assert [shape.name for shape in shapes][2] == f"{a.name}-{b.name}-t500"
+    assert shapes[2].provenance["fade"] == fade and np.isnan(shapes[2].metrics["chamfer"])
+    middle = flatten(shapes[2].weights)
+    if fade == "linear":  # a linear decoder: the same as interpolating the weights
+        np.testing.assert_allclose(middle, 0.5 * (flatten(a.weights) + flatten(b.weights)), atol=1e-5)
+    else:  # a quarter of each residual at t = 1/2
+        with torch.no_grad():
+            on_subspace = classed.flat(torch.from_numpy(0.5 * (z_a + z_b))[None])[0].numpy()
+        residuals = [flatten(s.weights) - classed.flat(torch.from_numpy(z)[None])[0].detach().numpy() for s, z in ((a, z_a), (b, z_b))]
+        np.testing.assert_allclose(middle, on_subspace + 0.25 * (residuals[0] + residuals[1]), atol=1e-5)
+
+
+def test_generation_is_non_empty_reproducible_and_truncated(classed):
+    shapes = generate_latent(classed, prior_sampler(classed.prior), 4, seed=3, class_name="round")
+    again = generate_latent(classed, prior_sampler(classed.prior), 4, seed=3, class_name="round")
+    other = generate_latent(classed, prior_sampler(classed.prior), 4, seed=4, class_name="round")
+    assert all(_non_empty(shape.weights) for shape in shapes)
+    assert [flatten(s.weights).tobytes() for s in shapes] == [flatten(s.weights).tobytes() for s in again]
+    assert flatten(shapes[0].weights).tobytes() != flatten(other[0].weights).tobytes()
+    assert shapes[1].name == "generated-round-3-1" and shapes[1].provenance["class"] == "round"
+
+    sampler, mean = prior_sampler(classed.prior), classed.prior.class_mean[0].numpy()
+    full, half = (sampler(16, torch.Generator().manual_seed(1), "round", t) for t in (1.0, 0.5))
+    np.testing.assert_allclose(half - mean, 0.5 * (full - mean), atol=1e-5)  # truncation scales the spread
+    [typical] = generate_latent(classed, sampler, 1, class_name="round", truncation=0.0)
+    np.testing.assert_array_equal(flatten(typical.weights), classed.flat(torch.from_numpy(mean)[None])[0].detach().numpy())
+
+
+def test_generation_redraws_latents_with_no_surface(classed):
+    # Direction 0 lifts the output bias: z0 = 30 saturates the field positive everywhere (no surface).
+    basis = torch.zeros_like(classed.basis)
+    basis[0, -1] = 1.0
+    latent = replace(classed, theta=classed.flat(classed.latents[:1])[0].detach(), basis=basis)
+    draws = []
+
+    def sampler(count, generator, class_name, truncation):
+        draws.append(count)
+        z = np.zeros((count, latent.k), np.float32)
+        z[: count if len(draws) == 1 else 0, 0] = 30.0
+        return z
+
+    shapes = generate_latent(latent, sampler, 3, seed=0)
+    assert draws == [3, 3] and [s.provenance["draw"] for s in shapes] == ["1", "1", "1"]
+    assert all(_non_empty(shape.weights) for shape in shapes)
+
+
+@pytest.fixture(scope="module")
+def half_sphere(toy):
+    """The toy sphere (a training shape, class round) cut in half by the plane x = 0 (faces by their centres): the whole mesh, the
+    half mesh, and the half's own quickly fitted net, all in the whole's normalised frame."""
+    collection = toy[1]
+    whole = load_mesh_file(collection / "sphere.ply").trimesh()
+    half = partial_mesh(whole, whole.triangles_center[:, 0] > 0)
+    mesh = normalise_mesh(half.vertices, half.faces, name="sphere-half", transform=IDENTITY)
+    [result] = fit_shapes(FAMILY, [mesh], QUICK_FIT)
+    return whole, half, fitted_shape(mesh, result, FAMILY, source_name="sphere-half.ply")
+
+
+def _chamfer_to(whole: trimesh.Trimesh, shape) -> float:
+    """Chamfer of a shape's surface (placed in the whole's frame by its transform) to the whole mesh."""
+    points = surface_samples(whole.vertices, whole.faces, 5000)
+    return reconstruction_quality(whole, points, extract_mesh(ARCH, shape.weights, 64, transform=shape.transform)).chamfer
+
+
+def test_completion_of_a_half_sphere_beats_its_own_net_and_nonsense_falls_back(classed, half_sphere):
+    whole, half, partial = half_sphere
+    points, normals = surface_points_and_normals(half, 4096)
+    completed, report = complete_latent(classed, FAMILY, partial, points, normals, class_name="round", settings=QUICK_COMPLETE)
+    assert not report.fell_back and report.data_loss < QUICK_COMPLETE.fallback_residual, report
+    assert completed.name == "sphere-half-completed" and completed.provenance["fell_back"] == "false"
+    partial_chamfer, completed_chamfer = _chamfer_to(whole, partial), _chamfer_to(whole, completed)
+    assert completed_chamfer < 0.8 * partial_chamfer, (completed_chamfer, partial_chamfer)
+
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-0.9, 0.9, (4096, 3))
+    fallback, report = complete_latent(classed, FAMILY, partial, noise, rng.normal(size=(4096, 3)), settings=QUICK_COMPLETE)
+    assert report.fell_back and fallback.provenance["fell_back"] == "true"
+    assert flatten(fallback.weights).tobytes() == flatten(partial.weights).tobytes() and fallback.transform is partial.transform
