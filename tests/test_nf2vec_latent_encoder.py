@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from typer.testing import CliRunner
 
 from backend.checkpoints import save_tensors
+from backend.cli import app
 from backend.errors import NeuralShapesError
 from backend.family_file import resolve_family
 from backend.fitting import FitCancelled
@@ -29,6 +31,7 @@ from backend.nf2vec.latent_encoder import (
     latent_encoder_data,
     load_latent_encoder,
     refine_latent,
+    save_latent_encoder,
     train_latent_encoder,
     yaw_nets,
 )
@@ -161,8 +164,6 @@ def test_foreign_and_corrupt_encoder_files_are_refused_in_one_line(toy, tmp_path
             load_latent_encoder(tmp_path, for_latent)
         assert str(tmp_path / ENCODER_NAME) in str(caught.value) and "\n" not in str(caught.value)
 
-    from backend.nf2vec.latent_encoder import save_latent_encoder
-
     save_latent_encoder(tmp_path, end)
     refused("of family .*, not of other-000000000000", replace(latent, family_id="other-000000000000"))
     refused("distilled into another latent family", replace(latent, basis=latent.basis * 2))
@@ -194,5 +195,6 @@ def test_train_latent_encoder_command_end_to_end(toy, tmp_path):
     assert "wrote" in result.stdout and "6 fitted, 6 re-fits, 6 decoded nets" in result.stdout and "step 10" in result.stderr
     assert load_latent_encoder(model, toy["latent"]).stages == (32,)
     (model / "latent.safetensors").unlink()
-    missing = run_cli("train-latent-encoder", shapes_dir, "--model", model, "--collection", toy["collection"])
-    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1 and "latent.safetensors" in missing.stderr
+    missing = CliRunner().invoke(app, ["train-latent-encoder", str(shapes_dir), "--model", str(model), "--collection",
+                                       str(toy["collection"])])  # in-process: refused before any sampling
+    assert missing.exit_code == 1 and len(missing.stderr.strip().splitlines()) == 1 and "latent.safetensors" in missing.stderr
