@@ -12,11 +12,13 @@ import torch
 import trimesh
 
 from backend.conversion import fitted_shape
+from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
 from backend.fitting import fit_shapes
 from backend.mesh_loading import load_mesh_file, normalise_mesh
 from backend.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.decoding import IDENTITY
+from backend.nf2vec.interpolation import interpolated_frame
 from backend.nf2vec.latent import estimate_prior, flatten
 from backend.nf2vec.latent_ops import (
     LatentCompletionSettings,
@@ -33,7 +35,7 @@ from tests.nf2vec_toolkit import CLASS_OF, CLASSES, QUICK_FIT
 from tests.test_nf2vec_latent import ARCH, FAMILY, toy, trained  # noqa: F401  (module fixtures, reused)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-QUICK_COMPLETE = LatentCompletionSettings(steps=150, context_points=1024, prior_points=4096,
+QUICK_COMPLETE = LatentCompletionSettings(steps=150, latent_learning_rate=1e-1, context_points=1024, prior_points=4096,
                                           fuse=replace(LatentCompletionSettings().fuse, max_steps=200, eval_every=200))
 
 
@@ -62,6 +64,8 @@ def test_interpolation_ends_are_bit_exact_and_in_betweens_have_a_surface(toy, cl
     assert all(_non_empty(shape.weights) for shape in shapes[1:-1])
     assert [shape.name for shape in shapes][2] == f"{a.name}-{b.name}-t500"
     assert shapes[2].provenance["fade"] == fade and np.isnan(shapes[2].metrics["chamfer"])
+    frame = interpolated_frame(a.transform, b.transform, 0.5)
+    assert shapes[2].transform.scale == frame.scale and np.array_equal(shapes[2].transform.centre, frame.centre)
     middle = flatten(shapes[2].weights)
     if fade == "linear":  # a linear decoder: the same as interpolating the weights
         np.testing.assert_allclose(middle, 0.5 * (flatten(a.weights) + flatten(b.weights)), atol=1e-5)
@@ -80,6 +84,8 @@ def test_generation_is_non_empty_reproducible_and_truncated(classed):
     assert [flatten(s.weights).tobytes() for s in shapes] == [flatten(s.weights).tobytes() for s in again]
     assert flatten(shapes[0].weights).tobytes() != flatten(other[0].weights).tobytes()
     assert shapes[1].name == "generated-round-3-1" and shapes[1].provenance["class"] == "round"
+    with pytest.raises(NeuralShapesError, match="unknown class 'spiky'"):
+        generate_latent(classed, prior_sampler(classed.prior), 1, class_name="spiky")
 
     sampler, mean = prior_sampler(classed.prior), classed.prior.class_mean[0].numpy()
     full, half = (sampler(16, torch.Generator().manual_seed(1), "round", t) for t in (1.0, 0.5))
@@ -131,7 +137,7 @@ def test_completion_of_a_half_sphere_beats_its_own_net_and_nonsense_falls_back(c
     assert not report.fell_back and report.data_loss < QUICK_COMPLETE.fallback_residual, report
     assert completed.name == "sphere-half-completed" and completed.provenance["fell_back"] == "false"
     partial_chamfer, completed_chamfer = _chamfer_to(whole, partial), _chamfer_to(whole, completed)
-    assert completed_chamfer < 0.8 * partial_chamfer, (completed_chamfer, partial_chamfer)
+    assert completed_chamfer < 0.5 * partial_chamfer, (completed_chamfer, partial_chamfer)
 
     rng = np.random.default_rng(0)
     noise = rng.uniform(-0.9, 0.9, (4096, 3))
