@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +39,7 @@ from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
 from backend.fitting import FitSettings, fit_shapes
 from backend.mesh_loading import load_mesh_file
-from backend.metrics import reconstruction_quality, surface_samples
+from backend.metrics import reconstruction_quality
 from backend.nf2vec.classification import classify
 from backend.nf2vec.classifier import load_classifier
 from backend.nf2vec.completion import complete
@@ -52,8 +51,7 @@ from backend.nf2vec.latent_gan import load_gan
 from backend.nf2vec.tools import load_tools
 from backend.shape_file import read_shape
 from bench.report import table
-
-CLOUD = 2048  # points per shape for the set-to-set Chamfer of interpolation and generation
+from bench.shapes import cloud, cloud_chamfer, in_frame_of, source_in_shape_frame
 
 
 def main() -> None:
@@ -101,12 +99,6 @@ def _per_class(shapes: list, count: int) -> list:
     return picked
 
 
-def _source_in_shape_frame(shape, collection: Path):
-    """The shape's source mesh in the shape's normalised frame, and 20 K points on it."""
-    mesh = load_mesh_file(collection / shape.provenance["source_name"], transform=shape.transform).trimesh()
-    return mesh, surface_samples(mesh.vertices, mesh.faces, 20_000, seed=1)
-
-
 def _embedding_times(tools, shapes) -> dict[str, float]:
     single = []
     for shape in shapes[:50]:
@@ -123,7 +115,7 @@ def _decoder_table(tools, shapes, collection: Path) -> None:
     results = {"implicit": [], "neighbours": [], "own": []}
     codes = embed(tools.model, [s for s, _ in shapes])
     for (shape, _), code in zip(shapes, codes):
-        mesh, points = _source_in_shape_frame(shape, collection)
+        mesh, points = source_in_shape_frame(shape, collection)
         for decoder, min_body in (("implicit", 0.1), ("neighbours", 0.0)):
             surface = _decoded_or_empty(tools, code, DecodeSettings(decoder=decoder, min_body_fraction=min_body))
             results[decoder].append(reconstruction_quality(mesh, points, surface))
@@ -174,17 +166,6 @@ def _refit_table(tools, train, test, shapes, collection: Path) -> None:
     table(f"Similar: {len(shapes)} held-out meshes fitted again (another seed), searched among {len(library)} shapes", ["figure", "value"], rows)
 
 
-def _cloud(mesh, seed: int = 0) -> np.ndarray:
-    return surface_samples(mesh.vertices, mesh.faces, CLOUD, seed=seed) if len(mesh.faces) else np.zeros((0, 3), np.float32)
-
-
-def _chamfer(a: np.ndarray, b: np.ndarray) -> float:
-    """Symmetric mean nearest-point distance between two clouds (inf if one is empty)."""
-    if len(a) == 0 or len(b) == 0:
-        return float("inf")
-    return float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
-
-
 def _interpolation_table(tools, shapes) -> None:
     pairs = [(shapes[i][0], shapes[(i + len(shapes) // 2) % len(shapes)][0]) for i in range(0, len(shapes), max(1, len(shapes) // 5))][:5]
     times = np.linspace(0.0, 1.0, 8)
@@ -198,9 +179,9 @@ def _interpolation_table(tools, shapes) -> None:
                 meshes = [_decoded_or_empty(tools, (1 - t) * codes[0] + t * codes[1], DecodeSettings(), anchors) for t in times]
             else:
                 meshes = [extract_mesh(s.architecture, s.weights, 64) for s in interpolate(tools, a, b, list(times), space="weights")]
-            clouds = [_cloud(mesh) for mesh in meshes]
-            steps += [_chamfer(clouds[i], clouds[i + 1]) for i in range(len(clouds) - 1)]
-            ends.append(_chamfer(clouds[0], clouds[-1]))
+            clouds = [cloud(mesh) for mesh in meshes]
+            steps += [cloud_chamfer(clouds[i], clouds[i + 1]) for i in range(len(clouds) - 1)]
+            ends.append(cloud_chamfer(clouds[0], clouds[-1]))
             closed += [mesh.is_watertight for mesh in meshes]
         rows.append([space, f"{np.mean(steps):.4f}", f"{np.max(steps):.4f}", f"{np.mean(ends):.4f}", f"{np.mean(closed):.0%}"])
     table(f"Interpolation smoothness, {len(pairs)} pairs x 8 steps (decoded at 96^3 / extracted at 64^3)",
@@ -213,12 +194,12 @@ def _generation_table(tools, train, test, collection: Path) -> None:
     per_class = max(1, 44 // len(classes))
     codes = np.concatenate([gan.sample(per_class, seed=1, class_name=c) for c in classes])
     generated = [_decoded_or_empty(tools, code, DecodeSettings()) for code in codes]
-    reference = [_cloud(_source_in_shape_frame(shape, collection)[0]) for shape, _ in train]
-    held_out = [_cloud(_source_in_shape_frame(shape, collection)[0], seed=2) for shape, _ in test[: len(codes)]]
+    reference = [cloud(source_in_shape_frame(shape, collection)[0]) for shape, _ in train]
+    held_out = [cloud(source_in_shape_frame(shape, collection)[0], seed=2) for shape, _ in test[: len(codes)]]
     rows = []
-    for what, clouds, closed in (("GAN samples (decoded, 96^3)", [_cloud(m) for m in generated], np.mean([m.is_watertight for m in generated])),
+    for what, clouds, closed in (("GAN samples (decoded, 96^3)", [cloud(m) for m in generated], np.mean([m.is_watertight for m in generated])),
                                  ("held-out real shapes", held_out, 1.0)):
-        matrix = np.array([[_chamfer(c, r) for r in reference] for c in clouds])  # (samples, reference)
+        matrix = np.array([[cloud_chamfer(c, r) for r in reference] for c in clouds])  # (samples, reference)
         coverage = len(set(matrix.argmin(axis=1).tolist())) / len(reference)
         mmd = float(matrix.min(axis=0).mean())
         rows.append([what, len(clouds), f"{coverage:.1%}", f"{mmd:.4f}", f"{closed:.0%}"])
@@ -235,21 +216,14 @@ def _completion_table(tools, args, test) -> None:
     before, after = [], []
     for partial in partials:
         whole = complete_by_source[source_of[partial.provenance["source_name"]]]
-        mesh, points = _source_in_shape_frame(whole, args.collection)  # the complete mesh, its normalised frame
+        mesh, points = source_in_shape_frame(whole, args.collection)  # the complete mesh, its normalised frame
 
-        before.append(reconstruction_quality(mesh, points, _in_frame_of(whole, partial)))
-        after.append(reconstruction_quality(mesh, points, _in_frame_of(whole, complete(tools, partial))))
+        before.append(reconstruction_quality(mesh, points, in_frame_of(whole, partial)))
+        after.append(reconstruction_quality(mesh, points, in_frame_of(whole, complete(tools, partial))))
     better = np.mean([a.chamfer < b.chamfer for a, b in zip(after, before)]) if partials else float("nan")
     rows = [[what, f"{np.median([q.chamfer for q in qs]):.4f}", f"{np.median([q.fscore for q in qs]):.3f}"] for what, qs in (("partial input", before), ("completed", after))]
     rows.append(["completed closer than the partial", f"{better:.0%} of shapes", ""])
     table(f"Completion of {len(partials)} held-out cut shapes vs their complete meshes (medians)", ["shape", "Chamfer", "F-score"], rows)
-
-
-def _in_frame_of(whole, shape):
-    """``shape``'s 128^3 surface moved into ``whole``'s normalised frame (through the source frame)."""
-    surface = extract_mesh(shape.architecture, shape.weights, 128, transform=shape.transform)
-    surface.vertices = whole.transform.to_normalised(surface.vertices)
-    return surface
 
 
 def _timing_table(tools, shapes, embedding_ms: dict[str, float]) -> None:
