@@ -11,9 +11,13 @@ worst decile's edge p10); Chamfer and F-score@0.01 as :func:`backend.metrics.rec
 against the source mesh; set-to-set distances between shapes as the Chamfer of 2,048-point clouds:
 - decoding: the decoded net of (a) the encoder's z, (b) that z refined on the shape's own field, (c) z fitted to
   the source mesh's SDF samples (the subspace's ceiling), next to (d) the shape's own net;
-- interpolation: pairs of held-out shapes, 8 in-betweens, both residual fades;
+- interpolation: held-out shapes i and i + n/2 (n held out; with 330 in manifest order that is a pair of one
+  class), 8 in-betweens, both residual fades, z from the encoder + refinement;
 - generation: per class, prior samples vs the class's held-out real shapes (1-NNA, coverage, MMD, memorisation);
-- completion: held-out meshes cut as ``make-partials`` cuts them, completed from the cut mesh's surface.
+- completion: held-out meshes cut as ``make-partials`` cuts them (plane and sphere cuts in turn), completed from
+  the cut mesh's surface points and normals in its own normalised frame with the class's prior; baselines the
+  cut mesh as is and the training shape nearest in z to the whole (an oracle retrieval).
+Without an encoder, z comes from a fit to the shape's own field wherever the encoder's would be used.
 """
 
 from __future__ import annotations
