@@ -162,7 +162,7 @@ def encode_stl(v: np.ndarray, f: np.ndarray, lie: str, rng: np.random.Generator,
         records = np.zeros(len(f), dtype=[("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
         records["corners"] = corners
         return b"\0" * 80 + struct.pack("<I", _declared(len(f), lie, rng) % 2**32) + records.tobytes()
-    facets = [f"facet normal 0 0 0\nouter loop\n" + "".join(f"vertex {row}\n" for row in _numbers(c)) + "endloop\nendfacet"
+    facets = ["facet normal 0 0 0\nouter loop\n" + "".join(f"vertex {row}\n" for row in _numbers(c)) + "endloop\nendfacet"
               for c in corners]
     return ("solid fuzz\n" + "\n".join(facets) + "\nendsolid fuzz\n").encode()
 

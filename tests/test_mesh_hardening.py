@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import trimesh
 
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
