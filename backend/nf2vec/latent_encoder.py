@@ -48,6 +48,7 @@ from backend.nf2vec.training import Nf2vecProgress, ShapeSamples, TrainSettings,
 from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
 from backend.sampling import CUBE_HALF_SIZE
 from backend.shape_file import NeuralShape
+from backend.torch_device import training_device
 
 FORMAT = "neural-shapes/nf2vec-latent-encoder"
 VERSION = 1
@@ -250,10 +251,11 @@ def train_latent_encoder(
         raise NeuralShapesError(f"the latent family is of family {latent.family_id}, not of {family.family_id}")
     report = progress or (lambda _: None)
     architecture, k = latent.architecture, latent.k
+    device = training_device()
     torch.manual_seed(settings.seed)  # the encoder's initial weights, so reruns start alike
     encoder = LatentEncoder(family.family_id, architecture, tuple(settings.stages),
-                            LatentEncoderNet(architecture.width, tuple(settings.stages), k),
-                            family_reference(family), latent_digest(latent))
+                            LatentEncoderNet(architecture.width, tuple(settings.stages), k).to(device),
+                            family_reference(family).to(device), latent_digest(latent))
     optimizer = torch.optim.AdamW(encoder.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
     output.mkdir(parents=True, exist_ok=True)
@@ -262,7 +264,8 @@ def train_latent_encoder(
     step, seconds, loss_value = 0, 0.0, float("nan")
     if checkpoint.exists():
         step, seconds, loss_value = _resume(checkpoint, run_key, encoder.net, optimizer, generator)
-    theta, basis = latent.theta.detach(), latent.basis.detach()
+    theta, basis = latent.theta.detach().to(device), latent.basis.detach().to(device)
+    inputs, targets = data.inputs.to(device), data.targets.to(device)
     count = len(data.inputs)
     batch_size = min(settings.shapes_per_step, count)
     started, running, reported = time.perf_counter() - seconds, 0.0, 0
@@ -275,11 +278,12 @@ def train_latent_encoder(
         points, sdf = _draw(data.samples, shape, settings.points_per_shape, generator)
         turned = torch.rand(batch_size, generator=generator) < settings.yaw_fraction
         angles = torch.rand(batch_size, generator=generator) * (2 * math.pi) * turned  # 0: the identity, exactly
-        flat = yaw_nets(architecture, data.inputs[batch], angles)
         points = points @ yaw_matrices(angles).transpose(1, 2)  # R p: where the turned field has the value at p
+        points, sdf, angles, turned, batch, shape = (t.to(device) for t in (points, sdf, angles, turned, batch, shape))
+        flat = yaw_nets(architecture, inputs[batch], angles)
         z = encoder.encode_flat(flat)
         field_l1 = (flat_forward(architecture, theta + z @ basis, points) - sdf).abs().mean()
-        pull = (((z - data.targets[shape]) ** 2).sum(1) / k * (~turned)).mean()  # a turned net's latent is not z_i
+        pull = (((z - targets[shape]) ** 2).sum(1) / k * (~turned)).mean()  # a turned net's latent is not z_i
         loss = field_l1 + settings.latent_pull * pull
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -294,7 +298,8 @@ def train_latent_encoder(
                 "run": run_key, "step": step, "seconds": time.perf_counter() - started, "loss": loss_value,
                 "encoder": encoder.net.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
             })
-    encoder.net.eval()
+    encoder.net.eval().cpu()
+    encoder.reference = encoder.reference.cpu()
     encoder.training = {
         "steps": step, "seconds": round(time.perf_counter() - started, 1),
         "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN

@@ -42,6 +42,7 @@ from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, fl
 from backend.nf2vec.training import Nf2vecProgress, ShapeSamples, TrainSettings, shape_samples
 from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
 from backend.shape_file import NeuralShape
+from backend.torch_device import training_device
 
 CHECKPOINT_NAME = "latent-checkpoint.safetensors"
 
@@ -182,11 +183,12 @@ def train_latent(
     count = len(data.names)
     if count < 2:
         raise NeuralShapesError("a latent family needs at least two training shapes")
+    device = training_device()
     theta, basis, coordinates = principal_subspace(data.weights[data.fitted], settings.k)
     latents = torch.zeros(count, settings.k)
     latents[data.fitted] = coordinates
-    for tensor in (theta, basis, latents):
-        tensor.requires_grad_()
+    theta, basis, latents = (tensor.to(device).requires_grad_() for tensor in (theta, basis, latents))
+    fitted_weights, fitted_mask = data.weights.to(device), data.fitted.to(device)
     subspace_optimizer = torch.optim.Adam([theta, basis], lr=settings.subspace_learning_rate)
     latent_optimizer = torch.optim.SparseAdam([latents], lr=settings.latent_learning_rate)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -202,14 +204,15 @@ def train_latent(
         if cancel is not None and cancel.is_set():
             raise FitCancelled("latent training cancelled")
         batch = torch.randperm(count, generator=generator)[:batch_size]
-        points, sdf = _draw(data.samples, batch, settings.points_per_shape, generator)
+        points, sdf = (tensor.to(device) for tensor in _draw(data.samples, batch, settings.points_per_shape, generator))
+        batch = batch.to(device)
         z = F.embedding(batch, latents, sparse=True)  # a sparse gradient: only drawn latents move
         flat = theta + z @ basis
         data_loss = (flat_forward(architecture, flat, points) - sdf).abs().mean()
         loss = data_loss + settings.prior_weight * (z**2).sum(1).mean()
         if settings.weight_pull > 0:
-            fitted = data.fitted[batch].float()
-            pull = ((flat - data.weights[batch]) ** 2).sum(1)
+            fitted = fitted_mask[batch].float()
+            pull = ((flat - fitted_weights[batch]) ** 2).sum(1)
             loss = loss + settings.weight_pull * (pull * fitted).sum() / fitted.sum().clamp(min=1)
         subspace_optimizer.zero_grad(set_to_none=True)
         latent_optimizer.zero_grad(set_to_none=True)
@@ -229,9 +232,9 @@ def train_latent(
                 "generator": generator.get_state(),
             })
     seconds = time.perf_counter() - started
-    trained = latents.detach().clone()
+    trained = latents.detach().cpu().clone()
     latent = LatentFamily(
-        family_id, architecture, theta.detach().clone(), basis.detach().clone(),
+        family_id, architecture, theta.detach().cpu().clone(), basis.detach().cpu().clone(),
         estimate_prior(trained, data.labels, data.class_names), trained, list(data.names),
         {
             "steps": step, "seconds": round(seconds, 1), "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
