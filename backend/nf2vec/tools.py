@@ -2,11 +2,18 @@
 
 Folder layout::
 
-    config.json, weights.safetensors   the encoder + decoder (backend.nf2vec.model)
+    config.json, weights.safetensors   the encoder + implicit decoder (backend.nf2vec.model)
     family.h5                 the model family whose shapes it embeds and whose net results are fitted with
-    gan.safetensors                    latent GAN for generate (optional)
-    classifier.safetensors             classifier for classify (optional)
-    transfer.safetensors               partial -> complete transfer network for complete (optional)
+    latent.safetensors                 the latent family w(z) = theta + z B (backend.nf2vec.latent; optional)
+    latent_encoder.safetensors         the encoder distilled into z (backend.nf2vec.latent_encoder; optional)
+    gan.safetensors                    latent GAN for the implicit decoder's generate (optional)
+    classifier.safetensors             classifier for the implicit decoder's classify (optional)
+    transfer.safetensors               partial -> complete transfer network for the implicit decoder's complete (optional)
+
+Two decoders serve the operations (:mod:`backend.nf2vec.operations`): ``latent`` (results are nets of the
+latent family, no decode-mesh-refit; needs both latent files) and ``implicit`` (nf2vec's decoder, each
+result decoded to a grid and fitted). The default is ``latent`` whenever the folder has both latent files,
+so a folder with only the implicit model keeps working unchanged and switches once the files are added.
 
 The bundled default (``DEFAULT_MODEL_DIR``) is trained on the procedural collection fitted with the
 default family; ``scripts/train_default_nf2vec`` reproduces it. The task networks are loaded on first use,
@@ -17,24 +24,66 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from backend.errors import NeuralShapesError
 from backend.family_file import read_family
 from backend.network import ModelFamily
+from backend.nf2vec.latent import LATENT_NAME, LatentFamily, load_latent
+from backend.nf2vec.latent_encoder import ENCODER_NAME, LatentEncoder, load_latent_encoder
 from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, load_model
 
+if TYPE_CHECKING:
+    from backend.nf2vec.latent_ops import ZSampler
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+Decoder = Literal["latent", "implicit"]
+DECODERS: tuple[Decoder, ...] = ("latent", "implicit")
 
 
 @dataclass
 class Nf2vecTools:
-    """A loaded model folder: the model, its family, and its task networks as they are first needed."""
+    """A loaded model folder: the model, its family, the latent family and its encoder when the folder has
+    both (else None), and its task networks as they are first needed."""
 
     folder: Path
     model: Nf2vecModel
     family: ModelFamily
+    latent: LatentFamily | None = None
+    latent_encoder: LatentEncoder | None = None
     _tasks: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def default_decoder(self) -> Decoder:
+        """``latent`` when the folder has the latent family and its encoder, else ``implicit``."""
+        return "latent" if self.latent is not None else "implicit"
+
+    def decoder(self, choice: str | None = None) -> Decoder:
+        """The decoder to use for ``choice`` (None: the default); a one-line error for an unknown name or
+        for ``latent`` when the folder lacks its files."""
+        if choice is None:
+            return self.default_decoder
+        if choice not in DECODERS:
+            raise NeuralShapesError(f"decoder must be 'latent' or 'implicit', got '{choice}'")
+        if choice == "latent" and self.latent is None:
+            missing = [name for name in (LATENT_NAME, ENCODER_NAME) if not (self.folder / name).is_file()]
+            raise NeuralShapesError(f"the latent decoder needs {' and '.join(missing)} in the nf2vec model folder {self.folder}")
+        return choice
+
+    def z_sampler(self) -> ZSampler:
+        """Generate's sampler of latents: the latent family's class-conditional Gaussian prior.
+
+        The one place where generation's z distribution is chosen (a GAN on z would be returned here).
+        """
+        from backend.nf2vec.latent_ops import prior_sampler  # latent_ops imports interpolation, which imports this module
+
+        return prior_sampler(self.require_latent().prior)
+
+    def require_latent(self) -> LatentFamily:
+        """The latent family; a one-line error naming the missing files when the folder has none."""
+        self.decoder("latent")
+        assert self.latent is not None
+        return self.latent
 
     def task(self, name: str, loader) -> Any:
         """The task network ``name`` (gan, classifier, transfer), read by ``loader(folder, model)`` once."""
@@ -44,10 +93,18 @@ class Nf2vecTools:
 
 
 def load_tools(spec: str | Path | None = None) -> Nf2vecTools:
-    """``None`` or ``"default"``: the bundled model; otherwise a model folder path."""
+    """``None`` or ``"default"``: the bundled model; otherwise a model folder path.
+
+    The latent family and its encoder are read when both files are there (a corrupt or mismatched one is a
+    one-line error naming it); with one or neither, only the implicit decoder serves.
+    """
     folder = DEFAULT_MODEL_DIR if spec in (None, "default") else Path(spec)
     model = load_model(folder)
     family = read_family(folder / FAMILY_NAME)
     if family.family_id != model.family_id:
         raise NeuralShapesError(f"{folder / FAMILY_NAME}: family {family.family_id} is not the model's family {model.family_id}")
-    return Nf2vecTools(folder, model, family)
+    latent = encoder = None
+    if (folder / LATENT_NAME).is_file() and (folder / ENCODER_NAME).is_file():
+        latent = load_latent(folder, family.family_id)
+        encoder = load_latent_encoder(folder, latent)
+    return Nf2vecTools(folder, model, family, latent, encoder)
