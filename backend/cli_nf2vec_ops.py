@@ -3,7 +3,8 @@
 ``backend.cli`` registers them. Made shapes are ordinary neural shapes of the model's family, written
 as NAME.h5 plus NAME.obj (their marching-cubes mesh in the frame they are placed in); progress goes to
 stderr, a summary to stdout (``--json`` for pipelines). ``--model`` is an nf2vec model folder, by
-default the bundled one.
+default the bundled one; ``--decoder`` picks the latent family or nf2vec's implicit decoder
+(:mod:`backend.nf2vec.operations`; default: latent when the model folder has it).
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ from backend.extraction import extract_mesh
 from backend.files import safe_file_stem
 from backend.fitting import fit_shapes
 from backend.mesh_loading import MESH_SUFFIXES, load_mesh_file
-from backend.nf2vec.classification import classify
-from backend.nf2vec.completion import complete
 from backend.nf2vec.decoding import DecodeSettings, OperationProgress
-from backend.nf2vec.embedding import similar
-from backend.nf2vec.generation import generate
-from backend.nf2vec.interpolation import in_between_times, interpolate
+from backend.nf2vec.interpolation import in_between_times
+from backend.nf2vec.operations import classify, complete, generate, interpolate, similar
 from backend.nf2vec.tools import Nf2vecTools, load_tools
 from backend.shape_file import NeuralShape, read_shape, write_shape
 
@@ -36,6 +34,9 @@ Model = Annotated[str, typer.Option("--model", help="nf2vec model folder ('defau
 Output = Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME.h5 and NAME.obj.")]
 Resolution = Annotated[int, typer.Option(help="Marching cubes grid of the written meshes.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")]
+Decoder = Annotated[str | None, typer.Option(
+    "--decoder", help="latent (nets of the latent family, no refit) or implicit (nf2vec's decoder, decode and fit); "
+                      "default: latent when the model has it.")]
 
 
 def interpolate_command(
@@ -44,14 +45,15 @@ def interpolate_command(
     output: Output,
     count: Annotated[int, typer.Option(help="In-betweens, evenly spaced strictly between A and B.")] = 1,
     t: Annotated[list[float] | None, typer.Option("--t", help="Explicit t values instead of --count (repeatable).")] = None,
-    space: Annotated[str, typer.Option(help="embedding (nf2vec: decode and fit) or weights (instant blend of the nets).")] = "embedding",
+    space: Annotated[str, typer.Option(help="embedding (through the decoder) or weights (instant blend of the nets).")] = "embedding",
+    decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
     as_json: AsJson = False,
 ) -> None:
     """In-betweens of two neural shapes of one family."""
     shapes = _run(model, lambda tools, report: interpolate(
-        tools, _read(a), _read(b), t or in_between_times(count), space=space, progress=report))
+        tools, _read(a), _read(b), t or in_between_times(count), space=space, decoder=decoder, progress=report))
     _write(shapes, output, resolution, as_json)
 
 
@@ -59,32 +61,38 @@ def generate_command(
     output: Output,
     count: Annotated[int, typer.Option(help="Shapes to generate.")] = 1,
     seed: Annotated[int, typer.Option(help="The same seed gives the same shapes.")] = 0,
-    class_name: Annotated[str | None, typer.Option("--class", help="A class the model's GAN knows (e.g. chair); any by default.")] = None,
+    class_name: Annotated[str | None, typer.Option("--class", help="A class the model knows (e.g. chair); any by default.")] = None,
+    truncation: Annotated[float | None, typer.Option(
+        help="0..1, latent decoder only: 0 the class's typical shape, 1 its full spread (default 0.8).")] = None,
+    decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
     as_json: AsJson = False,
 ) -> None:
-    """New shapes from the latent GAN."""
-    shapes = _run(model, lambda tools, report: generate(tools, count, seed, class_name, progress=report))
+    """New shapes sampled from the model (latent family prior, or the implicit decoder's latent GAN)."""
+    shapes = _run(model, lambda tools, report: generate(tools, count, seed, class_name, truncation, decoder, progress=report))
     _write(shapes, output, resolution, as_json)
 
 
 def complete_command(
     partial: Annotated[Path, typer.Argument(metavar="PARTIAL", help="A neural shape (.h5) or a mesh with a part missing (fitted first).")],
     output: Output,
+    decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
     as_json: AsJson = False,
 ) -> None:
-    """Complete a partial shape with the transfer network."""
+    """Complete a partial shape (latent family: fitted to its visible surface; implicit: the transfer network)."""
 
     def run(tools: Nf2vecTools, report: OperationProgress) -> list[NeuralShape]:
         if partial.suffix.lower() != ".h5" and partial.suffix.lower() in MESH_SUFFIXES:
             mesh = load_mesh_file(partial)
+            tools.decoder(decoder)  # a bad choice fails before the fit
             report(0.0, f"fitting {partial.name}")
             [result] = fit_shapes(tools.family, [mesh], DecodeSettings().fit)
-            return [complete(tools, fitted_shape(mesh, result, tools.family, source_name=partial.name), progress=report)]
-        return [complete(tools, _read(partial), progress=report)]
+            shape = fitted_shape(mesh, result, tools.family, source_name=partial.name)
+            return [complete(tools, shape, mesh.trimesh(), decoder, progress=report)]
+        return [complete(tools, _read(partial), decoder=decoder, progress=report)]
 
     _write(_run(model, run), output, resolution, as_json)
 
@@ -93,14 +101,15 @@ def similar_command(
     query: Annotated[Path, typer.Argument(metavar="QUERY.h5", help="The shape to find neighbours of.")],
     library: Annotated[list[Path], typer.Argument(help="Neural shapes (.h5) or folders of them to search.")],
     k: Annotated[int, typer.Option("-k", help="Neighbours to list.")] = 5,
+    decoder: Decoder = None,
     model: Model = "default",
     as_json: AsJson = False,
 ) -> None:
-    """The library shapes nearest to QUERY in nf2vec's embedding space."""
+    """The library shapes nearest to QUERY (latent z, or nf2vec's embedding)."""
     files = [file for path in library for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
     try:
         tools = load_tools(model)
-        neighbours = similar(tools.model, _read(query), [_read(file) for file in files], k)
+        neighbours = similar(tools, _read(query), [_read(file) for file in files], k, decoder)
     except NeuralShapesError as error:
         fail(str(error))
     rows = [{"file": str(files[n.index]), "distance": n.distance} for n in neighbours]
@@ -113,13 +122,14 @@ def similar_command(
 def classify_command(
     shapes: Annotated[list[Path], typer.Argument(metavar="SHAPE.h5...", help="Neural shapes to classify.")],
     top: Annotated[int, typer.Option(help="Classes to list per shape.")] = 3,
+    decoder: Decoder = None,
     model: Model = "default",
     as_json: AsJson = False,
 ) -> None:
     """The procedural classes a shape most resembles, with probabilities."""
     try:
         tools = load_tools(model)
-        rows = [{"file": str(path), "classes": [{"class": c, "probability": p} for c, p in classify(tools, _read(path))[:top]]}
+        rows = [{"file": str(path), "classes": [{"class": c, "probability": p} for c, p in classify(tools, _read(path), decoder)[:top]]}
                 for path in shapes]
     except NeuralShapesError as error:
         fail(str(error))
