@@ -24,6 +24,7 @@ from backend.cli_nf2vec_tasks import (
     train_classifier_command,
     train_completion_command,
     train_gan_command,
+    train_z_gan_command,
 )
 from backend.cli_output import err, fail, out
 from backend.cli_partials import make_partials_command
@@ -215,6 +216,7 @@ app.command("train-nf2vec")(train_nf2vec_command)
 app.command("train-latent")(train_latent_command)
 app.command("train-latent-encoder")(train_latent_encoder_command)
 app.command("train-gan")(train_gan_command)
+app.command("train-z-gan")(train_z_gan_command)
 app.command("train-classifier")(train_classifier_command)
 app.command("train-completion")(train_completion_command)
 app.command("build-neighbour-decoder")(build_neighbour_decoder_command)

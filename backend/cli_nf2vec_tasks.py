@@ -1,6 +1,7 @@
 """The ``train-gan``, ``train-classifier``, ``train-completion`` and ``build-neighbour-decoder`` commands:
 networks on the embeddings of a trained nf2vec model, each written into the model folder (``gan.safetensors``,
-``classifier.safetensors``, ``transfer.safetensors``, ``neighbours.safetensors``); ``backend.cli`` registers them.
+``classifier.safetensors``, ``transfer.safetensors``, ``neighbours.safetensors``); and ``train-z-gan``: the
+GAN on the latent family's z (``z_gan.safetensors``); ``backend.cli`` registers them.
 
 Shapes are ``.h5`` files or folders of them, embedded with the model in ``--model``. Classes come from a
 collection manifest by each shape's source mesh; completion pairs from a partials manifest (see
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,11 +26,13 @@ from backend.errors import NeuralShapesError
 from backend.nf2vec.classifier import ClassifierSettings, save_classifier, train_classifier
 from backend.nf2vec.downstream import TaskProgress
 from backend.nf2vec.embedding import embed
+from backend.nf2vec.latent import load_latent
 from backend.nf2vec.latent_gan import LatentGanSettings, save_gan, train_latent_gan
 from backend.nf2vec.model import load_model
 from backend.nf2vec.neighbour_decoder import NeighbourSettings, build_neighbour_decoder, save_neighbour_decoder
 from backend.nf2vec.task_data import completion_pairs, shape_classes
 from backend.nf2vec.transfer import TransferSettings, save_transfer, train_transfer
+from backend.nf2vec.z_gan import Z_GAN_NAME, Z_GAN_SETTINGS, train_z_gan, training_labels
 from backend.partials import read_partials_manifest
 from backend.shape_file import NeuralShape, read_shape
 
@@ -85,6 +89,30 @@ def train_gan_command(
     kind = f"conditional on {len(gan.class_names)} classes" if gan.class_names else "unconditional"
     out.print(f"wrote {path}: latent GAN ({kind}) on {len(shapes)} embeddings, {gan.training['steps']} steps, "
               f"Wasserstein estimate {gan.training['final_wasserstein']:.4f}, {gan.training['seconds']} s", highlight=False, soft_wrap=True)
+
+
+def train_z_gan_command(
+    model_dir: Annotated[Path, typer.Option("--model", help="The model folder holding latent.safetensors; z_gan.safetensors is written there.")],
+    collection: Annotated[Path | None, typer.Option(help="A collection whose manifest gives the training shapes' classes, for a latent file that keeps none.")] = None,
+    steps: Annotated[int, typer.Option(help="Generator steps (each after several critic steps).")] = Z_GAN_SETTINGS.steps,
+    seed: Seed = Z_GAN_SETTINGS.seed,
+) -> None:
+    """Train the class-conditional GAN on the latent family's z (z_gan.safetensors; resumes an interrupted run)."""
+    try:
+        settings = replace(Z_GAN_SETTINGS, steps=steps, seed=seed)
+        latent = load_latent(model_dir)
+        labels = training_labels(latent, collection)
+    except (ValueError, NeuralShapesError) as error:
+        fail(str(error))
+    with _training_bar("train-z-gan") as show:
+        try:
+            z_gan = train_z_gan(latent, model_dir, labels, settings, progress=show)
+        except NeuralShapesError as error:
+            fail(str(error))
+    record = z_gan.gan.training
+    out.print(f"wrote {model_dir / Z_GAN_NAME}: GAN on the k {latent.k} latents of {record['embeddings']} shapes, "
+              f"{len(z_gan.class_names)} classes, {record['steps']} steps, Wasserstein estimate {record['final_wasserstein']:.4f}, "
+              f"{record['seconds']} s", highlight=False, soft_wrap=True)
 
 
 def train_classifier_command(

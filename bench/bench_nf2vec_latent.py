@@ -13,7 +13,8 @@ against the source mesh; set-to-set distances between shapes as the Chamfer of 2
   the source mesh's SDF samples (the subspace's ceiling), next to (d) the shape's own net;
 - interpolation: held-out shapes i and i + n/2 (n held out; with 330 in manifest order that is a pair of one
   class), 8 in-betweens, both residual fades, z from the encoder + refinement;
-- generation: per class, prior samples vs the class's held-out real shapes (1-NNA, coverage, MMD, memorisation);
+- generation: per class, samples (``--sampler``: the prior, or the GAN on z in ``z_gan.safetensors``) at
+  ``--truncation`` vs the class's held-out real shapes (1-NNA, coverage, MMD, memorisation);
 - completion: held-out meshes cut as ``make-partials`` cuts them (plane and sphere cuts in turn), completed from
   the cut mesh's surface points and normals in its own normalised frame with the class's prior; baselines the
   cut mesh as is and the training shape nearest in z to the whole (an oracle retrieval).
@@ -48,9 +49,10 @@ from backend.network import ModelFamily
 from backend.nf2vec.latent import LatentFamily, LatentFitSettings, fit_latent, flatten, load_latent
 from backend.nf2vec.latent_encoder import (ENCODER_NAME, LatentEncoder, RefineSettings, encode_latent,
                                            load_latent_encoder, own_field_samples, refine_latent)
-from backend.nf2vec.latent_ops import (LatentCompletionSettings, complete_latent, generate_latent,
+from backend.nf2vec.latent_ops import (LatentCompletionSettings, ZSampler, complete_latent, generate_latent,
                                        interpolate_latent, prior_sampler, surface_points_and_normals)
 from backend.nf2vec.model import FAMILY_NAME
+from backend.nf2vec.z_gan import load_z_gan, z_gan_sampler
 from backend.partials import CUTS, cut_faces, partial_mesh
 from backend.shape_file import NeuralShape, read_shape
 from bench.report import table
@@ -60,7 +62,6 @@ TABLES = ("decoding", "interpolation", "generation", "completion")
 IN_BETWEENS = 8
 PAIRS = 20
 PER_CLASS = 30
-TRUNCATION = 0.8
 COMPLETION_POINTS = 20_000  # surface points (with normals) of the cut mesh handed to the completion
 
 
@@ -77,6 +78,9 @@ class Bench:
     limit: int | None
     resolution: int
     steps: int  # z refinement / fit steps and the completion's MAP steps
+    sampler: str  # generation's z sampler: "prior" or "gan"
+    z_sampler: ZSampler
+    truncation: float  # generation's truncation in [0, 1]
     results: dict
 
 
@@ -91,6 +95,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most N shapes (pairs, samples per class, cuts) per table")
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid of every decoded surface")
     parser.add_argument("--steps", type=int, default=300, help="z refinement / fit steps, and the completion's MAP steps")
+    parser.add_argument("--sampler", choices=("prior", "gan"), default="prior", help="generation's z sampler (gan: z_gan.safetensors)")
+    parser.add_argument("--truncation", type=float, default=0.8, help="generation's truncation in [0, 1]")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
@@ -125,6 +131,8 @@ def _load(args: argparse.Namespace) -> Bench:
         raise NeuralShapesError(f"--limit must be at least 1, got {args.limit}")
     if args.steps < 1:
         raise NeuralShapesError(f"--steps must be at least 1, got {args.steps}")
+    if not 0 <= args.truncation <= 1:
+        raise NeuralShapesError(f"--truncation must be in [0, 1], got {args.truncation}")
     held_range, train_range = _range(args.held_out, "--held-out"), _range(args.train, "--train")
     if held_range.start < train_range.stop and train_range.start < held_range.stop:
         raise NeuralShapesError(f"--held-out {args.held_out} overlaps --train {args.train}")
@@ -151,7 +159,9 @@ def _load(args: argparse.Namespace) -> Bench:
             raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent family decodes to {latent.family_id}")
     print(f"latent family k {latent.k} ({'with' if encoder else 'no'} latent encoder): {len(train)} training shapes, "
           f"{len(held_out)} held out; surfaces at {args.resolution}^3, {args.steps} z steps")
-    return Bench(latent, encoder, family, args.collection, held_out, train, args.limit, args.resolution, args.steps, {})
+    z_sampler = prior_sampler(latent.prior) if args.sampler == "prior" else z_gan_sampler(load_z_gan(args.model, latent))
+    return Bench(latent, encoder, family, args.collection, held_out, train, args.limit, args.resolution, args.steps,
+                 args.sampler, z_sampler, args.truncation, {})
 
 
 def _progress(message: str) -> None:
@@ -301,7 +311,6 @@ def _z_source(bench: Bench) -> str:
 def _generation(bench: Bench) -> None:
     classes = list(bench.latent.prior.class_names) or [None]
     count = min(PER_CLASS, bench.limit or PER_CLASS)
-    sampler = prior_sampler(bench.latent.prior)
     rows, figures = [], {}
     totals: dict[str, list[float]] = {"nna": [], "coverage": [], "mmd": [], "mmd_real": [], "memo": [], "memo_real": [], "non_empty": []}
     for index, class_name in enumerate(classes):
@@ -310,7 +319,7 @@ def _generation(bench: Bench) -> None:
         if not held or not train:
             _progress(f"generation: class {class_name}: no held-out or training shapes, skipped")
             continue
-        generated = generate_latent(bench.latent, sampler, count, seed=index, class_name=class_name, truncation=TRUNCATION)
+        generated = generate_latent(bench.latent, bench.z_sampler, count, seed=index, class_name=class_name, truncation=bench.truncation)
         surfaces = [_surface(bench, shape) for shape in generated]
         fake = [cloud(surface) for surface in surfaces]
         real = [cloud(source_in_shape_frame(shape, bench.collection)[0], seed=2) for shape in held]
@@ -338,7 +347,7 @@ def _generation(bench: Bench) -> None:
                  f"{mean['mmd'] / mean['mmd_real']:.2f}", f"{mean['non_empty']:.0%}", f"{mean['memo'] / mean['memo_real']:.2f}"])
     rows.append(["target", "30 / 30", "<= 80%", ">= 40%", "", "", "<= 1.2", ">= 95%", ">= 0.8"])
     bench.results["generation"] = figures
-    table(f"Generation: prior samples (truncation {TRUNCATION}) vs each class's held-out real shapes (Chamfer of {CLOUD}-point "
+    table(f"Generation: {bench.sampler} samples (truncation {bench.truncation:g}) vs each class's held-out real shapes (Chamfer of {CLOUD}-point "
           f"clouds; real in their place: the class's first training shapes; surfaces at {bench.resolution}^3)",
           ["class", "generated / real", "1-NNA", "coverage", "MMD", "MMD, real in their place", "MMD ratio", "non-empty",
            "memorisation: median to nearest training shape, generated / real = ratio"], rows)

@@ -84,6 +84,7 @@ class LatentFamily:
     latents: torch.Tensor | None = None  # (n, k) the training shapes' latents, when kept
     names: list[str] = field(default_factory=list)  # (n,) the training shapes' names
     training: dict[str, Any] = field(default_factory=dict)  # steps, seconds, settings, final loss
+    labels: torch.Tensor | None = None  # (n,) int64 the training shapes' rows in prior.class_names, when known
 
     @property
     def k(self) -> int:
@@ -229,7 +230,7 @@ def save_latent(folder: Path, latent: LatentFamily) -> Path:
         "theta": latent.theta, "basis": latent.basis,
         "prior": {"mean": prior.mean, "std": prior.std, "class_names": list(prior.class_names),
                   "class_mean": prior.class_mean, "class_std": prior.class_std},
-        "latents": latent.latents, "names": list(latent.names), "training": latent.training,
+        "latents": latent.latents, "names": list(latent.names), "labels": latent.labels, "training": latent.training,
     })
     return path
 
@@ -265,6 +266,10 @@ def load_latent(folder: Path, family_id: str | None = None) -> LatentFamily:
         for name, (tensor, shape) in expected.items():
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or not torch.isfinite(tensor).all():
                 raise ValueError(f"{name} is not a finite tensor of shape {shape}")
+        labels = data.get("labels")  # absent from files written before labels were kept
+        if labels is not None and (latents is None or tuple(labels.shape) != (len(latents),) or labels.dtype != torch.int64
+                                   or len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names)):
+            raise ValueError("labels are not one class row per training latent")
         prior = LatentPrior(prior_data["mean"].float(), prior_data["std"].float(), class_names,
                             prior_data["class_mean"].float() if class_names else None,
                             prior_data["class_std"].float() if class_names else None)
@@ -272,6 +277,6 @@ def load_latent(folder: Path, family_id: str | None = None) -> LatentFamily:
             raise ValueError("prior standard deviations must be positive")
         return LatentFamily(str(data["family_id"]), architecture, data["theta"].float(), data["basis"].float(), prior,
                             None if latents is None else latents.float(), [str(name) for name in data["names"]],
-                            dict(data["training"]))
+                            dict(data["training"]), labels)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise NeuralShapesError(f"{path}: malformed latent family ({type(error).__name__}: {error})".splitlines()[0]) from None

@@ -16,15 +16,18 @@ where 1e-4 left them 60% farther and 29% nearest another class.
 
 Optional class conditioning: the one-hot class is concatenated to the noise and to the critic's input,
 so a trained GAN can make "a chair". Embeddings are standardised (:class:`Standardiser`) for training;
-samples are returned in embedding units.
+samples are returned in embedding units. The same GAN generates latent-family latents z
+(:mod:`backend.nf2vec.z_gan`), which is why training can resume from a checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
 from backend.nf2vec.downstream import (
     Standardiser,
@@ -96,12 +100,18 @@ class LatentGan:
         if class_name is None:
             labels = torch.randint(max(1, len(self.class_names)), (count,), generator=generator)
         else:
-            labels = torch.full((count,), self._label_of(class_name))
+            labels = torch.full((count,), self.label_of(class_name))
+        return self.generate(noise, labels).numpy()
+
+    def generate(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Embeddings (n, embedding_size) made from noise (n, noise_size) for class rows labels (n,) int64
+        (all 0 for an unconditional GAN)."""
         with torch.inference_mode():
             made = self.generator(torch.cat([noise, _one_hot(labels, len(self.class_names))], dim=1))
-            return self.standardiser.restore(made).numpy()
+            return self.standardiser.restore(made)
 
-    def _label_of(self, class_name: str) -> int:
+    def label_of(self, class_name: str) -> int:
+        """The row of ``class_name`` in class_names; an unknown class, or any for an unconditional GAN, is a one-line error."""
         if not self.class_names:
             raise NeuralShapesError(f"this GAN is unconditional: it cannot make class '{class_name}'")
         if class_name not in self.class_names:
@@ -116,16 +126,25 @@ def train_latent_gan(
     settings: LatentGanSettings = LatentGanSettings(),
     progress: Callable[[TaskProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    standardiser: Standardiser | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 250,
 ) -> LatentGan:
     """Train a GAN on ``embeddings`` (n, e); with ``labels`` (n,) indices into ``class_names`` it is
     conditional. Progress figures: "critic" (the critic's loss, penalty included), "wasserstein" (its
-    estimate of the distance between real and generated embeddings) and "generator"."""
+    estimate of the distance between real and generated embeddings) and "generator".
+
+    ``standardiser`` (None: the embeddings' own mean and std) maps embeddings to what the networks read.
+    With ``checkpoint``, the state is saved there every ``checkpoint_every`` generator steps and a run of
+    the same data and settings resumes from it (the step count may grow); the file is deleted at the end.
+    ``cancel`` stops at the next step with :class:`backend.fitting.FitCancelled` (the checkpoint stays).
+    """
     data = as_embeddings(embeddings)
     if (labels is None) != (class_names is None):
         raise NeuralShapesError("a conditional GAN needs both labels and class names, an unconditional one neither")
     classes = tuple(class_names or ())
     torch.manual_seed(settings.seed)
-    gan = LatentGan(settings, classes, Standardiser.of(data), _generator(settings, data.shape[1], len(classes)))
+    gan = LatentGan(settings, classes, standardiser or Standardiser.of(data), generator_network(settings, data.shape[1], len(classes)))
     real = gan.standardiser(data)
     label_of_row = torch.zeros(len(data), dtype=torch.long) if labels is None else as_labels(labels, classes, len(data))
     critic = mlp((data.shape[1] + len(classes), *settings.critic_hidden, 1))
@@ -143,8 +162,12 @@ def train_latent_gan(
     every = report_every(settings.steps)
     sums, since = dict.fromkeys(("critic", "wasserstein", "generator"), 0.0), 0
     figures = dict.fromkeys(sums, float("nan"))
-    started = time.perf_counter()
-    for step in range(1, settings.steps + 1):
+    nets, optimisers = (gan.generator, critic), (generator_optimiser, critic_optimiser)
+    run_key = _run_key(real, label_of_row, classes, settings)
+    done, seconds = (_resume(checkpoint, run_key, nets, optimisers, draws) if checkpoint is not None and checkpoint.exists()
+                     else (0, 0.0))
+    started = time.perf_counter() - seconds
+    for step in range(done + 1, settings.steps + 1):
         check_cancel(cancel)
         for _ in range(settings.critic_steps):
             x, condition, noise = draw()
@@ -163,10 +186,42 @@ def train_latent_gan(
             figures, sums, since = {key: value / since for key, value in sums.items()}, dict.fromkeys(sums, 0.0), 0
             if progress is not None:
                 progress(TaskProgress(step, settings.steps, figures))
+        if checkpoint is not None and step % checkpoint_every == 0 and step < settings.steps:
+            save_tensors(checkpoint, {"run": run_key, "step": step, "seconds": time.perf_counter() - started,
+                                      "nets": [net.state_dict() for net in nets],
+                                      "optimisers": [optimiser.state_dict() for optimiser in optimisers],
+                                      "draws": draws.get_state()})
     gan.generator.eval()
     gan.training = {"steps": settings.steps, "seconds": round(time.perf_counter() - started, 2), "embeddings": len(data),
                     **{f"final_{key}": value for key, value in figures.items()}}
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return gan
+
+
+def _run_key(real: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...], settings: LatentGanSettings) -> str:
+    """What a checkpoint must match to be resumed: the standardised data, labels, classes and settings (not the step count)."""
+    kept = {key: value for key, value in asdict(settings).items() if key != "steps"}
+    digest = hashlib.sha256(real.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+    return json.dumps({"settings": kept, "classes": list(classes), "data": digest}, sort_keys=True)
+
+
+def _resume(path: Path, run_key: str, nets: tuple[torch.nn.Module, ...], optimisers: tuple[torch.optim.Optimizer, ...],
+            draws: torch.Generator) -> tuple[int, float]:
+    """Load a checkpoint into the nets, optimisers and draws: (generator steps done, seconds so far)."""
+    failure = "not a valid GAN training checkpoint"
+    state = load_tensors(path, failure)
+    if state.get("run") != run_key:
+        raise NeuralShapesError(f"{path}: checkpoint of another run (data or settings differ); delete it or pass the same ones")
+    try:
+        for net, net_state in zip(nets, state["nets"], strict=True):
+            net.load_state_dict(net_state)
+        for optimiser, optimiser_state in zip(optimisers, state["optimisers"], strict=True):
+            optimiser.load_state_dict(optimiser_state)
+        draws.set_state(state["draws"])
+        return int(state["step"]), float(state["seconds"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise NeuralShapesError(f"{path}: {failure} ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
 def save_gan(folder: Path, gan: LatentGan) -> Path:
@@ -180,12 +235,13 @@ def load_gan(folder: Path, model: Nf2vecModel) -> LatentGan:
     def build(content: TaskFile) -> LatentGan:
         settings = LatentGanSettings(**content.config)
         return LatentGan(settings, tuple(content.class_names), Standardiser(content.embedding_size),
-                         _generator(settings, content.embedding_size, len(content.class_names)), content.training)
+                         generator_network(settings, content.embedding_size, len(content.class_names)), content.training)
 
     return load_task_file(folder, TASK, model, build)
 
 
-def _generator(settings: LatentGanSettings, embedding_size: int, classes: int) -> torch.nn.Module:
+def generator_network(settings: LatentGanSettings, embedding_size: int, classes: int) -> torch.nn.Module:
+    """The untrained generator: (noise_size + classes) -> embedding_size (a standardised embedding)."""
     return mlp((settings.noise_size + classes, *settings.generator_hidden, embedding_size))
 
 
