@@ -105,7 +105,7 @@ def test_interpolate_in_weight_space(client, library):
 def test_generate(client):
     job = finished(client, client.start_generate(2, seed=3, class_name="round").id)
     check_stored(client, job, ["generated-round-3-0", "generated-round-3-1"])
-    assert job.inputs == {"count": 2, "seed": 3, "class": "round"}
+    assert job.inputs == {"count": 2, "seed": 3, "class": "round", "truncation": None, "decoder": "implicit"}
     job = finished(client, client.start_generate(1).id)
     assert client.shape(job.shape_ids[0]).name == "generated-0-0"
 

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from backend.nf2vec.latent_ops import ZSampler
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-Decoder = Literal["latent", "implicit"]
-DECODERS: tuple[Decoder, ...] = ("latent", "implicit")
+Nf2vecDecoder = Literal["latent", "implicit"]
+DECODERS: tuple[Nf2vecDecoder, ...] = ("latent", "implicit")
 
 
 @dataclass
@@ -54,11 +54,11 @@ class Nf2vecTools:
     _tasks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def default_decoder(self) -> Decoder:
+    def default_decoder(self) -> Nf2vecDecoder:
         """``latent`` when the folder has the latent family and its encoder, else ``implicit``."""
         return "latent" if self.latent is not None else "implicit"
 
-    def decoder(self, choice: str | None = None) -> Decoder:
+    def decoder(self, choice: str | None = None) -> Nf2vecDecoder:
         """The decoder to use for ``choice`` (None: the default); a one-line error for an unknown name or
         for ``latent`` when the folder lacks its files."""
         if choice is None:

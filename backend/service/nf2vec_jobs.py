@@ -3,16 +3,19 @@ new library shapes out.
 
 Each kind has an ``..._inputs`` method, called by the API before the job is queued, that checks what can
 be checked at once (the model and its task network are there, the shapes exist and are of the model's
-family, the class is one the generator makes) and returns the inputs stored with the job::
+family, the class is one the generator makes), resolves the decoder (``latent`` or ``implicit``; none
+asked: the model's default) and returns the inputs stored with the job::
 
-    interpolate  {"a": id, "b": id, "times": [t, ...], "space": "embedding" | "weights"}
-    generate     {"count": n, "seed": s, "class": name or null}
-    complete     {"shape": id} or {"upload": id}
+    interpolate  {"a": id, "b": id, "times": [t, ...], "space": "embedding" | "weights", "decoder": d}
+    generate     {"count": n, "seed": s, "class": name or null, "truncation": x or null, "decoder": d}
+    complete     {"shape": id, "decoder": d} or {"upload": id, "decoder": d}
 
-The runner does the work with the service's decode settings and stores the results when the operation
-is done; outputs are ``{"shapes": [id, ...]}`` in the order of the results (the order of ``times`` for
-an interpolation). Completing an upload first fits the mesh as an ordinary shape of the model's family
-(with the decode settings' fit), stores it (``outputs.fitted``), completes it and removes the upload.
+The runner does the work (:mod:`backend.nf2vec.operations`; the implicit decoder with the service's decode
+settings) and stores the results when the operation is done; outputs are ``{"shapes": [id, ...]}`` in the
+order of the results (the order of ``times`` for an interpolation). Latent results are stored as they
+come: no mesh is made for them. Completing an upload first fits the mesh as an ordinary shape of the
+model's family (with the decode settings' fit), stores it (``outputs.fitted``), completes it (the latent
+decoder from the uploaded mesh's own surface) and removes the upload.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from dataclasses import dataclass
 
 from backend.errors import NeuralShapesError
 from backend.fitting import FitProgress, fit_shapes
-from backend.nf2vec.completion import complete
+from backend.mesh_loading import NormalisedMesh
 from backend.nf2vec.decoding import OperationProgress
-from backend.nf2vec.generation import generate, generation_classes
-from backend.nf2vec.interpolation import in_between_times, interpolate
+from backend.nf2vec.interpolation import in_between_times
+from backend.nf2vec.operations import complete, generate, generation_classes, interpolate
 from backend.service.errors import Unprocessable
 from backend.service.fit_job import store_fitted
 from backend.service.jobs import JobContext, JobKind
@@ -55,59 +58,66 @@ class Nf2vecJobs:
 
     # --- checks before a job is queued ----------------------------------------------------------
 
-    def interpolate_inputs(self, *, a: str, b: str, times: list[float] | None, count: int | None, space: str) -> dict:
+    def interpolate_inputs(self, *, a: str, b: str, times: list[float] | None, count: int | None, space: str,
+                           decoder: str | None = None) -> dict:
         """Inputs of an interpolation: ``times``, or ``count`` evenly spaced in-betweens."""
+        decoder = self.nf2vec.decoder("interpolate", decoder)
         for shape_id in (a, b):
             self.nf2vec.shape(shape_id)
-        return {"a": a, "b": b, "times": list(times) if times is not None else in_between_times(count), "space": space}
+        times = list(times) if times is not None else in_between_times(count)
+        return {"a": a, "b": b, "times": times, "space": space, "decoder": decoder}
 
-    def generate_inputs(self, *, count: int, seed: int, class_name: str | None) -> dict:
-        self.nf2vec.task("generate")
+    def generate_inputs(self, *, count: int, seed: int, class_name: str | None, truncation: float | None = None,
+                        decoder: str | None = None) -> dict:
+        decoder = self.nf2vec.decoder("generate", decoder)
+        if truncation is not None and decoder == "implicit":
+            raise Unprocessable("truncation needs the latent decoder (the implicit decoder's GAN has none)")
         if class_name is not None:
-            classes = generation_classes(self.nf2vec.tools())
+            classes = generation_classes(self.nf2vec.tools(), decoder)
             if class_name not in classes:
                 made = f"it makes {', '.join(classes)}" if classes else "it is unconditional"
                 raise Unprocessable(f"the generator cannot make class '{class_name}': {made}")
-        return {"count": count, "seed": seed, "class": class_name}
+        return {"count": count, "seed": seed, "class": class_name, "truncation": truncation, "decoder": decoder}
 
-    def complete_inputs(self, *, shape: str | None, upload: str | None) -> dict:
-        self.nf2vec.task("complete")
+    def complete_inputs(self, *, shape: str | None, upload: str | None, decoder: str | None = None) -> dict:
+        decoder = self.nf2vec.decoder("complete", decoder)
         if shape is not None:
             self.nf2vec.shape(shape)
-            return {"shape": shape}
-        self.nf2vec.tools()
+            return {"shape": shape, "decoder": decoder}
         self.uploads.get(upload)
-        return {"upload": upload}
+        return {"upload": upload, "decoder": decoder}
 
     # --- runners -----------------------------------------------------------------------------------
 
     def run_interpolate(self, context: JobContext) -> dict:
         inputs = context.inputs
         a, b = self.nf2vec.shape(inputs["a"]), self.nf2vec.shape(inputs["b"])
-        shapes = interpolate(self.nf2vec.tools(), a, b, inputs["times"], inputs["space"], self.nf2vec.decode, context.progress, context.cancel)
+        shapes = interpolate(self.nf2vec.tools(), a, b, inputs["times"], inputs["space"], self._decoder(inputs, "interpolate"),
+                             self.nf2vec.decode, context.progress, context.cancel)
         self._store(context, shapes)
         return {}
 
     def run_generate(self, context: JobContext) -> dict:
         inputs = context.inputs
-        self.nf2vec.task("generate")
-        shapes = generate(self.nf2vec.tools(), inputs["count"], inputs["seed"], inputs["class"], self.nf2vec.decode,
-                          context.progress, context.cancel)
+        shapes = generate(self.nf2vec.tools(), inputs["count"], inputs["seed"], inputs["class"], inputs.get("truncation"),
+                          self._decoder(inputs, "generate"), self.nf2vec.decode, context.progress, context.cancel)
         self._store(context, shapes)
         return {}
 
     def run_complete(self, context: JobContext) -> dict:
         inputs = context.inputs
-        self.nf2vec.task("complete")
+        decoder = self._decoder(inputs, "complete")
         progress: OperationProgress = context.progress
+        surface = None
         if inputs.get("upload"):
-            partial = self._fit_upload(context, inputs["upload"])
+            partial, mesh = self._fit_upload(context, inputs["upload"])
+            surface = mesh.trimesh()
 
             def progress(fraction: float, stage: str) -> None:
                 context.progress(UPLOAD_FIT_SHARE + (1 - UPLOAD_FIT_SHARE) * fraction, stage)
         else:
             partial = self.nf2vec.shape(inputs["shape"])
-        completed = complete(self.nf2vec.tools(), partial, self.nf2vec.decode, progress, context.cancel)
+        completed = complete(self.nf2vec.tools(), partial, surface, decoder, self.nf2vec.decode, progress, context.cancel)
         self._store(context, [completed])
         if inputs.get("upload"):
             try:
@@ -116,8 +126,13 @@ class Nf2vecJobs:
                 pass  # removed meanwhile
         return {}
 
-    def _fit_upload(self, context: JobContext, upload_id: str) -> NeuralShape:
-        """Fit the staged mesh with the model's family and store it (``outputs.fitted``): the partial shape."""
+    def _decoder(self, inputs: dict, operation: str) -> str:
+        """The job's decoder, checked again (the model folder may have changed since it was queued); jobs
+        queued before decoders were recorded take the default."""
+        return self.nf2vec.decoder(operation, inputs.get("decoder"))
+
+    def _fit_upload(self, context: JobContext, upload_id: str) -> tuple[NeuralShape, NormalisedMesh]:
+        """Fit the staged mesh with the model's family and store it (``outputs.fitted``): the partial shape and its mesh."""
         tools, settings = self.nf2vec.tools(), self.nf2vec.decode
         mesh = self.uploads.load(upload_id)
         context.progress(0.0, f"fitting '{mesh.name}'")
@@ -131,7 +146,7 @@ class Nf2vecJobs:
         shape, record = store_fitted(self.library, self.compute, mesh, result, tools.family,
                                      resolution=settings.evaluation_resolution, job_id=context.job_id)
         context.add_output("fitted", record["id"])
-        return shape
+        return shape, mesh
 
     def _store(self, context: JobContext, shapes: list[NeuralShape]) -> None:
         context.check_cancelled()

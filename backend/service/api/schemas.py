@@ -155,6 +155,11 @@ class ShapeList(BaseModel):
     total: int
 
 
+Nf2vecDecoderField = Literal["latent", "implicit"] | None
+DECODER_DESCRIPTION = ("latent (nets of the latent family, no refit) or implicit (nf2vec's decoder, decode and fit); "
+                       "none: the model's default (GET /v1/nf2vec)")
+
+
 class InterpolateJobCreate(_In):
     """In-betweens of two library shapes: at each t of ``times`` (0 = a, 1 = b), or ``count`` evenly spaced."""
 
@@ -165,6 +170,7 @@ class InterpolateJobCreate(_In):
     times: list[Annotated[float, Field(ge=-1.0, le=2.0)]] | None = Field(None, min_length=1, max_length=MAX_NF2VEC_SHAPES)
     count: json_integer(ge=1, le=MAX_NF2VEC_SHAPES) | None = None
     space: Literal["embedding", "weights"] = "embedding"
+    decoder: Nf2vecDecoderField = Field(None, description=DECODER_DESCRIPTION)
 
     @model_validator(mode="after")
     def _times_or_count(self) -> InterpolateJobCreate:
@@ -180,6 +186,9 @@ class GenerateJobCreate(_In):
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
     class_name: str | None = Field(None, alias="class", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$",
                                    description="a class from GET /v1/nf2vec; none: any")
+    truncation: float | None = Field(None, ge=0.0, le=1.0, description="latent decoder only: 0 the class's typical "
+                                     "shape, 1 its full spread; none: 0.8")
+    decoder: Nf2vecDecoderField = Field(None, description=DECODER_DESCRIPTION)
 
 
 class CompleteJobCreate(_In):
@@ -189,6 +198,7 @@ class CompleteJobCreate(_In):
 
     shape: Id | None = None
     upload: Id | None = None
+    decoder: Nf2vecDecoderField = Field(None, description=DECODER_DESCRIPTION)
 
     @model_validator(mode="after")
     def _shape_or_upload(self) -> CompleteJobCreate:
@@ -209,14 +219,16 @@ class Nf2vecPublic(BaseModel):
     model_id: str
     family_id: str
     embedding_size: int
-    tasks: Nf2vecTasks = Field(description="which operations the model folder can serve")
-    classes: list[str] = Field(description="classes generate can be asked for (empty: unconditional)")
+    decoder: Literal["latent", "implicit"] = Field(description="the decoder used when a request names none")
+    decoders: list[Literal["latent", "implicit"]] = Field(description="the decoders the model folder can serve")
+    tasks: Nf2vecTasks = Field(description="which operations the default decoder can serve")
+    classes: list[str] = Field(description="classes generate can be asked for with the default decoder (empty: unconditional)")
 
 
 class SimilarShape(BaseModel):
     id: str
     name: str
-    distance: float = Field(description="L2 distance between the nf2vec embeddings")
+    distance: float = Field(description="L2 distance between the codes (latent z, or nf2vec embeddings)")
 
 
 class ClassProbability(BaseModel):
