@@ -27,9 +27,8 @@ import argparse
 import json
 import sys
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +42,24 @@ from backend.errors import NeuralShapesError
 from backend.extraction import extract_mesh
 from backend.family_file import read_family, resolve_family
 from backend.fitting import FitSettings, sample_shape
-from backend.mesh_loading import Similarity, bounding_similarity, load_mesh_file
+from backend.mesh_loading import load_mesh_file
 from backend.metrics import ReconstructionQuality, reconstruction_quality
 from backend.network import ModelFamily
 from backend.nf2vec.latent import LatentFamily, LatentFitSettings, fit_latent, flatten, load_latent
 from backend.nf2vec.latent_encoder import (ENCODER_NAME, LatentEncoder, RefineSettings, encode_latent,
                                            load_latent_encoder, own_field_samples, refine_latent)
-from backend.nf2vec.latent_ops import (LatentCompletionSettings, ZSampler, complete_latent, generate_latent,
-                                       interpolate_latent, prior_sampler, surface_points_and_normals)
+from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, generate_latent, interpolate_latent, prior_sampler
 from backend.nf2vec.model import FAMILY_NAME
 from backend.nf2vec.z_gan import load_z_gan, z_gan_sampler
-from backend.partials import CUTS, cut_faces, partial_mesh
+from backend.partials import CUTS, partial_mesh
 from backend.shape_file import NeuralShape, read_shape
 from bench.report import table
-from bench.shapes import CLOUD, cloud, cloud_chamfer, in_frame_of, source_in_shape_frame
+from bench.shapes import CLOUD, cloud, cloud_chamfer, complete_cut, cut_in_shape_frame, in_frame_of, source_in_shape_frame
 
 TABLES = ("decoding", "interpolation", "generation", "completion")
 IN_BETWEENS = 8
 PAIRS = 20
 PER_CLASS = 30
-COMPLETION_POINTS = 20_000  # surface points (with normals) of the cut mesh handed to the completion
 
 
 @dataclass
@@ -377,15 +374,8 @@ def _completion(bench: Bench) -> None:
     fell_back, seconds = [], []
     for index, ((whole, class_name), near) in enumerate(zip(held, nearest)):
         source = source_in_shape_frame(whole, bench.collection)
-        cut = _cut(bench, whole, index)
-        frame = bounding_similarity(cut.vertices, whole.name)  # the partial's own normalised frame, as a fit of it has
-        points, normals = surface_points_and_normals(cut, COMPLETION_POINTS, seed=index)
-        # complete_latent reads the partial's frame and family; its weights only name the result (and come back on
-        # a fallback, which is scored as the cut mesh itself, the partial as is).
-        partial = replace(whole, name=f"{whole.name}-cut", transform=_compose(whole, frame))
-        completed, report = complete_latent(bench.latent, bench.family, partial, frame.to_normalised(points).astype(np.float32), normals,
-                                            class_name=class_name if class_name in bench.latent.prior.class_names else None,
-                                            settings=settings)
+        cut = partial_mesh(*cut_in_shape_frame(whole, bench.collection, index))
+        completed, report = complete_cut(bench.latent, bench.family, whole, cut, class_name, settings, seed=index)
         partial_quality = _quality(source, cut)
         results["partial"].append(partial_quality)
         results["completed"].append(partial_quality if report.fell_back else _quality(source, in_frame_of(whole, completed, bench.resolution)))
@@ -412,20 +402,6 @@ def _completion(bench: Bench) -> None:
         ["fell back to the partial", f"{int(np.sum(fell_back))} of {len(held)}", ""],
         ["seconds per completion, median", f"{np.median(seconds):.1f}", "<= 15"],
     ])
-
-
-def _cut(bench: Bench, whole: NeuralShape, index: int) -> trimesh.Trimesh:
-    """The whole's source mesh, cut as make-partials cuts the index-th mesh of a collection (its cut 0, seed 0), in
-    the whole's normalised frame: plane and sphere cuts take turns."""
-    source_name = whole.provenance["source_name"]
-    mesh = load_mesh_file(bench.collection / source_name, transform=whole.transform).trimesh()
-    rng = np.random.default_rng([0, zlib.crc32(source_name.encode()), 0])
-    return partial_mesh(mesh, cut_faces(mesh, CUTS[index % 2], rng))
-
-
-def _compose(whole: NeuralShape, frame: Similarity) -> Similarity:
-    """The similarity source -> the partial's frame, ``frame`` being whole-normalised -> partial-normalised."""
-    return Similarity(scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale)
 
 
 def _nearest_training(bench: Bench, shapes: list[NeuralShape]) -> list[NeuralShape]:

@@ -1,6 +1,9 @@
 """Meshes and point clouds shared by the benchmark scripts: closed test meshes, a fitted shape's source
-mesh in the shape's normalised frame, and the set-to-set Chamfer of surface point clouds."""
+mesh in the shape's normalised frame, the set-to-set Chamfer of surface point clouds, and cut held-out
+meshes completed on the latent family (the latent bench and the pictures)."""
 
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +11,16 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from backend.extraction import extract_mesh
-from backend.mesh_loading import load_mesh_file
+from backend.mesh_loading import Similarity, bounding_similarity, load_mesh_file
 from backend.metrics import surface_samples
+from backend.network import ModelFamily
+from backend.nf2vec.latent import LatentFamily
+from backend.nf2vec.latent_ops import CompletionReport, LatentCompletionSettings, complete_latent, surface_points_and_normals
+from backend.partials import CUTS, cut_faces
 from backend.shape_file import NeuralShape
 
 CLOUD = 2048  # points per shape for the set-to-set Chamfer of interpolation and generation
+COMPLETION_POINTS = 20_000  # surface points (with normals) of the cut mesh handed to the completion
 
 
 def varied_meshes(count: int) -> list[trimesh.Trimesh]:
@@ -50,3 +58,28 @@ def cloud_chamfer(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) == 0 or len(b) == 0:
         return float("inf")
     return float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
+
+
+def cut_in_shape_frame(whole: NeuralShape, collection: Path, index: int) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """The whole's source mesh in the whole's normalised frame and the faces (faces,) bool that make-partials' cut of
+    the index-th mesh of a collection keeps (its cut 0, seed 0; plane and sphere cuts take turns): the cut mesh is
+    ``partial_mesh(mesh, keep)``."""
+    source_name = whole.provenance["source_name"]
+    mesh = load_mesh_file(collection / source_name, transform=whole.transform).trimesh()
+    rng = np.random.default_rng([0, zlib.crc32(source_name.encode()), 0])
+    return mesh, cut_faces(mesh, CUTS[index % 2], rng)
+
+
+def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, cut: trimesh.Trimesh, class_name: str,
+                 settings: LatentCompletionSettings, seed: int = 0) -> tuple[NeuralShape, CompletionReport]:
+    """:func:`complete_latent` of a cut mesh (in ``whole``'s normalised frame), given as ``COMPLETION_POINTS`` surface
+    points and normals in the cut's own normalised frame (as a fit of it has), with the class's prior when the
+    latent family knows the class. The completed shape is placed over the cut in the source frame. On a fallback
+    it carries the whole's weights (they only name the partial): score and draw it as the cut mesh itself."""
+    frame = bounding_similarity(cut.vertices, whole.name)
+    points, normals = surface_points_and_normals(cut, COMPLETION_POINTS, seed=seed)
+    # source -> the cut's frame: whole-normalised -> cut-normalised after source -> whole-normalised
+    transform = Similarity(scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale)
+    partial = replace(whole, name=f"{whole.name}-cut", transform=transform)
+    return complete_latent(latent, family, partial, frame.to_normalised(points).astype(np.float32), normals,
+                           class_name=class_name if class_name in latent.prior.class_names else None, settings=settings)
