@@ -1,6 +1,7 @@
 """A tiny but complete nf2vec tools folder for tests: six quickly fitted primitives of the default family,
 an nf2vec model trained on them for a few seconds, GAN, classifier and transfer networks on their
-embeddings, and a neighbour decoder with them as anchors. Results decoded from it are crude shapes; tests use it for mechanics, not quality.
+embeddings, and a neighbour decoder with them as anchors; :func:`add_latent_family` adds a tiny latent
+family and its encoder. Results decoded from it are crude shapes; tests use it for mechanics, not quality.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from backend.nf2vec.classifier import ClassifierSettings, save_classifier, train
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoding import DecodeSettings
 from backend.nf2vec.embedding import embed
+from backend.nf2vec.latent import estimate_prior, save_latent
+from backend.nf2vec.latent_encoder import ENCODER_NAME, EncoderSettings, latent_encoder_data, train_latent_encoder
 from backend.nf2vec.latent_gan import LatentGanSettings, save_gan, train_latent_gan
+from backend.nf2vec.latent_training import LatentSettings, latent_training_data, train_latent
 from backend.nf2vec.neighbour_decoder import build_neighbour_decoder, save_neighbour_decoder
 from backend.nf2vec.tools import Nf2vecTools, load_tools
 from backend.nf2vec.training import TrainSettings, shape_samples, train_nf2vec
@@ -42,6 +46,11 @@ MESHES = {
 }
 CLASS_OF = {"sphere": "round", "ring": "round", "cone": "round", "cube": "boxy", "slab": "boxy", "rod": "boxy"}
 CLASSES = ["round", "boxy"]
+# A few seconds each: mechanics only (the latent family's shapes are crude).
+QUICK_LATENT = LatentSettings(k=4, steps=60, shapes_per_step=6, points_per_shape=1024, samples_per_shape=8192,
+                              subspace_learning_rate=3e-4, latent_learning_rate=3e-3, checkpoint_every=1000, report_every=1000)
+QUICK_ENCODER = EncoderSettings(stages=(32, 32), steps=60, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3,
+                                samples_per_shape=QUICK_LATENT.samples_per_shape, checkpoint_every=1000, report_every=1000)
 
 
 def fit_primitives(collection: Path, names: list[str], seed: int = 0) -> list[NeuralShape]:
@@ -76,3 +85,19 @@ def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
         save_transfer(folder, train_transfer(codes[::-1].copy(), codes, TransferSettings(epochs=30)))
         save_neighbour_decoder(folder, build_neighbour_decoder(codes, [s.weights for s in shapes], [s.name for s in shapes], model.architecture))
     return load_tools(folder), shapes, collection
+
+
+def add_latent_family(root: Path, folder: Path, shapes: list[NeuralShape], collection: Path) -> None:
+    """Train a tiny latent family of ``shapes`` (class prior round / boxy) and its encoder into ``folder``
+    (latent.safetensors, latent_encoder.safetensors), so the folder serves the latent decoder."""
+    family = resolve_family("default")
+    cache = root / "latent-samples.h5"
+    with one_torch_thread():
+        latent = train_latent(latent_training_data(shapes, collection, cache, QUICK_LATENT), root / "latent-run",
+                              family.family_id, family.architecture, QUICK_LATENT)
+        labels = np.array([CLASSES.index(CLASS_OF[name]) for name in latent.names])
+        latent = replace(latent, prior=estimate_prior(latent.latents, labels, CLASSES))
+        save_latent(folder, latent)
+        data = latent_encoder_data(shapes, latent, collection, cache, QUICK_ENCODER)
+        train_latent_encoder(data, latent, family, root / "encoder-run", QUICK_ENCODER)
+        (root / "encoder-run" / ENCODER_NAME).rename(folder / ENCODER_NAME)

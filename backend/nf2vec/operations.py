@@ -38,7 +38,13 @@ from backend.nf2vec.decoding import DecodeSettings, OperationProgress
 from backend.nf2vec.embedding import Neighbour, nearest
 from backend.nf2vec.interpolation import Space
 from backend.nf2vec.latent_encoder import encode_latent
-from backend.nf2vec.latent_ops import complete_latent, generate_latent, interpolate_latent, surface_points_and_normals
+from backend.nf2vec.latent_ops import (
+    LatentCompletionSettings,
+    complete_latent,
+    generate_latent,
+    interpolate_latent,
+    surface_points_and_normals,
+)
 from backend.nf2vec.tools import Nf2vecTools
 from backend.shape_file import NeuralShape
 
@@ -109,11 +115,13 @@ def complete(
     settings: DecodeSettings = DecodeSettings(),
     progress: OperationProgress | None = None,
     cancel: threading.Event | None = None,
+    completion: LatentCompletionSettings = LatentCompletionSettings(),
 ) -> NeuralShape:
     """The completed shape of ``partial`` (named NAME-completed, placed over it).
 
     ``surface``: the partial's mesh in ``partial``'s normalised frame, when it came from one (an open cut
-    stays open there); otherwise the latent decoder completes the partial net's own surface.
+    stays open there); otherwise the latent decoder completes the partial net's own surface. ``settings``
+    serve the implicit decoder, ``completion`` the latent one.
     """
     if tools.decoder(decoder) == "implicit":
         return completion.complete(tools, partial, settings, progress, cancel)
@@ -125,7 +133,7 @@ def complete(
         raise NeuralShapesError(f"shape '{partial.name}' has no surface to complete")
     points, normals = surface_points_and_normals(surface, SURFACE_POINTS)
     report(0.1, f"completing '{partial.name}'")
-    completed, _ = complete_latent(tools.require_latent(), tools.family, partial, points, normals)
+    completed, _ = complete_latent(tools.require_latent(), tools.family, partial, points, normals, settings=completion)
     _done(progress)
     return completed
 

@@ -390,33 +390,38 @@ class Client:
         """The service's nf2vec model (a 503 :class:`ServiceError` while it has none)."""
         return self._model(Nf2vecInfo, "GET", "/v1/nf2vec")
 
-    def start_interpolate(self, a: str, b: str, *, times: list[float] | None = None, count: int | None = None, space: str = "embedding") -> Job:
+    def start_interpolate(self, a: str, b: str, *, times: list[float] | None = None, count: int | None = None, space: str = "embedding",
+                          decoder: str | None = None) -> Job:
         """In-betweens of shapes ``a`` and ``b``: at each t of ``times`` (0 = a, 1 = b) or ``count`` evenly
-        spaced; ``space``: "embedding" or "weights". The job's ``inputs["times"]`` follow its shapes' order."""
-        body: dict[str, Any] = {"a": a, "b": b, "space": space}
+        spaced; ``space``: "embedding" or "weights". The job's ``inputs["times"]`` follow its shapes' order.
+        ``decoder`` on every nf2vec call: "latent" or "implicit"; None: the model's default (:meth:`nf2vec_info`)."""
+        body: dict[str, Any] = {"a": a, "b": b, "space": space, "decoder": decoder}
         if times is not None:
             body["times"] = list(times)
         if count is not None:
             body["count"] = count
         return self._model(Job, "POST", "/v1/nf2vec/interpolate", json_body=body)
 
-    def start_generate(self, count: int = 1, *, seed: int = 0, class_name: str | None = None) -> Job:
-        """``count`` new shapes (of ``class_name``, one of :meth:`nf2vec_info`'s classes; None: any)."""
-        return self._model(Job, "POST", "/v1/nf2vec/generate", json_body={"count": count, "seed": seed, "class": class_name})
+    def start_generate(self, count: int = 1, *, seed: int = 0, class_name: str | None = None, truncation: float | None = None,
+                       decoder: str | None = None) -> Job:
+        """``count`` new shapes (of ``class_name``, one of :meth:`nf2vec_info`'s classes; None: any); ``truncation``
+        in [0, 1] for the latent decoder (0: the class's typical shape; None: the service's default)."""
+        body = {"count": count, "seed": seed, "class": class_name, "truncation": truncation, "decoder": decoder}
+        return self._model(Job, "POST", "/v1/nf2vec/generate", json_body=body)
 
-    def start_complete(self, *, shape_id: str | None = None, upload_id: str | None = None) -> Job:
+    def start_complete(self, *, shape_id: str | None = None, upload_id: str | None = None, decoder: str | None = None) -> Job:
         """Complete a partial shape: a library shape, or a staged mesh (fitted first, as ``outputs["fitted"]``)."""
         body = {"shape": shape_id} if shape_id is not None else {"upload": upload_id}
-        return self._model(Job, "POST", "/v1/nf2vec/complete", json_body=body)
+        return self._model(Job, "POST", "/v1/nf2vec/complete", json_body={**body, "decoder": decoder})
 
-    def similar(self, shape_id: str, *, k: int = 5) -> list[SimilarShape]:
-        """The ``k`` library shapes nearest to a shape in nf2vec embedding space, nearest first."""
-        return self._models(SimilarShape, "GET", f"/v1/shapes/{_quote(shape_id)}/similar", key=None, query={"k": k})
+    def similar(self, shape_id: str, *, k: int = 5, decoder: str | None = None) -> list[SimilarShape]:
+        """The ``k`` library shapes nearest to a shape (latent z, or nf2vec embeddings), nearest first."""
+        return self._models(SimilarShape, "GET", f"/v1/shapes/{_quote(shape_id)}/similar", key=None, query={"k": k, "decoder": decoder})
 
-    def classify(self, shape_id: str) -> list[ClassProbability]:
-        """Every class the nf2vec classifier knows with its probability, most likely first."""
+    def classify(self, shape_id: str, *, decoder: str | None = None) -> list[ClassProbability]:
+        """Every class the model knows with its probability, most likely first."""
         path = f"/v1/shapes/{_quote(shape_id)}/classify"
-        data = self._json("GET", path)
+        data = self._json("GET", path, query={"decoder": decoder})
         with _parsing(f"GET {path}"):
             return [ClassProbability(str(item["class"]), float(item["probability"])) for item in data]
 

@@ -79,19 +79,22 @@ class Shape:
 
 @dataclass(frozen=True)
 class Nf2vecInfo:
-    """The service's nf2vec model; ``tasks`` says which of generate / classify / complete it can serve,
-    ``classes`` what generate can be asked for (empty: any only)."""
+    """The service's nf2vec model; ``decoder`` the one used when a request names none ("latent" or
+    "implicit"), ``decoders`` those it can serve, ``tasks`` which of generate / classify / complete the
+    default decoder can serve, ``classes`` what generate can be asked for (empty: any only)."""
 
     model_id: str
     family_id: str
     embedding_size: int
+    decoder: str = "implicit"
+    decoders: list[str] = field(default_factory=list)
     tasks: dict[str, bool] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class SimilarShape:
-    """A library shape near the one asked about; ``distance`` between their nf2vec embeddings."""
+    """A library shape near the one asked about; ``distance`` between their codes (latent z or nf2vec embeddings)."""
 
     id: str
     name: str

@@ -1,0 +1,149 @@
+"""The decoder choice of the nf2vec operations: the latent family by default when the model folder has it
+(CLI and service end to end for each operation), the implicit decoder still selectable, and a folder
+without the latent files falling back to the implicit decoder. Tiny toolkit models: mechanics, not quality."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from backend.cli import app
+from backend.errors import NeuralShapesError
+from backend.mesh_loading import load_mesh_file
+from backend.nf2vec import operations
+from backend.nf2vec.latent import LATENT_NAME, flatten
+from backend.nf2vec.latent_encoder import ENCODER_NAME
+from backend.nf2vec.latent_ops import LatentCompletionSettings
+from backend.nf2vec.tools import load_tools
+from backend.shape_file import read_shape, shape_to_bytes
+from tests.nf2vec_toolkit import CLASS_OF, CLASSES, add_latent_family, build_toolkit
+from tests.test_service_nf2vec import finished, nf2vec_server
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+QUICK_COMPLETION = LatentCompletionSettings(yaw_starts=2, steps=30, context_points=512, prior_points=1024,
+                                            fuse=replace(LatentCompletionSettings().fuse, max_steps=30, eval_every=30))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """The toolkit's implicit-only model folder, a copy with the latent files, its shapes and meshes."""
+    root = tmp_path_factory.mktemp("decoders")
+    _, shapes, collection = build_toolkit(root)
+    latent_folder = root / "latent-model"
+    shutil.copytree(root / "model", latent_folder)
+    add_latent_family(root, latent_folder, shapes, collection)
+    return {"implicit": root / "model", "latent": latent_folder, "shapes": shapes, "collection": collection,
+            "shape_files": root / "shapes"}
+
+
+def _cli(*args) -> Result:
+    """The command run in process (a fresh interpreter would add seconds of imports per call)."""
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def _operation(path) -> str:
+    return read_shape(path).provenance["operation"]
+
+
+def test_the_default_decoder_follows_the_folder_and_latent_without_its_files_is_refused(folders, tmp_path):
+    assert load_tools(folders["latent"]).default_decoder == "latent"
+    assert load_tools(folders["implicit"]).default_decoder == "implicit"
+    half = tmp_path / "half"
+    shutil.copytree(folders["implicit"], half)
+    shutil.copy(folders["latent"] / LATENT_NAME, half / LATENT_NAME)  # the encoder is missing: implicit only
+    tools = load_tools(half)
+    assert tools.default_decoder == "implicit" and tools.latent is None
+    with pytest.raises(NeuralShapesError, match=f"the latent decoder needs {ENCODER_NAME} in") as error:
+        tools.decoder("latent")
+    assert "\n" not in str(error.value)
+    with pytest.raises(NeuralShapesError, match="decoder must be 'latent' or 'implicit'"):
+        tools.decoder("neighbours")
+
+
+def test_latent_operations_in_process(folders):
+    tools = load_tools(folders["latent"])
+    by_name = {shape.name: shape for shape in folders["shapes"]}
+    a, b = by_name["sphere"], by_name["cube"]
+    # With the linear fade an in-between is the blend of the two nets, whatever their z.
+    [middle] = operations.interpolate(tools, a, b, [0.5])
+    assert middle.provenance["operation"] == "interpolate-latent"
+    np.testing.assert_allclose(flatten(middle.weights), 0.5 * (flatten(a.weights) + flatten(b.weights)), atol=1e-5)
+    shapes = operations.generate(tools, 2, seed=1, class_name="round", truncation=0.0)
+    assert [s.provenance["truncation"] for s in shapes] == ["0", "0"] and shapes[0].provenance["operation"] == "generate-latent"
+    np.testing.assert_array_equal(flatten(shapes[0].weights), flatten(shapes[1].weights))  # truncation 0: the class mean
+    ranked = operations.classify(tools, a)
+    assert sorted(name for name, _ in ranked) == sorted(CLASSES) and sum(p for _, p in ranked) == pytest.approx(1.0)
+    [nearest, *_] = operations.similar(tools, a, [b, a], k=2)
+    assert (nearest.index, nearest.distance) == (1, 0.0)
+    with pytest.raises(NeuralShapesError, match="truncation needs the latent decoder"):
+        operations.generate(tools, 1, truncation=0.5, decoder="implicit")
+    assert operations.generation_classes(tools) == CLASSES
+
+
+def test_the_latent_classifier_ranks_training_shapes_by_their_class_means(folders):
+    tools = load_tools(folders["latent"])
+    hits = [operations.classify(tools, shape)[0][0] == CLASS_OF[shape.name] for shape in folders["shapes"]]
+    assert np.mean(hits) >= 4 / 6
+
+
+def test_cli_defaults_to_latent_and_implicit_stays_selectable(folders, tmp_path):
+    latent, implicit, files = folders["latent"], folders["implicit"], folders["shape_files"]
+    sphere, cube = files / "sphere.h5", files / "cube.h5"
+    result = _cli("interpolate", sphere, cube, "-o", tmp_path / "between", "--model", latent, "--resolution", "24", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert _operation(json.loads(result.stdout)[0]["output"]) == "interpolate-latent"
+    result = _cli("generate", "-o", tmp_path / "made", "--count", "2", "--class", "boxy", "--truncation", "0.5",
+                     "--model", latent, "--resolution", "24", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [read_shape(row["output"]).name for row in json.loads(result.stdout)] == ["generated-boxy-0-0", "generated-boxy-0-1"]
+    # Distances tell the codes apart: encoder z by default, nf2vec embeddings with --decoder implicit and in
+    # the implicit-only folder, whose default falls back.
+    library = [read_shape(path) for path in sorted(files.glob("*.h5"))]
+    for model, decoder, expected in ((latent, [], "latent"), (latent, ["--decoder", "implicit"], "implicit"), (implicit, [], "implicit")):
+        result = _cli("similar", sphere, files, "-k", "2", "--model", model, "--json", *decoder)
+        assert result.exit_code == 0, result.stderr
+        wanted = operations.similar(load_tools(latent), read_shape(sphere), library, 2, expected)
+        assert [row["distance"] for row in json.loads(result.stdout)] == pytest.approx([n.distance for n in wanted], abs=1e-5)
+    result = _cli("classify", cube, "--decoder", "latent", "--model", implicit)
+    assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
+    assert f"the latent decoder needs {LATENT_NAME} and {ENCODER_NAME}" in result.stderr
+
+
+def test_latent_completion_takes_the_partial_mesh_surface(folders):
+    tools, by_name = load_tools(folders["latent"]), {shape.name: shape for shape in folders["shapes"]}
+    mesh = load_mesh_file(folders["collection"] / "cone.ply")
+    completed = operations.complete(tools, by_name["cone"], mesh.trimesh(), completion=QUICK_COMPLETION)
+    assert completed.name == "cone-completed" and completed.provenance["operation"] == "complete-latent"
+
+
+def test_service_defaults_to_latent_with_implicit_selectable(folders, tmp_path):
+    server = nf2vec_server(tmp_path / "data", folders["latent"])
+    try:
+        client = server.client
+        info = client.nf2vec_info()
+        assert (info.decoder, info.decoders, info.classes) == ("latent", ["latent", "implicit"], CLASSES)
+        assert info.tasks == {"generate": True, "classify": True, "complete": True}
+        ids = {shape.name: client.import_shape(shape_to_bytes(shape)).id for shape in folders["shapes"]}
+        started = time.perf_counter()
+        job = finished(client, client.start_interpolate(ids["sphere"], ids["cube"], count=3).id)
+        assert job.inputs["decoder"] == "latent" and len(job.shape_ids) == 3
+        assert client.shape(job.shape_ids[0]).provenance["operation"] == "interpolate-latent"
+        job = finished(client, client.start_generate(2, seed=4, class_name="round", truncation=0.3).id)
+        assert client.shape(job.shape_ids[1]).provenance["operation"] == "generate-latent"
+        assert time.perf_counter() - started < 10  # no decode-and-fit: milliseconds of work, the rest is polling
+        job = finished(client, client.start_generate(1, seed=4, class_name="round", decoder="implicit").id)
+        assert client.shape(job.shape_ids[0]).provenance["operation"] == "generate"
+        assert client.similar(ids["cube"], k=1)[0].name != "cube"  # itself left out
+        assert {row.class_name for row in client.classify(ids["cube"])} == set(CLASSES)
+        assert {row.class_name for row in client.classify(ids["cube"], decoder="implicit")} == set(CLASSES)
+        job = finished(client, client.start_complete(shape_id=ids["ring"]).id)
+        assert client.shape(job.shape_ids[0]).provenance["operation"] == "complete-latent"
+    finally:
+        server.stop()
