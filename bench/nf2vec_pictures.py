@@ -38,8 +38,9 @@ from backend.errors import NeuralShapesError
 from backend.family_file import read_family, resolve_family
 from backend.extraction import EXTRACTION_RADIUS
 from backend.metrics import reconstruction_quality, surface_samples
+from backend.network import ModelFamily
 from backend.nf2vec.latent import LatentFamily, load_latent
-from backend.nf2vec.latent_encoder import RefineSettings, load_latent_encoder, refine_latent
+from backend.nf2vec.latent_encoder import LatentEncoder, RefineSettings, load_latent_encoder, refine_latent
 from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, generate_latent, interpolate_latent, prior_sampler
 from backend.nf2vec.model import FAMILY_NAME
 from backend.partials import partial_mesh
@@ -66,8 +67,8 @@ class Pictures:
     """What the pictures read: the latent family and encoder, the base family (for completion), held-out fits by class."""
 
     latent: LatentFamily
-    load_encoder: Callable[[], object]
-    family: object
+    load_encoder: Callable[[], LatentEncoder]  # on first use: only the interpolation needs it
+    family: ModelFamily
     collection: Path
     held_out: dict[str, list[NeuralShape]]  # class -> fits, manifest order
 
