@@ -46,7 +46,7 @@ def _show_info(info: Nf2vecInfo) -> str:
     """Take the nf2vec model's classes for Generate (main thread); returns the panel's nf2vec line."""
     _class_items[:] = [ANY_CLASS, *((name, name.capitalize(), f"a generated {name}") for name in info.classes)]
     missing = [task for task, available in info.tasks.items() if not available]
-    return info.model_id + (f" (no {', '.join(missing)})" if missing else "")
+    return f"{info.model_id}, {info.decoder} decoder" + (f" (no {', '.join(missing)})" if missing else "")
 
 
 def _refresh_info(context: bpy.types.Context) -> None:
@@ -96,7 +96,7 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
                                default=0.5, min=0.0, max=1.0, subtype="FACTOR")
     count: bpy.props.IntProperty(name="Count", description="In-betweens, evenly spaced (1: the one at t)", default=1, min=1, max=32)
     space: bpy.props.EnumProperty(name="Space", items=[
-        ("embedding", "Embedding", "Blend nf2vec embeddings, decode and fit (seconds per shape)"),
+        ("embedding", "Embedding", "Through the service's nf2vec decoder (latent family: instant; implicit: decode and fit, seconds per shape)"),
         ("weights", "Weights", "Blend the networks' weights directly (instant, unmeasured quality)"),
     ])
 
@@ -194,14 +194,14 @@ class NEURAL_OT_complete(bpy.types.Operator):
 
         def submit(client: Client) -> str:
             if not client.nf2vec_info().tasks.get("complete"):  # refuse before a long upload
-                raise ServiceError(0, "the service's nf2vec model cannot complete shapes (it has no transfer network)")
+                raise ServiceError(0, "the service's nf2vec model cannot complete shapes (Check nf2vec says what it lacks)")
             return client.start_complete(upload_id=client.upload_mesh(mesh.vertices, mesh.faces, name=mesh.name).id).id
 
         return _start_job(self, context, tracked, submit)
 
 
 class NEURAL_OT_find_similar(bpy.types.Operator):
-    """List the library shapes nearest to the active neural object in nf2vec embedding space"""
+    """List the library shapes nearest to the active neural object by their nf2vec codes"""
 
     bl_idname = "neural.find_similar"
     bl_label = "Find Similar"
@@ -252,7 +252,7 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
 
 
 class NEURAL_OT_classify(bpy.types.Operator):
-    """Show which classes the active neural object looks like to the nf2vec classifier"""
+    """Show which classes the active neural object looks like to the nf2vec model"""
 
     bl_idname = "neural.classify"
     bl_label = "Classify"

@@ -35,7 +35,7 @@ class NeuralSimilarShape(bpy.types.PropertyGroup):
     """A row of Find Similar's list (``name``: the library shape's name)."""
 
     shape_id: bpy.props.StringProperty(name="Shape id")
-    distance: bpy.props.FloatProperty(name="Distance", description="Between the nf2vec embeddings")
+    distance: bpy.props.FloatProperty(name="Distance", description="Between the nf2vec codes (latent z or embeddings)")
 
 
 class NeuralClassProbability(bpy.types.PropertyGroup):
