@@ -19,8 +19,11 @@ from backend.errors import NeuralShapesError
 from backend.family_file import resolve_family
 from backend.fitting import FitCancelled
 from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, load_latent, save_latent
+from backend.meta_learning import CollectionSamples
 from backend.nf2vec.latent_gan import LatentGanSettings
 from backend.nf2vec.latent_ops import generate_latent
+from backend.nf2vec.latent_training import LatentSettings, LatentTrainingData, train_latent
+from backend.nf2vec.training import ShapeSamples
 from backend.nf2vec.z_gan import (
     CHECKPOINT_NAME,
     Z_GAN_NAME,
@@ -146,6 +149,13 @@ def test_file_round_trip_and_refusals_in_one_line(trained, tmp_path):
 
 def test_the_latent_file_keeps_the_training_labels(tmp_path):
     latent = _toy_latent()
+    count = 6  # train-latent on random nets and samples: what matters is that the labels reach the file
+    samples = ShapeSamples(CollectionSamples([f"m{i}" for i in range(count)], torch.rand(count, 64, 3), torch.rand(count, 64)),
+                           torch.arange(count))
+    data = LatentTrainingData(latent.names[:count], samples, latent.theta + torch.rand(count, latent.theta.shape[0]),
+                              torch.ones(count, dtype=torch.bool), np.array([0, 1, 0, 1, 1, 0]), CLASSES)
+    trained = train_latent(data, tmp_path / "trained", FAMILY.family_id, FAMILY.architecture, LatentSettings(k=2, steps=1))
+    assert load_latent(tmp_path / "trained").labels.tolist() == [0, 1, 0, 1, 1, 0] == training_labels(trained).tolist()
     save_latent(tmp_path, latent)
     assert torch.equal(load_latent(tmp_path).labels, latent.labels)
     save_latent(tmp_path, replace(latent, labels=latent.labels[:-1]))

@@ -240,6 +240,7 @@ def train_latent(
             "steps": step, "seconds": round(seconds, 1), "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
             "shapes": count, "fitted_shapes": int(data.fitted.sum()), "settings": asdict(settings),
         },
+        labels=None if data.labels is None else torch.from_numpy(data.labels.astype(np.int64)),
     )
     save_latent(output, latent)
     checkpoint.unlink(missing_ok=True)

@@ -151,8 +151,7 @@ def load_z_gan(folder: Path, latent: LatentFamily) -> ZGan:
     if data.get("latent_digest") != latent_digest(latent):
         raise NeuralShapesError(f"{path}: trained for another latent family than {Path(folder) / 'latent.safetensors'}; retrain it")
     try:
-        settings, k = LatentGanSettings(**{key: tuple(value) if isinstance(value, list) else value
-                                           for key, value in dict(data["settings"]).items()}), int(data["k"])
+        settings, k = LatentGanSettings(**data["settings"]), int(data["k"])
         class_names = tuple(str(name) for name in data["class_names"])
         if k != latent.k or list(class_names) != list(latent.prior.class_names):
             raise ValueError("k or classes differ from the latent family's")
