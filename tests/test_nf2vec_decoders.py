@@ -119,7 +119,7 @@ def test_cli_defaults_to_latent_and_implicit_stays_selectable(folders, tmp_path)
 def test_latent_completion_takes_the_partial_mesh_surface(folders):
     tools, by_name = load_tools(folders["latent"]), {shape.name: shape for shape in folders["shapes"]}
     mesh = load_mesh_file(folders["collection"] / "cone.ply")
-    completed = operations.complete(tools, by_name["cone"], mesh.trimesh(), completion=QUICK_COMPLETION)
+    completed = operations.complete(tools, by_name["cone"], mesh.trimesh(), latent_settings=QUICK_COMPLETION)
     assert completed.name == "cone-completed" and completed.provenance["operation"] == "complete-latent"
 
 

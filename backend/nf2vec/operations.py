@@ -115,13 +115,13 @@ def complete(
     settings: DecodeSettings = DecodeSettings(),
     progress: OperationProgress | None = None,
     cancel: threading.Event | None = None,
-    completion: LatentCompletionSettings = LatentCompletionSettings(),
+    latent_settings: LatentCompletionSettings = LatentCompletionSettings(),
 ) -> NeuralShape:
     """The completed shape of ``partial`` (named NAME-completed, placed over it).
 
     ``surface``: the partial's mesh in ``partial``'s normalised frame, when it came from one (an open cut
     stays open there); otherwise the latent decoder completes the partial net's own surface. ``settings``
-    serve the implicit decoder, ``completion`` the latent one.
+    serve the implicit decoder, ``latent_settings`` the latent one.
     """
     if tools.decoder(decoder) == "implicit":
         return completion.complete(tools, partial, settings, progress, cancel)
@@ -133,7 +133,7 @@ def complete(
         raise NeuralShapesError(f"shape '{partial.name}' has no surface to complete")
     points, normals = surface_points_and_normals(surface, SURFACE_POINTS)
     report(0.1, f"completing '{partial.name}'")
-    completed, _ = complete_latent(tools.require_latent(), tools.family, partial, points, normals, settings=completion)
+    completed, _ = complete_latent(tools.require_latent(), tools.family, partial, points, normals, settings=latent_settings)
     _done(progress)
     return completed
 
