@@ -88,8 +88,8 @@ def create_app(settings: ServiceSettings, *, service: Service | None = None) -> 
             schema["security"] = [{"bearer": []}]
             schema["paths"]["/health"]["get"]["security"] = []
             app.openapi_schema = contract.complete_document(schema, BINARY_PATHS)
-        # the generator's classes are the current model's, which may appear or change while the service runs
-        return contract.with_generator_classes(app.openapi_schema, contract.generator_classes(app.state.service))
+        # the nf2vec decoders and classes are the current model's, which may appear or change while the service runs
+        return contract.with_model_choices(app.openapi_schema, contract.nf2vec_info(app.state.service))
 
     app.openapi = openapi
     return app

@@ -1,6 +1,6 @@
 """The OpenAPI document made to say what the server does: every status each operation can answer, with
 the one error body the service sends (``ErrorPublic``, ``{"detail": "<one line>"}``), and the
-constraints the server checks outside pydantic (ids, job states, binary bodies, generator classes).
+constraints the server checks outside pydantic (ids, job states, binary bodies, the nf2vec model's decoders and classes).
 
 It is applied to FastAPI's document in one place (:func:`complete_document`), so routes stay plain;
 ``tests/test_api_contract.py`` holds the service to it with schemathesis.
@@ -101,24 +101,36 @@ def complete_document(schema: dict[str, Any], binary_paths: tuple[str, ...]) -> 
     return schema
 
 
-def with_generator_classes(schema: dict[str, Any], classes: list[str] | None) -> dict[str, Any]:
-    """A copy of ``schema`` whose generate ``class`` is one of ``classes`` (the current model's; [] for an
-    unconditional generator). ``None`` (no model yet) keeps the pattern: generate answers 503 then."""
-    if classes is None:
+def with_model_choices(schema: dict[str, Any], info: dict | None) -> dict[str, Any]:
+    """A copy of ``schema`` fitted to the current nf2vec model (``info``: ``Nf2vec.info()``): ``decoder`` is one
+    of the decoders it serves, generate's ``class`` one of its default decoder's classes (when it can
+    generate), and ``truncation`` only null without the latent decoder. ``None`` (no model yet) keeps the
+    schema: the nf2vec requests answer 503 then."""
+    if info is None:
         return schema
     schema = copy.deepcopy(schema)
-    allowed = [{"enum": classes}] if classes else []
-    schema["components"]["schemas"]["GenerateJobCreate"]["properties"]["class"]["anyOf"] = [*allowed, {"type": "null"}]
+    components = schema["components"]["schemas"]
+    for name in ("InterpolateJobCreate", "GenerateJobCreate", "CompleteJobCreate"):
+        components[name]["properties"]["decoder"]["anyOf"] = [{"enum": info["decoders"]}, {"type": "null"}]
+    for operation in ("similar", "classify"):
+        for parameter in schema["paths"][f"/v1/shapes/{{shape_id}}/{operation}"]["get"]["parameters"]:
+            if parameter["name"] == "decoder":
+                parameter["schema"]["anyOf"] = [{"enum": info["decoders"]}, {"type": "null"}]
+    generate = components["GenerateJobCreate"]["properties"]
+    if "latent" not in info["decoders"]:
+        generate["truncation"]["anyOf"] = [{"type": "null"}]
+    if info["tasks"]["generate"]:
+        allowed = [{"enum": info["classes"]}] if info["classes"] else []
+        generate["class"]["anyOf"] = [*allowed, {"type": "null"}]
     return schema
 
 
-def generator_classes(service) -> list[str] | None:
-    """The classes the service's generator makes, or None while it has no generator."""
+def nf2vec_info(service) -> dict | None:
+    """The service's nf2vec model (``Nf2vec.info()``), or None while it has none."""
     try:
-        info = service.nf2vec.info()
+        return service.nf2vec.info()
     except NeuralShapesError:
         return None
-    return info["classes"] if info["tasks"]["generate"] else None
 
 
 def _matrix4(field: dict[str, Any]) -> None:
