@@ -77,6 +77,7 @@ def generate_command(
 def complete_command(
     partial: Annotated[Path, typer.Argument(metavar="PARTIAL", help="A neural shape (.h5) or a mesh with a part missing (fitted first).")],
     output: Output,
+    class_name: Annotated[str | None, typer.Option("--class", help="The shape's class (latent decoder), e.g. chair; default: its 3 likeliest compete.")] = None,
     decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
@@ -91,8 +92,8 @@ def complete_command(
             report(0.0, f"fitting {partial.name}")
             [result] = fit_shapes(tools.family, [mesh], DecodeSettings().fit)
             shape = fitted_shape(mesh, result, tools.family, source_name=partial.name)
-            return [complete(tools, shape, mesh.trimesh(), decoder, progress=report)]
-        return [complete(tools, _read(partial), decoder=decoder, progress=report)]
+            return [complete(tools, shape, mesh.trimesh(), decoder, progress=report, class_name=class_name)]
+        return [complete(tools, _read(partial), decoder=decoder, progress=report, class_name=class_name)]
 
     _write(_run(model, run), output, resolution, as_json)
 

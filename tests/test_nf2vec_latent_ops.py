@@ -23,6 +23,7 @@ from backend.nf2vec.latent import estimate_prior, flatten
 from backend.nf2vec.latent_ops import (
     LatentCompletionSettings,
     _ball_grid,
+    class_probabilities,
     complete_latent,
     generate_latent,
     interpolate_latent,
@@ -144,3 +145,22 @@ def test_completion_of_a_half_sphere_beats_its_own_net_and_nonsense_falls_back(c
     fallback, report = complete_latent(classed, FAMILY, partial, noise, rng.normal(size=(4096, 3)), settings=QUICK_COMPLETE)
     assert report.fell_back and fallback.provenance["fell_back"] == "true"
     assert flatten(fallback.weights).tobytes() == flatten(partial.weights).tobytes() and fallback.transform is partial.transform
+
+
+def test_completion_with_candidate_classes_keeps_the_class_that_explains_the_surface(classed, half_sphere):
+    whole, half, partial = half_sphere
+    points, normals = surface_points_and_normals(half, 4096)
+    completed, report = complete_latent(classed, FAMILY, partial, points, normals, class_name=["boxy", "round"],
+                                        settings=QUICK_COMPLETE)
+    assert completed.provenance["class"] == "round" and not report.fell_back
+    assert len(report.start_losses) == QUICK_COMPLETE.kept_starts  # the other starts were pruned
+    with pytest.raises(NeuralShapesError, match="unknown class 'teapot'"):
+        complete_latent(classed, FAMILY, partial, points, normals, class_name=["round", "teapot"], settings=QUICK_COMPLETE)
+
+
+def test_class_probabilities_rank_by_the_nearest_class_mean(classed):
+    prior = classed.prior
+    z = np.stack([prior.class_mean[1].numpy(), 0.9 * prior.class_mean[0].numpy() + 0.1 * prior.class_mean[1].numpy()])
+    probabilities = class_probabilities(prior, z)
+    assert probabilities.shape == (2, len(CLASSES)) and np.allclose(probabilities.sum(1), 1)
+    assert probabilities.argmax(1).tolist() == [1, 0]

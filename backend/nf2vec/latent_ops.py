@@ -180,13 +180,18 @@ class LatentCompletionSettings:
     """Completion by MAP fit + fuse fit (the design study's recipe, section 4 step 7). Distances in the
     partial's normalised units unless said otherwise."""
 
-    yaw_starts: int = 8  # evenly spaced yaw angles about Z, fitted together as one batch
+    yaw_starts: int = 8  # evenly spaced yaw angles about Z per candidate class, fitted together as one batch
     steps: int = 300  # Adam steps of the MAP fit
+    # After this many steps only the best ``kept_starts`` starts go on: the yaw (and class) that will win is
+    # clear by then, and the rest of the fit costs a quarter as much.
+    prune_after: int = 100
+    kept_starts: int = 2
     # Slow pose, fast z: measured on a toy half sphere, a pose rate of 1e-2 (or z at 3e-2) lets scale and offset
     # run off to make up for a z still far away, and the fit settles there (trimmed L1 0.0115 vs 0.0054).
     latent_learning_rate: float = 5e-2
     pose_learning_rate: float = 3e-3  # log scale, offset and yaw
-    context_points: int = 2048
+    context_points: int = 2048  # of the MAP fit
+    fuse_points: int = 2048  # observed samples of the fuse fit (drawn like the MAP's context)
     context_offset: float = 0.02  # context x = p + eps n, eps uniform in [-offset, offset], target sdf eps
     kept_fraction: float = 0.8  # trimmed L1: the best-fitting 80% of context points count
     prior_weight: float = 1e-2  # x mean over k of ((z - mean) / std)^2
@@ -200,7 +205,7 @@ class LatentCompletionSettings:
 
 @dataclass
 class CompletionReport:
-    """What the MAP found: each yaw start's trimmed L1 (starts,), the best's yaw (radians about Z), scale,
+    """What the MAP found: the trimmed L1 of each start that ran to the end (kept starts,), the best's yaw (radians about Z), scale,
     offset (3,) with ``x_completed = scale R(yaw) x_partial + offset``, and whether it fell back; seconds spent."""
 
     data_loss: float
@@ -225,14 +230,15 @@ def complete_latent(
     points: np.ndarray,
     normals: np.ndarray | None = None,
     sdf: np.ndarray | None = None,
-    class_name: str | None = None,
+    class_name: str | list[str] | None = None,
     settings: LatentCompletionSettings = LatentCompletionSettings(),
 ) -> tuple[NeuralShape, CompletionReport]:
     """The completed shape of ``partial`` (named NAME-completed, placed over it) and a report of the MAP fit.
 
     The observation, in the partial's normalised frame: surface points (n, 3) with outward ``normals``
     (n, 3) (context x = p + eps n), or samples ``points`` with their signed distances ``sdf`` (n,), or bare
-    surface points (distance 0). ``class_name`` picks the class prior (None: the overall prior). ``family``
+    surface points (distance 0). ``class_name`` picks the class prior, a list of classes makes each a
+    candidate (the MAP keeps the class that explains the visible surface best), None: the overall prior. ``family``
     is the latent family's base family (the fuse fit starts from its initial weights).
 
     The completed shape's normalised frame is the partial's scaled by s and shifted, with the latent's
@@ -244,13 +250,14 @@ def complete_latent(
     if family.family_id != latent.family_id:
         raise NeuralShapesError(f"the fuse fit needs family {latent.family_id}, got {family.family_id}")
     context, targets, surface = _context(points, normals, sdf, settings)
-    labels = _class_labels(latent.prior, class_name, settings.yaw_starts)
-    z, log_scale, offset, yaw, losses = _map_fit(latent, context, targets, labels, settings)
+    candidates = [class_name] if isinstance(class_name, str) else class_name
+    labels = None if candidates is None else torch.cat([_class_labels(latent.prior, name, settings.yaw_starts) for name in candidates])
+    z, log_scale, offset, yaw, losses, start_labels = _map_fit(latent, context, targets, labels, settings)
     best = int(np.argmin(losses))
     scale, rotation = math.exp(log_scale[best]), _yaw_matrix(torch.tensor([yaw[best]]))[0].numpy().astype(np.float64)
     name = f"{partial.name}-completed"
-    details = {"class": class_name or "", "yaw": f"{yaw[best]:.4f}", "scale": f"{scale:.4f}",
-               "data_loss": f"{losses[best]:.5f}"}
+    chosen = "" if start_labels is None else latent.prior.class_names[int(start_labels[best])]
+    details = {"class": chosen, "yaw": f"{yaw[best]:.4f}", "scale": f"{scale:.4f}", "data_loss": f"{losses[best]:.5f}"}
     fell_back = not losses[best] <= settings.fallback_residual  # NaN falls back too
     report = CompletionReport(float(losses[best]), losses, float(yaw[best]), scale, offset[best].astype(np.float64), fell_back, 0.0)
     if fell_back:
@@ -261,7 +268,8 @@ def complete_latent(
     # the decoded whole stays inside the bounding sphere.
     shift = rotation.T @ offset[best].astype(np.float64)
     prior_flat = latent.flat(torch.from_numpy(z[best])[None]).detach()
-    data, fuse_metrics = _fuse_samples(latent, prior_flat, rotation, scale, shift, context, targets, surface, settings)
+    fuse_context, fuse_targets, _ = _context(points, normals, sdf, replace(settings, context_points=settings.fuse_points))
+    data, fuse_metrics = _fuse_samples(latent, prior_flat, rotation, scale, shift, fuse_context, fuse_targets, surface, settings)
     [result] = train_shapes(family, [data], replace(settings.fuse, seed=settings.seed))
     metrics = {**NOT_MEASURED, "final_loss": result.final_loss, "fit_seconds": time.perf_counter() - started,
                "steps": float(result.steps)}
@@ -309,37 +317,48 @@ def _yaw_matrix(yaw: torch.Tensor) -> torch.Tensor:
 
 def _map_fit(latent: LatentFamily, context: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor | None,
              settings: LatentCompletionSettings) -> tuple[np.ndarray, ...]:
-    """MAP of (z, log s, offset, yaw) from each yaw start, all starts one batch.
+    """MAP of (z, log s, offset, yaw) from each start (``yaw_starts`` yaws per class label in ``labels``
+    (c * yaw_starts,), or of the overall prior), all starts one batch; after ``prune_after`` steps only the
+    ``kept_starts`` best go on.
 
-    The partial's field is ``f_p(x) = f_z(s R x + offset) / s``. Returns z (starts, k), log s (starts,),
-    offset (starts, 3), yaw (starts,) and each start's final trimmed L1 (starts,), float32.
+    The partial's field is ``f_p(x) = f_z(s R x + offset) / s``. Returns, for the starts that went on to the
+    end: z (starts, k), log s (starts,), offset (starts, 3), yaw (starts,), each one's final trimmed L1
+    (starts,) float32, and their class labels (starts,) int64 (None without classes).
     """
-    starts = settings.yaw_starts
+    starts = settings.yaw_starts if labels is None else len(labels)
     mean, std = latent.prior.of(labels, starts)
-    z = mean.clone().requires_grad_()
-    log_scale = torch.zeros(starts, requires_grad=True)
-    offset = torch.zeros(starts, 3, requires_grad=True)
-    yaw = torch.arange(starts, dtype=torch.float32).mul(2 * math.pi / starts).requires_grad_()
-    optimizer = torch.optim.Adam([{"params": [z], "lr": settings.latent_learning_rate},
-                                  {"params": [log_scale, offset, yaw], "lr": settings.pose_learning_rate}])
+    yaws = torch.arange(settings.yaw_starts, dtype=torch.float32).mul(2 * math.pi / settings.yaw_starts)
+    state = [mean.clone(), torch.zeros(starts), torch.zeros(starts, 3), yaws.repeat(starts // settings.yaw_starts)]
     theta, basis = latent.theta.detach(), latent.basis.detach()
     kept = max(1, int(settings.kept_fraction * len(context)))
-    batch = context.expand(starts, -1, -1)
 
-    def trimmed_loss() -> torch.Tensor:
+    def trimmed_loss(z: torch.Tensor, log_scale: torch.Tensor, offset: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
         scale = log_scale.exp()
-        moved = scale[:, None, None] * batch @ _yaw_matrix(yaw).transpose(1, 2) + offset[:, None, :]
+        moved = scale[:, None, None] * context @ _yaw_matrix(yaw).transpose(1, 2) + offset[:, None, :]
         residual = (flat_forward(latent.architecture, theta + z @ basis, moved) / scale[:, None] - targets).abs()
         return torch.topk(residual, kept, dim=1, largest=False).values.mean(1)
 
-    for _ in range(settings.steps):
-        loss = (trimmed_loss() + settings.prior_weight * (((z - mean) / std) ** 2).mean(1)).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def run(steps: int) -> None:
+        z, log_scale, offset, yaw = (value.requires_grad_() for value in state)
+        optimizer = torch.optim.Adam([{"params": [z], "lr": settings.latent_learning_rate},
+                                      {"params": [log_scale, offset, yaw], "lr": settings.pose_learning_rate}])
+        for _ in range(steps):
+            loss = (trimmed_loss(*state) + settings.prior_weight * (((z - mean) / std) ** 2).mean(1)).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    first = min(settings.prune_after, settings.steps)
+    run(first)
+    if settings.steps > first and starts > settings.kept_starts:
+        with torch.no_grad():
+            best = torch.topk(trimmed_loss(*state), settings.kept_starts, largest=False).indices
+        state = [value.detach()[best].clone() for value in state]
+        mean, std, labels = mean[best], std[best], None if labels is None else labels[best]
+    run(settings.steps - first)
     with torch.no_grad():
-        final = trimmed_loss()
-    return tuple(value.detach().numpy().astype(np.float32) for value in (z, log_scale, offset, yaw, final))
+        final = trimmed_loss(*state)
+    return (*(value.detach().numpy().astype(np.float32) for value in (*state, final)), labels)
 
 
 def _fuse_samples(latent: LatentFamily, prior_flat: torch.Tensor, rotation: np.ndarray, scale: float, shift: np.ndarray,
@@ -396,6 +415,18 @@ def latent_provenance(operation: str, source_name: str, inputs: list[NeuralShape
     return {"source_name": source_name, "source_sha256": digest.hexdigest(), "tool_version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "operation": operation,
             "inputs": ",".join(shape.name for shape in inputs), "latent_family": identity, **details}
+
+
+def class_probabilities(prior: LatentPrior, z: np.ndarray) -> np.ndarray:
+    """Class posteriors (n, c) of latents z (n, k) over ``prior.class_names``: Gaussians at the class means with
+    one isotropic variance pooled over classes and dimensions, so the ranking is the nearest class mean's
+    (measured on the preview model's 330 held-out shapes: 70%, against 56% with each class's own diagonal
+    Gaussian and 46% for 5-NN among the training latents)."""
+    if prior.class_mean is None or prior.class_std is None:
+        raise NeuralShapesError("the latent family has no classes (it was trained without them)")
+    z_tensor = torch.as_tensor(np.asarray(z, dtype=np.float32))
+    log_likelihood = -0.5 * (z_tensor[:, None, :] - prior.class_mean[None]).pow(2).sum(2) / prior.class_std.pow(2).mean()
+    return torch.softmax(log_likelihood, 1).numpy()
 
 
 def _class_labels(prior: LatentPrior, class_name: str | None, count: int) -> torch.Tensor | None:
