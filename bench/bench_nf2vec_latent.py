@@ -16,7 +16,7 @@ against the source mesh; set-to-set distances between shapes as the Chamfer of 2
 - generation: per class, samples (``--sampler``: the prior, or the GAN on z in ``z_gan.safetensors``) at
   ``--truncation`` vs the class's held-out real shapes (1-NNA, coverage, MMD, memorisation);
 - completion: held-out meshes cut as ``make-partials`` cuts them (plane and sphere cuts in turn), completed from
-  the cut mesh's surface points and normals in its own normalised frame with the class's prior; baselines the
+  the cut mesh's surface points and normals in its own normalised frame, the partial's likeliest classes competing; baselines the
   partial input (the cut mesh fitted as the collection was: the partial shape a user completes, and what the
   ratios compare with), the exact cut mesh, and the training shape nearest in z to the whole (an oracle retrieval).
 Without an encoder, z comes from a fit to the shape's own field wherever the encoder's would be used.
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.collection import read_manifest
 from backend.errors import NeuralShapesError
+from backend.conversion import fitted_shape
 from backend.extraction import extract_mesh
 from backend.family_file import read_family, resolve_family
 from backend.fitting import FitSettings, fit_shapes, sample_shape
@@ -49,8 +50,9 @@ from backend.network import ModelFamily
 from backend.nf2vec.latent import LatentFamily, LatentFitSettings, fit_latent, flatten, load_latent
 from backend.nf2vec.latent_encoder import (ENCODER_NAME, LatentEncoder, RefineSettings, encode_latent,
                                            load_latent_encoder, own_field_samples, refine_latent)
-from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, generate_latent, interpolate_latent, prior_sampler
+from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, class_probabilities, generate_latent, interpolate_latent, prior_sampler
 from backend.nf2vec.model import FAMILY_NAME
+from backend.nf2vec.operations import COMPLETION_CLASSES
 from backend.nf2vec.z_gan import load_z_gan, z_gan_sampler
 from backend.partials import CUTS, partial_mesh
 from backend.shape_file import NeuralShape, read_shape
@@ -373,12 +375,16 @@ def _completion(bench: Bench) -> None:
     nearest = _nearest_training(bench, [shape for shape, _ in held])
     settings = LatentCompletionSettings(steps=bench.steps)
     results: dict[str, list[ReconstructionQuality]] = {"partial": [], "fitted": [], "completed": [], "nearest": []}
-    fell_back, seconds = [], []
+    fell_back, seconds, chosen, among = [], [], [], []
     for index, ((whole, class_name), near) in enumerate(zip(held, nearest)):
         source = source_in_shape_frame(whole, bench.collection)
         cut = partial_mesh(*cut_in_shape_frame(whole, bench.collection, index))
-        completed, report = complete_cut(bench.latent, bench.family, whole, cut, class_name, settings, seed=index)
-        fitted_quality = _quality(source, _fitted_cut(bench, cut, index))
+        partial, fitted_surface = _fitted_cut(bench, cut, index)
+        candidates = _likeliest_classes(bench, partial)
+        completed, report = complete_cut(bench.latent, bench.family, whole, cut, candidates, settings, seed=index)
+        fitted_quality = _quality(source, fitted_surface)
+        chosen.append(completed.provenance["class"] == class_name)
+        among.append(class_name in candidates)
         results["partial"].append(_quality(source, cut))
         results["fitted"].append(fitted_quality)
         results["completed"].append(fitted_quality if report.fell_back else _quality(source, in_frame_of(whole, completed, bench.resolution)))
@@ -395,7 +401,7 @@ def _completion(bench: Bench) -> None:
              ("completed", "completed (MAP + fuse fit)"))]
     figures = {key: _quality_figures(value) for key, value in results.items()}
     figures |= {"closer": float(np.mean(ratios < 1)), "ratio": ratios.tolist(), "mesh_ratio": mesh_ratios.tolist(),
-                "fell_back": int(np.sum(fell_back)),
+                "fell_back": int(np.sum(fell_back)), "class_among": float(np.mean(among)), "class_kept": float(np.mean(chosen)),
                 "seconds": seconds}
     bench.results["completion"] = figures
     table(f"Completion of {len(held)} held-out cut shapes (plane and sphere cuts as make-partials) vs their whole meshes "
@@ -408,19 +414,28 @@ def _completion(bench: Bench) -> None:
         ["completed closer than the exact cut mesh", f"{np.mean(mesh_ratios < 1):.0%}", ""],
         ["Chamfer ratio completed / cut mesh, median", f"{np.median(mesh_ratios):.2f}", ""],
         ["fell back to the partial", f"{int(np.sum(fell_back))} of {len(held)}", ""],
+        [f"true class among the partial's {COMPLETION_CLASSES} likeliest / kept by the MAP", f"{np.mean(among):.0%} / {np.mean(chosen):.0%}", ""],
         ["seconds per completion, median", f"{np.median(seconds):.1f}", "<= 15"],
     ])
 
 
-def _fitted_cut(bench: Bench, cut: trimesh.Trimesh, index: int) -> trimesh.Trimesh:
+def _fitted_cut(bench: Bench, cut: trimesh.Trimesh, index: int) -> tuple[NeuralShape, trimesh.Trimesh]:
     """The cut mesh (in the whole's frame) fitted as the collection's shapes were (:data:`PARTIAL_FIT`) in its own
-    normalised frame, meshed back into the whole's frame: the partial shape a user would complete."""
+    normalised frame: the partial shape a user would complete, and its surface in the whole's frame."""
     frame = bounding_similarity(cut.vertices, "cut")
     mesh = NormalisedMesh("cut", frame.to_normalised(cut.vertices), np.asarray(cut.faces), frame, "", clean=False)
     [result] = fit_shapes(bench.family, [mesh], replace(PARTIAL_FIT, seed=index))
     surface = extract_mesh(bench.family.architecture, result.weights, bench.resolution)
     surface.vertices = frame.to_source(surface.vertices)
-    return surface
+    return fitted_shape(mesh, result, bench.family, source_name="cut.ply"), surface
+
+
+def _likeliest_classes(bench: Bench, partial: NeuralShape) -> list[str]:
+    """The completion's candidate classes as the product picks them (:func:`backend.nf2vec.operations.complete`):
+    the partial's likeliest classes by its encoder z (by a z fitted to its own field without an encoder)."""
+    z = encode_latent(bench.encoder, bench.latent, [partial]) if bench.encoder else _own_field_fit(bench, [partial])
+    [probabilities] = class_probabilities(bench.latent.prior, z)
+    return [bench.latent.prior.class_names[i] for i in np.argsort(-probabilities)[:COMPLETION_CLASSES]]
 
 
 def _nearest_training(bench: Bench, shapes: list[NeuralShape]) -> list[NeuralShape]:

@@ -174,7 +174,7 @@ def completion_sheet(pictures: Pictures, size: int) -> tuple[np.ndarray, list[st
         whole = _held(pictures, class_name)[0]
         mesh, kept = cut_in_shape_frame(whole, pictures.collection, index)
         cut = partial_mesh(mesh, kept)
-        completed, report = complete_cut(pictures.latent, pictures.family, whole, cut, class_name, settings, seed=index)
+        completed, report = complete_cut(pictures.latent, pictures.family, whole, cut, [class_name], settings, seed=index)
         truth, points = render_tile(whole, size)
         partial = cut_away(truth, points, mesh, kept)
         reference = surface_samples(mesh.vertices, mesh.faces, 20_000, seed=1)

@@ -70,11 +70,11 @@ def cut_in_shape_frame(whole: NeuralShape, collection: Path, index: int) -> tupl
     return mesh, cut_faces(mesh, CUTS[index % 2], rng)
 
 
-def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, cut: trimesh.Trimesh, class_name: str,
+def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, cut: trimesh.Trimesh, classes: list[str],
                  settings: LatentCompletionSettings, seed: int = 0) -> tuple[NeuralShape, CompletionReport]:
     """:func:`complete_latent` of a cut mesh (in ``whole``'s normalised frame), given as ``COMPLETION_POINTS`` surface
-    points and normals in the cut's own normalised frame (as a fit of it has), with the class's prior when the
-    latent family knows the class. The completed shape is placed over the cut in the source frame. On a fallback
+    points and normals in the cut's own normalised frame (as a fit of it has), with the candidate classes' priors
+    the latent family knows (none: the overall prior). The completed shape is placed over the cut in the source frame. On a fallback
     it carries the whole's weights (they only name the partial): score and draw it as the cut mesh itself."""
     frame = bounding_similarity(cut.vertices, whole.name)
     points, normals = surface_points_and_normals(cut, COMPLETION_POINTS, seed=seed)
@@ -82,4 +82,4 @@ def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, 
     transform = Similarity(scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale)
     partial = replace(whole, name=f"{whole.name}-cut", transform=transform)
     return complete_latent(latent, family, partial, frame.to_normalised(points).astype(np.float32), normals,
-                           class_name=class_name if class_name in latent.prior.class_names else None, settings=settings)
+                           class_name=[name for name in classes if name in latent.prior.class_names] or None, settings=settings)
