@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import trimesh
 
 from backend.conversion import fitted_shape
@@ -96,7 +97,7 @@ def add_latent_family(root: Path, folder: Path, shapes: list[NeuralShape], colle
         latent = train_latent(latent_training_data(shapes, collection, cache, QUICK_LATENT), root / "latent-run",
                               family.family_id, family.architecture, QUICK_LATENT)
         labels = np.array([CLASSES.index(CLASS_OF[name]) for name in latent.names])
-        latent = replace(latent, prior=estimate_prior(latent.latents, labels, CLASSES))
+        latent = replace(latent, prior=estimate_prior(latent.latents, labels, CLASSES), labels=torch.from_numpy(labels))
         save_latent(folder, latent)
         data = latent_encoder_data(shapes, latent, collection, cache, QUICK_ENCODER)
         train_latent_encoder(data, latent, family, root / "encoder-run", QUICK_ENCODER)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -22,9 +23,11 @@ from backend.nf2vec.latent import LATENT_NAME, flatten
 from backend.nf2vec.latent_encoder import ENCODER_NAME
 from backend.nf2vec.latent_ops import LatentCompletionSettings
 from backend.nf2vec.tools import load_tools
+from backend.nf2vec.z_gan import load_z_gan, train_z_gan, training_labels, z_gan_sampler
 from backend.shape_file import read_shape, shape_to_bytes
 from tests.nf2vec_toolkit import CLASS_OF, CLASSES, add_latent_family, build_toolkit
 from tests.test_service_nf2vec import finished, nf2vec_server
+from tests.test_z_gan import TOY_GAN
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 QUICK_COMPLETION = LatentCompletionSettings(yaw_starts=2, steps=30, context_points=512, prior_points=1024,
@@ -85,6 +88,19 @@ def test_latent_operations_in_process(folders):
     with pytest.raises(NeuralShapesError, match="truncation needs the latent decoder"):
         operations.generate(tools, 1, truncation=0.5, decoder="implicit")
     assert operations.generation_classes(tools) == CLASSES
+
+
+def test_generate_samples_the_folders_z_gan_when_it_has_one(folders, tmp_path):
+    with_gan = tmp_path / "with-gan"
+    shutil.copytree(folders["latent"], with_gan)
+    tools = load_tools(with_gan)
+    prior_shapes = operations.generate(tools, 2, seed=3, class_name="round", truncation=1.0)
+    train_z_gan(tools.latent, with_gan, training_labels(tools.latent), replace(TOY_GAN, steps=20))
+    gan_tools = load_tools(with_gan)
+    gan_shapes = operations.generate(gan_tools, 2, seed=3, class_name="round", truncation=1.0)
+    expected = z_gan_sampler(load_z_gan(with_gan, gan_tools.latent))(2, torch.Generator().manual_seed(3), "round", 1.0)
+    assert not np.allclose(flatten(prior_shapes[0].weights), flatten(gan_shapes[0].weights))
+    np.testing.assert_allclose(flatten(gan_shapes[0].weights), gan_tools.latent.flat(torch.from_numpy(expected[:1]))[0].detach().numpy(), atol=1e-5)
 
 
 def test_the_latent_classifier_ranks_training_shapes_by_their_class_means(folders):

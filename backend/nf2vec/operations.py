@@ -48,7 +48,7 @@ from backend.nf2vec.latent_ops import (
 from backend.nf2vec.tools import Nf2vecTools
 from backend.shape_file import NeuralShape
 
-DEFAULT_TRUNCATION = 0.8  # generate: the prior's spread scaled by this (1: the fitted spread)
+DEFAULT_TRUNCATION = 1.0  # generate: the spread scaled by this; 1 (the fitted spread) scored best (tools.z_sampler)
 SURFACE_RESOLUTION = 96  # marching cubes grid of a partial shape's own surface when completing with no mesh
 SURFACE_POINTS = 8192  # visible surface points drawn for the completion's MAP fit
 COMPLETION_CLASSES = 3  # candidate classes of a completion with no class given
@@ -96,7 +96,7 @@ def generate(
     cancel: threading.Event | None = None,
 ) -> list[NeuralShape]:
     """``count`` new shapes (of ``class_name``, if given), reproducible for a seed, named generated-[CLASS-]SEED-I,
-    in the normalised frame. ``truncation`` in [0, 1] (latent decoder only; None: 0.8) scales the sampled
+    in the normalised frame. ``truncation`` in [0, 1] (latent decoder only; None: 1.0) scales the sampled
     spread: 0 gives the class's typical shape."""
     if tools.decoder(decoder) == "implicit":
         if truncation is not None:

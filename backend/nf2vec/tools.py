@@ -6,6 +6,7 @@ Folder layout::
     family.h5                 the model family whose shapes it embeds and whose net results are fitted with
     latent.safetensors                 the latent family w(z) = theta + z B (backend.nf2vec.latent; optional)
     latent_encoder.safetensors         the encoder distilled into z (backend.nf2vec.latent_encoder; optional)
+    z_gan.safetensors                  a class-conditional GAN on z for the latent decoder's generate (optional)
     gan.safetensors                    latent GAN for the implicit decoder's generate (optional)
     classifier.safetensors             classifier for the implicit decoder's classify (optional)
     transfer.safetensors               partial -> complete transfer network for the implicit decoder's complete (optional)
@@ -71,13 +72,21 @@ class Nf2vecTools:
         return choice
 
     def z_sampler(self) -> ZSampler:
-        """Generate's sampler of latents: the latent family's class-conditional Gaussian prior.
+        """Generate's sampler of latents: the class-conditional GAN on z when the folder has one
+        (``train-z-gan``), else the latent family's class-conditional Gaussian prior.
 
-        The one place where generation's z distribution is chosen (a GAN on z would be returned here).
+        The bundled model ships no GAN: on the preview model the prior at truncation 1.0 scored 1-NNA 78%,
+        coverage 48%, MMD 1.40x the reals', the GAN 87% / 46% / 1.36x (README, nf2vec).
         """
-        from backend.nf2vec.latent_ops import prior_sampler  # latent_ops imports interpolation, which imports this module
+        # Imported here: latent_ops imports interpolation, which imports this module.
+        from backend.nf2vec.latent_ops import prior_sampler
+        from backend.nf2vec.z_gan import Z_GAN_NAME, load_z_gan, z_gan_sampler
 
-        return prior_sampler(self.require_latent().prior)
+        latent = self.require_latent()
+        if "z_gan" not in self._tasks:
+            self._tasks["z_gan"] = load_z_gan(self.folder, latent) if (self.folder / Z_GAN_NAME).is_file() else None
+        gan = self._tasks["z_gan"]
+        return prior_sampler(latent.prior) if gan is None else z_gan_sampler(gan)
 
     def require_latent(self) -> LatentFamily:
         """The latent family; a one-line error naming the missing files when the folder has none."""
