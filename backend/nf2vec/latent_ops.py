@@ -191,15 +191,18 @@ class LatentCompletionSettings:
     latent_learning_rate: float = 5e-2
     pose_learning_rate: float = 3e-3  # log scale, offset and yaw
     context_points: int = 2048  # of the MAP fit
-    fuse_points: int = 2048  # observed samples of the fuse fit (drawn like the MAP's context)
+    fuse_points: int = 16_384  # observed samples of the fuse fit (drawn like the MAP's context)
     context_offset: float = 0.02  # context x = p + eps n, eps uniform in [-offset, offset], target sdf eps
     kept_fraction: float = 0.8  # trimmed L1: the best-fitting 80% of context points count
     prior_weight: float = 1e-2  # x mean over k of ((z - mean) / std)^2
     fallback_residual: float = 0.02  # the MAP's trimmed L1 above this: the partial comes back unchanged
-    prior_margin: float = 0.05  # decoded-prior samples nearer the observed ones are dropped (completed frame)
-    prior_points: int = 8192  # decoded-prior samples drawn before the margin (half uniform, half near its surface)
-    # The fuse fit: a standard fit from the family's initial weights, a fixed number of steps.
-    fuse: FitSettings = field(default_factory=lambda: FitSettings(max_steps=300, eval_every=300, target_surface_error=0.0))
+    prior_margin: float = 0.1  # decoded-prior samples nearer the observed ones are dropped (completed frame)
+    prior_points: int = 16_384  # decoded-prior samples drawn before the margin (half uniform, half near its surface)
+    # The fuse fit: a standard fit from the family's initial weights, a fixed number of steps. Median Chamfer on
+    # 11 held-out cuts (one per class, class prior): 1,000 steps, 16,384 observed and prior samples, margin 0.1:
+    # 0.041; 600 steps, margin 0.05: 0.045; the fitted partial 0.063. (300 steps with 2,048 / 8,192 samples lost
+    # to the fitted partial on 8 of 11 cuts with the preview model.)
+    fuse: FitSettings = field(default_factory=lambda: FitSettings(max_steps=1000, eval_every=1000, target_surface_error=0.0))
     seed: int = 0
 
 
