@@ -434,7 +434,7 @@ def _likeliest_classes(bench: Bench, partial: NeuralShape) -> list[str]:
     """The completion's candidate classes as the product picks them (:func:`backend.nf2vec.operations.complete`):
     the partial's likeliest classes by its encoder z (by a z fitted to its own field without an encoder)."""
     z = encode_latent(bench.encoder, bench.latent, [partial]) if bench.encoder else _own_field_fit(bench, [partial])
-    [probabilities] = class_probabilities(bench.latent.prior, z)
+    [probabilities] = class_probabilities(bench.latent.prior, z, bench.encoder.class_means if bench.encoder else None)
     return [bench.latent.prior.class_names[i] for i in np.argsort(-probabilities)[:COMPLETION_CLASSES]]
 
 

@@ -105,6 +105,11 @@ def test_generate_samples_the_folders_z_gan_when_it_has_one(folders, tmp_path):
 
 def test_the_latent_classifier_ranks_training_shapes_by_their_class_means(folders):
     tools = load_tools(folders["latent"])
+    means = tools.latent_encoder.class_means  # the encoder's mean z of each class's training nets
+    assert means is not None and means.shape == (len(CLASSES), tools.latent.k)
+    z = operations.encode(tools, folders["shapes"])
+    round_rows = [i for i, shape in enumerate(folders["shapes"]) if CLASS_OF[shape.name] == "round"]
+    np.testing.assert_allclose(means[CLASSES.index("round")].numpy(), z[round_rows].mean(0), atol=1e-5)
     hits = [operations.classify(tools, shape)[0][0] == CLASS_OF[shape.name] for shape in folders["shapes"]]
     assert np.mean(hits) >= 4 / 6
 

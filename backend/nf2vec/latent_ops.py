@@ -420,15 +420,17 @@ def latent_provenance(operation: str, source_name: str, inputs: list[NeuralShape
             "inputs": ",".join(shape.name for shape in inputs), "latent_family": identity, **details}
 
 
-def class_probabilities(prior: LatentPrior, z: np.ndarray) -> np.ndarray:
-    """Class posteriors (n, c) of latents z (n, k) over ``prior.class_names``: Gaussians at the class means with
-    one isotropic variance pooled over classes and dimensions, so the ranking is the nearest class mean's
-    (measured on the preview model's 330 held-out shapes: 70%, against 56% with each class's own diagonal
-    Gaussian and 46% for 5-NN among the training latents)."""
+def class_probabilities(prior: LatentPrior, z: np.ndarray, class_means: torch.Tensor | None = None) -> np.ndarray:
+    """Class posteriors (n, c) of latents z (n, k) over ``prior.class_names``: Gaussians at the class means
+    (``class_means`` (c, k), e.g. the encoder's, else the prior's) with one isotropic variance pooled over
+    classes and dimensions, so the ranking is the nearest class mean's (measured on the preview model's 330
+    held-out shapes: 70%, against 56% with each class's own diagonal Gaussian and 46% for 5-NN among the
+    training latents)."""
     if prior.class_mean is None or prior.class_std is None:
         raise NeuralShapesError("the latent family has no classes (it was trained without them)")
+    means = prior.class_mean if class_means is None else class_means
     z_tensor = torch.as_tensor(np.asarray(z, dtype=np.float32))
-    log_likelihood = -0.5 * (z_tensor[:, None, :] - prior.class_mean[None]).pow(2).sum(2) / prior.class_std.pow(2).mean()
+    log_likelihood = -0.5 * (z_tensor[:, None, :] - means[None]).pow(2).sum(2) / prior.class_std.pow(2).mean()
     return torch.softmax(log_likelihood, 1).numpy()
 
 

@@ -14,7 +14,8 @@ held-out shapes; README, nf2vec):
   linear fade an in-between is exactly the blend of the two nets, whatever the ends' z: the encoder's
   one pass is enough and a z refinement would change nothing.
 - Similar: nearest neighbours among the encoder's z.
-- Classify: class posterior of the encoder's z (:func:`backend.nf2vec.latent_ops.class_probabilities`).
+- Classify: class posterior of the encoder's z (:func:`backend.nf2vec.latent_ops.class_probabilities`) about the
+  encoder's own class means of z (its training nets'), when its file keeps them.
 - Complete: the MAP + fuse completion of the visible surface (the partial mesh's, or the partial
   shape's own surface when no mesh is given), with the class prior of the class asked for, or else of
   the partial's ``COMPLETION_CLASSES`` likeliest classes as candidates (the MAP keeps the one that explains
@@ -28,6 +29,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import torch
 import trimesh
 
 from backend.errors import NeuralShapesError
@@ -132,7 +134,7 @@ def complete(
         return completion.complete(tools, partial, settings, progress, cancel)
     latent = tools.require_latent()
     if latent.prior.class_names and class_name is None:
-        [probabilities] = class_probabilities(latent.prior, encode(tools, [partial]))
+        [probabilities] = class_probabilities(latent.prior, encode(tools, [partial]), _class_means(tools))
         candidates: str | list[str] | None = [latent.prior.class_names[i] for i in np.argsort(-probabilities)[:COMPLETION_CLASSES]]
     else:
         candidates = class_name
@@ -171,9 +173,14 @@ def classify(tools: Nf2vecTools, shape: NeuralShape, decoder: str | None = None)
     if tools.decoder(decoder) == "implicit":
         return classification.classify(tools, shape)
     prior = tools.require_latent().prior
-    [probabilities] = class_probabilities(prior, encode(tools, [shape]))
+    [probabilities] = class_probabilities(prior, encode(tools, [shape]), _class_means(tools))
     order = np.argsort(-probabilities, kind="stable")
     return [(prior.class_names[i], float(probabilities[i])) for i in order]
+
+
+def _class_means(tools: Nf2vecTools) -> torch.Tensor | None:
+    """The encoder's class means of z when its file has them (files of before they were kept have not)."""
+    return None if tools.latent_encoder is None else tools.latent_encoder.class_means
 
 
 def _done(progress: OperationProgress | None) -> None:
