@@ -50,7 +50,7 @@ from backend.network import ModelFamily
 from backend.nf2vec.latent import LatentFamily, LatentFitSettings, fit_latent, flatten, load_latent
 from backend.nf2vec.latent_encoder import (ENCODER_NAME, LatentEncoder, RefineSettings, encode_latent,
                                            load_latent_encoder, own_field_samples, refine_latent)
-from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, class_probabilities, generate_latent, interpolate_latent, prior_sampler
+from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, blend_sampler, class_probabilities, generate_latent, interpolate_latent, prior_sampler
 from backend.nf2vec.model import FAMILY_NAME
 from backend.nf2vec.operations import COMPLETION_CLASSES
 from backend.nf2vec.z_gan import load_z_gan, z_gan_sampler
@@ -96,7 +96,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most N shapes (pairs, samples per class, cuts) per table")
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid of every decoded surface")
     parser.add_argument("--steps", type=int, default=300, help="z refinement / fit steps, and the completion's MAP steps")
-    parser.add_argument("--sampler", choices=("prior", "gan"), default="prior", help="generation's z sampler (gan: z_gan.safetensors)")
+    parser.add_argument("--sampler", choices=("prior", "blend", "gan"), default="prior",
+                        help="generation's z sampler (blend: of two training latents; gan: z_gan.safetensors)")
     parser.add_argument("--truncation", type=float, default=0.8, help="generation's truncation in [0, 1]")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
@@ -160,7 +161,9 @@ def _load(args: argparse.Namespace) -> Bench:
             raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent family decodes to {latent.family_id}")
     print(f"latent family k {latent.k} ({'with' if encoder else 'no'} latent encoder): {len(train)} training shapes, "
           f"{len(held_out)} held out; surfaces at {args.resolution}^3, {args.steps} z steps")
-    z_sampler = prior_sampler(latent.prior) if args.sampler == "prior" else z_gan_sampler(load_z_gan(args.model, latent))
+    samplers = {"prior": lambda: prior_sampler(latent.prior), "blend": lambda: blend_sampler(latent),
+                "gan": lambda: z_gan_sampler(load_z_gan(args.model, latent))}
+    z_sampler = samplers[args.sampler]()
     return Bench(latent, encoder, family, args.collection, held_out, train, args.limit, args.resolution, args.steps,
                  args.sampler, z_sampler, args.truncation, {})
 

@@ -41,8 +41,10 @@ from backend.metrics import reconstruction_quality, surface_samples
 from backend.network import ModelFamily
 from backend.nf2vec.latent import LatentFamily, load_latent
 from backend.nf2vec.latent_encoder import LatentEncoder, RefineSettings, load_latent_encoder, refine_latent
-from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, generate_latent, interpolate_latent, prior_sampler
+from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, blend_sampler, generate_latent, interpolate_latent, prior_sampler
 from backend.nf2vec.model import FAMILY_NAME
+from backend.nf2vec.operations import DEFAULT_TRUNCATION
+from backend.nf2vec.tools import model_z_sampler
 from backend.partials import partial_mesh
 from backend.rendering import BLENDER_VIEW, Camera, Scene, SceneObject, render, write_png
 from backend.shape_file import NeuralShape, read_shape
@@ -50,7 +52,7 @@ from bench.shapes import complete_cut, cut_in_shape_frame, in_frame_of
 
 HELD_OUT = slice(2200, 2530)
 PER_ROW = 6  # generated shapes per class
-TRUNCATION = 0.8
+TRUNCATION = DEFAULT_TRUNCATION  # as Generate samples by default
 PAIRS = (("chair", "table"), ("airplane", "rocket"), ("vase", "mug"), ("blob", "organic"))  # interpolation strips
 STEPS = 8  # tiles per strip, both ends included
 COMPLETIONS = ("chair", "airplane", "mug", "car", "lamp", "table")  # one cut shape each, plane and sphere cuts in turn
@@ -208,11 +210,16 @@ def _progress(message: str) -> None:
 
 def z_sampler(model: Path, latent: LatentFamily, choice: str) -> tuple[ZSampler, str]:
     """The generation sampler and its name: ``gan`` the GAN on z in ``model/z_gan.safetensors``, ``prior`` the
-    Gaussian prior, ``auto`` the GAN when that file exists, else the prior."""
+    Gaussian prior, ``blend`` blends of two training latents, ``auto`` what Generate uses for the folder
+    (:func:`backend.nf2vec.tools.model_z_sampler`)."""
     from backend.nf2vec import z_gan  # lazily: only a model with a GAN needs it
 
-    if choice == "prior" or (choice == "auto" and not (model / z_gan.Z_GAN_NAME).is_file()):
+    if choice == "auto":
+        return model_z_sampler(model, latent), "default"
+    if choice == "prior":
         return prior_sampler(latent.prior), "prior"
+    if choice == "blend":
+        return blend_sampler(latent), "blend"
     return z_gan.z_gan_sampler(z_gan.load_z_gan(model, latent)), "GAN"
 
 
@@ -239,8 +246,8 @@ def main() -> None:
     parser.add_argument("--shapes", type=Path, required=True, help="folder of the collection meshes' fits, NAME.h5")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write the PNGs into")
     parser.add_argument("--size", type=int, default=160, help="tile side in pixels")
-    parser.add_argument("--sampler", choices=("auto", "prior", "gan"), default="auto",
-                        help="generation's z sampler (auto: the GAN when the model has z_gan.safetensors)")
+    parser.add_argument("--sampler", choices=("auto", "prior", "blend", "gan"), default="auto",
+                        help="generation's z sampler (auto: what Generate uses for the model folder)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
     try:

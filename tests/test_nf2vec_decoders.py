@@ -21,7 +21,7 @@ from backend.mesh_loading import load_mesh_file
 from backend.nf2vec import operations
 from backend.nf2vec.latent import LATENT_NAME, flatten
 from backend.nf2vec.latent_encoder import ENCODER_NAME
-from backend.nf2vec.latent_ops import LatentCompletionSettings
+from backend.nf2vec.latent_ops import LatentCompletionSettings, blend_sampler
 from backend.nf2vec.tools import load_tools
 from backend.nf2vec.z_gan import load_z_gan, train_z_gan, training_labels, z_gan_sampler
 from backend.shape_file import read_shape, shape_to_bytes
@@ -90,11 +90,13 @@ def test_latent_operations_in_process(folders):
     assert operations.generation_classes(tools) == CLASSES
 
 
-def test_generate_samples_the_folders_z_gan_when_it_has_one(folders, tmp_path):
+def test_generate_blends_training_latents_or_samples_the_folders_z_gan_when_it_has_one(folders, tmp_path):
     with_gan = tmp_path / "with-gan"
     shutil.copytree(folders["latent"], with_gan)
     tools = load_tools(with_gan)
-    prior_shapes = operations.generate(tools, 2, seed=3, class_name="round", truncation=1.0)
+    prior_shapes = operations.generate(tools, 2, seed=3, class_name="round", truncation=1.0)  # blends, without a GAN
+    expected = blend_sampler(tools.latent)(2, torch.Generator().manual_seed(3), "round", 1.0)
+    np.testing.assert_allclose(flatten(prior_shapes[0].weights), tools.latent.flat(torch.from_numpy(expected[:1]))[0].detach().numpy(), atol=1e-5)
     train_z_gan(tools.latent, with_gan, training_labels(tools.latent), replace(TOY_GAN, steps=20))
     gan_tools = load_tools(with_gan)
     gan_shapes = operations.generate(gan_tools, 2, seed=3, class_name="round", truncation=1.0)

@@ -22,6 +22,7 @@ from backend.nf2vec.interpolation import interpolated_frame
 from backend.nf2vec.latent import estimate_prior, flatten
 from backend.nf2vec.latent_ops import (
     LatentCompletionSettings,
+    blend_sampler,
     _ball_grid,
     class_probabilities,
     complete_latent,
@@ -164,3 +165,27 @@ def test_class_probabilities_rank_by_the_nearest_class_mean(classed):
     probabilities = class_probabilities(prior, z)
     assert probabilities.shape == (2, len(CLASSES)) and np.allclose(probabilities.sum(1), 1)
     assert probabilities.argmax(1).tolist() == [1, 0]
+
+
+def test_blends_lie_between_two_training_latents_of_the_class(classed):
+    latent = replace(classed, labels=torch.tensor([CLASSES.index(CLASS_OF[name]) for name in classed.names[:len(CLASS_OF)]]),
+                     latents=classed.latents[: len(CLASS_OF)], names=classed.names[: len(CLASS_OF)])
+    sample = blend_sampler(latent, low=0.25)
+    z = torch.from_numpy(sample(50, torch.Generator().manual_seed(0), "round", 1.0))
+    members = latent.latents[latent.labels == CLASSES.index("round")]
+    # Each blend is (1 - l) z_i + l z_j with l in [0.25, 0.75]: on a segment between two members.
+    residual = min_segment_distance(z, members)
+    assert residual.max() < 1e-4
+    assert torch.equal(torch.from_numpy(sample(3, torch.Generator().manual_seed(0), "round", 0.0)),
+                       latent.prior.class_mean[CLASSES.index("round")].expand(3, -1))
+    with pytest.raises(NeuralShapesError, match="training latents and their classes"):
+        blend_sampler(replace(latent, labels=None))
+
+
+def min_segment_distance(z: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Distance of each z (n, k) to the nearest segment between two members (m, k) (a member itself included)."""
+    a, b = members[:, None, :], members[None, :, :]
+    direction = (b - a)[None]
+    offset = z[:, None, None, :] - a[None]
+    t = ((offset * direction).sum(-1) / direction.pow(2).sum(-1).clamp(min=1e-12)).clamp(0, 1)
+    return (offset - t[..., None] * direction).norm(dim=-1).flatten(1).min(1).values

@@ -120,6 +120,38 @@ def prior_sampler(prior: LatentPrior) -> ZSampler:
     return sample
 
 
+def blend_sampler(latent: LatentFamily, low: float = 0.25) -> ZSampler:
+    """A :data:`ZSampler` that blends two random training latents of the class: z = m + truncation *
+    ((1 - l) z_i + l z_j - m), l uniform in [``low``, 1 - ``low``], m the class's mean latent.
+
+    Every training latent decodes to a shape and an in-between of two of one class is one too (the
+    interpolation table), whereas a draw from the diagonal Gaussian mixes dimensions that never go
+    together and decodes to fragments (chairs and tables especially); ``low`` keeps a sample away from
+    either training shape. Needs the training latents and labels (train-latent keeps them); with no class
+    asked, each latent's class is drawn uniformly.
+    """
+    prior = latent.prior
+    if latent.latents is None or latent.labels is None or not prior.class_names:
+        raise NeuralShapesError("blending needs the latent family's training latents and their classes")
+    members = [torch.nonzero(latent.labels == index).flatten() for index in range(len(prior.class_names))]
+
+    def sample(count: int, generator: torch.Generator, class_name: str | None, truncation: float) -> np.ndarray:
+        labels = _class_labels(prior, class_name, count)
+        if labels is None:
+            labels = torch.randint(len(prior.class_names), (count,), generator=generator)
+        latents = []
+        for label in labels.tolist():
+            if len(members[label]) == 0:
+                raise NeuralShapesError(f"class '{prior.class_names[label]}' has no training latents to blend")
+            i, j = members[label][torch.randint(len(members[label]), (2,), generator=generator)]
+            weight = low + (1 - 2 * low) * torch.rand((), generator=generator)
+            mean = prior.class_mean[label] if prior.class_mean is not None else prior.mean
+            latents.append(mean + truncation * ((1 - weight) * latent.latents[i] + weight * latent.latents[j] - mean))
+        return torch.stack(latents).numpy().astype(np.float32)
+
+    return sample
+
+
 def generate_latent(
     latent: LatentFamily,
     sampler: ZSampler,
