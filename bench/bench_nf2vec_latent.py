@@ -384,7 +384,7 @@ def _completion(bench: Bench) -> None:
         cut = partial_mesh(*cut_in_shape_frame(whole, bench.collection, index))
         partial, fitted_surface = _fitted_cut(bench, cut, index)
         candidates = _likeliest_classes(bench, partial)
-        completed, report = complete_cut(bench.latent, bench.family, whole, cut, candidates, settings, seed=index)
+        completed, report = complete_cut(bench.latent, bench.family, whole, cut, candidates, settings, seed=index, fitted=partial)
         fitted_quality = _quality(source, fitted_surface)
         chosen.append(completed.provenance["class"] == class_name)
         among.append(class_name in candidates)

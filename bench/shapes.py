@@ -71,15 +71,18 @@ def cut_in_shape_frame(whole: NeuralShape, collection: Path, index: int) -> tupl
 
 
 def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, cut: trimesh.Trimesh, classes: list[str],
-                 settings: LatentCompletionSettings, seed: int = 0) -> tuple[NeuralShape, CompletionReport]:
+                 settings: LatentCompletionSettings, seed: int = 0,
+                 fitted: NeuralShape | None = None) -> tuple[NeuralShape, CompletionReport]:
     """:func:`complete_latent` of a cut mesh (in ``whole``'s normalised frame), given as ``COMPLETION_POINTS`` surface
     points and normals in the cut's own normalised frame (as a fit of it has), with the candidate classes' priors
     the latent family knows (none: the overall prior). The completed shape is placed over the cut in the source frame. On a fallback
-    it carries the whole's weights (they only name the partial): score and draw it as the cut mesh itself."""
+    it carries the partial's weights (``fitted``, the cut's own fit, or else the whole's, which then only name the
+    partial): score and draw it as the partial input."""
     frame = bounding_similarity(cut.vertices, whole.name)
     points, normals = surface_points_and_normals(cut, COMPLETION_POINTS, seed=seed)
     # source -> the cut's frame: whole-normalised -> cut-normalised after source -> whole-normalised
     transform = Similarity(scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale)
-    partial = replace(whole, name=f"{whole.name}-cut", transform=transform)
+    # The partial's net: the cut's own fit (in the cut's frame) when given, else the whole's, which follows the visible side too.
+    partial = replace(whole, name=f"{whole.name}-cut", transform=transform, weights=(fitted or whole).weights)
     return complete_latent(latent, family, partial, frame.to_normalised(points).astype(np.float32), normals,
                            class_name=[name for name in classes if name in latent.prior.class_names] or None, settings=settings)

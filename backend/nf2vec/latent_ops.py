@@ -228,6 +228,10 @@ class LatentCompletionSettings:
     kept_fraction: float = 0.8  # trimmed L1: the best-fitting 80% of context points count
     prior_weight: float = 1e-2  # x mean over k of ((z - mean) / std)^2
     fallback_residual: float = 0.02  # the MAP's trimmed L1 above this: the partial comes back unchanged
+    # ... and so it does when the completion follows the visible surface (mean |f| on it) worse than
+    # visible_tolerance x the partial's own net does, plus visible_slack (normalised units)
+    visible_tolerance: float = 1.1
+    visible_slack: float = 0.002
     prior_margin: float = 0.1  # decoded-prior samples nearer the observed ones are dropped (completed frame)
     prior_points: int = 16_384  # decoded-prior samples drawn before the margin (half uniform, half near its surface)
     # The fuse fit: a standard fit from the family's initial weights, a fixed number of steps. Median Chamfer on
@@ -295,10 +299,14 @@ def complete_latent(
     details = {"class": chosen, "yaw": f"{yaw[best]:.4f}", "scale": f"{scale:.4f}", "data_loss": f"{losses[best]:.5f}"}
     fell_back = not losses[best] <= settings.fallback_residual  # NaN falls back too
     report = CompletionReport(float(losses[best]), losses, float(yaw[best]), scale, offset[best].astype(np.float64), fell_back, 0.0)
-    if fell_back:
+
+    def fall_back() -> tuple[NeuralShape, CompletionReport]:
+        report.fell_back, report.seconds = True, time.perf_counter() - started
         provenance = latent_provenance("complete-latent", name, [partial], latent_id(latent), fell_back="true", **details)
-        report.seconds = time.perf_counter() - started
         return replace(partial, name=name, provenance=provenance), report
+
+    if fell_back:
+        return fall_back()
     # x_out = R^T x_canonical = s x_partial + R^T offset: the canonical frame turned back by the yaw, so
     # the decoded whole stays inside the bounding sphere.
     shift = rotation.T @ offset[best].astype(np.float64)
@@ -310,6 +318,12 @@ def complete_latent(
                "steps": float(result.steps)}
     if fuse_metrics is not None:
         metrics["surface_error"] = float(np.abs(evaluate_sdf(latent.architecture, result.weights, fuse_metrics)).mean())
+        # The seen side must stay the partial's: a fuse that follows the visible surface worse than the partial's
+        # own net (distances in the completed frame are s times the partial's) means the prior pulled it away.
+        seen = float(np.abs(evaluate_sdf(partial.architecture, partial.weights, surface)).mean())
+        details["visible_error"], details["partial_visible_error"] = f"{metrics['surface_error'] / scale:.5f}", f"{seen:.5f}"
+        if not metrics["surface_error"] / scale <= settings.visible_tolerance * seen + settings.visible_slack:
+            return fall_back()
     # x_out = s p_scale (x_source - p_centre) + shift = (s p_scale) (x_source - (p_centre - shift / (s p_scale))).
     frame_scale = scale * partial.transform.scale
     frame = Similarity(scale=frame_scale, centre=partial.transform.centre - shift / frame_scale)
