@@ -63,7 +63,7 @@ def generate_command(
     seed: Annotated[int, typer.Option(help="The same seed gives the same shapes.")] = 0,
     class_name: Annotated[str | None, typer.Option("--class", help="A class the model knows (e.g. chair); any by default.")] = None,
     truncation: Annotated[float | None, typer.Option(
-        help="0..1, latent decoder only: 0 the class's typical shape, 1 its full spread (default 1).")] = None,
+        help="0..1: 0 the class's typical shape, 1 its full spread (default 1).")] = None,
     decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,

@@ -20,6 +20,7 @@ from backend.errors import NeuralShapesError
 from backend.mesh_loading import load_mesh_file
 from backend.nf2vec import operations
 from backend.nf2vec.latent import LATENT_NAME, flatten
+from backend.nf2vec.latent_gan import load_gan
 from backend.nf2vec.latent_encoder import ENCODER_NAME
 from backend.nf2vec.latent_ops import LatentCompletionSettings, blend_sampler
 from backend.nf2vec.tools import load_tools
@@ -85,8 +86,10 @@ def test_latent_operations_in_process(folders):
     assert sorted(name for name, _ in ranked) == sorted(CLASSES) and sum(p for _, p in ranked) == pytest.approx(1.0)
     [nearest, *_] = operations.similar(tools, a, [b, a], k=2)
     assert (nearest.index, nearest.distance) == (1, 0.0)
-    with pytest.raises(NeuralShapesError, match="truncation needs the latent decoder"):
-        operations.generate(tools, 1, truncation=0.5, decoder="implicit")
+    # The implicit decoder's GAN truncates its noise: at 0 every draw of a class is its zero-noise embedding.
+    codes = tools.task("gan", load_gan).sample(3, seed=1, class_name="round", truncation=0.0)
+    np.testing.assert_array_equal(codes[0], codes[2])
+    assert not np.array_equal(*tools.task("gan", load_gan).sample(2, seed=1, class_name="round"))
     assert operations.generation_classes(tools) == CLASSES
 
 

@@ -31,14 +31,16 @@ def generate(
     progress: OperationProgress | None = None,
     cancel: threading.Event | None = None,
     frame: Similarity = IDENTITY,
+    truncation: float = 1.0,
 ) -> list[NeuralShape]:
     """``count`` new shapes (of ``class_name``, if given), reproducible for a seed, named generated-SEED-I.
 
     They live in the normalised frame (bounding radius ~0.9) unless ``frame`` places them elsewhere.
+    ``truncation`` in [0, 1] scales the GAN's noise (1: its trained spread).
     """
-    codes = tools.task("gan", load_gan).sample(count, seed, class_name)
+    codes = tools.task("gan", load_gan).sample(count, seed, class_name, truncation)
     label = f"{class_name}-" if class_name else ""
     names = [f"generated-{label}{seed}-{index}" for index in range(count)]
-    details = {"seed": str(seed), "class": class_name or ""}
+    details = {"seed": str(seed), "class": class_name or "", "truncation": f"{truncation:g}"}
     provenance = [derived_provenance("generate", name, [], tools.model, index=str(i), **details) for i, name in enumerate(names)]
     return shapes_from_embeddings(tools, codes, names, [frame] * count, provenance, settings, progress, cancel)

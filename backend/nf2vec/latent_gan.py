@@ -89,14 +89,15 @@ class LatentGan:
     def parts(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "standardiser": self.standardiser}
 
-    def sample(self, count: int, seed: int, class_name: str | None = None) -> np.ndarray:
+    def sample(self, count: int, seed: int, class_name: str | None = None, truncation: float = 1.0) -> np.ndarray:
         """``count`` generated embeddings (count, embedding_size) float32, the same for the same seed.
 
         A conditional GAN makes ``class_name``, or classes drawn uniformly when it is None; an
-        unconditional one refuses a class name.
+        unconditional one refuses a class name. ``truncation`` in [0, 1] scales the noise (the truncation
+        trick): 0 gives the generator's output at zero noise, 1 its trained spread.
         """
         generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(count, self.settings.noise_size, generator=generator)
+        noise = truncation * torch.randn(count, self.settings.noise_size, generator=generator)
         if class_name is None:
             labels = torch.randint(max(1, len(self.class_names)), (count,), generator=generator)
         else:

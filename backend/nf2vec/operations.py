@@ -98,14 +98,12 @@ def generate(
     cancel: threading.Event | None = None,
 ) -> list[NeuralShape]:
     """``count`` new shapes (of ``class_name``, if given), reproducible for a seed, named generated-[CLASS-]SEED-I,
-    in the normalised frame. ``truncation`` in [0, 1] (latent decoder only; None: 1.0) scales the sampled
+    in the normalised frame. ``truncation`` in [0, 1] (None: 1) scales the sampled
     spread: 0 gives the class's typical shape."""
+    truncation = DEFAULT_TRUNCATION if truncation is None else truncation
     if tools.decoder(decoder) == "implicit":
-        if truncation is not None:
-            raise NeuralShapesError("truncation needs the latent decoder (the implicit decoder's GAN has none)")
-        return generation.generate(tools, count, seed, class_name, settings, progress, cancel)
-    shapes = generate_latent(tools.require_latent(), tools.z_sampler(), count, seed, class_name,
-                             DEFAULT_TRUNCATION if truncation is None else truncation)
+        return generation.generate(tools, count, seed, class_name, settings, progress, cancel, truncation=truncation)
+    shapes = generate_latent(tools.require_latent(), tools.z_sampler(), count, seed, class_name, truncation)
     _done(progress)
     return shapes
 

@@ -70,8 +70,6 @@ class Nf2vecJobs:
     def generate_inputs(self, *, count: int, seed: int, class_name: str | None, truncation: float | None = None,
                         decoder: str | None = None) -> dict:
         decoder = self.nf2vec.decoder("generate", decoder)
-        if truncation is not None and decoder == "implicit":
-            raise Unprocessable("truncation needs the latent decoder (the implicit decoder's GAN has none)")
         if class_name is not None:
             classes = generation_classes(self.nf2vec.tools(), decoder)
             if class_name not in classes:

@@ -405,7 +405,7 @@ class Client:
     def start_generate(self, count: int = 1, *, seed: int = 0, class_name: str | None = None, truncation: float | None = None,
                        decoder: str | None = None) -> Job:
         """``count`` new shapes (of ``class_name``, one of :meth:`nf2vec_info`'s classes; None: any); ``truncation``
-        in [0, 1] for the latent decoder (0: the class's typical shape; None: the service's default)."""
+        in [0, 1] (0: the class's typical shape; None: the service's default)."""
         body = {"count": count, "seed": seed, "class": class_name, "truncation": truncation, "decoder": decoder}
         return self._model(Job, "POST", "/v1/nf2vec/generate", json_body=body)
 

@@ -104,7 +104,7 @@ def complete_document(schema: dict[str, Any], binary_paths: tuple[str, ...]) -> 
 def with_model_choices(schema: dict[str, Any], info: dict | None) -> dict[str, Any]:
     """A copy of ``schema`` fitted to the current nf2vec model (``info``: ``Nf2vec.info()``): ``decoder`` is one
     of the decoders it serves, generate's ``class`` one of its default decoder's classes (when it can
-    generate), and ``truncation`` only null without the latent decoder. ``None`` (no model yet) keeps the
+    generate). ``None`` (no model yet) keeps the
     schema: the nf2vec requests answer 503 then."""
     if info is None:
         return schema
@@ -117,8 +117,6 @@ def with_model_choices(schema: dict[str, Any], info: dict | None) -> dict[str, A
             if parameter["name"] == "decoder":
                 parameter["schema"]["anyOf"] = [{"enum": info["decoders"]}, {"type": "null"}]
     generate = components["GenerateJobCreate"]["properties"]
-    if "latent" not in info["decoders"]:
-        generate["truncation"]["anyOf"] = [{"type": "null"}]
     if info["tasks"]["generate"]:
         allowed = [{"enum": info["classes"]}] if info["classes"] else []
         generate["class"]["anyOf"] = [*allowed, {"type": "null"}]

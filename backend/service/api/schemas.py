@@ -186,7 +186,7 @@ class GenerateJobCreate(_In):
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
     class_name: str | None = Field(None, alias="class", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$",
                                    description="a class from GET /v1/nf2vec; none: any")
-    truncation: float | None = Field(None, ge=0.0, le=1.0, description="latent decoder only: 0 the class's typical "
+    truncation: float | None = Field(None, ge=0.0, le=1.0, description="0 the class's typical "
                                      "shape, 1 its full spread; none: 1")
     decoder: Nf2vecDecoderField = Field(None, description=DECODER_DESCRIPTION)
 
