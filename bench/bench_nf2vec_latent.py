@@ -11,6 +11,8 @@ worst decile's edge p10); Chamfer and F-score@0.01 as :func:`backend.metrics.rec
 against the source mesh; set-to-set distances between shapes as the Chamfer of 2,048-point clouds:
 - decoding: the decoded net of (a) the encoder's z, (b) that z refined on the shape's own field, (c) z fitted to
   the source mesh's SDF samples (the subspace's ceiling), next to (d) the shape's own net;
+- recognition: classify's accuracy on the encoder's z, and (``--refits DIR``) how often a held-out mesh's second-seed
+  fit finds its first fit nearest in z;
 - interpolation: held-out shapes i and i + n/2 (n held out; with 330 in manifest order that is a pair of one
   class), 8 in-betweens, both residual fades, z from the encoder + refinement;
 - generation: per class, samples (``--sampler``: the prior, or the GAN on z in ``z_gan.safetensors``) at
@@ -59,7 +61,7 @@ from backend.shape_file import NeuralShape, read_shape
 from bench.report import table
 from bench.shapes import CLOUD, cloud, cloud_chamfer, complete_cut, cut_in_shape_frame, in_frame_of, source_in_shape_frame
 
-TABLES = ("decoding", "interpolation", "generation", "completion")
+TABLES = ("decoding", "recognition", "interpolation", "generation", "completion")
 IN_BETWEENS = 8
 PAIRS = 20
 PER_CLASS = 30
@@ -99,6 +101,8 @@ def main() -> None:
     parser.add_argument("--sampler", choices=("prior", "blend", "gan"), default="prior",
                         help="generation's z sampler (blend: of two training latents; gan: z_gan.safetensors)")
     parser.add_argument("--truncation", type=float, default=0.8, help="generation's truncation in [0, 1]")
+    parser.add_argument("--refits", type=Path, default=None,
+                        help="folder of second-seed fits of the held-out meshes (NAME.h5): recognition's re-fit retrieval")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
@@ -108,7 +112,8 @@ def main() -> None:
         if unknown:
             raise NeuralShapesError(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)}")
         bench = _load(args)
-        runs: dict[str, Callable[[Bench], None]] = {"decoding": _decoding, "interpolation": _interpolation,
+        runs: dict[str, Callable[[Bench], None]] = {"decoding": _decoding, "recognition": lambda b: _recognition(b, args.refits),
+                                                    "interpolation": _interpolation,
                                                     "generation": _generation, "completion": _completion}
         for name in names:
             runs[name](bench)
@@ -234,6 +239,41 @@ def _decoding(bench: Bench) -> None:
     bench.results["decoding"] = figures
     table(f"Decoding {len(shapes)} held-out shapes vs their source meshes (surfaces at {bench.resolution}^3)",
           ["z from", "Chamfer median", "Chamfer p90", "F-score median", "F-score p10", "time per shape", "target"], rows)
+
+
+def _recognition(bench: Bench, refits: Path | None) -> None:
+    """Classify's accuracy on the held-out shapes' encoder z (the encoder's class means, as the product, and the
+    auto-decoded ones), and, with ``refits``, how often a held-out mesh's second fit finds its first fit nearest
+    in z among every fit (held out and training), as ``similar`` ranks."""
+    if bench.encoder is None:
+        raise NeuralShapesError("recognition needs the latent encoder (latent_encoder.safetensors)")
+    held, train = [shape for shape, _ in bench.held_out], [shape for shape, _ in bench.train]
+    z = encode_latent(bench.encoder, bench.latent, held)
+    names = bench.latent.prior.class_names
+    truth = np.array([names.index(class_name) for _, class_name in bench.held_out])
+    rows, figures = [], {}
+    for key, what, means in (("encoder_means", "classify: nearest of the encoder's class means (the product's)", bench.encoder.class_means),
+                             ("prior_means", "classify: nearest auto-decoded class mean", None)):
+        if key == "encoder_means" and means is None:
+            continue
+        figures[key] = float(np.mean(class_probabilities(bench.latent.prior, z, means).argmax(1) == truth))
+        rows.append([what, f"{figures[key]:.1%}", ">= 80%" if key == "encoder_means" else ""])
+    if refits is not None:
+        first = {shape.provenance.get("source_sha256"): index for index, shape in enumerate(held)}
+        pairs = [(first[shape.provenance.get("source_sha256")], shape) for shape in map(read_shape, sorted(refits.glob("*.h5")))
+                 if shape.provenance.get("source_sha256") in first]
+        if not pairs:
+            raise NeuralShapesError(f"{refits}: no re-fit of a held-out mesh")
+        database = np.concatenate([z, encode_latent(bench.encoder, bench.latent, train)])
+        query = encode_latent(bench.encoder, bench.latent, [shape for _, shape in pairs])
+        own = np.array([index for index, _ in pairs])
+        distances = np.linalg.norm(query[:, None, :] - database[None], axis=2)
+        rank = (distances < distances[np.arange(len(own)), own][:, None]).sum(1)
+        figures["refit_first"], figures["refit_median_rank"] = float(np.mean(rank == 0)), float(np.median(rank))
+        rows.append([f"a re-fit finds its first fit first among {len(database)} fits ({len(pairs)} re-fits)",
+                     f"{figures['refit_first']:.0%} (median rank {figures['refit_median_rank']:.0f})", ">= 80%"])
+    bench.results["recognition"] = figures
+    table(f"Recognition on the encoder's z ({len(held)} held-out shapes, {len(names)} classes)", ["figure", "value", "target"], rows)
 
 
 def _label(bench: Bench, class_name: str) -> int:
