@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-
-from backend.fitting import FitSettings, fit_shapes, sample_shape, sign_method_for, train_shapes
-from backend.mesh_loading import find_mesh_files, load_mesh_file, normalise_mesh
-from backend.metrics import surface_error, surface_samples
-from backend.network import random_family
-from backend.sampling import importance_samples
-from kernels.mesh_sdf import MeshDistance, SignMethod
 from report import table
 from shapes import varied_meshes
+
+from backend.fitting.batched import FitSettings, fit_shapes, sample_shape, sign_method_for, train_shapes
+from backend.meshes.loading import find_mesh_files, load_mesh_file, normalise_mesh
+from backend.meshes.metrics import surface_error, surface_samples
+from backend.meshes.sampling import importance_samples
+from backend.shapes.architecture import random_family
+from kernels.mesh_sdf import MeshDistance, SignMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 

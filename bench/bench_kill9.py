@@ -172,11 +172,11 @@ class Workload:
 
 def make_h5() -> bytes:
     """A valid small neural shape file to import (random weights of the bench's fit network)."""
-    from backend.conversion import fitted_shape
-    from backend.fitting import FitResult
-    from backend.mesh_loading import normalise_mesh
-    from backend.network import Architecture, random_family
-    from backend.shape_file import shape_to_bytes
+    from backend.fitting.batched import FitResult
+    from backend.fitting.pipeline import fitted_shape
+    from backend.meshes.loading import normalise_mesh
+    from backend.shapes.architecture import Architecture, random_family
+    from backend.shapes.shape_file import shape_to_bytes
 
     box = trimesh.creation.box(extents=(1.0, 0.6, 0.8))
     family = random_family(Architecture(hidden_layers=2, width=16), 1)
@@ -262,7 +262,7 @@ def _read_index(data: Path) -> tuple[list, dict, list, dict]:
 def _orphans(data: Path, files: set[str], rows: dict, uploads: list) -> list[str]:
     """Rows whose file is missing, of another size or does not load; .h5 files without a row."""
     from backend.errors import NeuralShapesError
-    from backend.shape_file import read_shape
+    from backend.shapes.shape_file import read_shape
 
     found = []
     for shape_id, (name, size) in rows.items():

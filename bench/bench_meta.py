@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from report import table
 
-from backend.collection import make_shape
-from backend.family_file import DEFAULT_FAMILY_FILE, read_family
-from backend.fitting import FitCancelled, FitSettings, TrainingData, sample_shape, sign_method_for, train_shapes
-from backend.mesh_loading import NormalisedMesh, find_mesh_files, load_mesh_file, normalise_mesh
-from backend.network import ModelFamily, random_family
-from backend.sampling import DEFAULT_BETA
+from backend.datasets.procedural import make_shape
+from backend.fitting.batched import FitCancelled, FitSettings, TrainingData, sample_shape, sign_method_for, train_shapes
+from backend.meshes.loading import NormalisedMesh, find_mesh_files, load_mesh_file, normalise_mesh
+from backend.meshes.sampling import DEFAULT_BETA
+from backend.shapes.architecture import ModelFamily, random_family
+from backend.shapes.family_file import DEFAULT_FAMILY_FILE, read_family
 from kernels.mesh_sdf import MeshDistance
 
 ROOT = Path(__file__).resolve().parents[1]

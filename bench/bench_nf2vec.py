@@ -8,7 +8,7 @@ fitted partial meshes (out/partial-shapes, cut by make-partials into out/partial
 
     .venv/bin/python bench/bench_nf2vec.py [--model DIR] [--per-class 2]
 
-Figures (normalised units: bounding radius 0.9; Chamfer as backend.metrics defines it):
+Figures (normalised units: bounding radius 0.9; Chamfer as backend.meshes.metrics defines it):
 - decoding: the decoded surface (96^3) of a held-out shape's embedding vs its source mesh, by nf2vec's
   implicit decoder and by the neighbour decoder, next to the shape's own reconstruction (its net, 128^3);
 - classification accuracy and retrieval mAP@k (test shapes query the training shapes; relevant = same class);
@@ -34,22 +34,22 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.conversion import fitted_shape
 from backend.errors import NeuralShapesError
-from backend.extraction import extract_mesh
-from backend.fitting import FitSettings, fit_shapes
-from backend.mesh_loading import load_mesh_file
-from backend.metrics import reconstruction_quality
-from backend.nf2vec.classification import classify
-from backend.nf2vec.classifier import load_classifier
-from backend.nf2vec.completion import complete
+from backend.fitting.batched import FitSettings, fit_shapes
+from backend.fitting.pipeline import fitted_shape
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import load_mesh_file
+from backend.meshes.metrics import reconstruction_quality
 from backend.nf2vec.decoding import DecodeSettings, decoded_surface
 from backend.nf2vec.embedding import embed, similar
-from backend.nf2vec.generation import generate
-from backend.nf2vec.interpolation import interpolate
-from backend.nf2vec.latent_gan import load_gan
-from backend.nf2vec.tools import load_tools
-from backend.shape_file import read_shape
+from backend.nf2vec.ops.classification import classify
+from backend.nf2vec.ops.completion import complete
+from backend.nf2vec.ops.generation import generate
+from backend.nf2vec.ops.interpolation import interpolate
+from backend.nf2vec.ops.tools import load_tools
+from backend.nf2vec.tasks.classifier import load_classifier
+from backend.nf2vec.tasks.latent_gan import load_gan
+from backend.shapes.shape_file import read_shape
 from bench.report import table
 from bench.shapes import cloud, cloud_chamfer, in_frame_of, source_in_shape_frame
 

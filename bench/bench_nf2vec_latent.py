@@ -7,7 +7,7 @@ a canonical collection folder (``make-collection --orientation canonical``) and 
     .venv/bin/python bench/bench_nf2vec_latent.py --model DIR --collection DIR --shapes DIR [--limit N]
 
 Figures, all in the whole shape's normalised frame (bounding radius 0.9), medians and p90 (for F-score, the
-worst decile's edge p10); Chamfer and F-score@0.01 as :func:`backend.metrics.reconstruction_quality`
+worst decile's edge p10); Chamfer and F-score@0.01 as :func:`backend.meshes.metrics.reconstruction_quality`
 against the source mesh; set-to-set distances between shapes as the Chamfer of 2,048-point clouds:
 - decoding: the decoded net of (a) the encoder's z, (b) that z refined on the shape's own field, (c) z fitted to
   the source mesh's SDF samples (the subspace's ceiling), next to (d) the shape's own net;
@@ -40,26 +40,49 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.collection import read_manifest
+from backend.datasets.partials import CUTS, partial_mesh
+from backend.datasets.procedural import read_manifest
 from backend.errors import NeuralShapesError
-from backend.conversion import fitted_shape
-from backend.extraction import extract_mesh
-from backend.family_file import read_family, resolve_family
-from backend.fitting import FitSettings, fit_shapes, sample_shape
-from backend.mesh_loading import NormalisedMesh, bounding_similarity, load_mesh_file
-from backend.metrics import ReconstructionQuality, reconstruction_quality
-from backend.network import ModelFamily
+from backend.fitting.batched import FitSettings, fit_shapes, sample_shape
+from backend.fitting.pipeline import fitted_shape
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import NormalisedMesh, bounding_similarity, load_mesh_file
+from backend.meshes.metrics import ReconstructionQuality, reconstruction_quality
 from backend.nf2vec.latent import LatentFamily, LatentFitSettings, fit_latent, flatten, load_latent
-from backend.nf2vec.latent_encoder import (ENCODER_NAME, LatentEncoder, RefineSettings, encode_latent,
-                                           load_latent_encoder, own_field_samples, refine_latent)
-from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, blend_sampler, class_probabilities, generate_latent, interpolate_latent, prior_sampler
+from backend.nf2vec.latent_encoder import (
+    ENCODER_NAME,
+    LatentEncoder,
+    RefineSettings,
+    encode_latent,
+    load_latent_encoder,
+    own_field_samples,
+    refine_latent,
+)
 from backend.nf2vec.model import FAMILY_NAME
-from backend.nf2vec.operations import COMPLETION_CLASSES
-from backend.nf2vec.z_gan import load_z_gan, z_gan_sampler
-from backend.partials import CUTS, partial_mesh
-from backend.shape_file import NeuralShape, read_shape
+from backend.nf2vec.ops.latent_ops import (
+    LatentCompletionSettings,
+    ZSampler,
+    blend_sampler,
+    class_probabilities,
+    generate_latent,
+    interpolate_latent,
+    prior_sampler,
+)
+from backend.nf2vec.ops.operations import COMPLETION_CLASSES
+from backend.nf2vec.tasks.z_gan import load_z_gan, z_gan_sampler
+from backend.shapes.architecture import ModelFamily
+from backend.shapes.family_file import read_family, resolve_family
+from backend.shapes.shape_file import NeuralShape, read_shape
 from bench.report import table
-from bench.shapes import CLOUD, cloud, cloud_chamfer, complete_cut, cut_in_shape_frame, in_frame_of, source_in_shape_frame
+from bench.shapes import (
+    CLOUD,
+    cloud,
+    cloud_chamfer,
+    complete_cut,
+    cut_in_shape_frame,
+    in_frame_of,
+    source_in_shape_frame,
+)
 
 TABLES = ("decoding", "recognition", "interpolation", "generation", "completion")
 IN_BETWEENS = 8
@@ -474,7 +497,7 @@ def _fitted_cut(bench: Bench, cut: trimesh.Trimesh, index: int) -> tuple[NeuralS
 
 
 def _likeliest_classes(bench: Bench, partial: NeuralShape) -> list[str]:
-    """The completion's candidate classes as the product picks them (:func:`backend.nf2vec.operations.complete`):
+    """The completion's candidate classes as the product picks them (:func:`backend.nf2vec.ops.operations.complete`):
     the partial's likeliest classes by its encoder z (by a z fitted to its own field without an encoder)."""
     z = encode_latent(bench.encoder, bench.latent, [partial]) if bench.encoder else _own_field_fit(bench, [partial])
     [probabilities] = class_probabilities(bench.latent.prior, z, bench.encoder.class_means if bench.encoder else None)

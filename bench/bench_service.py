@@ -24,12 +24,13 @@ import trimesh
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.extraction import extract_mesh
-from backend.rendering import Scene, SceneObject, render
-from backend.shape_file import read_shape
-from kernels.device import default_device
 from report import table
 from shapes import varied_meshes
+
+from backend.meshes.extraction import extract_mesh
+from backend.rendering.renderer import Scene, SceneObject, render
+from backend.shapes.shape_file import read_shape
+from kernels.device import default_device
 from tests.service_server import SLOW_FIT, ServerProcess
 
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from report import table
+
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess, call
 
 STATUS_PAUSE = 0.1  # seconds between a status client's requests

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from report import table
+
 from tests.malformed_files import FORMATS, load_case, malformed_case, valid_file
 from tests.service_server import ServerProcess
 

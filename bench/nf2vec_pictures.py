@@ -33,21 +33,28 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.collection import read_manifest
+from backend.datasets.partials import partial_mesh
+from backend.datasets.procedural import read_manifest
 from backend.errors import NeuralShapesError
-from backend.family_file import read_family, resolve_family
-from backend.extraction import EXTRACTION_RADIUS
-from backend.metrics import reconstruction_quality, surface_samples
-from backend.network import ModelFamily
+from backend.meshes.extraction import EXTRACTION_RADIUS
+from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.latent import LatentFamily, load_latent
 from backend.nf2vec.latent_encoder import LatentEncoder, RefineSettings, load_latent_encoder, refine_latent
-from backend.nf2vec.latent_ops import LatentCompletionSettings, ZSampler, blend_sampler, generate_latent, interpolate_latent, prior_sampler
 from backend.nf2vec.model import FAMILY_NAME
-from backend.nf2vec.operations import DEFAULT_TRUNCATION
-from backend.nf2vec.tools import model_z_sampler
-from backend.partials import partial_mesh
-from backend.rendering import BLENDER_VIEW, Camera, Scene, SceneObject, render, write_png
-from backend.shape_file import NeuralShape, read_shape
+from backend.nf2vec.ops.latent_ops import (
+    LatentCompletionSettings,
+    ZSampler,
+    blend_sampler,
+    generate_latent,
+    interpolate_latent,
+    prior_sampler,
+)
+from backend.nf2vec.ops.operations import DEFAULT_TRUNCATION
+from backend.nf2vec.ops.tools import model_z_sampler
+from backend.rendering.renderer import BLENDER_VIEW, Camera, Scene, SceneObject, render, write_png
+from backend.shapes.architecture import ModelFamily
+from backend.shapes.family_file import read_family, resolve_family
+from backend.shapes.shape_file import NeuralShape, read_shape
 from bench.shapes import complete_cut, cut_in_shape_frame, in_frame_of
 
 HELD_OUT = slice(2200, 2530)
@@ -211,8 +218,8 @@ def _progress(message: str) -> None:
 def z_sampler(model: Path, latent: LatentFamily, choice: str) -> tuple[ZSampler, str]:
     """The generation sampler and its name: ``gan`` the GAN on z in ``model/z_gan.safetensors``, ``prior`` the
     Gaussian prior, ``blend`` blends of two training latents, ``auto`` what Generate uses for the folder
-    (:func:`backend.nf2vec.tools.model_z_sampler`)."""
-    from backend.nf2vec import z_gan  # lazily: only a model with a GAN needs it
+    (:func:`backend.nf2vec.ops.tools.model_z_sampler`)."""
+    from backend.nf2vec.tasks import z_gan  # lazily: only a model with a GAN needs it
 
     if choice == "auto":
         return model_z_sampler(model, latent), "default"

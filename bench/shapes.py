@@ -10,14 +10,19 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-from backend.extraction import extract_mesh
-from backend.mesh_loading import Similarity, bounding_similarity, load_mesh_file
-from backend.metrics import surface_samples
-from backend.network import ModelFamily
+from backend.datasets.partials import CUTS, cut_faces
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import Similarity, bounding_similarity, load_mesh_file
+from backend.meshes.metrics import surface_samples
 from backend.nf2vec.latent import LatentFamily
-from backend.nf2vec.latent_ops import CompletionReport, LatentCompletionSettings, complete_latent, surface_points_and_normals
-from backend.partials import CUTS, cut_faces
-from backend.shape_file import NeuralShape
+from backend.nf2vec.ops.latent_ops import (
+    CompletionReport,
+    LatentCompletionSettings,
+    complete_latent,
+    surface_points_and_normals,
+)
+from backend.shapes.architecture import ModelFamily
+from backend.shapes.shape_file import NeuralShape
 
 CLOUD = 2048  # points per shape for the set-to-set Chamfer of interpolation and generation
 COMPLETION_POINTS = 20_000  # surface points (with normals) of the cut mesh handed to the completion

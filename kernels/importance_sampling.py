@@ -1,6 +1,6 @@
 # Rejection sampling of points with density proportional to exp(-beta * |sdf|), in one Warp launch.
 #
-# The host (backend.sampling) builds an octree of cells with a lower bound on the unsigned distance in
+# The host (backend.meshes.sampling) builds an octree of cells with a lower bound on the unsigned distance in
 # each; every thread here draws one proposal and decides it in two stages:
 #   1. a cell by its bound (binary search in the cell CDF), a point uniformly inside it, accepted with
 #      the point's own cheap bound exp(-beta * max(0, u(c) - |x - c|)) over the cell's bound;

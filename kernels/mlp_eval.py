@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import warp as wp
 
-from backend.network import Architecture, Weights
+from backend.shapes.architecture import Architecture, Weights
 from kernels.device import default_device, init_warp, run_chunked
 
 LANES = 4  # points per packet (see NeuralField.values)
@@ -358,7 +358,7 @@ def evaluate(
     points : (s, n, 3) float32, normalised frame, one set per shape (``len(weights) == s``); (n, 3) with
     one shape is accepted too. Returns values (s, n) float32, negative inside (or (n,) for (n, 3) input);
     with ``gradient`` also d value / d point, same leading shape + (3,). Agrees with
-    :func:`backend.network.evaluate_sdf` to float32 round-off.
+    :func:`backend.shapes.network.evaluate_sdf` to float32 round-off.
     """
     points = np.asarray(points)
     single = points.ndim == 2

@@ -80,7 +80,8 @@ def fit_sphere(radius: float = 0.5, steps: int = 300, seed: int = 0):
     """
     import torch
 
-    from backend.network import Architecture, BatchedSDF, random_family
+    from backend.shapes.architecture import Architecture, random_family
+    from backend.shapes.network import BatchedSDF
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -13,23 +13,23 @@ import numpy as np
 import torch
 import trimesh
 
-from backend.conversion import fitted_shape
-from backend.family_file import resolve_family
-from backend.fitting import FitSettings, fit_shapes
-from backend.mesh_loading import load_mesh_file
-from backend.nf2vec.classifier import ClassifierSettings, save_classifier, train_classifier
+from backend.fitting.batched import FitSettings, fit_shapes
+from backend.fitting.pipeline import fitted_shape
+from backend.meshes.loading import load_mesh_file
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoding import DecodeSettings
 from backend.nf2vec.embedding import embed
 from backend.nf2vec.latent import estimate_prior, save_latent
 from backend.nf2vec.latent_encoder import ENCODER_NAME, EncoderSettings, latent_encoder_data, train_latent_encoder
-from backend.nf2vec.latent_gan import LatentGanSettings, save_gan, train_latent_gan
 from backend.nf2vec.latent_training import LatentSettings, latent_training_data, train_latent
-from backend.nf2vec.neighbour_decoder import build_neighbour_decoder, save_neighbour_decoder
-from backend.nf2vec.tools import Nf2vecTools, load_tools
+from backend.nf2vec.ops.tools import Nf2vecTools, load_tools
+from backend.nf2vec.tasks.classifier import ClassifierSettings, save_classifier, train_classifier
+from backend.nf2vec.tasks.latent_gan import LatentGanSettings, save_gan, train_latent_gan
+from backend.nf2vec.tasks.neighbour_decoder import build_neighbour_decoder, save_neighbour_decoder
+from backend.nf2vec.tasks.transfer import TransferSettings, save_transfer, train_transfer
 from backend.nf2vec.training import TrainSettings, shape_samples, train_nf2vec
-from backend.nf2vec.transfer import TransferSettings, save_transfer, train_transfer
-from backend.shape_file import NeuralShape, write_shape
+from backend.shapes.family_file import resolve_family
+from backend.shapes.shape_file import NeuralShape, write_shape
 from tests.conftest import one_torch_thread
 
 TINY = Nf2vecConfig(encoder_hidden=(64,), embedding_size=64, decoder_hidden=64, decoder_layers=3, frequencies=4)

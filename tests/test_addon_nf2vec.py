@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.shape_file import shape_to_bytes
+from backend.shapes.shape_file import shape_to_bytes
 from tests.conftest import run_cli
 from tests.nf2vec_toolkit import build_toolkit
 from tests.service_server import ServerProcess

@@ -7,7 +7,7 @@ import torch
 import trimesh
 
 from backend.nf2vec.latent import LatentFamily, LatentPrior, flatten
-from backend.nf2vec.latent_ops import prior_sampler
+from backend.nf2vec.ops.latent_ops import prior_sampler
 from bench.nf2vec_pictures import generated_sheet
 from tests.nf2vec_toolkit import fit_primitives
 

@@ -1,4 +1,4 @@
-"""Tensor files (backend.checkpoints): safetensors plus a JSON tree, exact round trips, foreign files refused."""
+"""Tensor files (backend.shapes.checkpoints): safetensors plus a JSON tree, exact round trips, foreign files refused."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from backend.checkpoints import METADATA_KEY, load_tensors, save_tensors
 from backend.errors import NeuralShapesError
+from backend.shapes.checkpoints import METADATA_KEY, load_tensors, save_tensors
 
 
 def _steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int, count: int = 3) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.shape_file import read_shape
+from backend.shapes.shape_file import read_shape
 from tests.conftest import SAMPLES, run_cli
 
 QUICK = ["--samples", "60000", "--max-steps", "800", "--target", "0.006", "--resolution", "48"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from backend.family_file import read_family
-from backend.shape_file import read_shape
+from backend.shapes.family_file import read_family
+from backend.shapes.shape_file import read_shape
 from tests.conftest import SAMPLES, run_cli
 
 QUICK_FIT = ["--samples", "30000", "--max-steps", "200", "--target", "0.02", "--resolution", "32", "--json"]
@@ -38,7 +38,7 @@ def test_fit_from_named_families(tmp_path):
     assert result.returncode == 0, result.stderr
     assert read_shape(tmp_path / "mug.h5").family_id.startswith("random-relu8x32-seed5-")
     result = run_cli("fit", SAMPLES / "mug.obj", "-o", tmp_path, *QUICK_FIT)
-    assert read_shape(tmp_path / "mug.h5").family_id == read_family(SAMPLES.parent / "backend/families/default.h5").family_id
+    assert read_shape(tmp_path / "mug.h5").family_id == read_family(SAMPLES.parent / "backend/shapes/families/default.h5").family_id
 
 
 def test_bad_families_are_refused_in_one_line(tmp_path):

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.collection import _GENERATORS, CLASSES, MANIFEST_NAME, MIN_FACES, make_collection, make_shape, read_manifest
+from backend.datasets.procedural import (
+    _GENERATORS,
+    CLASSES,
+    MANIFEST_NAME,
+    MIN_FACES,
+    make_collection,
+    make_shape,
+    read_manifest,
+)
 from backend.errors import NeuralShapesError
 from tests.conftest import run_cli
 

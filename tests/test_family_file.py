@@ -1,4 +1,4 @@
-"""Model family files (backend.family_file): round trips, refusal of corrupt files, and family names."""
+"""Model family files (backend.shapes.family_file): round trips, refusal of corrupt files, and family names."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from backend.errors import NeuralShapesError
-from backend.family_file import DEFAULT_FAMILY_FILE, read_family, resolve_family, write_family
-from backend.network import Architecture, ModelFamily, random_family
+from backend.shapes.architecture import Architecture, ModelFamily, random_family
+from backend.shapes.family_file import DEFAULT_FAMILY_FILE, read_family, resolve_family, write_family
 
 
 def meta_family() -> ModelFamily:

@@ -1,4 +1,4 @@
-"""Real fits (backend.fitting): a small shape reaches a stated surface error; batched equals single in quality."""
+"""Real fits (backend.fitting.batched): a small shape reaches a stated surface error; batched equals single in quality."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import threading
 import pytest
 import trimesh
 
-from backend.fitting import FitCancelled, FitSettings, fit_shapes
-from backend.mesh_loading import normalise_mesh
-from backend.metrics import surface_error, surface_samples
-from backend.network import Architecture, random_family
+from backend.fitting.batched import FitCancelled, FitSettings, fit_shapes
+from backend.meshes.loading import normalise_mesh
+from backend.meshes.metrics import surface_error, surface_samples
+from backend.shapes.architecture import Architecture, random_family
 
 QUICK = FitSettings(samples=100_000, batch_size=4096, eval_every=50, max_steps=1500, target_surface_error=0.005)
 

@@ -10,9 +10,10 @@ import warp as wp
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from backend.extraction import extract_mesh
-from backend.mesh_loading import Similarity
-from backend.network import Architecture, evaluate_sdf
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import Similarity
+from backend.shapes.architecture import Architecture
+from backend.shapes.network import evaluate_sdf
 from kernels.device import init_warp
 from kernels.marching_cubes import extract_dense, extract_neural, extract_sparse, sample_grid
 from kernels.mlp_eval import evaluate, neural_field
@@ -245,7 +246,8 @@ def _fit_thin_shell(steps: int = 300, seed: int = 0):
     """A default-architecture net fitted briefly to a shell of thickness 0.04 (two voxels at 64^3): rough, thin-walled."""
     import torch
 
-    from backend.network import BatchedSDF, random_family
+    from backend.shapes.architecture import random_family
+    from backend.shapes.network import BatchedSDF
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

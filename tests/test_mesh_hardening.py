@@ -17,11 +17,11 @@ import pytest
 
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
-from backend.mesh_loading import load_mesh_bytes, load_mesh_file, normalise_mesh, vertex_limit
+from backend.meshes.loading import load_mesh_bytes, load_mesh_file, normalise_mesh, vertex_limit
 from backend.service.db import Database
 from backend.service.errors import TooLarge
-from backend.service.uploads import Uploads
-from backend.shape_file import read_shape, write_shape
+from backend.service.services.uploads import Uploads
+from backend.shapes.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
 from tests.malformed_files import default_family_shape, glb_bytes, gltf_parts, triangle_grid
 

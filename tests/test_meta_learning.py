@@ -1,4 +1,4 @@
-"""Meta-learning (backend.meta_learning): held-out inner-loop loss falls below the random init's, an
+"""Meta-learning (backend.fitting.meta_learning): held-out inner-loop loss falls below the random init's, an
 interrupted run resumes to the same family, corrupt checkpoints are refused, and fitting from a
 meta-learned family takes fewer steps than from the random init."""
 
@@ -13,11 +13,17 @@ import torch
 import trimesh
 
 from backend.errors import NeuralShapesError
-from backend.family_file import DEFAULT_FAMILY_FILE, read_family
-from backend.fitting import FitCancelled, FitSettings, fit_shapes
-from backend.mesh_loading import load_mesh_file
-from backend.meta_learning import CollectionSamples, MetaSettings, collection_samples, family_held_out_loss, meta_train
-from backend.network import random_family
+from backend.fitting.batched import FitCancelled, FitSettings, fit_shapes
+from backend.fitting.meta_learning import (
+    CollectionSamples,
+    MetaSettings,
+    collection_samples,
+    family_held_out_loss,
+    meta_train,
+)
+from backend.meshes.loading import load_mesh_file
+from backend.shapes.architecture import random_family
+from backend.shapes.family_file import DEFAULT_FAMILY_FILE, read_family
 from tests.conftest import SAMPLES
 
 TINY = MetaSettings(outer_steps=60, meta_batch=4, samples_per_shape=8192, held_out_shapes=4, eval_every=20, inner_batch=1024, target_batch=2048)

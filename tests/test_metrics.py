@@ -1,4 +1,4 @@
-"""Quality figures (backend.metrics) on cases with known answers."""
+"""Quality figures (backend.meshes.metrics) on cases with known answers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.metrics import reconstruction_quality, surface_error, surface_samples
-from backend.network import Architecture
+from backend.meshes.metrics import reconstruction_quality, surface_error, surface_samples
+from backend.shapes.architecture import Architecture
 
 
 def test_surface_samples_lie_on_the_surface_uniformly(sphere_mesh):

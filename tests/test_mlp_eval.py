@@ -5,7 +5,8 @@ import pytest
 import torch
 import warp as wp
 
-from backend.network import Architecture, BatchedSDF, random_family
+from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.network import BatchedSDF
 from kernels.device import init_warp
 from kernels.mlp_eval import evaluate, lipschitz_bound, neural_field
 from tests.fields import fit_sphere

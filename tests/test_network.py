@@ -1,4 +1,4 @@
-"""The MLP, model families and the batched forward (backend.network)."""
+"""The MLP, model families and the batched forward (backend.shapes.network)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.network import Architecture, BatchedSDF, evaluate_sdf, random_family
+from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.network import BatchedSDF, evaluate_sdf
 
 
 def test_default_is_the_papers_net():

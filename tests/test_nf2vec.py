@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from backend.checkpoints import save_tensors
 from backend.errors import NeuralShapesError
-from backend.family_file import resolve_family
-from backend.network import random_family
 from backend.nf2vec.decoder import sdf_loss, to_signed_distance
 from backend.nf2vec.embedding import embed, similar
 from backend.nf2vec.encoder import matrix_rows, weight_matrix
 from backend.nf2vec.model import WEIGHTS_NAME, load_model, new_model
 from backend.nf2vec.training import CHECKPOINT_NAME, decoder_loss, shape_samples, train_nf2vec
-from backend.shape_file import read_shape, write_shape
+from backend.shapes.architecture import random_family
+from backend.shapes.checkpoints import save_tensors
+from backend.shapes.family_file import resolve_family
+from backend.shapes.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
 from tests.nf2vec_toolkit import MESHES, QUICK_TRAIN, TINY, fit_primitives
 

@@ -17,15 +17,15 @@ from typer.testing import CliRunner
 
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.mesh_loading import load_mesh_file
-from backend.nf2vec import operations
+from backend.meshes.loading import load_mesh_file
 from backend.nf2vec.latent import LATENT_NAME, flatten
-from backend.nf2vec.latent_gan import load_gan
 from backend.nf2vec.latent_encoder import ENCODER_NAME
-from backend.nf2vec.latent_ops import LatentCompletionSettings, blend_sampler
-from backend.nf2vec.tools import load_tools
-from backend.nf2vec.z_gan import load_z_gan, train_z_gan, training_labels, z_gan_sampler
-from backend.shape_file import read_shape, shape_to_bytes
+from backend.nf2vec.ops import operations
+from backend.nf2vec.ops.latent_ops import LatentCompletionSettings, blend_sampler
+from backend.nf2vec.ops.tools import load_tools
+from backend.nf2vec.tasks.latent_gan import load_gan
+from backend.nf2vec.tasks.z_gan import load_z_gan, train_z_gan, training_labels, z_gan_sampler
+from backend.shapes.shape_file import read_shape, shape_to_bytes
 from tests.nf2vec_toolkit import CLASS_OF, CLASSES, add_latent_family, build_toolkit
 from tests.test_service_nf2vec import finished, nf2vec_server
 from tests.test_z_gan import TOY_GAN

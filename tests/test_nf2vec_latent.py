@@ -13,12 +13,9 @@ import torch
 import trimesh
 from typer.testing import CliRunner
 
-from backend.checkpoints import save_tensors
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.family_file import resolve_family
-from backend.fitting import FitCancelled
-from backend.network import evaluate_sdf
+from backend.fitting.batched import FitCancelled
 from backend.nf2vec.latent import (
     LATENT_NAME,
     LatentFamily,
@@ -39,7 +36,10 @@ from backend.nf2vec.latent_training import (
     principal_subspace,
     train_latent,
 )
-from backend.shape_file import write_shape
+from backend.shapes.checkpoints import save_tensors
+from backend.shapes.family_file import resolve_family
+from backend.shapes.network import evaluate_sdf
+from backend.shapes.shape_file import write_shape
 from tests.conftest import run_cli
 from tests.nf2vec_toolkit import MESHES, fit_primitives
 

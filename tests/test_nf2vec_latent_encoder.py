@@ -13,12 +13,9 @@ import torch
 import trimesh
 from typer.testing import CliRunner
 
-from backend.checkpoints import save_tensors
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.family_file import resolve_family
-from backend.fitting import FitCancelled
-from backend.network import random_family
+from backend.fitting.batched import FitCancelled
 from backend.nf2vec.encoder import weight_matrices
 from backend.nf2vec.latent import LatentFitSettings, flat_forward, flatten, save_latent
 from backend.nf2vec.latent_encoder import (
@@ -36,7 +33,10 @@ from backend.nf2vec.latent_encoder import (
     yaw_nets,
 )
 from backend.nf2vec.latent_training import LatentSettings, latent_training_data, train_latent
-from backend.shape_file import write_shape
+from backend.shapes.architecture import random_family
+from backend.shapes.checkpoints import save_tensors
+from backend.shapes.family_file import resolve_family
+from backend.shapes.shape_file import write_shape
 from tests.conftest import run_cli
 from tests.nf2vec_toolkit import MESHES, fit_primitives
 

@@ -1,4 +1,4 @@
-"""Operations on z without a refit (backend/nf2vec/latent_ops.py): interpolation with faded residuals (ends
+"""Operations on z without a refit (backend/nf2vec/ops/latent_ops.py): interpolation with faded residuals (ends
 bit-exact), generation from a class prior (non-empty, reproducible, truncation), completion by MAP + fuse
 fit (beats the partial's own net on a half-cut toy shape; falls back on nonsense)."""
 
@@ -11,19 +11,20 @@ import pytest
 import torch
 import trimesh
 
-from backend.conversion import fitted_shape
+from backend.datasets.partials import partial_mesh
 from backend.errors import NeuralShapesError
-from backend.extraction import extract_mesh
-from backend.fitting import fit_shapes
-from backend.mesh_loading import load_mesh_file, normalise_mesh
-from backend.metrics import reconstruction_quality, surface_samples
+from backend.fitting.batched import fit_shapes
+from backend.fitting.pipeline import fitted_shape
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import load_mesh_file, normalise_mesh
+from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.decoding import IDENTITY
-from backend.nf2vec.interpolation import interpolated_frame
 from backend.nf2vec.latent import estimate_prior, flatten
-from backend.nf2vec.latent_ops import (
+from backend.nf2vec.ops.interpolation import interpolated_frame
+from backend.nf2vec.ops.latent_ops import (
     LatentCompletionSettings,
-    blend_sampler,
     _ball_grid,
+    blend_sampler,
     class_probabilities,
     complete_latent,
     generate_latent,
@@ -31,8 +32,7 @@ from backend.nf2vec.latent_ops import (
     prior_sampler,
     surface_points_and_normals,
 )
-from backend.network import evaluate_sdf
-from backend.partials import partial_mesh
+from backend.shapes.network import evaluate_sdf
 from tests.nf2vec_toolkit import CLASS_OF, CLASSES, QUICK_FIT
 from tests.test_nf2vec_latent import ARCH, FAMILY, toy, trained  # noqa: F401  (module fixtures, reused)
 

@@ -14,19 +14,20 @@ import pytest
 import torch
 
 from backend.errors import NeuralShapesError
-from backend.extraction import extract_mesh
-from backend.mesh_loading import Similarity
-from backend.metrics import reconstruction_quality, surface_samples
-from backend.network import evaluate_sdf, random_family
-from backend.nf2vec.classification import classify
-from backend.nf2vec.completion import complete, register
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import Similarity
+from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.decoding import decoded_surface
 from backend.nf2vec.embedding import embed
-from backend.nf2vec.generation import generate, generation_classes
-from backend.nf2vec.interpolation import in_between_times, interpolate, interpolated_frame
-from backend.nf2vec.neighbour_decoder import build_neighbour_decoder, load_neighbour_decoder
-from backend.nf2vec.tools import load_tools
-from backend.shape_file import read_shape, write_shape
+from backend.nf2vec.ops.classification import classify
+from backend.nf2vec.ops.completion import complete, register
+from backend.nf2vec.ops.generation import generate, generation_classes
+from backend.nf2vec.ops.interpolation import in_between_times, interpolate, interpolated_frame
+from backend.nf2vec.ops.tools import load_tools
+from backend.nf2vec.tasks.neighbour_decoder import build_neighbour_decoder, load_neighbour_decoder
+from backend.shapes.architecture import random_family
+from backend.shapes.network import evaluate_sdf
+from backend.shapes.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
 from tests.nf2vec_toolkit import CLASSES, QUICK_DECODE, build_toolkit
 
@@ -251,5 +252,5 @@ def test_embedding_interpolation_reproduces_its_ends_and_generation_makes_closed
 
 
 def _chamfer(first, second) -> float:
-    """Point-to-surface Chamfer (no sampling-gap bias, as backend.metrics measures shapes)."""
+    """Point-to-surface Chamfer (no sampling-gap bias, as backend.meshes.metrics measures shapes)."""
     return reconstruction_quality(second, surface_samples(second.vertices, second.faces, 4000, seed=0), first).chamfer

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.checkpoints import load_tensors, save_tensors
-from backend.collection import make_collection, read_manifest
+from backend.datasets.partials import KEPT_BY_PLANE, KEPT_BY_SPHERE, cut_faces, make_partials, read_partials_manifest
+from backend.datasets.procedural import make_collection, read_manifest
 from backend.errors import NeuralShapesError
-from backend.network import random_family
-from backend.nf2vec.classifier import ClassifierSettings, load_classifier, save_classifier, train_classifier
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.embedding import embed
-from backend.nf2vec.latent_gan import LatentGanSettings, load_gan, save_gan, train_latent_gan
 from backend.nf2vec.model import load_model, new_model, save_model
-from backend.nf2vec.task_data import shape_classes
-from backend.nf2vec.transfer import TransferSettings, load_transfer, save_transfer, train_transfer
-from backend.partials import KEPT_BY_PLANE, KEPT_BY_SPHERE, cut_faces, make_partials, read_partials_manifest
-from backend.shape_file import read_shape
+from backend.nf2vec.tasks.classifier import ClassifierSettings, load_classifier, save_classifier, train_classifier
+from backend.nf2vec.tasks.latent_gan import LatentGanSettings, load_gan, save_gan, train_latent_gan
+from backend.nf2vec.tasks.task_data import shape_classes
+from backend.nf2vec.tasks.transfer import TransferSettings, load_transfer, save_transfer, train_transfer
+from backend.shapes.architecture import random_family
+from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.shape_file import read_shape
 from tests.conftest import run_cli
 
 SIZE = 16  # embedding size throughout

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.mesh_loading import Similarity
-from backend.network import Architecture, random_family
-from backend.rendering import Camera, Scene, SceneObject, load_scene, parse_size, render
-from backend.shape_file import NeuralShape, write_shape
+from backend.meshes.loading import Similarity
+from backend.rendering.renderer import Camera, Scene, SceneObject, load_scene, parse_size, render
+from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.shape_file import NeuralShape, write_shape
 from tests.fields import fit_sphere
 
 CENTRE = np.array([1.0, 2.0, 3.0])

@@ -1,4 +1,4 @@
-"""Importance sampling (backend.sampling): the drawn distances follow density exp(-beta |sdf|)."""
+"""Importance sampling (backend.meshes.sampling): the drawn distances follow density exp(-beta |sdf|)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from backend.sampling import importance_samples
+from backend.meshes.sampling import importance_samples
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
 BETA = 60.0

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.shape_file import shape_from_bytes
+from backend.shapes.shape_file import shape_from_bytes
 from blender_addon.client import Client, ServiceError
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess
 

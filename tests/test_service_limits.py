@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backend.service.compute import ComputeQueue
 from backend.service.errors import ClientGone, DeadlineExceeded, QueueFull
+from backend.service.services.compute import ComputeQueue
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess, call
 
 DEADLINE = 6.0  # seconds: the module's server stops mesh / render requests after this
@@ -25,11 +25,11 @@ FAST_MESH = "method=sparse&resolution=32"
 @pytest.fixture(scope="module")
 def sphere_h5(sphere_mesh) -> bytes:
     """A small fitted sphere as ``.h5`` bytes (made in process: no fit job needed)."""
-    from backend.conversion import fitted_shape
-    from backend.fitting import FitResult
-    from backend.mesh_loading import normalise_mesh
-    from backend.network import random_family
-    from backend.shape_file import shape_to_bytes
+    from backend.fitting.batched import FitResult
+    from backend.fitting.pipeline import fitted_shape
+    from backend.meshes.loading import normalise_mesh
+    from backend.shapes.architecture import random_family
+    from backend.shapes.shape_file import shape_to_bytes
     from tests.fields import fit_sphere
 
     mesh = normalise_mesh(sphere_mesh.vertices, sphere_mesh.faces, name="sphere")

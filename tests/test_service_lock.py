@@ -16,10 +16,10 @@ import pytest
 
 from backend.errors import NeuralShapesError
 from backend.service.db import Database
-from backend.service.jobs import INTERRUPTED, JobKind, JobManager
-from backend.service.library import Library
 from backend.service.security import AlreadyServing, DataDirLock, load_or_create_token, secure_data_dir
-from backend.service.uploads import Uploads
+from backend.service.services.job_queue import INTERRUPTED, JobKind, JobManager
+from backend.service.services.library import Library
+from backend.service.services.uploads import Uploads
 from bench.bench_kill9 import make_h5, run_loop
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess

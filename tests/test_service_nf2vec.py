@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.shape_file import shape_from_bytes, shape_to_bytes
+from backend.shapes.shape_file import shape_from_bytes, shape_to_bytes
 from blender_addon.client import Client, ServiceError
 from tests.nf2vec_toolkit import CLASSES, QUICK_DECODE, build_toolkit
 from tests.service_server import ServerProcess

@@ -12,9 +12,9 @@ import pytest
 
 from backend.errors import NeuralShapesError
 from backend.service.db import Database
-from backend.service.jobs import INTERRUPTED, JobContext, JobKind, JobManager
-from backend.service.library import Library
-from backend.shape_file import read_shape
+from backend.service.services.job_queue import INTERRUPTED, JobContext, JobKind, JobManager
+from backend.service.services.library import Library
+from backend.shapes.shape_file import read_shape
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess
 
 
@@ -79,10 +79,10 @@ def test_sigterm_while_idle(tmp_path):
 
 
 def test_library_recovery_drops_rows_without_files_and_quarantines_damaged_files(tmp_path, box_mesh):
-    from backend.conversion import fitted_shape
-    from backend.fitting import FitResult
-    from backend.mesh_loading import normalise_mesh
-    from backend.network import random_family
+    from backend.fitting.batched import FitResult
+    from backend.fitting.pipeline import fitted_shape
+    from backend.meshes.loading import normalise_mesh
+    from backend.shapes.architecture import random_family
 
     db = Database(tmp_path / "index.sqlite3")
     library = Library(db=db, shapes_dir=tmp_path / "shapes")

@@ -1,4 +1,4 @@
-"""The .h5 neural shape file (backend.shape_file): round trip and every validation failure."""
+"""The .h5 neural shape file (backend.shapes.shape_file): round trip and every validation failure."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from backend.errors import NeuralShapesError
-from backend.mesh_loading import Similarity
-from backend.network import Architecture, random_family
-from backend.shape_file import NeuralShape, read_shape, shape_from_bytes, shape_to_bytes, write_shape
+from backend.meshes.loading import Similarity
+from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.shape_file import NeuralShape, read_shape, shape_from_bytes, shape_to_bytes, write_shape
 
 
 def make_shape(arch: Architecture = Architecture()) -> NeuralShape:

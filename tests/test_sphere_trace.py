@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import warp as wp
 
-from backend.network import Architecture, evaluate_sdf
-from backend.rendering import Camera
+from backend.rendering.renderer import Camera
+from backend.shapes.architecture import Architecture
+from backend.shapes.network import evaluate_sdf
 from kernels.device import init_warp
 from kernels.mlp_eval import neural_field
 from kernels.sphere_trace import CSG, RayCamera, TraceObjects, TraceSettings, trace

@@ -1,4 +1,4 @@
-"""Fitting from surface points alone (backend.surface_fitting): a sphere is recovered from a point cloud
+"""Fitting from surface points alone (backend.fitting.from_points): a sphere is recovered from a point cloud
 with no inside/outside information, and from a partial scan with normals."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import pytest
 import trimesh
 
 from backend.errors import NeuralShapesError
-from backend.extraction import extract_mesh
-from backend.network import evaluate_sdf, random_family
-from backend.point_clouds import load_point_cloud
-from backend.shape_file import read_shape
-from backend.surface_fitting import SurfaceFitSettings, fit_surface_points
+from backend.fitting.from_points import SurfaceFitSettings, fit_surface_points
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.point_clouds import load_point_cloud
+from backend.shapes.architecture import random_family
+from backend.shapes.network import evaluate_sdf
+from backend.shapes.shape_file import read_shape
 from tests.conftest import run_cli
 
 RADIUS = 0.6

@@ -1,4 +1,4 @@
-"""Hostile .h5 files (backend.h5_io.check_structure): each trick HDF5 allows and our writers never use is
+"""Hostile .h5 files (backend.shapes.h5_io.check_structure): each trick HDF5 allows and our writers never use is
 refused in one line naming the path in the file, before any data is read; also through the service."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 from pydantic import ValidationError
 
 from backend.errors import NeuralShapesError
-from backend.family_file import family_to_bytes, read_family
-from backend.h5_io import MAX_OBJECTS, MAX_TEXT_BYTES
-from backend.network import MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_WIDTH, Architecture, random_family
 from backend.service.api.schemas import ArchitectureCreate
-from backend.shape_file import read_shape, shape_to_bytes
+from backend.shapes.architecture import MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_WIDTH, Architecture, random_family
+from backend.shapes.family_file import family_to_bytes, read_family
+from backend.shapes.h5_io import MAX_OBJECTS, MAX_TEXT_BYTES
+from backend.shapes.shape_file import read_shape, shape_to_bytes
 from blender_addon.client import ServiceError
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess

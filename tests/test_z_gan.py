@@ -13,18 +13,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from backend.checkpoints import save_tensors
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.family_file import resolve_family
-from backend.fitting import FitCancelled
+from backend.fitting.batched import FitCancelled
+from backend.fitting.meta_learning import CollectionSamples
 from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, load_latent, save_latent
-from backend.meta_learning import CollectionSamples
-from backend.nf2vec.latent_gan import LatentGanSettings
-from backend.nf2vec.latent_ops import generate_latent
 from backend.nf2vec.latent_training import LatentSettings, LatentTrainingData, train_latent
-from backend.nf2vec.training import ShapeSamples
-from backend.nf2vec.z_gan import (
+from backend.nf2vec.ops.latent_ops import generate_latent
+from backend.nf2vec.tasks.latent_gan import LatentGanSettings
+from backend.nf2vec.tasks.z_gan import (
     CHECKPOINT_NAME,
     Z_GAN_NAME,
     load_z_gan,
@@ -33,6 +30,9 @@ from backend.nf2vec.z_gan import (
     training_labels,
     z_gan_sampler,
 )
+from backend.nf2vec.training import ShapeSamples
+from backend.shapes.checkpoints import save_tensors
+from backend.shapes.family_file import resolve_family
 from tests.conftest import run_cli
 
 FAMILY = resolve_family("default")

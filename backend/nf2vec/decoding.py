@@ -6,7 +6,7 @@ initial weights, exactly as a mesh is converted. So every shape nf2vec makes (in
 completed) renders, meshes and stores like any other neural shape, and its metrics say how closely its
 net follows the decoded surface.
 
-Two decoders: ``neighbours`` (default; :mod:`backend.nf2vec.neighbour_decoder`, a blend of the weights of
+Two decoders: ``neighbours`` (default; :mod:`backend.nf2vec.tasks.neighbour_decoder`, a blend of the weights of
 the nearest training shapes) and ``implicit`` (nf2vec's trained decoder, :mod:`backend.nf2vec.decoder`).
 """
 
@@ -24,18 +24,18 @@ import torch
 import trimesh
 
 from backend import __version__
-from backend.conversion import evaluate_shape, fitted_shape
 from backend.errors import NeuralShapesError
-from backend.extraction import clip_to_bounding_sphere, marching_cubes
-from backend.fitting import FitCancelled, FitProgress, FitSettings, fit_shapes
-from backend.mesh_loading import NormalisedMesh, Similarity, normalise_mesh
-from backend.network import Weights
+from backend.fitting.batched import FitCancelled, FitProgress, FitSettings, fit_shapes
+from backend.fitting.pipeline import evaluate_shape, fitted_shape
+from backend.meshes.extraction import clip_to_bounding_sphere, marching_cubes
+from backend.meshes.loading import NormalisedMesh, Similarity, normalise_mesh
+from backend.meshes.sampling import CUBE_HALF_SIZE
 from backend.nf2vec.decoder import to_signed_distance
 from backend.nf2vec.model import Nf2vecModel
-from backend.nf2vec.neighbour_decoder import POINTS_PER_CALL, TASK, load_neighbour_decoder
-from backend.nf2vec.tools import Nf2vecTools
-from backend.sampling import CUBE_HALF_SIZE
-from backend.shape_file import NeuralShape
+from backend.nf2vec.ops.tools import Nf2vecTools
+from backend.nf2vec.tasks.neighbour_decoder import POINTS_PER_CALL, TASK, load_neighbour_decoder
+from backend.shapes.architecture import Weights
+from backend.shapes.shape_file import NeuralShape
 
 # What a long operation reports: the fraction done (0..1) and a one-line message.
 OperationProgress = Callable[[float, str], None]
@@ -65,7 +65,7 @@ def decode_grid(tools: Nf2vecTools, embedding: np.ndarray, settings: DecodeSetti
                 anchors: list[Anchor] = ()) -> np.ndarray:
     """Decoded signed distances on a regular grid over the normalised cube, clipped to the bounding sphere.
 
-    embedding (e,) -> (r, r, r) float32 indexed [x, y, z], negative inside (as :func:`backend.extraction.sdf_grid`).
+    embedding (e,) -> (r, r, r) float32 indexed [x, y, z], negative inside (as :func:`backend.meshes.extraction.sdf_grid`).
     ``anchors``: extra anchors for the neighbour decoder (ignored by the implicit one).
     """
     resolution = settings.resolution

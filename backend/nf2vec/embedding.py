@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backend.nf2vec.model import Nf2vecModel, check_family
-from backend.shape_file import NeuralShape
+from backend.shapes.shape_file import NeuralShape
 
 CHUNK = 64  # shapes per encoder call: bounds memory, and measured fastest on a 2-core CPU (16..256)
 

@@ -25,7 +25,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from backend.network import Architecture, Weights
+from backend.shapes.architecture import Architecture, Weights
 
 
 def matrix_rows(architecture: Architecture) -> int:

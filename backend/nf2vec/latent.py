@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
-from backend.network import Architecture, Weights, batched_forward
+from backend.shapes.architecture import Architecture, Weights
+from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.network import batched_forward
 
 FORMAT = "neural-shapes/nf2vec-latent"
 VERSION = 1
@@ -127,7 +128,7 @@ def unflatten(architecture: Architecture, flat: np.ndarray) -> Weights:
 def flat_forward(architecture: Architecture, flat: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Signed distances (s, n) of s nets given as flat weights (s, P) at points (s, n, 3); differentiable.
 
-    Views into ``flat`` feed :func:`backend.network.batched_forward`, so gradients reach z through them.
+    Views into ``flat`` feed :func:`backend.shapes.network.batched_forward`, so gradients reach z through them.
     """
     sizes, weights, biases, start = architecture.layer_sizes, [], [], 0
     count = flat.shape[0]

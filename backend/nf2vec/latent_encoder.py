@@ -37,17 +37,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
-from backend.fitting import FitCancelled
-from backend.network import Architecture, ModelFamily
+from backend.fitting.batched import FitCancelled
+from backend.meshes.sampling import CUBE_HALF_SIZE
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
 from backend.nf2vec.latent_training import LatentProgress
-from backend.nf2vec.training import Nf2vecProgress, ShapeSamples, TrainSettings, shape_samples
-from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
-from backend.sampling import CUBE_HALF_SIZE
-from backend.shape_file import NeuralShape
+from backend.nf2vec.training import (
+    Nf2vecProgress,
+    ShapeSamples,
+    TrainSettings,
+    _draw,  # train-nf2vec's draw of a shape's mesh samples, shared
+    shape_samples,
+)
+from backend.shapes.architecture import Architecture, ModelFamily
+from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.shape_file import NeuralShape
 from backend.torch_device import training_device
 
 FORMAT = "neural-shapes/nf2vec-latent-encoder"
@@ -267,7 +272,7 @@ def train_latent_encoder(
 
     Resumes ``output/latent-encoder-checkpoint.safetensors`` when its run key matches (the step count may
     grow between runs); a checkpoint of other inputs, latents or settings is a one-line error. ``cancel``
-    stops at the next step with :class:`backend.fitting.FitCancelled` (the last checkpoint stays).
+    stops at the next step with :class:`backend.fitting.batched.FitCancelled` (the last checkpoint stays).
     """
     if family.family_id != latent.family_id:
         raise NeuralShapesError(f"the latent family is of family {latent.family_id}, not of {family.family_id}")

@@ -32,16 +32,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.checkpoints import load_tensors, save_tensors
+from backend.datasets.procedural import Manifest
 from backend.errors import NeuralShapesError
-from backend.fitting import FitCancelled
-from backend.collection import Manifest
-from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
-from backend.network import Architecture
+from backend.fitting.batched import FitCancelled
+from backend.fitting.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, save_latent
-from backend.nf2vec.training import Nf2vecProgress, ShapeSamples, TrainSettings, shape_samples
-from backend.nf2vec.training import _draw  # train-nf2vec's draw of a shape's mesh samples, shared
-from backend.shape_file import NeuralShape
+from backend.nf2vec.training import (
+    Nf2vecProgress,
+    ShapeSamples,
+    TrainSettings,
+    _draw,  # train-nf2vec's draw of a shape's mesh samples, shared
+    shape_samples,
+)
+from backend.shapes.architecture import Architecture
+from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.shape_file import NeuralShape
 from backend.torch_device import training_device
 
 CHECKPOINT_NAME = "latent-checkpoint.safetensors"
@@ -177,7 +182,7 @@ def train_latent(
 
     Resumes ``output/latent-checkpoint.safetensors`` when its run key matches (the step count may grow
     between runs); a checkpoint of other shapes or settings is a one-line error. ``cancel`` stops at the
-    next step with :class:`backend.fitting.FitCancelled` (the last checkpoint stays).
+    next step with :class:`backend.fitting.batched.FitCancelled` (the last checkpoint stays).
     """
     report = progress or (lambda _: None)
     count = len(data.names)

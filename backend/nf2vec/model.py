@@ -1,8 +1,8 @@
 """The trained nf2vec model and its folder: ``config.json`` + ``weights.safetensors`` (+ ``family.h5``, the
-family it embeds, and the task networks' files: see :mod:`backend.nf2vec.tools`).
+family it embeds, and the task networks' files: see :mod:`backend.nf2vec.ops.tools`).
 
 ``weights.safetensors`` holds torch state dicts only (tensors), written by
-:func:`backend.checkpoints.save_tensors`: nothing in it is ever unpickled. A model belongs to one model
+:func:`backend.shapes.checkpoints.save_tensors`: nothing in it is ever unpickled. A model belongs to one model
 family: it only embeds shapes whose ``family_id`` is the one it was trained on.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes, write_atomically
-from backend.network import Architecture, ModelFamily, Weights
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import ImplicitDecoder
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
-from backend.shape_file import NeuralShape
+from backend.shapes.architecture import Architecture, ModelFamily, Weights
+from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.shape_file import NeuralShape
 
 FORMAT = "neural-shapes/nf2vec"
 VERSION = 1

@@ -24,15 +24,15 @@ from pathlib import Path
 import h5py
 import torch
 
-from backend.checkpoints import load_tensors, save_tensors
 from backend.errors import NeuralShapesError
-from backend.family_file import write_family
-from backend.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
-from backend.network import ModelFamily
+from backend.fitting.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
 from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, new_model, save_model
-from backend.shape_file import NeuralShape
+from backend.shapes.architecture import ModelFamily
+from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.family_file import write_family
+from backend.shapes.shape_file import NeuralShape
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -98,7 +98,7 @@ def shape_samples(
 ) -> ShapeSamples:
     """Samples of each shape's source mesh, found in ``collection`` by the shape's provenance source_name.
 
-    Sampled as meta-learning samples a collection (:func:`backend.meta_learning.collection_samples`),
+    Sampled as meta-learning samples a collection (:func:`backend.fitting.meta_learning.collection_samples`),
     cached in ``cache`` by mesh file name; a mesh whose samples are cached need not be in the folder.
     A missing mesh, or one whose content is not the shape's source (sha256 in the provenance), is a
     one-line error.
@@ -182,7 +182,7 @@ def decoder_loss(model: Nf2vecModel, shapes: list[NeuralShape], samples: ShapeSa
 def _cached_names(cache: Path) -> set[str]:
     if not cache.is_file():
         return set()
-    try:  # the samples cache is trusted: see backend.meta_learning.collection_samples
+    try:  # the samples cache is trusted: see backend.fitting.meta_learning.collection_samples
         with h5py.File(cache, "r") as f:
             return set(f.keys())
     except OSError as error:

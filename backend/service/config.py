@@ -46,7 +46,7 @@ class ServiceSettings:
     compute_deadline_seconds: float = 120.0  # a mesh / render request (waiting included) is stopped after this
     nf2vec_model: str = "default"  # nf2vec model folder; "default": the bundled one (backend/nf2vec/default)
     # For tests only: overrides of DecodeSettings fields, e.g. {"resolution": 32, "fit": {"max_steps": 50}}
-    # (quick, crude nf2vec results); empty: DecodeSettings(). See backend.service.nf2vec.decode_settings.
+    # (quick, crude nf2vec results); empty: DecodeSettings(). See backend.service.services.nf2vec_queries.decode_settings.
     nf2vec_decode: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:

@@ -8,16 +8,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from backend.service.compute import ComputeQueue
 from backend.service.config import ServiceSettings
 from backend.service.db import Database
-from backend.service.fit_job import FitJob
-from backend.service.jobs import JobManager
-from backend.service.library import Library, RecoveryReport
-from backend.service.nf2vec import Nf2vec, decode_settings
-from backend.service.nf2vec_jobs import Nf2vecJobs
 from backend.service.security import load_or_create_token
-from backend.service.uploads import Uploads
+from backend.service.services.compute import ComputeQueue
+from backend.service.services.fit_job import FitJob
+from backend.service.services.job_queue import JobManager
+from backend.service.services.library import Library, RecoveryReport
+from backend.service.services.nf2vec_jobs import Nf2vecJobs
+from backend.service.services.nf2vec_queries import Nf2vec, decode_settings
+from backend.service.services.uploads import Uploads
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 One connection per thread (``sqlite3`` connections must not be shared across threads), autocommit
 mode with explicit ``BEGIN IMMEDIATE`` for multi-statement changes. WAL lets status reads go on while
 a job writes progress. The ``.h5`` files are the truth for shapes; rows index them (see
-:mod:`backend.service.library` for how the two are kept consistent across crashes).
+:mod:`backend.service.services.library` for how the two are kept consistent across crashes).
 
 Durability: WAL with ``synchronous = FULL``. A killed process loses no commit in either FULL or
 NORMAL (the WAL is written before COMMIT returns; the kernel keeps it). On power loss NORMAL may
@@ -14,7 +14,7 @@ job): cheap next to fitting.
 A damaged index (not SQLite at all, truncated, ``quick_check`` failing) does not stop the service:
 it is moved aside to ``index.sqlite3.corrupt-<UTC time>`` (with its ``-wal`` / ``-shm``), one log
 line says so, and a new index is made. The library then re-indexes every shape from its ``.h5`` file
-(:meth:`backend.service.library.Library.recover`); job history and staged uploads are not recovered.
+(:meth:`backend.service.services.library.Library.recover`); job history and staged uploads are not recovered.
 """
 
 from __future__ import annotations

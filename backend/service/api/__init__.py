@@ -11,10 +11,10 @@ from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, register_url_convertor
 
 from backend import __version__
-from backend.service.api import contract, errors
+from backend.service.api import contract, error_handlers
 from backend.service.api.guard import Guard
-from backend.service.api.schemas import ID_PATTERN
 from backend.service.api.routes import health, jobs, nf2vec, render, shapes, uploads
+from backend.service.api.schemas import ID_PATTERN
 from backend.service.config import API_VERSION, ServiceSettings
 from backend.service.core import Service, open_service
 
@@ -70,7 +70,7 @@ def create_app(settings: ServiceSettings, *, service: Service | None = None) -> 
     )
     if service is not None:
         app.state.service = service
-    errors.install(app)
+    error_handlers.install(app)
     for module in (health, uploads, jobs, shapes, render, nf2vec):
         match_ids_only(module.router)
         app.include_router(module.router)

@@ -13,7 +13,7 @@ import numpy as np
 import trimesh
 from fastapi import Response
 
-from backend.rendering import write_png
+from backend.rendering.renderer import write_png
 from kernels.sphere_trace import TraceResult
 
 MESH_FORMATS = ("raw", "npz", "obj", "ply", "stl", "glb")

@@ -1,4 +1,4 @@
-"""The HTTP side of the compute queue (:mod:`backend.service.compute`): mesh and render routes run their
+"""The HTTP side of the compute queue (:mod:`backend.service.services.compute`): mesh and render routes run their
 work through :func:`run_compute`, which watches for the client leaving and answers a full queue with
 503 and a Retry-After header."""
 
@@ -9,8 +9,8 @@ from typing import TypeVar
 
 from fastapi import HTTPException, Request
 
-from backend.service.compute import ComputeQueue
 from backend.service.errors import QueueFull
+from backend.service.services.compute import ComputeQueue
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from typing import Any
 from backend.errors import NeuralShapesError
 from backend.service.api.binary import MESH_MEDIA_TYPES
 from backend.service.api.schemas import ID_PATTERN, ErrorPublic
-from backend.service.uploads import MESH_FORMATS
+from backend.service.services.uploads import MESH_FORMATS
 
 ERROR = {"$ref": "#/components/schemas/ErrorPublic"}
 DESCRIPTIONS = {

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from backend.fitting import FitSettings
-from backend.network import MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_WIDTH, Architecture
+from backend.fitting.batched import FitSettings
+from backend.shapes.architecture import MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MAX_WIDTH, Architecture
 
 _DEFAULT_FIT = FitSettings()
 ID_PATTERN = r"^[0-9a-f]{32}$"  # what backend.service.errors.check_id accepts
@@ -71,7 +71,7 @@ class UploadPublic(BaseModel):
 
 
 class FitSettingsCreate(_In):
-    """Fitting settings (see ``backend.fitting.FitSettings``); small values make quick, rough fits."""
+    """Fitting settings (see ``backend.fitting.batched.FitSettings``); small values make quick, rough fits."""
 
     samples: Integer = Field(_DEFAULT_FIT.samples, ge=1000, le=20_000_000)
     max_steps: Integer = Field(_DEFAULT_FIT.max_steps, ge=1, le=1_000_000)

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from backend.service.api.deps import JsonBody, Limit, Offset, ServiceDep
 from backend.service.api.schemas import FitJobCreate, JobList, JobPublic
 from backend.service.errors import TooLarge
-from backend.service.fit_job import check_fit_cost
-from backend.service.jobs import STATES
+from backend.service.services.fit_job import check_fit_cost
+from backend.service.services.job_queue import STATES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from backend.errors import NeuralShapesError
-from backend.rendering import render
+from backend.rendering.renderer import render
 from backend.service.api.binary import image_response
 from backend.service.api.compute import run_compute
 from backend.service.api.deps import JsonBody, ServiceDep
-from backend.service.scenes import RenderRequest, build_scene
+from backend.service.services.scenes import RenderRequest, build_scene
 from kernels.device import default_device
 
 router = APIRouter(prefix="/v1", tags=["render"])

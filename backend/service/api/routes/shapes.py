@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from backend.errors import NeuralShapesError
-from backend.extraction import extract_mesh
+from backend.meshes.extraction import extract_mesh
 from backend.service.api.binary import attachment, mesh_response
 from backend.service.api.compute import run_compute
 from backend.service.api.deps import BinaryBody, Limit, Offset, ServiceDep

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.service.api.deps import BinaryBody, ServiceDep
 from backend.service.api.schemas import UploadPublic
-from backend.service.uploads import MESH_FORMATS
+from backend.service.services.uploads import MESH_FORMATS
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 FormatQuery = Annotated[str, Query(description=f"one of {', '.join(MESH_FORMATS)}")]

@@ -1,0 +1,5 @@
+"""``python -m backend.cli``: the ``neural-shapes`` command line."""
+
+from backend.cli.main import app
+
+app(prog_name="neural-shapes")

@@ -1,0 +1,189 @@
+"""The conversion commands: ``fit`` (meshes to neural shapes, with a quality table), ``eval`` (a shape's
+quality against a mesh), and ``fit-points``
+(neural shapes from point clouds or partial scans, no inside/outside given). Each cloud becomes NAME.h5 (a family member like any fitted shape) and
+NAME.obj (its marching-cubes mesh in the cloud's own frame); failures are one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backend.cli.output import err, fail, out
+from backend.errors import NeuralShapesError
+from backend.files import safe_file_stem
+from backend.fitting.batched import FitProgress, FitSettings
+from backend.fitting.from_points import SurfaceFitSettings, fit_surface_points
+from backend.fitting.pipeline import (
+    DEFAULT_FIT_BATCH,
+    DEFAULT_RESOLUTION,
+    convert_files,
+    evaluate_shape,
+    finite_or_none,
+    fit_result_rows,
+    fitted_shape,
+    to_source_frame,
+    write_mesh_atomically,
+)
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import DEFAULT_MAX_FACES, find_mesh_files, load_mesh_file
+from backend.meshes.metrics import point_cloud_quality
+from backend.meshes.point_clouds import load_point_cloud
+from backend.shapes.architecture import Architecture
+from backend.shapes.family_file import resolve_family
+from backend.shapes.shape_file import read_shape, write_shape
+
+
+def fit(
+    paths: Annotated[list[Path], typer.Argument(help="Mesh files (OBJ, PLY, STL, OFF, GLB/glTF) or folders of them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME.h5 and NAME.obj outputs.")],
+    target: Annotated[float, typer.Option(help="Surface error to stop at (normalised units).")] = FitSettings.target_surface_error,
+    max_steps: Annotated[int, typer.Option(help="Step limit per shape.")] = FitSettings.max_steps,
+    samples: Annotated[int, typer.Option(help="Importance samples per shape.")] = FitSettings.samples,
+    beta: Annotated[float, typer.Option(help="Importance sampling sharpness: density ~ exp(-beta |sdf|).")] = FitSettings.beta,
+    batch_size: Annotated[int, typer.Option(help="Points per shape per step.")] = FitSettings.batch_size,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = FitSettings.learning_rate,
+    hidden_layers: Annotated[int, typer.Option(help="Hidden layers of the MLP.")] = 8,
+    width: Annotated[int, typer.Option(help="Width of each hidden layer.")] = 32,
+    activation: Annotated[str, typer.Option(help="relu (the paper's) or sine (SIREN).")] = "relu",
+    family: Annotated[str, typer.Option(help="Model family: 'default' (bundled, meta-learned), 'random' / 'random:SEED', or a FAMILY.h5.")] = "default",
+    fit_batch: Annotated[int, typer.Option(help="Shapes fitted together in one batched model.")] = DEFAULT_FIT_BATCH,
+    resolution: Annotated[int, typer.Option(help="Marching cubes grid for the reconstruction and its metrics.")] = DEFAULT_RESOLUTION,
+    half: Annotated[bool, typer.Option("--half", help="Store weights as float16.")] = False,
+    max_faces: Annotated[int, typer.Option(help="Refuse meshes with more faces than this.")] = DEFAULT_MAX_FACES,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and batch order.")] = 0,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave meshes whose NAME.h5 is already in the output folder (resumes an interrupted run).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+) -> None:
+    """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table."""
+    try:
+        architecture = Architecture.for_activation(activation, hidden_layers, width)
+        chosen = resolve_family(family, architecture)
+        settings = FitSettings(
+            samples=samples, beta=beta, batch_size=batch_size, learning_rate=learning_rate,
+            target_surface_error=target, max_steps=max_steps, seed=seed,
+        )
+    except (ValueError, NeuralShapesError) as error:
+        fail(str(error))
+    sources = find_mesh_files(paths)
+    if not sources:
+        fail("no mesh files found in " + ", ".join(map(str, paths)))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+        tasks = {s: bar.add_task(s.name, total=settings.max_steps, status="waiting") for s in sources}
+
+        def show(source: Path, event: FitProgress) -> None:
+            if event.stage == "sampling":
+                bar.update(tasks[source], status="sampling")
+            elif event.stage == "fitting":
+                bar.update(tasks[source], completed=event.step, status=f"step {event.step}  surface error {event.surface_error:.4f}")
+            else:
+                status = f"done, {event.step} steps, surface error {event.surface_error:.4f}"
+                bar.update(tasks[source], completed=settings.max_steps, status=status)
+                if not err.is_terminal:  # logs and pipelines get a line per shape instead of a live bar
+                    err.print(f"{source.name}: {status}", highlight=False)
+
+        try:
+            outcomes = convert_files(
+                sources, output, chosen, settings, resolution=resolution, half_precision=half,
+                max_faces=max_faces, fit_batch=fit_batch, skip_existing=skip_existing, progress=show,
+            )
+        except NeuralShapesError as error:
+            fail(str(error))
+        for outcome in outcomes:
+            if outcome.error:
+                bar.update(tasks[outcome.source], status="[red]failed")
+            elif outcome.skipped:
+                bar.update(tasks[outcome.source], completed=settings.max_steps, status="skipped (output exists)")
+    rows = fit_result_rows(outcomes)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"neural shapes in {output}  (family {chosen.family_id})")
+        for column in ("source", "surface error", "chamfer", "F-score", "steps", "seconds", "output"):
+            table.add_column(column, justify="left" if column in ("source", "output") else "right", overflow="fold")
+        for row in rows:
+            if row.get("error") or row.get("skipped"):
+                continue
+            chamfer = "-" if row["chamfer"] is None else f"{row['chamfer']:.4f}"
+            table.add_row(Path(row["source"]).name, f"{row['surface_error']:.4f}", chamfer, f"{row['fscore']:.3f}",
+                          str(row["steps"]), f"{row['fit_seconds']:.1f}", Path(row["output"]).name)
+        out.print(table)
+    failures = [o for o in outcomes if o.error]
+    for outcome in failures:
+        err.print(f"[red]failed:[/red] {outcome.error}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def evaluate(
+    shape_path: Annotated[Path, typer.Argument(metavar="SHAPE.h5", help="A neural shape file.")],
+    mesh: Annotated[Path, typer.Option(help="The source mesh to compare with (its own frame).")],
+    resolution: Annotated[int, typer.Option(help="Marching cubes grid for Chamfer / F-score.")] = DEFAULT_RESOLUTION,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Surface error, Chamfer distance and F-score of a neural shape against a mesh (normalised units)."""
+    try:
+        shape = read_shape(shape_path)
+        # Measure in the shape's own normalised frame: its stored transform, not a fresh normalisation.
+        source = load_mesh_file(mesh, max_faces=sys.maxsize, transform=shape.transform)
+        metrics, _ = evaluate_shape(shape, source, resolution)
+    except (NeuralShapesError, ValueError) as error:
+        fail(str(error))
+    result = {"surface_error": metrics["surface_error"], "chamfer": finite_or_none(metrics["chamfer"]), "fscore": metrics["fscore"]}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:14s} {value}")
+
+
+def fit_points_command(
+    paths: Annotated[list[Path], typer.Argument(help="Point clouds: PLY (optional nx ny nz), XYZ/TXT (x y z [nx ny nz]), or mesh files' vertices.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME.h5 and NAME.obj outputs.")],
+    partial: Annotated[bool, typer.Option("--partial", help="The points cover only part of the surface (a scan from one side).")] = False,
+    family: Annotated[str, typer.Option(help="Model family: 'default', 'random' / 'random:SEED', or a FAMILY.h5.")] = "default",
+    steps: Annotated[int, typer.Option(help="Adam steps.")] = SurfaceFitSettings.steps,
+    resolution: Annotated[int, typer.Option(help="Marching cubes grid of the output mesh and its metrics.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of lines.")] = False,
+) -> None:
+    """Fit a neural SDF to points on a surface only: whole point clouds, or partial scans with --partial."""
+    try:
+        chosen = resolve_family(family)
+        settings = replace(SurfaceFitSettings(), steps=steps)
+        output.mkdir(parents=True, exist_ok=True)
+    except (NeuralShapesError, OSError) as error:
+        fail(str(error))
+    rows, failures = [], 0
+    for path in paths:
+        try:
+            cloud = load_point_cloud(path)
+            with err.status(f"fitting {path.name} ({len(cloud.points):,} points)"):
+                result = fit_surface_points(chosen, cloud.points, cloud.normals, complete=not partial, settings=settings)
+            shape = fitted_shape(cloud, result, chosen, source_name=path.name)
+            reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
+            quality = point_cloud_quality(cloud.points, reconstruction)
+            shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=quality.chamfer, fscore=quality.fscore)
+            stem = safe_file_stem(cloud.name)
+            write_mesh_atomically(to_source_frame(reconstruction, cloud.transform), output / f"{stem}.obj")
+            write_shape(output / f"{stem}.h5", shape)
+        except NeuralShapesError as error:
+            err.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
+            failures += 1
+            continue
+        rows.append({"source": str(path), "output": str(output / f"{stem}.h5"), "points": len(cloud.points),
+                     "normals": cloud.normals is not None, **{k: shape.metrics[k] for k in ("surface_error", "chamfer", "fscore", "fit_seconds")}})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            out.print(f"{Path(row['source']).name}: surface error {row['surface_error']:.4f}, Chamfer {row['chamfer']:.4f}, "
+                      f"F-score {row['fscore']:.3f}, {row['fit_seconds']:.1f} s -> {row['output']}", highlight=False)
+    if failures:
+        raise typer.Exit(1)

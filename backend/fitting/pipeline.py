@@ -1,0 +1,202 @@
+"""Mesh files in, neural shapes out: loading, batched fitting, quality figures, files on disk.
+
+This is the service the command line (and later the HTTP service and the batch tools) call. A bad
+input never stops the others: it is reported in its :class:`ConversionOutcome` and nothing is written
+for it. Outputs per source ``NAME.ext``: ``NAME.h5`` (the neural shape) and ``NAME.obj`` (its marching
+cubes reconstruction in the source frame).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from backend import __version__
+from backend.errors import NeuralShapesError
+from backend.files import safe_file_stem, write_atomically
+from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
+from backend.meshes.extraction import extract_mesh
+from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, Similarity, load_mesh_file
+from backend.meshes.metrics import (
+    CHAMFER_POINTS,
+    SURFACE_ERROR_POINTS,
+    reconstruction_quality,
+    surface_error,
+    surface_samples,
+)
+from backend.shapes.architecture import ModelFamily
+from backend.shapes.shape_file import NeuralShape, write_shape
+
+DEFAULT_RESOLUTION = 128
+DEFAULT_FIT_BATCH = 16
+
+
+@dataclass
+class ConversionOutcome:
+    """One source file's result: the written shape, or the one-line error that stopped it."""
+
+    source: Path
+    shape: NeuralShape | None = None
+    output: Path | None = None
+    mesh_output: Path | None = None
+    error: str | None = None
+    skipped: bool = False  # its output already existed (``skip_existing``): nothing was fitted or written
+
+
+def evaluate_shape(
+    shape: NeuralShape, mesh: NormalisedMesh, resolution: int = DEFAULT_RESOLUTION, seed: int = 0
+) -> tuple[dict[str, float], trimesh.Trimesh]:
+    """Surface error, Chamfer and F-score of a shape against a mesh given in the shape's normalised frame.
+
+    Returns the metrics and the marching-cubes reconstruction (normalised frame).
+    """
+    points = surface_samples(mesh.vertices, mesh.faces, max(SURFACE_ERROR_POINTS, CHAMFER_POINTS), seed=seed)
+    reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
+    quality = reconstruction_quality(mesh.trimesh(), points[:CHAMFER_POINTS], reconstruction, seed=seed)
+    metrics = {
+        "surface_error": surface_error(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS]),
+        "chamfer": quality.chamfer,
+        "fscore": quality.fscore,
+    }
+    return metrics, reconstruction
+
+
+def to_source_frame(mesh: trimesh.Trimesh, transform: Similarity) -> trimesh.Trimesh:
+    """A copy of a normalised-frame mesh moved back to the source mesh's frame."""
+    return trimesh.Trimesh(transform.to_source(mesh.vertices), mesh.faces, process=False)
+
+
+def convert_files(
+    sources: list[Path],
+    out_dir: Path,
+    family: ModelFamily,
+    settings: FitSettings = FitSettings(),
+    *,
+    resolution: int = DEFAULT_RESOLUTION,
+    half_precision: bool = False,
+    max_faces: int = DEFAULT_MAX_FACES,
+    fit_batch: int = DEFAULT_FIT_BATCH,
+    skip_existing: bool = False,
+    progress: Callable[[Path, FitProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[ConversionOutcome]:
+    """Convert mesh files into ``.h5`` neural shapes (+ reconstructed ``.obj``) in ``out_dir``.
+
+    Meshes are fitted ``fit_batch`` at a time in one batched model and written after each batch, so with
+    ``skip_existing`` (sources whose ``.h5`` is already there are left alone) an interrupted run resumes.
+    Returns one outcome per source, in order.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = [ConversionOutcome(source=Path(s)) for s in sources]
+    stems = _output_stems([o.source for o in outcomes])
+    loaded: list[tuple[ConversionOutcome, NormalisedMesh]] = []
+    for outcome in outcomes:
+        existing = out_dir / f"{stems[outcome.source]}.h5"
+        if skip_existing and existing.is_file():
+            outcome.output, outcome.skipped = existing, True
+            continue
+        try:
+            loaded.append((outcome, load_mesh_file(outcome.source, max_faces=max_faces)))
+        except NeuralShapesError as error:
+            outcome.error = str(error)
+    for start in range(0, len(loaded), fit_batch):
+        group = loaded[start : start + fit_batch]
+        meshes = [mesh for _, mesh in group]
+        report = None
+        if progress is not None:
+            report = lambda event, group=group: progress(group[event.shape_index][0].source, event)  # noqa: E731
+        results = fit_shapes(family, meshes, settings, progress=report, cancel=cancel)
+        for (outcome, mesh), result in zip(group, results):
+            try:
+                _finish(outcome, mesh, result, family, out_dir / stems[outcome.source], resolution, half_precision)
+            except (NeuralShapesError, OSError) as error:
+                outcome.error = f"{outcome.source}: {error}"
+    return outcomes
+
+
+def _finish(
+    outcome: ConversionOutcome,
+    mesh: NormalisedMesh,
+    result: FitResult,
+    family: ModelFamily,
+    stem: Path,
+    resolution: int,
+    half_precision: bool,
+) -> None:
+    shape = fitted_shape(mesh, result, family, source_name=outcome.source.name)
+    metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
+    shape.metrics.update(metrics)
+    mesh_output = stem.with_suffix(".obj")
+    write_mesh_atomically(to_source_frame(reconstruction, mesh.transform), mesh_output)
+    write_shape(stem.with_suffix(".h5"), shape, half_precision=half_precision)
+    outcome.shape, outcome.output, outcome.mesh_output = shape, stem.with_suffix(".h5"), mesh_output
+
+
+def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *, source_name: str) -> NeuralShape:
+    """The neural shape of one fit result with its fit figures and provenance (quality metrics not yet added)."""
+    return NeuralShape(
+        name=mesh.name,
+        architecture=family.architecture,
+        family_id=family.family_id,
+        weights=result.weights,
+        transform=mesh.transform,
+        metrics={"final_loss": result.final_loss, "fit_seconds": result.fit_seconds, "steps": result.steps},
+        provenance={
+            "source_name": source_name,
+            "source_sha256": mesh.source_sha256,
+            "tool_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def write_mesh_atomically(mesh: trimesh.Trimesh, path: Path) -> None:
+    """Export a mesh (format from the suffix) through a temporary file, so no half-written file appears."""
+    data = mesh.export(file_type=path.suffix[1:].lower())
+    write_atomically(path, data.encode() if isinstance(data, str) else data)
+
+
+def _output_stems(sources: list[Path]) -> dict[Path, str]:
+    """Output names per source: its (sanitised) stem, or stem-ext when two sources share a stem."""
+    stems = {s: safe_file_stem(s.stem) for s in sources}
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {s: stem if counts[stem] == 1 else f"{stem}-{s.suffix.lstrip('.').lower()}" for s, stem in stems.items()}
+
+
+def fit_result_rows(outcomes: list[ConversionOutcome]) -> list[dict]:
+    """The ``--json`` rows of ``fit``: source, output, surface_error, fit_seconds, steps (or error)."""
+    rows = []
+    for o in outcomes:
+        if o.skipped:
+            rows.append({"source": str(o.source), "output": str(o.output), "skipped": True})
+            continue
+        if o.shape is None:
+            rows.append({"source": str(o.source), "output": None, "error": o.error})
+            continue
+        m = o.shape.metrics
+        rows.append(
+            {
+                "source": str(o.source),
+                "output": str(o.output),
+                "mesh": str(o.mesh_output),
+                "surface_error": m["surface_error"],
+                "chamfer": finite_or_none(m["chamfer"]),
+                "fscore": m["fscore"],
+                "fit_seconds": m["fit_seconds"],
+                "steps": int(m["steps"]),
+            }
+        )
+    return rows
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: an empty reconstruction's Chamfer distance is reported as null."""
+    return float(value) if np.isfinite(value) else None

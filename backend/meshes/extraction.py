@@ -1,0 +1,84 @@
+"""Meshes back from a neural SDF by marching cubes over the sampling cube [-1, 1]^3 of its normalised frame.
+
+Methods: "sparse" (default; Warp kernels, Lipschitz octree, cost follows the surface area), "dense"
+(Warp kernels on every grid node) and "reference" (torch evaluation + PyMCubes, the slow CPU
+reference). All clip the field to the sphere of radius ``EXTRACTION_RADIUS`` (see
+:func:`clip_to_bounding_sphere`). The grid has ``resolution`` points per axis. Output vertices are in the *normalised* frame
+unless a ``transform`` (the shape's similarity) is given, then in the source mesh's frame; faces are
+oriented outward (normals point from negative to positive SDF), vertices are welded, and the Warp
+methods attach unit vertex normals from the network's analytic gradient.
+"""
+
+from __future__ import annotations
+
+import mcubes
+import numpy as np
+import trimesh
+
+from backend.meshes.loading import BOUNDING_RADIUS, Similarity
+from backend.meshes.sampling import CUBE_HALF_SIZE
+from backend.shapes.architecture import Architecture, Weights
+from backend.shapes.network import evaluate_sdf
+from kernels.marching_cubes import extract_neural
+
+MAX_RESOLUTION = 1024
+EXTRACTION_RADIUS = BOUNDING_RADIUS + 0.05
+
+
+def clip_to_bounding_sphere(values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """max(f, |x| - EXTRACTION_RADIUS): intersect the field with a sphere just outside the shape's bounding sphere.
+
+    Normalisation puts every source surface inside radius 0.9, so this changes nothing of the true
+    shape; it removes stray zero crossings a network may have in the sparsely sampled cube corners.
+    """
+    return np.maximum(values, np.linalg.norm(points, axis=-1) - EXTRACTION_RADIUS)
+
+
+def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> np.ndarray:
+    """SDF values on a regular grid over the cube, clipped to the bounding sphere: (r, r, r) float32 indexed [x, y, z]."""
+    axis = np.linspace(-CUBE_HALF_SIZE, CUBE_HALF_SIZE, resolution, dtype=np.float32)
+    values = np.empty((resolution, resolution, resolution), dtype=np.float32)
+    yz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    for i, x in enumerate(axis):  # one slab at a time keeps memory at r^2 points
+        slab = np.concatenate([np.full((len(yz), 1), x, dtype=np.float32), yz], axis=1)
+        values[i] = clip_to_bounding_sphere(evaluate_sdf(architecture, weights, slab), slab).reshape(resolution, resolution)
+    return values
+
+
+def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
+    """Zero level set of a grid over the cube (as :func:`sdf_grid` makes), normalised frame, outward faces."""
+    resolution = values.shape[0]
+    vertices, faces = mcubes.marching_cubes(values, 0.0)
+    if len(faces) == 0:
+        return trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), process=False)
+    vertices = vertices * (2 * CUBE_HALF_SIZE / (resolution - 1)) - CUBE_HALF_SIZE
+    # PyMCubes orients faces towards increasing values' opposite; flip so normals point outward (f > 0).
+    mesh = trimesh.Trimesh(vertices, np.ascontiguousarray(faces[:, ::-1]), process=True)
+    return mesh
+
+
+def extract_mesh(
+    architecture: Architecture,
+    weights: Weights,
+    resolution: int,
+    *,
+    method: str = "sparse",
+    transform: Similarity | None = None,
+    device: str | None = None,
+) -> trimesh.Trimesh:
+    """Marching-cubes mesh of the zero level set: normalised frame, or the source frame with ``transform``."""
+    if not 8 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"resolution must be between 8 and {MAX_RESOLUTION}, got {resolution}")
+    if method == "reference":
+        mesh = marching_cubes(sdf_grid(architecture, weights, resolution))
+        vertices, faces, normals = mesh.vertices, mesh.faces, None
+    elif method in ("sparse", "dense"):
+        surface = extract_neural(architecture, weights, resolution, method, clip_radius=EXTRACTION_RADIUS, device=device)
+        vertices, faces, normals = surface.vertices.astype(np.float64), surface.faces.astype(np.int64), surface.normals
+    else:
+        raise ValueError(f"method must be 'sparse', 'dense' or 'reference', got '{method}'")
+    if transform is not None:
+        vertices = transform.to_source(vertices)  # a similarity: normals keep their direction
+    if len(faces) == 0:  # a field with no zero crossing: an empty mesh (trimesh cannot take normals for it)
+        normals = None
+    return trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False)
