@@ -32,7 +32,7 @@ from backend.shapes.network import BatchedSDF, evaluate_sdf, random_family  # no
 from backend.shapes.shape_file import NeuralShape, read_shape  # noqa: E402
 from kernels.device import default_device  # noqa: E402
 from kernels.marching_cubes import extract_neural  # noqa: E402
-from kernels.mlp_eval import evaluate  # noqa: E402
+from kernels.mlp_eval import evaluate, evaluate_with_gradient  # noqa: E402
 from kernels.sphere_trace import TraceSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def main() -> None:
 
     points = np.random.default_rng(0).uniform(-1, 1, (1_000_000, 3)).astype(np.float32)
     warp_values, _ = timed(lambda: evaluate(arch, [weights], points, device=device), 2)
-    warp_gradients, _ = timed(lambda: evaluate(arch, [weights], points, gradient=True, device=device), 2)
+    warp_gradients, _ = timed(lambda: evaluate_with_gradient(arch, [weights], points, device=device), 2)
     torch_values, _ = timed(lambda: evaluate_sdf(arch, weights, points), 2)
     torch.set_num_threads(1)
     torch_single, _ = timed(lambda: evaluate_sdf(arch, weights, points), 2)

@@ -24,11 +24,11 @@
 
 import functools
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import warp as wp
 
-from backend.shapes.architecture import Architecture, Weights
 from kernels.device import default_device, init_warp, run_chunked
 
 LANES = 4  # points per packet (see NeuralField.values)
@@ -38,6 +38,38 @@ FIELD_KERNEL_OPTIONS = {"max_unroll": 64}
 Packet = wp.types.matrix(shape=(LANES, 3), dtype=wp.float32)  # LANES points, one per row
 PacketValues = wp.types.vector(length=LANES, dtype=wp.float32)
 PacketGradients = wp.types.matrix(shape=(LANES, 4), dtype=wp.float32)  # per row: value, gradient
+
+ACTIVATIONS = ("relu", "sine")
+OUTPUT_ACTIVATIONS = ("tanh", "none")
+
+Weights = list[tuple[np.ndarray, np.ndarray]]  # one shape, per layer: weight (out, in), bias (out,), float32
+
+
+class MlpLayout(Protocol):
+    """What the kernels read of a network's architecture (``backend.shapes.architecture.Architecture`` fits).
+
+    3 inputs -> ``hidden_layers`` layers of ``width`` units (``activation`` "relu", or "sine": sin(w0 z)
+    with w0 = ``sine_w0``) -> 1 output (``output_activation`` "tanh" or "none"). Hashable (a frozen
+    dataclass): :func:`neural_field` caches one field per architecture object.
+    """
+
+    @property
+    def hidden_layers(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def activation(self) -> str: ...
+    @property
+    def output_activation(self) -> str: ...
+    @property
+    def sine_w0(self) -> float: ...
+
+
+def _check_layout(layout: MlpLayout) -> None:
+    if layout.hidden_layers < 1 or layout.width < 1:
+        raise ValueError(f"need at least one hidden layer of width >= 1, got {layout.hidden_layers} x {layout.width}")
+    if layout.activation not in ACTIVATIONS or layout.output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(f"unknown activation '{layout.activation}' / output activation '{layout.output_activation}'")
 
 
 @dataclass(frozen=True)
@@ -52,7 +84,7 @@ class NeuralField:
     ``module_options=FIELD_KERNEL_OPTIONS``.
     """
 
-    architecture: Architecture
+    architecture: MlpLayout
     param_dtype: type
     value: wp.Function
     value_and_gradient: wp.Function
@@ -70,11 +102,11 @@ class NeuralField:
     def pack(self, weights: list[Weights]) -> np.ndarray:
         """Weights of several shapes -> (shapes, rows, width) float32 in the layout above."""
         arch = self.architecture
-        sizes = arch.layer_sizes
+        sizes = [3] + [arch.width] * arch.hidden_layers + [1]  # features from input to output
         out = np.zeros((len(weights), self.rows(), arch.width), dtype=np.float32)
         for s, layers in enumerate(weights):
             if len(layers) != len(sizes) - 1:
-                raise ValueError(f"shape {s} has {len(layers)} layers, the architecture {arch.describe()} needs {len(sizes) - 1}")
+                raise ValueError(f"shape {s} has {len(layers)} layers, the architecture {arch.hidden_layers}x{arch.width} needs {len(sizes) - 1}")
             for layer, (weight, bias) in enumerate(layers):
                 expected = (sizes[layer + 1], sizes[layer])
                 if np.shape(weight) != expected or np.shape(bias) != (sizes[layer + 1],):
@@ -94,8 +126,9 @@ class NeuralField:
 
 
 @functools.cache
-def neural_field(architecture: Architecture) -> NeuralField:
+def neural_field(architecture: MlpLayout) -> NeuralField:
     """The (cached) Warp field of an architecture; kernels compile lazily on first launch."""
+    _check_layout(architecture)
     init_warp()
     width, hidden = architecture.width, architecture.hidden_layers
     sine, tanh_out = architecture.activation == "sine", architecture.output_activation == "tanh"
@@ -321,6 +354,18 @@ def _batch_kernel(field, gradients: bool) -> wp.Kernel:
     return batch_kernel
 
 
+@wp.kernel(enable_backward=False)
+def _clip_kernel(points: wp.array(dtype=wp.vec3), radius: float, values: wp.array(dtype=float), gradients: wp.array(dtype=wp.vec3)):
+    # max(f, |p| - radius): the field intersected with a sphere (gradient of the chosen term).
+    i = wp.tid()
+    p = points[i]
+    sphere = wp.length(p) - radius
+    if sphere > values[i]:
+        values[i] = sphere
+        if gradients.shape[0] > 0:
+            gradients[i] = wp.normalize(p)
+
+
 def launch_field(
     field,
     params: wp.array,
@@ -329,10 +374,14 @@ def launch_field(
     out_gradients: wp.array | None = None,
     first_shape: int = 0,
     per_shape: int | None = None,
+    clip_radius: float | None = None,
 ) -> None:
     """Evaluate a field at device points into device arrays, split over CPU threads; no host sync on a GPU.
 
-    points : (n,) vec3, normalised frame; out_values : (n,) float32; out_gradients : (n,) vec3 or None.
+    points : (n,) vec3, normalised frame; out_values : (n,) float32, negative inside; out_gradients :
+    (n,) vec3 or None. Point i belongs to shape ``first_shape + i // per_shape`` (one shape by default).
+    clip_radius : intersect the field with the sphere of that radius around the origin (normalised
+    units; drops stray far surfaces), or None.
     """
     n = points.shape[0]
     kernel = _batch_kernel(field, out_gradients is not None)
@@ -344,22 +393,14 @@ def launch_field(
         wp.launch(kernel, dim=-(-(stop - start) // LANES), inputs=inputs, outputs=[out_values, gradients], device=points.device)
 
     run_chunked(str(points.device), n, run)
+    if clip_radius is not None:
+        wp.launch(_clip_kernel, dim=n, inputs=[points, float(clip_radius)], outputs=[out_values, gradients], device=points.device)
 
 
-def evaluate(
-    architecture: Architecture,
-    weights: list[Weights],
-    points: np.ndarray,
-    gradient: bool = False,
-    device: str | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Signed distances (and gradients) of several shapes of one architecture, in one launch.
-
-    points : (s, n, 3) float32, normalised frame, one set per shape (``len(weights) == s``); (n, 3) with
-    one shape is accepted too. Returns values (s, n) float32, negative inside (or (n,) for (n, 3) input);
-    with ``gradient`` also d value / d point, same leading shape + (3,). Agrees with
-    :func:`backend.shapes.network.evaluate_sdf` to float32 round-off.
-    """
+def _evaluate(
+    architecture: MlpLayout, weights: list[Weights], points: np.ndarray, gradients: bool, device: str | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values and (with ``gradients``) gradients for :func:`evaluate` and :func:`evaluate_with_gradient`."""
     points = np.asarray(points)
     single = points.ndim == 2
     batched = points[None] if single else points
@@ -371,14 +412,35 @@ def evaluate(
     device = default_device(device)
     shapes, n = batched.shape[:2]
     values = wp.zeros(shapes * n, dtype=float, device=device)
-    gradients = wp.zeros(shapes * n, dtype=wp.vec3, device=device) if gradient else None
+    out_gradients = wp.zeros(shapes * n, dtype=wp.vec3, device=device) if gradients else None
     if shapes * n:
         params = wp.array(field.pack(weights), dtype=field.param_dtype, device=device)
         flat = wp.array(np.ascontiguousarray(batched, dtype=np.float32).reshape(-1, 3), dtype=wp.vec3, device=device)
-        launch_field(field, params, flat, values, gradients, per_shape=n)
+        launch_field(field, params, flat, values, out_gradients, per_shape=n)
     lead = (n,) if single else (shapes, n)
-    out = values.numpy().reshape(lead)  # host sync
-    return (out, gradients.numpy().reshape(lead + (3,))) if gradient else out
+    host_values = values.numpy().reshape(lead)  # host sync
+    return host_values, None if out_gradients is None else out_gradients.numpy().reshape(lead + (3,))
+
+
+def evaluate(architecture: MlpLayout, weights: list[Weights], points: np.ndarray, device: str | None = None) -> np.ndarray:
+    """Signed distances of several shapes of one architecture, in one launch.
+
+    points : (s, n, 3) float, normalised frame, one set per shape (``len(weights) == s``); (n, 3) with
+    one shape is accepted too. Returns values (s, n) float32 (or (n,) for (n, 3) input), normalised
+    units, negative inside. Agrees with ``backend.shapes.network.evaluate_sdf`` to float32 round-off.
+    """
+    return _evaluate(architecture, weights, points, False, device)[0]
+
+
+def evaluate_with_gradient(
+    architecture: MlpLayout, weights: list[Weights], points: np.ndarray, device: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distances and their analytic gradients d value / d point, in one launch.
+
+    points as for :func:`evaluate`. Returns values (s, n) float32, negative inside, and gradients
+    (s, n, 3) float32 in the normalised frame (or (n,) and (n, 3) for (n, 3) input).
+    """
+    return _evaluate(architecture, weights, points, True, device)
 
 
 @dataclass(frozen=True)
@@ -394,7 +456,7 @@ class LipschitzBound:
 
 
 def lipschitz_bound(
-    architecture: Architecture,
+    architecture: MlpLayout,
     weights: Weights,
     margin: float = 1.5,
     band: float = 0.1,
@@ -416,7 +478,7 @@ def lipschitz_bound(
     jittered = (cells + rng.random(cells.shape)) * (2.0 / k) - 1.0
     nodes = np.stack(np.meshgrid(*(np.linspace(-1.0, 1.0, k + 1),) * 3, indexing="ij"), -1).reshape(-1, 3)
     points = np.concatenate([jittered, nodes]).astype(np.float32)
-    values, gradients = evaluate(architecture, [weights], points, gradient=True, device=device)
+    values, gradients = evaluate_with_gradient(architecture, [weights], points, device=device)
     norms = np.linalg.norm(gradients, axis=1)
     near = np.abs(values) <= band
     worst = 1.0

@@ -16,7 +16,7 @@ from backend.shapes.architecture import Architecture
 from backend.shapes.network import evaluate_sdf
 from kernels.device import init_warp
 from kernels.marching_cubes import extract_dense, extract_neural, extract_sparse, sample_grid
-from kernels.mlp_eval import evaluate, neural_field
+from kernels.mlp_eval import evaluate_with_gradient, neural_field
 from tests.fields import BOX, FIELD, SPHERE, TORUS, AnalyticField, fit_sphere, params
 
 init_warp()
@@ -142,7 +142,7 @@ def test_extract_mesh_in_source_frame_with_normals():
     assert np.abs(radius - 1.0).max() < 0.1  # a sphere of radius 0.5 normalised = 1.0 in source units
     outward = (source.vertices - transform.centre) / radius[:, None]
     assert (np.sum(source.vertex_normals * outward, axis=1) > 0.0).all()  # a rough net: outward, not quite radial
-    _, gradients = evaluate(arch, [weights], normalised.vertices.astype(np.float32), gradient=True)
+    _, gradients = evaluate_with_gradient(arch, [weights], normalised.vertices.astype(np.float32))
     assert np.allclose(source.vertex_normals, gradients / np.linalg.norm(gradients, axis=1, keepdims=True), atol=1e-5)
     reference = extract_mesh(arch, weights, 64, method="reference")
     assert _hausdorff(reference.vertices, normalised.vertices) < 1.0 / 63

@@ -8,7 +8,7 @@ import warp as wp
 from backend.shapes.architecture import Architecture, random_family
 from backend.shapes.network import BatchedSDF
 from kernels.device import init_warp
-from kernels.mlp_eval import evaluate, lipschitz_bound, neural_field
+from kernels.mlp_eval import evaluate, evaluate_with_gradient, lipschitz_bound, neural_field
 from tests.fields import fit_sphere
 
 init_warp()
@@ -35,7 +35,7 @@ def test_values_and_gradients_match_torch(architecture, device):
     weights = [random_family(architecture, seed).initial_weights for seed in range(3)]
     # 4001 points per shape: packets of four points straddle shapes and the last one is part-full.
     points = np.random.default_rng(0).uniform(-1, 1, (3, 4001, 3)).astype(np.float32)
-    values, gradients = evaluate(architecture, weights, points, gradient=True, device=device)
+    values, gradients = evaluate_with_gradient(architecture, weights, points, device=device)
     ref_values, ref_gradients = _torch(architecture, weights, points)
     assert values.shape == (3, 4001) and gradients.shape == (3, 4001, 3)
     assert np.abs(values - ref_values).max() <= 1e-5
@@ -53,7 +53,7 @@ def test_single_shape_and_empty_batches():
     points = np.random.default_rng(1).uniform(-1, 1, (100, 3))
     assert evaluate(arch, [weights], points).shape == (100,)
     assert evaluate(arch, [weights], np.zeros((0, 3))).shape == (0,)
-    values, gradients = evaluate(arch, [weights], np.zeros((1, 0, 3)), gradient=True)
+    values, gradients = evaluate_with_gradient(arch, [weights], np.zeros((1, 0, 3)))
     assert values.shape == (1, 0) and gradients.shape == (1, 0, 3)
 
 
@@ -74,7 +74,7 @@ def test_lipschitz_bound_covers_sampled_gradients():
     bound = lipschitz_bound(arch, weights)
     assert 1.0 <= bound.near <= bound.far
     points = np.random.default_rng(5).uniform(-1, 1, (50_000, 3)).astype(np.float32)
-    values, gradients = evaluate(arch, [weights], points, gradient=True)
+    values, gradients = evaluate_with_gradient(arch, [weights], points)
     norms = np.linalg.norm(gradients, axis=1)
     assert norms.max() <= bound.far
     assert norms[np.abs(values) <= bound.band].max() <= bound.near
