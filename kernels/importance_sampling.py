@@ -28,7 +28,7 @@ def _propose_kernel(
     beta: float,
     seed: int,
     offset: int,
-    with_sign: int,
+    with_sign: bool,
     out_points: wp.array(dtype=wp.vec3),
     out_dist: wp.array(dtype=float),
     out_accepted: wp.array(dtype=wp.int32),
@@ -46,7 +46,7 @@ def _propose_kernel(
     # Stage 2 accepts when r * point_bound < exp(-beta * d), i.e. d < -log(r * point_bound) / beta: a
     # closest-point query limited to that distance decides it, and a short limit prunes the BVH walk.
     limit = -wp.log(wp.max(wp.randf(state) * point_bound, 1.0e-30)) / beta
-    if with_sign == 1:
+    if with_sign:
         q = wp.mesh_query_point_sign_normal(mesh_id, p, limit)
         if q.result:
             out_points[tid] = p
@@ -86,7 +86,7 @@ def draw_proposals(
     points = wp.empty(count, dtype=wp.vec3, device=device)
     dist = wp.empty(count, dtype=float, device=device)
     accepted = wp.empty(count, dtype=wp.int32, device=device)
-    with_sign = int(sign == SignMethod.PSEUDO_NORMAL)
+    with_sign = sign == SignMethod.PSEUDO_NORMAL
 
     def run(start: int, stop: int) -> None:
         wp.launch(

@@ -44,16 +44,16 @@ def _distance_kernel(
     mesh_id: wp.uint64,
     points: wp.array(dtype=wp.vec3),
     max_dist: float,
-    sign_method: int,
+    sign_method: int,  # SignMethod
     winding_accuracy: float,
     out_dist: wp.array(dtype=float),
 ):
     tid = wp.tid()
     p = points[tid]
-    if sign_method == 2:
+    if sign_method == SignMethod.WINDING_NUMBER:
         q = wp.mesh_query_point_sign_winding_number(mesh_id, p, max_dist, winding_accuracy, 0.5)
         out_dist[tid] = _query_distance(mesh_id, p, q.result, q.face, q.u, q.v, q.sign, max_dist)
-    elif sign_method == 1:
+    elif sign_method == SignMethod.PSEUDO_NORMAL:
         q = wp.mesh_query_point_sign_normal(mesh_id, p, max_dist)
         out_dist[tid] = _query_distance(mesh_id, p, q.result, q.face, q.u, q.v, q.sign, max_dist)
     else:

@@ -26,6 +26,9 @@
 # occlusion and soft shadow), depth along the camera's viewing axis (inf on misses), outward unit
 # normals in world space (zero on misses), object id (-1 on misses).
 
+# Warp kernels declare a variable that a branch or dynamic loop reassigns with its type: ``int(0)``.
+# ruff: noqa: UP018, RUF046
+
 import functools
 from dataclasses import dataclass
 from enum import IntEnum
@@ -136,7 +139,7 @@ class _Objects:
     centre: wp.array(dtype=wp.vec3)  # bounding sphere, world
     radius: wp.array(dtype=float)
     clip: wp.array(dtype=float)  # the same sphere's radius in the shape frame: the field is clipped to it
-    operation: wp.array(dtype=int)
+    operation: wp.array(dtype=int)  # CSG
     smooth: wp.array(dtype=float)
     colour: wp.array(dtype=wp.vec3)
     pad: float  # use the bounding sphere distance only beyond this (epsilon + largest smooth radius)
@@ -145,7 +148,7 @@ class _Objects:
 @wp.struct
 class _Camera:
     camera_to_world: wp.mat44
-    perspective: int
+    perspective: bool  # else orthographic
     pixel_size: float
     width: int
     height: int
@@ -160,9 +163,9 @@ class _Settings:
     step_safety: float
     light: wp.vec3
     ambient: float
-    occlusion: int
+    occlusion: bool
     occlusion_scale: float
-    shadows: int
+    shadows: bool
     shadow_hardness: float
     shadow_distance: float
 
@@ -170,16 +173,16 @@ class _Settings:
 @wp.func
 def _combine(d: float, g: wp.vec3, id: int, di: float, gi: wp.vec3, i: int, op: int, k: float):
     # CSG of the result so far (d, gradient g, object id) with object i; gradients follow the choice.
-    if i == 0 or op == 0:
+    if i == 0 or op == CSG.UNION:
         if di < d:
             return di, gi, i
-    elif op == 1:
+    elif op == CSG.INTERSECTION:
         if di > d:
             return di, gi, i
-    elif op == 2:
+    elif op == CSG.DIFFERENCE:
         if -di > d:
             return -di, -gi, i
-    else:
+    else:  # CSG.SMOOTH_UNION
         h = wp.clamp(0.5 + 0.5 * (di - d) / k, 0.0, 1.0)  # weight of the result so far
         blended = wp.lerp(di, d, h) - k * h * (1.0 - h)
         return blended, wp.lerp(gi, g, h), wp.where(h < 0.5, i, id)
@@ -191,7 +194,7 @@ def _camera_ray(camera: _Camera, pixel: int):
     # Origin, unit direction (world) and depth per unit of ray length of a pixel's ray (row 0 at the top).
     u = (float(pixel % camera.width) + 0.5 - 0.5 * float(camera.width)) * camera.pixel_size
     v = (0.5 * float(camera.height) - float(pixel / camera.width) - 0.5) * camera.pixel_size
-    if camera.perspective == 1:
+    if camera.perspective:
         local_dir = wp.normalize(wp.vec3(u, v, -1.0))
         origin = wp.transform_point(camera.camera_to_world, wp.vec3())
     else:
@@ -440,12 +443,12 @@ def _tracer(field):
             ambient = PacketValues()
             for r in range(LANES):
                 ambient[r] = settings.ambient
-            if settings.occlusion == 1:
+            if settings.occlusion:
                 ambient = wp.cw_mul(ambient, occlusions(params, objects, settings, points, facing, hits))
             for r in range(LANES):
                 if hits[r] > 0.0:
                     light = wp.max(wp.dot(facing[r], settings.light), 0.0)
-                    if settings.shadows == 1 and light > 0.0:
+                    if settings.shadows and light > 0.0:
                         light *= shadow(params, objects, settings, points[r] + facing[r] * (2.0 * settings.epsilon))
                     c = objects.colour[ids[r]] * (ambient[r] + (1.0 - settings.ambient) * light)
                     out_rgba[first + r] = wp.vec4(c[0], c[1], c[2], 1.0)
@@ -455,7 +458,8 @@ def _tracer(field):
     return march_kernel, shade_kernel
 
 
-def _object_struct(objects: TraceObjects, epsilon: float, device: str) -> _Objects:
+def _object_struct(objects: TraceObjects, epsilon: float, device: str) -> tuple[_Objects, np.ndarray]:
+    """The objects on the device, and their bounding sphere radii (k,) float64 in world units on the host."""
     k = len(objects)
     local_to_world = np.asarray(objects.local_to_world, dtype=np.float64).reshape(k, 4, 4)
     linear = local_to_world[:, :3, :3]
@@ -471,14 +475,15 @@ def _object_struct(objects: TraceObjects, epsilon: float, device: str) -> _Objec
     s.distance_scale = wp.array(scale.astype(np.float32), dtype=float, device=device)
     s.gradient_to_world = wp.array((scale[:, None, None] * world_to_local[:, :3, :3].transpose(0, 2, 1)).astype(np.float32), dtype=wp.mat33, device=device)
     s.centre = wp.array(local_to_world[:, :3, 3].astype(np.float32), dtype=wp.vec3, device=device)
-    s.radius = wp.array((singular.max(axis=1) if k else np.zeros(0)) * np.asarray(objects.radius, dtype=np.float64), dtype=float, device=device)
+    radius = (singular.max(axis=1) if k else np.zeros(0)) * np.asarray(objects.radius, dtype=np.float64)
+    s.radius = wp.array(radius, dtype=float, device=device)
     s.clip = wp.array(np.asarray(objects.radius, dtype=np.float32), dtype=float, device=device)
     s.operation = wp.array(np.asarray(objects.operation, dtype=np.int32), dtype=int, device=device)
     smooth = np.asarray(objects.smooth_radius, dtype=np.float32)
     s.smooth = wp.array(np.maximum(smooth, 1e-9), dtype=float, device=device)
     s.colour = wp.array(np.asarray(objects.colour, dtype=np.float32).reshape(k, 3), dtype=wp.vec3, device=device)
     s.pad = float(epsilon + (smooth.max() if k else 0.0))
-    return s
+    return s, radius
 
 
 def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, settings: TraceSettings = TraceSettings(), device: str | None = None) -> TraceResult:
@@ -504,20 +509,20 @@ def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, s
     device = default_device(device)
     march_kernel, shade_kernel = _tracer(field)
     params_wp = wp.array(params, dtype=field.param_dtype, device=device)
-    objects_wp = _object_struct(objects, settings.epsilon, device)
+    objects_wp, radius = _object_struct(objects, settings.epsilon, device)
     cam = _Camera()
     cam.camera_to_world = wp.mat44(np.asarray(camera.camera_to_world, dtype=np.float32))
-    cam.perspective = int(bool(camera.perspective))
+    cam.perspective = bool(camera.perspective)
     cam.pixel_size, cam.width, cam.height = float(camera.pixel_size), width, height
     cam.clip_start, cam.clip_end = float(camera.clip_start), float(camera.clip_end)
     s = _Settings()
     light = np.asarray(settings.light_direction, dtype=np.float64)
     s.light = wp.vec3(*(light / np.linalg.norm(light)))
     s.epsilon, s.max_steps, s.step_safety = float(settings.epsilon), int(settings.max_steps), float(settings.step_safety)
-    s.ambient, s.occlusion, s.occlusion_scale = float(settings.ambient), int(settings.ambient_occlusion), float(settings.occlusion_scale)
-    s.shadows, s.shadow_hardness = int(settings.soft_shadows), float(settings.shadow_hardness)
+    s.ambient, s.occlusion, s.occlusion_scale = float(settings.ambient), bool(settings.ambient_occlusion), float(settings.occlusion_scale)
+    s.shadows, s.shadow_hardness = bool(settings.soft_shadows), float(settings.shadow_hardness)
     centres = np.asarray(objects.local_to_world, dtype=np.float64)[:, :3, 3]
-    s.shadow_distance = float(2.0 * (np.ptp(centres, axis=0).max() + objects_wp.radius.numpy().max()))
+    s.shadow_distance = float(2.0 * (np.ptp(centres, axis=0).max() + radius.max()))
 
     hit_t = wp.empty(count, dtype=float, device=device)
     rgba = wp.empty(count, dtype=wp.vec4, device=device)
