@@ -27,8 +27,8 @@ from backend.fitting.batched import FitSettings, fit_shapes  # noqa: E402
 from backend.meshes.extraction import sdf_grid  # noqa: E402
 from backend.meshes.loading import load_mesh_file  # noqa: E402
 from backend.rendering.renderer import Scene, SceneObject, frame_objects, render, scene_sphere  # noqa: E402
-from backend.shapes.architecture import Architecture
-from backend.shapes.network import BatchedSDF, evaluate_sdf, random_family  # noqa: E402
+from backend.shapes.architecture import Architecture, random_family  # noqa: E402
+from backend.shapes.network import BatchedSDF, evaluate_sdf  # noqa: E402
 from backend.shapes.shape_file import NeuralShape, read_shape  # noqa: E402
 from kernels.device import default_device  # noqa: E402
 from kernels.marching_cubes import extract_neural  # noqa: E402
