@@ -22,8 +22,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script: make the add-on package importable
 
-from blender_addon.client.client import Client, ServiceError  # noqa: E402
-from blender_addon.connection import default_data_dir, start_service  # noqa: E402
+from blender_addon.client.client import Client, ServiceError
+from blender_addon.client.connection import default_data_dir, start_service
+from blender_addon.errors import LocalError, one_line
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
 
@@ -91,8 +92,8 @@ def convert_blend(client: Client, args: argparse.Namespace) -> list[tuple[str, s
     """Every mesh object of the open .blend becomes a neural object; the .blend is saved."""
     import bpy
 
-    from blender_addon.conversion import start_conversion
-    from blender_addon.jobs import wait_for_job
+    from blender_addon.background.tracked_jobs import wait_for_job
+    from blender_addon.scene.source_meshes import start_conversion
 
     sources = [o for o in bpy.context.scene.objects if o.type == "MESH" and "neural_shape_h5" not in o]
     conversion = start_conversion(client, sources, bpy.context.evaluated_depsgraph_get(), args.resolution,
@@ -124,8 +125,8 @@ def main(argv: list[str]) -> int:
         else:
             files = sorted(p for p in args.input.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
             rows = convert_files(service.client, files, args) if files else [(str(args.input), "failed", "no mesh files")]
-    except ServiceError as error:
-        rows = [("batch", "failed", error.detail)]
+    except (LocalError, ServiceError) as error:
+        rows = [("batch", "failed", one_line(error))]
     finally:
         service.close()
     width = max(len(r[0]) for r in rows)

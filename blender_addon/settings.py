@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .connection import ConnectionSettings
+from .client.connection import ConnectionSettings
 
 
 class NeuralShapesPreferences(bpy.types.AddonPreferences):

@@ -1,93 +1,130 @@
-"""The sidebar panel: 3D Viewport > N > Neural Shapes."""
+"""The sidebar panel, 3D Viewport > N > Neural Shapes: a parent panel (the running job and the last
+result) with one sub-panel per task: Service, Convert, Neural Object, nf2vec."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import jobs
+from .background import tracked_jobs
+from .properties import NeuralShapesState
+from .scene.neural_objects import is_neural
 
 TOP_CLASSES = 5  # rows of Classify's list shown
+PARENT = "VIEW3D_PT_neural_shapes"
 
 
-class VIEW3D_PT_neural_shapes(bpy.types.Panel):
-    bl_label = "Neural Shapes"
+class _Sidebar:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Neural Shapes"
 
+
+class VIEW3D_PT_neural_shapes(_Sidebar, bpy.types.Panel):
+    bl_label = "Neural Shapes"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        panel = context.window_manager.neural_shapes
+        _draw_job(self.layout, panel)
+        if panel.message:
+            self.layout.label(text=panel.message)
+
+
+class VIEW3D_PT_neural_shapes_service(_Sidebar, bpy.types.Panel):
+    bl_label = "Service"
+    bl_parent_id = PARENT
+
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        wm = context.window_manager
-        box = layout.box()
-        box.label(text=wm.neural_shapes_status or "service not checked yet", icon="URL")
-        row = box.row(align=True)
+        layout.label(text=context.window_manager.neural_shapes.status or "service not checked yet", icon="URL")
+        row = layout.row(align=True)
         row.operator("neural.check_connection")
         row.operator("neural.start_service", text="Start")
         row.operator("neural.stop_service", text="Stop")
 
-        box = layout.box()
-        box.prop(context.scene, "neural_shapes_target_error")
-        box.prop(context.scene, "neural_shapes_resolution")
-        box.operator("neural.convert_selected", icon="MESH_ICOSPHERE")
-        _draw_job(layout.box(), wm)
 
-        box = layout.box()
-        row = box.row(align=True)
+class VIEW3D_PT_neural_shapes_convert(_Sidebar, bpy.types.Panel):
+    bl_label = "Convert"
+    bl_parent_id = PARENT
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.neural_shapes
+        layout.prop(settings, "target_error")
+        layout.prop(settings, "resolution")
+        layout.operator("neural.convert_selected", icon="MESH_ICOSPHERE")
+
+
+class VIEW3D_PT_neural_shapes_object(_Sidebar, bpy.types.Panel):
+    bl_label = "Neural Object"
+    bl_parent_id = PARENT
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        row = layout.row(align=True)
         row.operator("neural.re_extract", text="Re-extract (sparse)").method = "sparse"
         row.operator("neural.re_extract", text="Dense").method = "dense"
         obj = context.active_object
-        if obj is not None and "neural_shape_h5" in obj:
-            box.prop(obj, "neural_operation")
-            if obj.neural_operation == "smooth_union":
-                box.prop(obj, "neural_smooth_radius")
-        box.operator("neural.render_preview", icon="RENDER_STILL")
-        if wm.neural_shapes_message:
-            box.label(text=wm.neural_shapes_message)
-        _draw_nf2vec(layout.box(), wm)
+        if obj is not None and is_neural(obj):
+            layout.prop(obj.neural_shapes, "operation")
+            if obj.neural_shapes.operation == "smooth_union":
+                layout.prop(obj.neural_shapes, "smooth_radius")
+        layout.operator("neural.render_preview", icon="RENDER_STILL")
 
 
-def _draw_job(layout: bpy.types.UILayout, wm: bpy.types.WindowManager) -> None:
+class VIEW3D_PT_neural_shapes_nf2vec(_Sidebar, bpy.types.Panel):
+    """nf2vec: the model, the operators, and the lists Find Similar and Classify fill."""
+
+    bl_label = "nf2vec"
+    bl_parent_id = PARENT
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        panel = context.window_manager.neural_shapes
+        row = layout.row(align=True)
+        row.label(text=f"nf2vec: {panel.nf2vec or 'not checked yet'}")
+        row.operator("neural.nf2vec_info", text="", icon="FILE_REFRESH")
+        row = layout.row(align=True)
+        row.operator("neural.interpolate", text="Interpolate...")
+        row.operator("neural.generate", text="Generate...")
+        row = layout.row(align=True)
+        row.operator("neural.complete")
+        row.operator("neural.classify")
+        layout.operator("neural.find_similar", text="Find Similar...", icon="VIEWZOOM")
+        if len(panel.similar):
+            column = layout.column(align=True)
+            column.label(text=f"Similar to {panel.similar_to}:")
+            for item in panel.similar:
+                row = column.row(align=True)
+                row.label(text=item.name)
+                row.label(text=f"{item.distance:.3f}")
+                row.operator("neural.add_library_shape", text="", icon="ADD").shape_id = item.shape_id
+        if len(panel.classes):
+            column = layout.column(align=True)
+            column.label(text=f"{panel.classes_of} looks like:")
+            for item in list(panel.classes)[:TOP_CLASSES]:
+                column.label(text=f"{item.name}: {item.probability:.0%}")
+
+
+# The parent first: a sub-panel registers only once its parent is.
+panels = (VIEW3D_PT_neural_shapes, VIEW3D_PT_neural_shapes_service, VIEW3D_PT_neural_shapes_convert, VIEW3D_PT_neural_shapes_object,
+          VIEW3D_PT_neural_shapes_nf2vec)
+
+
+def _draw_job(layout: bpy.types.UILayout, panel: NeuralShapesState) -> None:
     """The running (or last) job's progress and the Cancel button: convert and the nf2vec jobs."""
-    if wm.neural_shapes_stage and hasattr(layout, "progress"):  # progress bars exist from Blender 4.0
-        layout.progress(factor=wm.neural_shapes_progress, text=wm.neural_shapes_stage)
-    elif wm.neural_shapes_stage:
-        layout.label(text=f"{wm.neural_shapes_progress:.0%} {wm.neural_shapes_stage}")
+    if panel.stage and hasattr(layout, "progress"):  # progress bars exist from Blender 4.0
+        layout.progress(factor=panel.progress, text=panel.stage)
+    elif panel.stage:
+        layout.label(text=f"{panel.progress:.0%} {panel.stage}")
     layout.operator("neural.cancel", icon="CANCEL")
 
 
-def _draw_nf2vec(layout: bpy.types.UILayout, wm: bpy.types.WindowManager) -> None:
-    """nf2vec: the model, the operators, and the lists Find Similar and Classify fill."""
-    row = layout.row(align=True)
-    row.label(text=f"nf2vec: {wm.neural_shapes_nf2vec or 'not checked yet'}")
-    row.operator("neural.nf2vec_info", text="", icon="FILE_REFRESH")
-    row = layout.row(align=True)
-    row.operator("neural.interpolate", text="Interpolate...")
-    row.operator("neural.generate", text="Generate...")
-    row = layout.row(align=True)
-    row.operator("neural.complete")
-    row.operator("neural.classify")
-    layout.operator("neural.find_similar", text="Find Similar...", icon="VIEWZOOM")
-    if len(wm.neural_shapes_similar):
-        column = layout.column(align=True)
-        column.label(text=f"Similar to {wm.neural_shapes_similar_to}:")
-        for item in wm.neural_shapes_similar:
-            row = column.row(align=True)
-            row.label(text=item.name)
-            row.label(text=f"{item.distance:.3f}")
-            row.operator("neural.add_library_shape", text="", icon="ADD").shape_id = item.shape_id
-    if len(wm.neural_shapes_classes):
-        column = layout.column(align=True)
-        column.label(text=f"{wm.neural_shapes_classes_of} looks like:")
-        for item in list(wm.neural_shapes_classes)[:TOP_CLASSES]:
-            column.label(text=f"{item.name}: {item.probability:.0%}")
-
-
 def draw_status_bar(self, context: bpy.types.Context) -> None:
-    """Appended to the status bar: the running conversion's progress."""
-    wm = context.window_manager
-    if not jobs.busy() or not wm.neural_shapes_stage:
+    """Appended to the status bar: the running job's progress."""
+    panel = context.window_manager.neural_shapes
+    if not tracked_jobs.busy() or not panel.stage:
         return
     if hasattr(self.layout, "progress"):
-        self.layout.progress(factor=wm.neural_shapes_progress, text=f"Neural Shapes: {wm.neural_shapes_stage}")
+        self.layout.progress(factor=panel.progress, text=f"Neural Shapes: {panel.stage}")
     else:
-        self.layout.label(text=f"Neural Shapes {wm.neural_shapes_progress:.0%}: {wm.neural_shapes_stage}")
+        self.layout.label(text=f"Neural Shapes {panel.progress:.0%}: {panel.stage}")

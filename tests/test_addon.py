@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon.connection import ConnectionSettings, check_connection
+from blender_addon.client.connection import ConnectionSettings, check_connection
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
 
@@ -38,7 +38,8 @@ def server(tmp_path_factory):
 def test_zips_hold_the_package(built):
     extension, legacy = built
     names = set(zipfile.ZipFile(extension).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "registration.py", "client/client.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "registration.py", "client/client.py", "operators/__init__.py", "scene/neural_objects.py",
+            "background/workers.py"} <= names
     assert not any("__pycache__" in n for n in names)
     assert {f"neural_shapes/{n}" for n in names} == set(zipfile.ZipFile(legacy).namelist())
 
@@ -67,6 +68,12 @@ def test_installed_extension_checks_the_service(built, server, tmp_path, token, 
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["panel"] and report["operator"]
+    assert report["subpanels"] == dict.fromkeys(("service", "convert", "object", "nf2vec"), "VIEW3D_PT_neural_shapes"), report
+    assert report["properties"] == {
+        "Scene": {"neural_shapes": "PointerProperty:NeuralShapesSceneSettings"},
+        "Object": {"neural_shapes": "PointerProperty:NeuralShapesObjectSettings"},
+        "WindowManager": {"neural_shapes": "PointerProperty:NeuralShapesState"},
+    }, report
     assert report["result"] == ["FINISHED"]  # at once: the check runs on a worker, its line comes later
     assert report["status"].startswith("connected" if connected else "not connected"), report
     assert connected or "wrong token" in report["status"]
@@ -93,6 +100,7 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
     assert report["after_reload"] == report["sizes"] and all(n > 30_000 for n in report["sizes"].values())
     assert report["appended"] == report["sizes"]["Sphere (neural)"] and report["linked"] == report["sizes"]["Cube (neural)"]
     assert "select at least one mesh object" in report["nothing_selected"] and report["unchanged"]
+    assert "service:" not in report["nothing_selected"]  # a local refusal, not the service's
     assert report["re_extract"]["new_id"] and 0 < report["re_extract"]["faces_after"] < report["re_extract"]["faces_before"]
     preview = report["preview"]
     assert preview["size"] == [160, 100] and preview["left_half"] > 0.01 and preview["right_half"] > 0.01, preview
@@ -127,6 +135,7 @@ def test_convert_errors_leave_the_scene_unchanged_and_cancel_creates_nothing(bui
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "select at least one mesh object" in report["non_mesh"]
     assert "NoFaces: the mesh has no faces" in report["empty_mesh"] and report["unchanged"]
+    assert "service:" not in report["non_mesh"] + report["empty_mesh"]  # local refusals, not the service's
     assert report["started"] == "FINISHED" and report["cancel"] == "FINISHED"
     assert report["stage"].startswith("cancelled") and report["neural_objects"] == 0, report
 

@@ -104,8 +104,9 @@ def test_similar_and_classify_fill_the_panel_lists(report):
 def test_errors_are_reports_and_leave_the_scene_unchanged(report):
     assert "select exactly two neural objects (1 selected)" in report["one_selected"]
     assert "make a neural object active" in report["classify_plain"]
+    assert "service:" not in report["one_selected"] + report["classify_plain"]  # local refusals, not the service's
     assert report["foreign"].startswith("failed: ") and "is of model family random-7" in report["foreign"]
-    assert report["no_model_info"] == "FINISHED" and report["no_model_line"].startswith("no nf2vec model")
+    assert report["no_model_info"] == "FINISHED" and report["no_model_line"].startswith("service: no nf2vec model")
     assert report["no_model_generate"].startswith("failed: ") and "no nf2vec model" in report["no_model_generate"]
     assert report["no_model_complete"].startswith("failed: ") and "no nf2vec model" in report["no_model_complete"]
     assert report["unchanged"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from blender_addon.client import BadResponse, Client, Interrupted, Interrupter, ServiceTimeout, ServiceUnreachable
-from blender_addon.connection import ConnectionSettings, check_connection
+from blender_addon.client.connection import ConnectionSettings, check_connection
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
 
@@ -350,7 +350,7 @@ def test_a_broken_answer_fails_the_task_with_a_line_and_frees_the_buttons(blende
     assert set(lines) == {"preview", "similar", "classify", "re_extract", "job"}
     for name, line in lines.items():
         assert why in line and "\n" not in line and "Traceback" not in line, (name, line)
-    assert report["lines"]["preview"].startswith("Render Preview failed: ")
+    assert report["lines"]["preview"].startswith("Render Preview failed: service: ")  # told apart from a local refusal
     assert report["lines"]["job"].startswith("failed: ") and report["objects_added"] == 0, report
     assert report["busy_after"] is False and all(report["buttons_free"].values()), report
 
@@ -358,7 +358,7 @@ def test_a_broken_answer_fails_the_task_with_a_line_and_frees_the_buttons(blende
 @needs_bpy
 def test_bad_json_while_polling_a_job_fails_it(blender_report):
     line = blender_report["badjob"]["lines"]["job"]
-    assert line.startswith("failed: bad response to GET /v1/jobs/job-badjob: JSONDecodeError"), line
+    assert line.startswith("failed: service: bad response to GET /v1/jobs/job-badjob: JSONDecodeError"), line
 
 
 @needs_bpy

@@ -16,10 +16,13 @@ def _from(cls, data: dict[str, Any]):
 
 @dataclass(frozen=True)
 class Health:
-    status: str
-    service: str
+    """``service`` and ``status`` have defaults in the API's schema, so an answer may leave them out:
+    :meth:`.Client.identify` then refuses it, as it does another service's."""
+
     version: str
     api_version: int
+    status: str = ""
+    service: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ zip_path, data_dir, blend_path, other_data_dir = sys.argv[1:5]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 package = "bl_ext.user_default.neural_shapes"
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-tasks = sys.modules[f"{package}.tasks"]
+tasks = sys.modules[f"{package}.background.workers"]
 
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.mesh.primitive_cube_add(size=2.0, location=(3.0, 0.0, 1.0), rotation=(0.3, 0.2, 0.1))
@@ -26,15 +26,15 @@ sphere = bpy.context.active_object
 for obj in (cube, sphere):
     obj.select_set(True)
 scene = bpy.context.scene
-scene.neural_shapes_target_error, scene.neural_shapes_resolution = 0.01, 64
+scene.neural_shapes.target_error, scene.neural_shapes.resolution = 0.01, 64
 report = {"nothing_selected": ""}
 assert bpy.ops.neural.convert_selected() == {"FINISHED"}
 tasks.finish()  # what the timer does in the UI
 wm = bpy.context.window_manager
 neural = [o for o in bpy.data.objects if "neural_shape_h5" in o]
 report.update(
-    stage=wm.neural_shapes_stage,
-    progress=wm.neural_shapes_progress,
+    stage=wm.neural_shapes.stage,
+    progress=wm.neural_shapes.progress,
     objects=sorted(o.name for o in neural),
     matrix_error={
         o.name: max(abs(a - b) for ra, rb in zip(o.matrix_world, bpy.data.objects[o.name.replace(" (neural)", "")].matrix_world) for a, b in zip(ra, rb))
@@ -61,7 +61,7 @@ cube = bpy.data.objects["Cube (neural)"]
 old_id, old_faces = cube["neural_shape_id"], len(cube.data.polygons)
 bpy.ops.object.select_all(action="DESELECT")
 cube.select_set(True)
-bpy.context.scene.neural_shapes_resolution = 40
+bpy.context.scene.neural_shapes.resolution = 40
 assert bpy.ops.neural.re_extract(method="dense") == {"FINISHED"}
 tasks.finish()
 report["re_extract"] = {"new_id": cube["neural_shape_id"] != old_id, "faces_before": old_faces, "faces_after": len(cube.data.polygons)}
@@ -76,7 +76,7 @@ bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y = 3
 bpy.context.scene.render.resolution_percentage = 50
 assert bpy.ops.neural.render_preview() == {"FINISHED"}
 tasks.finish()
-report["preview_line"] = bpy.context.window_manager.neural_shapes_message
+report["preview_line"] = bpy.context.window_manager.neural_shapes.message
 image = bpy.data.images["Neural Preview"]
 import numpy as np  # noqa: E402
 

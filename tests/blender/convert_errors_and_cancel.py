@@ -14,7 +14,7 @@ zip_path, data_dir = sys.argv[1:3]
 package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-tasks = sys.modules[f"{package}.tasks"]
+tasks = sys.modules[f"{package}.background.workers"]
 bpy.ops.wm.read_homefile(use_empty=True)
 
 
@@ -46,10 +46,10 @@ report["unchanged"] = len(bpy.data.objects) == count
 
 bpy.ops.mesh.primitive_monkey_add()
 only_selected(bpy.context.active_object)
-bpy.context.scene.neural_shapes_target_error = 0.0005  # runs long enough to cancel
+bpy.context.scene.neural_shapes.target_error = 0.0005  # runs long enough to cancel
 report["started"] = press(bpy.ops.neural.convert_selected)
 report["cancel"] = press(bpy.ops.neural.cancel)
 tasks.finish()
-report["stage"] = bpy.context.window_manager.neural_shapes_stage
+report["stage"] = bpy.context.window_manager.neural_shapes.stage
 report["neural_objects"] = sum("neural_shape_h5" in o for o in bpy.data.objects)
 print(json.dumps(report))

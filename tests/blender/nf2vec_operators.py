@@ -19,10 +19,10 @@ package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 prefs = bpy.context.preferences.addons[package].preferences
 prefs.data_dir = data_dir
-tasks = sys.modules[f"{package}.tasks"]
+tasks = sys.modules[f"{package}.background.workers"]
 bpy.ops.wm.read_homefile(use_empty=True)
 scene, wm = bpy.context.scene, bpy.context.window_manager
-scene.neural_shapes_resolution = 32
+scene.neural_shapes.resolution = 32
 
 
 def press(operator, **options) -> str:
@@ -40,7 +40,7 @@ def run_job(operator, **options) -> dict:
     before = set(bpy.data.objects)
     pressed = press(operator, **options)
     made = sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
-    return {"pressed": pressed, "stage": wm.neural_shapes_stage, "objects": [o.name for o in made],
+    return {"pressed": pressed, "stage": wm.neural_shapes.stage, "objects": [o.name for o in made],
             "locations": [list(o.matrix_world.translation) for o in made]}
 
 
@@ -61,7 +61,7 @@ def proxy_centre(obj) -> list[float]:
     return list(sum(corners, Vector()) / 8)
 
 
-report = {"info": press(bpy.ops.neural.nf2vec_info), "nf2vec_line": wm.neural_shapes_nf2vec}
+report = {"info": press(bpy.ops.neural.nf2vec_info), "nf2vec_line": wm.neural_shapes.nf2vec}
 sphere = add_library_shape("sphere", (-3.0, 0.0, 0.0))
 cube = add_library_shape("cube", (3.0, 0.0, 1.0))
 report["added"] = {"names": [sphere.name, cube.name], "sphere_centre": proxy_centre(sphere), "cube_centre": proxy_centre(cube),
@@ -92,16 +92,16 @@ report["completed_matrix"] = [list(row) for row in completed[0].matrix_world] if
 count = len(bpy.data.objects)
 assert bpy.ops.neural.generate(count=32) == {"FINISHED"}
 report["cancel"] = press(bpy.ops.neural.cancel)
-report["cancelled_stage"], report["cancel_unchanged"] = wm.neural_shapes_stage, len(bpy.data.objects) == count
+report["cancelled_stage"], report["cancel_unchanged"] = wm.neural_shapes.stage, len(bpy.data.objects) == count
 
 select(sphere)
 report["similar"] = press(bpy.ops.neural.find_similar, k=3)
-report["similar_line"] = wm.neural_shapes_message
-report["similar_rows"] = [(item.name, item.distance, item.shape_id) for item in wm.neural_shapes_similar]
-report["similar_to"] = wm.neural_shapes_similar_to
+report["similar_line"] = wm.neural_shapes.message
+report["similar_rows"] = [(item.name, item.distance, item.shape_id) for item in wm.neural_shapes.similar]
+report["similar_to"] = wm.neural_shapes.similar_to
 select(cube)
 report["classify"] = press(bpy.ops.neural.classify)
-report["classes"] = [(item.name, item.probability) for item in wm.neural_shapes_classes]
+report["classes"] = [(item.name, item.probability) for item in wm.neural_shapes.classes]
 
 # Errors: reports with the service's line, the scene as it was.
 count = len(bpy.data.objects)
@@ -115,7 +115,7 @@ select(sphere, foreign, active=foreign)
 report["foreign"] = run_job(bpy.ops.neural.interpolate)["stage"]  # the service refuses: the job fails with its line
 prefs.data_dir = no_model_data_dir
 report["no_model_info"] = press(bpy.ops.neural.nf2vec_info)
-report["no_model_line"] = wm.neural_shapes_nf2vec
+report["no_model_line"] = wm.neural_shapes.nf2vec
 report["no_model_generate"] = run_job(bpy.ops.neural.generate)["stage"]
 select(plain)
 report["no_model_complete"] = run_job(bpy.ops.neural.complete)["stage"]

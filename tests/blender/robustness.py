@@ -18,10 +18,10 @@ package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 prefs = bpy.context.preferences.addons[package].preferences
 prefs.service_url, prefs.token = url, token
-tasks = sys.modules[f"{package}.tasks"]
+tasks = sys.modules[f"{package}.background.workers"]
 bpy.ops.wm.read_homefile(use_empty=True)
 scene, wm = bpy.context.scene, bpy.context.window_manager
-scene.neural_shapes_resolution = 24
+scene.neural_shapes.resolution = 24
 scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 32, 24, 100
 camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
 scene.collection.objects.link(camera)
@@ -37,13 +37,13 @@ for fault in FAULTS:  # a neural object per fault, its shape id the fault's name
     obj["neural_shape_h5"], obj["neural_shape_id"] = b"\x89HDF stand-in", fault
     scene.collection.objects.link(obj)
 
-BUTTONS = {  # name: (operator, options, the window-manager line its outcome goes to)
-    "preview": (bpy.ops.neural.render_preview, {}, "neural_shapes_message"),
-    "similar": (bpy.ops.neural.find_similar, {"k": 1}, "neural_shapes_message"),
-    "classify": (bpy.ops.neural.classify, {}, "neural_shapes_message"),
-    "re_extract": (bpy.ops.neural.re_extract, {"method": "sparse"}, "neural_shapes_message"),
-    "job": (bpy.ops.neural.complete, {}, "neural_shapes_stage"),
-    "connection": (bpy.ops.neural.check_connection, {}, "neural_shapes_status"),
+BUTTONS = {  # name: (operator, options, the line of window_manager.neural_shapes its outcome goes to)
+    "preview": (bpy.ops.neural.render_preview, {}, "message"),
+    "similar": (bpy.ops.neural.find_similar, {"k": 1}, "message"),
+    "classify": (bpy.ops.neural.classify, {}, "message"),
+    "re_extract": (bpy.ops.neural.re_extract, {"method": "sparse"}, "message"),
+    "job": (bpy.ops.neural.complete, {}, "stage"),
+    "connection": (bpy.ops.neural.check_connection, {}, "status"),
 }
 
 
@@ -79,10 +79,10 @@ image = bpy.data.images.get("Neural Preview")
 report["slow"] = {
     "pressed": pressed, "all_done_after": time.perf_counter() - started,
     "image_size": list(image.size) if image else None,
-    "similar_rows": [[item.name, item.distance] for item in wm.neural_shapes_similar],
-    "classes": [[item.name, item.probability] for item in wm.neural_shapes_classes],
+    "similar_rows": [[item.name, item.distance] for item in wm.neural_shapes.similar],
+    "classes": [[item.name, item.probability] for item in wm.neural_shapes.classes],
     "faces_after": len(bpy.data.objects["slow"].data.polygons),
-    "stage": wm.neural_shapes_stage, "status": wm.neural_shapes_status,
+    "stage": wm.neural_shapes.stage, "status": wm.neural_shapes.status,
 }
 
 # One by one, to read each button's own line: good answers, then broken ones (each task fails with one
@@ -96,7 +96,7 @@ for fault in ("fine", "dies", "truncated", "badjson", "badjob"):
             continue
         assert press(name)[0] == "FINISHED"
         tasks.finish()
-        lines[name] = getattr(wm, line)
+        lines[name] = getattr(wm.neural_shapes, line)
     report[fault] = {
         "lines": lines, "objects_added": neural_count() - before, "busy_after": tasks.busy(),
         "buttons_free": {name: operator.poll() for name, (operator, _, _) in BUTTONS.items()},

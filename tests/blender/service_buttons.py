@@ -13,7 +13,7 @@ zip_path, data_dir, command = sys.argv[1:4]
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 package = "bl_ext.user_default.neural_shapes"
 prefs = bpy.context.preferences.addons[package].preferences
-tasks = sys.modules[f"{package}.tasks"]
+tasks = sys.modules[f"{package}.background.workers"]
 prefs.data_dir, prefs.backend_command = data_dir, command
 wm = bpy.context.window_manager
 
@@ -28,11 +28,11 @@ def press(operator) -> str:
     return pressed
 
 
-report = {"down": press(bpy.ops.neural.check_connection), "down_status": wm.neural_shapes_status}
+report = {"down": press(bpy.ops.neural.check_connection), "down_status": wm.neural_shapes.status}
 report["start"] = press(bpy.ops.neural.start_service)
-report["started_status"] = wm.neural_shapes_status
+report["started_status"] = wm.neural_shapes.status
 report["stop"] = press(bpy.ops.neural.stop_service)
-report["stopped_status"] = wm.neural_shapes_status
+report["stopped_status"] = wm.neural_shapes.status
 report["after_stop"] = press(bpy.ops.neural.check_connection)
-report["after_stop_status"] = wm.neural_shapes_status
+report["after_stop_status"] = wm.neural_shapes.status
 print(json.dumps(report))

@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client.client import Client, Interrupter
-from .client.errors import ServiceError
+from .client import Client, Interrupter
+from .errors import ServiceError
 
 REQUEST_TIMEOUT = 300.0  # seconds for one answer: a dense 1024^3 mesh or a big render is slow work, not a dead service
 CHECK_TIMEOUT = 10.0  # seconds for the connection check's answers
@@ -83,7 +83,7 @@ def start_service(
     ``command``: the backend's command line (``neural-shapes``, a path to it, or ``/venv/bin/python -m
     backend.cli``); empty: ``neural-shapes`` from PATH or this repository's ``.venv``.
     """
-    repo_exe = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "neural-shapes"
+    repo_exe = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "neural-shapes"
     exe = command.split() if command else [shutil.which("neural-shapes") or str(repo_exe)]
     # stderr to an unnamed file (the child keeps its own handle): a pipe nobody drains would stall a
     # chatty service; read back when it fails to start.

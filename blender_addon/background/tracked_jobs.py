@@ -1,7 +1,7 @@
 """Service jobs whose shapes become neural objects (convert, interpolate, generate, complete), followed
 without blocking the UI.
 
-From an operator, one :mod:`.tasks` task in the "job" slot does it all on a worker: it submits the job
+From an operator, one :mod:`.workers` task in the "job" slot does it all on a worker: it submits the job
 (uploads and the POST) unless the operator passed its id, polls it every 0.5 s (publishing progress in
 the :class:`TrackedJob`, which the timer shows in the panel and the status bar), sends a cancel when
 asked, and once the job has succeeded downloads its shapes (records, proxy meshes, ``.h5`` files). The
@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import bpy
 from mathutils import Matrix
 
-from . import tasks
-from .client.client import Client
-from .client.errors import ServiceError
-from .client.models import Job
-from .connection import ConnectionSettings
-from .neural_objects import FetchedShape, StoredShape, add_neural_object, fetch_shapes, remember_ids
+from ..client.client import Client
+from ..client.connection import ConnectionSettings
+from ..client.errors import ServiceError
+from ..client.models import Job
+from ..properties import state
+from ..scene.neural_objects import FetchedShape, StoredShape, add_neural_object, fetch_shapes, remember_ids
+from . import workers
 
 POLL_SECONDS = 0.5
 SLOT = "job"
@@ -41,6 +42,7 @@ class TrackedJob:
     place: Placement
     resolution: int  # marching cubes grid of the proxy meshes
     verb: str  # the last line says "<verb> N object(s)"
+    undo: str  # the undo step of the objects it adds
     job_id: str = ""
     state: str = "running"  # then succeeded, failed or cancelled
     progress: float = 0.0
@@ -87,21 +89,21 @@ _current: list[TrackedJob] = []  # the job in the slot, for Cancel
 
 
 def busy() -> bool:
-    return tasks.busy(SLOT)
+    return workers.busy(SLOT)
 
 
 def start(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Client], str] | None = None) -> None:
     """Follow ``tracked`` on a worker; ``submit(client)`` (HTTP only, returns the job id) runs there first
-    when the job is not started yet. :class:`ServiceError` when a job runs already."""
-    wm = bpy.context.window_manager
-    tasks.start(
+    when the job is not started yet. :class:`.LocalError` when a job runs already."""
+    workers.start(
         SLOT, lambda: _run(settings, tracked, submit), lambda result: _finish(tracked, result),
-        title="the job", pending="starting", line="neural_shapes_stage",
-        failed=lambda text: _failed(tracked, text), progress=lambda: _show(tracked),
+        title="the job", pending="starting", line="stage",
+        failed=lambda text: _failed(tracked, text), progress=lambda: _show(tracked), undo=tracked.undo,
     )
     _current[:] = [tracked]
-    wm.neural_shapes_progress, wm.neural_shapes_job = 0.0, tracked.job_id
-    wm.progress_begin(0, 100)
+    panel = state()
+    panel.progress, panel.job = 0.0, tracked.job_id
+    bpy.context.window_manager.progress_begin(0, 100)
 
 
 def cancel() -> None:
@@ -113,7 +115,7 @@ def cancel() -> None:
 
 def _run(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Client], str] | None) -> tuple[Job, list[FetchedShape]] | None:
     """The worker's part: submit, poll, cancel when asked, download; None when the job did not succeed."""
-    client = tasks.client(settings)
+    client = workers.client(settings)
     if not tracked.job_id:
         tracked.stage = "submitting"
         tracked.job_id = submit(client)
@@ -129,7 +131,7 @@ def _run(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Cl
         job = client.job(tracked.job_id)
         if follow(tracked, job):
             break
-        tasks.pause(POLL_SECONDS)
+        workers.pause(POLL_SECONDS)
     if job.state != "succeeded":
         return None
     tracked.stage = f"loading {len(job.shape_ids)} shape(s)"
@@ -137,16 +139,16 @@ def _run(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Cl
 
 
 def _show(tracked: TrackedJob) -> None:
-    wm = bpy.context.window_manager
-    wm.neural_shapes_progress, wm.neural_shapes_stage, wm.neural_shapes_job = tracked.progress, tracked.stage, tracked.job_id
-    wm.progress_update(int(tracked.progress * 100))
+    panel = state()
+    panel.progress, panel.stage, panel.job = tracked.progress, tracked.stage, tracked.job_id
+    bpy.context.window_manager.progress_update(int(tracked.progress * 100))
 
 
 def _finish(tracked: TrackedJob, result: tuple[Job, list[FetchedShape]] | None) -> str:
     _end(tracked)
     if result is not None:
         build(tracked, *result, bpy.context.scene.collection)
-    bpy.context.window_manager.neural_shapes_progress = tracked.progress
+    state().progress = tracked.progress
     return tracked.summary
 
 

@@ -4,9 +4,11 @@
 
 ``work()`` runs on a worker thread (HTTP, through :func:`client`, and plain Python only: a worker never
 touches bpy); ``done(result)`` runs on the main thread from a ``bpy.app.timers``
-tick and returns the line the panel shows (a window-manager string property, ``line``). Whatever goes
-wrong in either (the service unreachable, slow, dying mid-answer, an answer that is not JSON, a bug)
-ends the task as failed with a one-line message, so an operator is never left "running". One task per
+tick and returns the line the panel shows (a string field of ``window_manager.neural_shapes``, ``line``).
+Whatever goes wrong in either (the service unreachable, slow, dying mid-answer, an answer that is not
+JSON, a bug) ends the task as failed with a one-line message, so an operator is never left "running".
+A task whose ``done`` changes the scene names an ``undo`` step, pushed once the change is made: the
+operator's own undo step was taken before the answer came. One task per
 slot at a time; the operators of a busy slot are greyed out (``poll``). Operators return at once.
 
 ``blender -b`` scripts and the bpy module, where timers do not fire while a script blocks, call
@@ -21,13 +23,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import bpy
 
-from .client.client import Client, Interrupter
-from .client.errors import Interrupted, ServiceError
-from .connection import REQUEST_TIMEOUT, ConnectionSettings, make_client
+from ..client.client import Client, Interrupter
+from ..client.connection import REQUEST_TIMEOUT, ConnectionSettings, make_client
+from ..client.errors import Interrupted
+from ..errors import LocalError, one_line
+from ..properties import state
 
 TICK_SECONDS = 0.1
 WORKERS = 8  # about one per slot: a slow render must not hold up job polling or a connection check
@@ -41,6 +46,7 @@ class _Task:
     line: str
     failed: Callable[[str], str]
     progress: Callable[[], None] | None
+    undo: str
 
 
 _tasks: dict[str, _Task] = {}
@@ -78,14 +84,6 @@ def pause(seconds: float) -> None:
         raise Interrupted(0, "the add-on was disabled")
 
 
-def message(error: BaseException) -> str:
-    """One line for any exception: the service's words for a :class:`ServiceError`, else the kind and text."""
-    if isinstance(error, ServiceError):
-        return error.detail
-    text = " ".join(str(error).split())[:300]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def start(
     slot: str,
     work: Callable[[], Any],
@@ -93,22 +91,24 @@ def start(
     *,
     title: str,
     pending: str,
-    line: str = "neural_shapes_message",
+    line: str = "message",
     failed: Callable[[str], str] | None = None,
     progress: Callable[[], None] | None = None,
+    undo: str = "",
 ) -> None:
     """Run ``work()`` on a worker, then ``done(result)`` on the main thread (see the module docstring).
 
     ``pending``: the line while it runs; ``failed(message)``: the line after a failure (default
     ``"<title> failed: <message>"``); ``progress()``: called on the main thread at every tick while the
-    work runs. :class:`ServiceError` if ``slot`` is busy or the add-on is stopped.
+    work runs; ``undo``: the undo step pushed after ``done`` (empty: it changes no data). :class:`LocalError`
+    if ``slot`` is busy or the add-on is stopped.
     """
     if slot in _tasks:
-        raise ServiceError(0, f"{title} is still running")
+        raise LocalError(f"{title} is still running")
     if _pool is None or _stopping.is_set():
-        raise ServiceError(0, "the add-on is not running (enable it again)")
-    _tasks[slot] = _Task(_pool.submit(work), done, line, failed or (lambda text: f"{title} failed: {text}"), progress)
-    setattr(bpy.context.window_manager, line, pending)
+        raise LocalError("the add-on is not running (enable it again)")
+    _tasks[slot] = _Task(_pool.submit(work), done, line, failed or (lambda text: f"{title} failed: {text}"), progress, undo)
+    setattr(state(), line, pending)
     if not bpy.app.timers.is_registered(tick):
         # persistent: opening another file must not orphan a running task (its buttons would stay grey)
         bpy.app.timers.register(tick, first_interval=TICK_SECONDS, persistent=True)
@@ -120,15 +120,18 @@ def tick() -> float | None:
     for slot, task in list(_tasks.items()):
         if not task.future.done():
             if task.progress is not None:
-                _guard(task.progress)
+                _guard(task.progress, "progress display")
             continue
         del _tasks[slot]
         try:
             text = task.done(task.future.result())
         except Exception as error:  # noqa: BLE001 (any failure ends the task with its line, never a stuck button)
-            text = task.failed(message(error))
+            text = task.failed(one_line(error))
             print(f"Neural Shapes: {text}")
-        setattr(bpy.context.window_manager, task.line, text)
+        else:
+            if task.undo:
+                _guard(partial(_push_undo, task.undo), "undo step")
+        setattr(state(), task.line, text)
     _redraw()
     return TICK_SECONDS if _tasks else None
 
@@ -160,11 +163,16 @@ def stop() -> None:
         _pool = None
 
 
-def _guard(call: Callable[[], None]) -> None:
+def _guard(call: Callable[[], None], what: str) -> None:
     try:
         call()
-    except Exception as error:  # noqa: BLE001 (a progress line must not end the tick)
-        print(f"Neural Shapes: progress display failed ({message(error)})")
+    except Exception as error:  # noqa: BLE001 (a progress line or an undo step must not end the tick)
+        print(f"Neural Shapes: {what} failed ({one_line(error)})")
+
+
+def _push_undo(step: str) -> None:
+    if bpy.ops.ed.undo_push.poll():  # no undo stack in the bpy module or without a window
+        bpy.ops.ed.undo_push(message=step)
 
 
 def _redraw() -> None:

@@ -1,10 +1,11 @@
-"""Convert selected mesh objects into neural objects through a service fit job.
+"""The mesh objects to convert into neural objects through a service fit job, and where their neural
+objects go.
 
 The work is split so the UI never blocks: :func:`collect_meshes` reads the evaluated meshes (main
 thread, fast), :func:`submit` uploads them and starts one batched job (HTTP only, a worker thread), and
-:mod:`.jobs` follows the job and adds the neural objects, each placed with its source object's world
-matrix (:func:`conversion_job`). ``blender -b`` scripts call :func:`start_conversion` and
-:func:`.jobs.wait_for_job`.
+:mod:`..background.tracked_jobs` follows the job and adds the neural objects, each placed with its
+source object's world matrix (:func:`conversion_job`). ``blender -b`` scripts call
+:func:`start_conversion` and :func:`..background.tracked_jobs.wait_for_job`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 import bpy
 from mathutils import Matrix
 
-from .client.client import Client, ServiceError
-from .client.models import Job
-from .jobs import TrackedJob
+from ..background.tracked_jobs import TrackedJob
+from ..client.client import Client
+from ..client.models import Job
+from ..errors import LocalError
 from .mesh_data import evaluated_triangles
 from .neural_objects import FetchedShape
 
@@ -32,17 +34,18 @@ class SourceMesh:
 
 
 def collect_meshes(objects: list[bpy.types.Object], depsgraph) -> list[SourceMesh]:
-    """The evaluated, triangulated meshes of the mesh objects among ``objects`` (main thread: reads bpy data)."""
+    """The evaluated, triangulated meshes of the mesh objects among ``objects`` (main thread: reads bpy data);
+    :class:`.LocalError` when there is none or one has no faces."""
     meshes = []
     for obj in objects:
         if obj.type != "MESH":
             continue
         vertices, faces = evaluated_triangles(obj, depsgraph)
         if len(faces) == 0:
-            raise ServiceError(0, f"{obj.name}: the mesh has no faces")
+            raise LocalError(f"{obj.name}: the mesh has no faces")
         meshes.append(SourceMesh(obj.name, [list(row) for row in obj.matrix_world], vertices, faces))
     if not meshes:
-        raise ServiceError(0, "select at least one mesh object to convert")
+        raise LocalError("select at least one mesh object to convert")
     return meshes
 
 
@@ -60,11 +63,12 @@ def conversion_job(meshes: list[SourceMesh], resolution: int) -> TrackedJob:
         # rows (a plain nested list would be read as columns); a shape named after no source stays at the origin
         return [Matrix(matrices[shape.name]) if shape.name in matrices else Matrix.Identity(4) for shape in shapes]
 
-    return TrackedJob(place=place, resolution=resolution, verb="converted")
+    return TrackedJob(place=place, resolution=resolution, verb="converted", undo="Convert to Neural")
 
 
 def start_conversion(client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None) -> TrackedJob:
-    """Collect, upload and start in one go (scripts and ``blender -b``); :class:`ServiceError` on failure."""
+    """Collect, upload and start in one go (scripts and ``blender -b``); :class:`.LocalError` or
+    :class:`.ServiceError` on failure."""
     meshes = collect_meshes(objects, depsgraph)
     tracked = conversion_job(meshes, resolution)
     tracked.job_id = submit(client, meshes, settings)

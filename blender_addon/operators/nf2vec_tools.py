@@ -1,9 +1,10 @@
-"""nf2vec operators: interpolate, generate and complete (service jobs followed by :mod:`.jobs`, the new
-neural objects placed where each operator says), find similar library shapes and classify (the results
-listed in the panel), and add a library shape to the scene.
+"""nf2vec operators: interpolate, generate and complete (service jobs followed by
+:mod:`..background.tracked_jobs`, the new neural objects placed where each operator says; an undo step
+once they are added), find similar library shapes and classify (the results listed in the panel), and
+add a library shape to the scene.
 
 Selections are checked in ``execute``, so a bad one is an error report and nothing starts; everything
-that asks the service runs on a worker (:mod:`.tasks`), and a refused request (no nf2vec model, a shape
+that asks the service runs on a worker (:mod:`..background.workers`), and a refused request (no nf2vec model, a shape
 of another family) ends the task or job with the service's line, the scene as it was. Neural objects
 the service has never seen are imported from their stored ``.h5`` bytes first.
 """
@@ -15,12 +16,13 @@ from collections.abc import Callable
 import bpy
 from mathutils import Matrix
 
-from . import jobs, tasks
-from .client.client import Client
-from .client.errors import ServiceError
-from .client.models import ClassProbability, Job, Nf2vecInfo, SimilarShape
-from .conversion import collect_meshes
-from .neural_objects import (
+from ..background import tracked_jobs, workers
+from ..client.client import Client
+from ..client.errors import ServiceError
+from ..client.models import ClassProbability, Job, Nf2vecInfo, SimilarShape
+from ..errors import LocalError, report
+from ..properties import state
+from ..scene.neural_objects import (
     FetchedShape,
     StoredShape,
     add_neural_object,
@@ -30,8 +32,9 @@ from .neural_objects import (
     remember_ids,
     stored_shape,
 )
-from .placement import between, centred_at, in_a_row
-from .settings import connection_settings
+from ..scene.placement import between, centred_at, in_a_row
+from ..scene.source_meshes import collect_meshes
+from ..settings import connection_settings
 
 ANY_CLASS = ("any", "Any", "Any class the generator makes")
 # Blender keeps no reference to dynamic enum items: they must live here. Refreshed by the info request.
@@ -52,18 +55,18 @@ def _show_info(info: Nf2vecInfo) -> str:
 def _refresh_info(context: bpy.types.Context) -> None:
     """Ask for the nf2vec model on a worker: the panel's line and Generate's classes."""
     settings = connection_settings(context)
-    tasks.start("nf2vec_info", lambda: tasks.client(settings).nf2vec_info(), _show_info,
-                title="Check nf2vec", pending="asking ...", line="neural_shapes_nf2vec", failed=str)
+    workers.start("nf2vec_info", lambda: workers.client(settings).nf2vec_info(), _show_info,
+                  title="Check nf2vec", pending="asking ...", line="nf2vec", failed=str)
 
 
 def _active_neural(context: bpy.types.Context) -> bpy.types.Object:
     obj = context.active_object
     if obj is None or not is_neural(obj):
-        raise ServiceError(0, "make a neural object active")
+        raise LocalError("make a neural object active")
     return obj
 
 
-def _imported(client: Client, stored: StoredShape, tracked: jobs.TrackedJob) -> str:
+def _imported(client: Client, stored: StoredShape, tracked: tracked_jobs.TrackedJob) -> str:
     """:func:`ensure_on_service` inside a job's submission, the id kept for the object (a worker)."""
     shape_id = ensure_on_service(client, stored)
     tracked.imported.append((stored, shape_id))
@@ -78,7 +81,7 @@ class NEURAL_OT_nf2vec_info(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not tasks.busy("nf2vec_info")
+        return not workers.busy("nf2vec_info")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         _refresh_info(context)
@@ -90,7 +93,7 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
 
     bl_idname = "neural.interpolate"
     bl_label = "Interpolate"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}
 
     t: bpy.props.FloatProperty(name="t", description="Where the in-between lies: 0 is the first object, 1 the active one (when count is 1)",
                                default=0.5, min=0.0, max=1.0, subtype="FACTOR")
@@ -102,7 +105,7 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not jobs.busy()
+        return not tracked_jobs.busy()
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         return context.window_manager.invoke_props_dialog(self)
@@ -110,8 +113,7 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         pair = [o for o in context.selected_objects if is_neural(o)]
         if len(pair) != 2:
-            self.report({"ERROR"}, f"select exactly two neural objects ({len(pair)} selected)")
-            return {"CANCELLED"}
+            return report(self, LocalError(f"select exactly two neural objects ({len(pair)} selected)"))
         pair.sort(key=lambda o: (o == context.active_object, o.name))  # the active one last: t = 1
         (times, count), space = ([self.t], None) if self.count == 1 else (None, self.count), self.space
         a, b = (stored_shape(o) for o in pair)
@@ -120,7 +122,7 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return between(start, end, job.inputs["times"])
 
-        tracked = jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="interpolated")
+        tracked = tracked_jobs.TrackedJob(place, context.scene.neural_shapes.resolution, verb="interpolated", undo="Interpolate Neural Shapes")
 
         def submit(client: Client) -> str:
             ids = [_imported(client, stored, tracked) for stored in (a, b)]
@@ -134,7 +136,7 @@ class NEURAL_OT_generate(bpy.types.Operator):
 
     bl_idname = "neural.generate"
     bl_label = "Generate"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}
 
     count: bpy.props.IntProperty(name="Count", default=1, min=1, max=32)
     seed: bpy.props.IntProperty(name="Seed", description="The same seed makes the same shapes", default=0, min=0)
@@ -142,10 +144,10 @@ class NEURAL_OT_generate(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not jobs.busy()
+        return not tracked_jobs.busy()
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
-        if not tasks.busy("nf2vec_info"):
+        if not workers.busy("nf2vec_info"):
             _refresh_info(context)  # the dialog's class list fills in when the answer comes
         return context.window_manager.invoke_props_dialog(self)
 
@@ -157,7 +159,7 @@ class NEURAL_OT_generate(bpy.types.Operator):
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return in_a_row(cursor, [s.centre for s in shapes], [s.size for s in shapes])
 
-        tracked = jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="generated")
+        tracked = tracked_jobs.TrackedJob(place, context.scene.neural_shapes.resolution, verb="generated", undo="Generate Neural Shapes")
         return _start_job(self, context, tracked, lambda client: client.start_generate(count, seed=seed, class_name=class_name).id)
 
 
@@ -166,35 +168,33 @@ class NEURAL_OT_complete(bpy.types.Operator):
 
     bl_idname = "neural.complete"
     bl_label = "Complete"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not jobs.busy()
+        return not tracked_jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = context.active_object
         if obj is None or obj.type != "MESH":
-            self.report({"ERROR"}, "make a mesh or neural object active")
-            return {"CANCELLED"}
+            return report(self, LocalError("make a mesh or neural object active"))
         matrix = obj.matrix_world.copy()
 
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return [matrix.copy() for _ in shapes]  # the completed shape lies in the partial's frame
 
-        tracked = jobs.TrackedJob(place, context.scene.neural_shapes_resolution, verb="completed")
+        tracked = tracked_jobs.TrackedJob(place, context.scene.neural_shapes.resolution, verb="completed", undo="Complete Neural Shape")
         if is_neural(obj):
             stored = stored_shape(obj)
             return _start_job(self, context, tracked, lambda client: client.start_complete(shape_id=_imported(client, stored, tracked)).id)
         try:
             [mesh] = collect_meshes([obj], context.evaluated_depsgraph_get())
-        except ServiceError as error:
-            self.report({"ERROR"}, error.detail)
-            return {"CANCELLED"}
+        except LocalError as error:
+            return report(self, error)
 
         def submit(client: Client) -> str:
             if not client.nf2vec_info().tasks.get("complete"):  # refuse before a long upload
-                raise ServiceError(0, "the service's nf2vec model cannot complete shapes (Check nf2vec says what it lacks)")
+                raise ServiceError(0, "its nf2vec model cannot complete shapes (Check nf2vec says what it lacks)")
             return client.start_complete(upload_id=client.upload_mesh(mesh.vertices, mesh.faces, name=mesh.name).id).id
 
         return _start_job(self, context, tracked, submit)
@@ -210,7 +210,7 @@ class NEURAL_OT_find_similar(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not tasks.busy("similar")
+        return not workers.busy("similar")
 
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         return context.window_manager.invoke_props_dialog(self)
@@ -231,10 +231,10 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not tasks.busy("library")
+        return not workers.busy("library")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings, shape_id, resolution = connection_settings(context), self.shape_id, context.scene.neural_shapes_resolution
+        settings, shape_id, resolution = connection_settings(context), self.shape_id, context.scene.neural_shapes.resolution
         cursor = context.scene.cursor.location.copy()
 
         def done(shapes: list[FetchedShape]) -> str:
@@ -246,8 +246,8 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
             bpy.context.view_layer.objects.active = obj
             return f"added {obj.name}"
 
-        tasks.start("library", lambda: fetch_shapes(tasks.client(settings), [shape_id], resolution), done,
-                    title="Add Library Shape", pending="adding a library shape ...")
+        workers.start("library", lambda: fetch_shapes(workers.client(settings), [shape_id], resolution), done,
+                      title="Add Library Shape", pending="adding a library shape ...", undo="Add Library Shape")
         return {"FINISHED"}
 
 
@@ -259,7 +259,7 @@ class NEURAL_OT_classify(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not tasks.busy("classify")
+        return not workers.busy("classify")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         return _ask_about_active(self, context, "classify", "Classify", lambda client, shape_id: client.classify(shape_id), _show_classes)
@@ -273,13 +273,12 @@ def _ask_about_active(
     worker (imported first if the service lacks it), then ``show`` the answer (main thread)."""
     try:
         stored = stored_shape(_active_neural(context))
-    except ServiceError as error:
-        operator.report({"ERROR"}, error.detail)
-        return {"CANCELLED"}
+    except LocalError as error:
+        return report(operator, error)
     settings = connection_settings(context)
 
     def work() -> tuple[str, list]:
-        client = tasks.client(settings)
+        client = workers.client(settings)
         shape_id = ensure_on_service(client, stored)
         return shape_id, ask(client, shape_id)
 
@@ -288,36 +287,36 @@ def _ask_about_active(
         remember_ids([(stored, shape_id)])
         return show(stored, answer)
 
-    tasks.start(slot, work, done, title=title, pending=f"{title}: {stored.object_name} ...")
+    workers.start(slot, work, done, title=title, pending=f"{title}: {stored.object_name} ...")
     return {"FINISHED"}
 
 
 def _show_similar(stored: StoredShape, neighbours: list[SimilarShape]) -> str:
-    wm = bpy.context.window_manager
-    wm.neural_shapes_similar.clear()
+    panel = state()
+    panel.similar.clear()
     for neighbour in neighbours:
-        item = wm.neural_shapes_similar.add()
+        item = panel.similar.add()
         item.name, item.shape_id, item.distance = neighbour.name, neighbour.id, neighbour.distance
-    wm.neural_shapes_similar_to = stored.object_name
+    panel.similar_to = stored.object_name
     return f"{len(neighbours)} shape(s) similar to {stored.object_name}"
 
 
 def _show_classes(stored: StoredShape, classes: list[ClassProbability]) -> str:
-    wm = bpy.context.window_manager
-    wm.neural_shapes_classes.clear()
+    panel = state()
+    panel.classes.clear()
     for found in classes:
-        item = wm.neural_shapes_classes.add()
+        item = panel.classes.add()
         item.name, item.probability = found.class_name, found.probability
-    wm.neural_shapes_classes_of = stored.object_name
+    panel.classes_of = stored.object_name
     return f"classified {stored.object_name}"
 
 
-def _start_job(operator: bpy.types.Operator, context: bpy.types.Context, tracked: jobs.TrackedJob, submit: Callable[[Client], str]) -> set[str]:
-    """Hand a job to :mod:`.jobs` (its submission on the worker); an error report when one runs already."""
+def _start_job(operator: bpy.types.Operator, context: bpy.types.Context, tracked: tracked_jobs.TrackedJob,
+               submit: Callable[[Client], str]) -> set[str]:
+    """Hand a job to :mod:`..background.tracked_jobs` (its submission on the worker); an error report when one runs already."""
     try:
-        jobs.start(connection_settings(context), tracked, submit)
-    except ServiceError as error:
-        operator.report({"ERROR"}, error.detail)
-        return {"CANCELLED"}
+        tracked_jobs.start(connection_settings(context), tracked, submit)
+    except LocalError as error:
+        return report(operator, error)
     return {"FINISHED"}
 

@@ -1,14 +1,14 @@
 """Neural objects in the scene: adding library shapes as neural objects, making sure the service knows
 their shape, re-extracting proxies and rendering a sphere-traced preview from the scene camera.
 
-Each workflow is split for :mod:`.tasks`: a main-thread part reads bpy into plain data (a
+Each workflow is split for :mod:`..background.workers`: a main-thread part reads bpy into plain data (a
 :class:`StoredShape` per object), a worker part does the HTTP (``*_remote``: never bpy), and a
 main-thread part applies the answer, finding the objects again by name (they may have gone meanwhile).
 
 A neural object is a mesh object whose mesh is a marching-cubes proxy of the shape in the shape's source
 frame, carrying the shape in custom properties: ``neural_shape_h5`` (the ``.h5`` bytes, so the shape
 survives save/reload/append and can be re-imported into any service), ``neural_shape_id``,
-``neural_resolution`` and the fit metrics.
+``neural_resolution`` and the fit metrics; its part in the preview's CSG is ``object.neural_shapes``.
 """
 
 from __future__ import annotations
@@ -19,17 +19,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from .client.client import Client, ServiceError
+from ..client.client import Client
+from ..client.errors import ServiceError
+from ..errors import LocalError
 from .mesh_data import mesh_from_arrays
 
 NORMALISED_RADIUS = 0.9  # a shape lies inside this radius of its normalised frame (docs/api.md)
-
-OPERATIONS = [
-    ("union", "Union", "Add this shape"),
-    ("difference", "Subtract", "Carve this shape out of the ones before it"),
-    ("intersection", "Intersect", "Keep only what this shape shares with the ones before it"),
-    ("smooth_union", "Smooth Union", "Blend into the ones before it with the smooth radius"),
-]
 
 
 @dataclass(frozen=True)
@@ -165,7 +160,7 @@ def camera_spec(scene: bpy.types.Scene) -> dict:
     """The scene camera as the render API takes it (Blender's own model: lens, sensor fit, ortho scale, clip)."""
     camera = scene.camera
     if camera is None or camera.type != "CAMERA":
-        raise ServiceError(0, "the scene has no active camera")
+        raise LocalError("the scene has no active camera")
     data = camera.data
     return {
         "matrix_world": [list(row) for row in camera.matrix_world],
@@ -193,12 +188,13 @@ class Preview:
 
 
 def preview_request(scene: bpy.types.Scene, objects: list[bpy.types.Object]) -> Preview:
-    """Read the preview's inputs (main thread); :class:`ServiceError` without objects or camera."""
+    """Read the preview's inputs (main thread); :class:`.LocalError` without objects or camera."""
     if not objects:
-        raise ServiceError(0, "no visible neural objects to render")
+        raise LocalError("no visible neural objects to render")
     scale = scene.render.resolution_percentage / 100
     specs = [
-        {"matrix_world": [list(row) for row in obj.matrix_world], "operation": obj.neural_operation, "smooth_radius": obj.neural_smooth_radius}
+        {"matrix_world": [list(row) for row in obj.matrix_world], "operation": obj.neural_shapes.operation,
+         "smooth_radius": obj.neural_shapes.smooth_radius}
         for obj in objects
     ]
     return Preview([stored_shape(obj) for obj in objects], specs, camera_spec(scene),

@@ -1,0 +1,77 @@
+"""Neural object operators: Re-extract (mesh the selected neural objects again) and Render Neural Preview
+(sphere-trace the visible ones from the scene camera). Both read the objects on the main thread and
+hand the HTTP to :mod:`..background.workers`; a bad selection is reported before anything starts."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..background import workers
+from ..errors import LocalError, report
+from ..scene.neural_objects import (
+    Extraction,
+    apply_re_extract,
+    is_neural,
+    preview_request,
+    re_extract_remote,
+    remember_ids,
+    render_remote,
+    show_preview,
+    stored_shape,
+)
+from ..settings import connection_settings
+
+
+class NEURAL_OT_re_extract(bpy.types.Operator):
+    """Mesh the selected neural objects again at the scene's proxy resolution"""
+
+    bl_idname = "neural.re_extract"
+    bl_label = "Re-extract"
+    bl_options = {"REGISTER", "UNDO"}
+
+    method: bpy.props.EnumProperty(
+        name="Method", items=[("sparse", "Sparse", "Lipschitz octree, cost follows the surface"), ("dense", "Dense", "Every grid node")]
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not workers.busy("re_extract")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        targets = [o for o in context.selected_objects if is_neural(o)]
+        if not targets:
+            return report(self, LocalError("select at least one neural object"))
+        settings = connection_settings(context)
+        request = Extraction([stored_shape(o) for o in targets], context.scene.neural_shapes.resolution, self.method)
+        workers.start("re_extract", lambda: re_extract_remote(workers.client(settings), request), lambda meshes: apply_re_extract(request, meshes),
+                      title="Re-extract", pending=f"re-extracting {len(targets)} object(s) ...", undo="Re-extract Neural Objects")
+        return {"FINISHED"}
+
+
+class NEURAL_OT_render_preview(bpy.types.Operator):
+    """Sphere-trace all visible neural objects from the active camera into the 'Neural Preview' image"""
+
+    bl_idname = "neural.render_preview"
+    bl_label = "Render Neural Preview"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not workers.busy("preview")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        objects = [o for o in context.scene.objects if is_neural(o) and o.visible_get()]
+        try:
+            request = preview_request(context.scene, objects)
+        except LocalError as error:
+            return report(self, error)
+        settings = connection_settings(context)
+
+        def done(result) -> str:
+            ids, pixels = result
+            remember_ids(ids)
+            image = show_preview(pixels)
+            return f"rendered {len(objects)} neural object(s) into '{image.name}'"
+
+        workers.start("preview", lambda: render_remote(workers.client(settings), request), done,
+                      title="Render Preview", pending=f"rendering {request.width} x {request.height} ...")
+        return {"FINISHED"}

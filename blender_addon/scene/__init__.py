@@ -1,0 +1,1 @@
+"""bpy-side data: meshes <-> numpy, neural objects in the scene, where new objects go."""
