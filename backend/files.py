@@ -19,12 +19,18 @@ def _process_umask() -> int:
 _UMASK = _process_umask()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to ``path`` so that it survives a crash or power loss whole or not at all.
+
+    A temporary file ``.NAME.XXXXXXXX.tmp`` in the same folder (a rename within one file system is atomic;
+    folders clean up leftovers by the ``.*.tmp`` pattern), fsynced, renamed over ``path``, then the folder
+    fsynced so the rename itself is on disk. ``private``: readable by this user only (tokens); otherwise
+    the usual permissions (0666 less the umask).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
+        os.fchmod(fd, 0o600 if private else 0o666 & ~_UMASK)  # mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
@@ -33,6 +39,20 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on some platforms (Windows): the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_file_bytes(path: Path) -> bytes:

@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.datasets.partials import partial_mesh
 from backend.datasets.procedural import read_manifest
 from backend.errors import NeuralShapesError
-from backend.meshes.extraction import EXTRACTION_RADIUS
 from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.latent import LatentFamily, load_latent
 from backend.nf2vec.latent_encoder import LatentEncoder, RefineSettings, load_latent_encoder, refine_latent
@@ -54,6 +53,7 @@ from backend.nf2vec.ops.tools import model_z_sampler
 from backend.rendering.renderer import BLENDER_VIEW, Camera, Scene, SceneObject, render, write_png
 from backend.shapes.architecture import ModelFamily
 from backend.shapes.family_file import read_family, resolve_family
+from backend.shapes.frame import EXTRACTION_RADIUS
 from backend.shapes.shape_file import NeuralShape, read_shape
 from bench.shapes import complete_cut, cut_in_shape_frame, in_frame_of
 

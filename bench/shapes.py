@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from backend.datasets.partials import CUTS, cut_faces
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import Similarity, bounding_similarity, load_mesh_file
+from backend.meshes.loading import bounding_similarity, load_mesh_file
 from backend.meshes.metrics import surface_samples
 from backend.nf2vec.latent import LatentFamily
 from backend.nf2vec.ops.latent_ops import (
@@ -22,6 +22,7 @@ from backend.nf2vec.ops.latent_ops import (
     surface_points_and_normals,
 )
 from backend.shapes.architecture import ModelFamily
+from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape
 
 CLOUD = 2048  # points per shape for the set-to-set Chamfer of interpolation and generation

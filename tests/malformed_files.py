@@ -220,8 +220,8 @@ def default_family_shape(name: str):
     """A valid NeuralShape of the default family named ``name``: hand-set weights whose zero level set
     is the octahedron |x| + |y| + |z| = 0.5 (the first layer holds relu(+-x_i), the next sums them,
     the rest pass the sum on), in the identity frame."""
-    from backend.meshes.loading import Similarity
     from backend.shapes.family_file import resolve_family
+    from backend.shapes.frame import Similarity
     from backend.shapes.shape_file import NeuralShape
 
     family = resolve_family("default")
@@ -374,7 +374,8 @@ def load_case(fmt: str, data: bytes) -> str:
     or a shape with finite weights) or "refused" (a one-line NeuralShapesError). Anything else is a
     crash and raises (AssertionError for a bad result or message, or the loader's own exception)."""
     from backend.errors import NeuralShapesError
-    from backend.meshes.loading import BOUNDING_RADIUS, DEFAULT_MAX_FACES, load_mesh_bytes
+    from backend.meshes.loading import DEFAULT_MAX_FACES, load_mesh_bytes
+    from backend.shapes.frame import BOUNDING_RADIUS
     from backend.shapes.shape_file import shape_from_bytes
 
     try:

@@ -11,8 +11,8 @@ from scipy.spatial import cKDTree
 from skimage import measure
 
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import Similarity
 from backend.shapes.architecture import Architecture
+from backend.shapes.frame import Similarity
 from backend.shapes.network import evaluate_sdf
 from kernels.device import init_warp
 from kernels.marching_cubes import extract_dense, extract_neural, extract_sparse, sample_grid

@@ -15,7 +15,6 @@ import torch
 
 from backend.errors import NeuralShapesError
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import Similarity
 from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.decoding import decoded_surface
 from backend.nf2vec.embedding import embed
@@ -26,6 +25,7 @@ from backend.nf2vec.ops.interpolation import in_between_times, interpolate, inte
 from backend.nf2vec.ops.tools import load_tools
 from backend.nf2vec.tasks.neighbour_decoder import build_neighbour_decoder, load_neighbour_decoder
 from backend.shapes.architecture import random_family
+from backend.shapes.frame import Similarity
 from backend.shapes.network import evaluate_sdf
 from backend.shapes.shape_file import read_shape, write_shape
 from tests.conftest import run_cli

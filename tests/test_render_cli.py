@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.meshes.loading import Similarity
 from backend.rendering.renderer import Camera, Scene, SceneObject, load_scene, parse_size, render
 from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape, write_shape
 from tests.fields import fit_sphere
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from backend.errors import NeuralShapesError
-from backend.meshes.loading import Similarity
 from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape, read_shape, shape_from_bytes, shape_to_bytes, write_shape
 
 

@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from backend.cli.output import err, fail, out
+from backend.cli.output import err, fail, finite_or_none, out
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitSettings
@@ -24,13 +24,11 @@ from backend.fitting.from_points import SurfaceFitSettings, fit_surface_points
 from backend.fitting.pipeline import (
     DEFAULT_FIT_BATCH,
     DEFAULT_RESOLUTION,
+    ConversionOutcome,
     convert_files,
     evaluate_shape,
-    finite_or_none,
-    fit_result_rows,
     fitted_shape,
-    to_source_frame,
-    write_mesh_atomically,
+    write_in_source_frame,
 )
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, find_mesh_files, load_mesh_file
@@ -171,7 +169,7 @@ def fit_points_command(
             quality = point_cloud_quality(cloud.points, reconstruction)
             shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=quality.chamfer, fscore=quality.fscore)
             stem = safe_file_stem(cloud.name)
-            write_mesh_atomically(to_source_frame(reconstruction, cloud.transform), output / f"{stem}.obj")
+            write_in_source_frame(output / f"{stem}.obj", reconstruction, cloud.transform)
             write_shape(output / f"{stem}.h5", shape)
         except NeuralShapesError as error:
             err.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
@@ -187,3 +185,29 @@ def fit_points_command(
                       f"F-score {row['fscore']:.3f}, {row['fit_seconds']:.1f} s -> {row['output']}", highlight=False)
     if failures:
         raise typer.Exit(1)
+
+
+def fit_result_rows(outcomes: list[ConversionOutcome]) -> list[dict]:
+    """The ``--json`` rows of ``fit``: source, output, surface_error, fit_seconds, steps (or error)."""
+    rows = []
+    for o in outcomes:
+        if o.skipped:
+            rows.append({"source": str(o.source), "output": str(o.output), "skipped": True})
+            continue
+        if o.shape is None:
+            rows.append({"source": str(o.source), "output": None, "error": o.error})
+            continue
+        m = o.shape.metrics
+        rows.append(
+            {
+                "source": str(o.source),
+                "output": str(o.output),
+                "mesh": str(o.mesh_output),
+                "surface_error": m["surface_error"],
+                "chamfer": finite_or_none(m["chamfer"]),
+                "fscore": m["fscore"],
+                "fit_seconds": m["fit_seconds"],
+                "steps": int(m["steps"]),
+            }
+        )
+    return rows

@@ -14,8 +14,8 @@ import typer
 
 from backend.cli.output import err, fail
 from backend.errors import NeuralShapesError
-from backend.fitting.pipeline import write_mesh_atomically
-from backend.meshes.extraction import extract_mesh
+from backend.meshes.extraction import extract_surface
+from backend.meshes.writing import WRITABLE_MESH_SUFFIXES, write_mesh_file
 from backend.rendering.renderer import (
     Camera,
     Scene,
@@ -31,8 +31,6 @@ from backend.rendering.renderer import (
 )
 from backend.shapes.shape_file import read_shape
 from kernels.device import default_device
-
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
 
 
 def _triple(text: str, option: str) -> np.ndarray:
@@ -106,15 +104,15 @@ def mesh(
 ) -> None:
     """Extract the zero level set as a triangle mesh with vertex normals, in the source mesh's frame."""
     try:
-        if output.suffix.lower() not in MESH_SUFFIXES:
+        if output.suffix.lower() not in WRITABLE_MESH_SUFFIXES:
             raise NeuralShapesError(f"{output}: unknown mesh format '{output.suffix}'")
         if method not in ("sparse", "dense"):
             raise ValueError(f"--method must be sparse or dense, got '{method}'")
         shape = read_shape(shape_path)
-        reconstruction = extract_mesh(shape.architecture, shape.weights, resolution, method=method, transform=shape.transform, device=default_device(device))
+        reconstruction = extract_surface(shape.architecture, shape.weights, resolution, method=method, transform=shape.transform, device=default_device(device))
         if len(reconstruction.faces) == 0:
             raise NeuralShapesError(f"{shape_path}: the zero level set is empty at resolution {resolution}")
-        write_mesh_atomically(reconstruction, output)
+        write_mesh_file(output, reconstruction.vertices, reconstruction.faces, reconstruction.normals)
     except (NeuralShapesError, ValueError, OSError) as error:
         fail(str(error))
     err.print(f"wrote {output} ({len(reconstruction.vertices)} vertices, {len(reconstruction.faces)} faces)", highlight=False)

@@ -17,13 +17,14 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backend.cli.output import err, fail, out
+from backend.cli.output import err, fail, finite_or_none, out
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
 from backend.fitting.batched import fit_shapes
-from backend.fitting.pipeline import finite_or_none, fitted_shape, write_mesh_atomically
+from backend.fitting.pipeline import fitted_shape
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import MESH_SUFFIXES, load_mesh_file
+from backend.meshes.writing import write_mesh_file
 from backend.nf2vec.decoding import DecodeSettings, OperationProgress
 from backend.nf2vec.ops.interpolation import in_between_times
 from backend.nf2vec.ops.operations import classify, complete, generate, interpolate, similar
@@ -171,7 +172,7 @@ def _write(shapes: list[NeuralShape], output: Path, resolution: int, as_json: bo
             mesh = extract_mesh(shape.architecture, shape.weights, resolution, transform=shape.transform)
             stem = safe_file_stem(shape.name)  # names come from .h5 files: never a path
             shape_path, mesh_path = output / f"{stem}.h5", output / f"{stem}.obj"
-            write_mesh_atomically(mesh, mesh_path)
+            write_mesh_file(mesh_path, mesh.vertices, mesh.faces, mesh.vertex_normals)
             write_shape(shape_path, shape)
             rows.append({"output": str(shape_path), "mesh": str(mesh_path),
                          "faces": len(mesh.faces), "surface_error": finite_or_none(shape.metrics["surface_error"]),

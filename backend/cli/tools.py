@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 
 from backend.addon_build import build_addon
-from backend.cli.output import fail, out
+from backend.cli.output import fail, finite_or_none, out
 from backend.errors import NeuralShapesError
-from backend.fitting.pipeline import finite_or_none
 from backend.service.config import MiB, ServiceSettings, default_data_dir, default_torch_threads
 from backend.shapes.shape_file import read_shape
 

@@ -27,6 +27,7 @@ from scipy.interpolate import PchipInterpolator
 from skimage.measure import marching_cubes
 
 from backend.errors import NeuralShapesError
+from backend.files import write_atomically
 
 Manifold = manifold3d.Manifold
 
@@ -108,7 +109,7 @@ def make_collection(
         faces = _written_face_count(path, identity)
         if faces is None:
             mesh = make_shape(item.class_name, item.seed, item.messy, orientation)
-            _write_atomically(path, _ply_bytes(mesh, identity))
+            write_atomically(path, _ply_bytes(mesh, identity))
             faces = len(mesh.faces)
         items.append(replace(item, faces=faces))
         if progress is not None:
@@ -117,7 +118,7 @@ def make_collection(
     text = _manifest_json(manifest).encode()
     manifest_path = out_dir / MANIFEST_NAME
     if not manifest_path.is_file() or manifest_path.read_bytes() != text:
-        _write_atomically(manifest_path, text)
+        write_atomically(manifest_path, text)
     return manifest
 
 
@@ -232,15 +233,6 @@ def _written_face_count(path: Path, identity: str) -> int | None:
     if len(body) != 12 * counts.get("vertex", 0) + 13 * counts.get("face", 0):  # the layout of _ply_bytes
         return None
     return counts.get("face")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _manifest_json(manifest: Manifest) -> str:

@@ -26,9 +26,8 @@ from scipy.spatial import cKDTree
 
 from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitCancelled, FitProgress, FitResult
-from backend.meshes.loading import BOUNDING_RADIUS
-from backend.meshes.sampling import CUBE_HALF_SIZE
 from backend.shapes.architecture import ModelFamily
+from backend.shapes.frame import BOUNDING_RADIUS, CUBE_HALF_SIZE
 from backend.shapes.network import BatchedSDF
 
 

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import trimesh
 
 from backend import __version__
 from backend.errors import NeuralShapesError
-from backend.files import safe_file_stem, write_atomically
+from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, Similarity, load_mesh_file
+from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file
 from backend.meshes.metrics import (
     CHAMFER_POINTS,
     SURFACE_ERROR_POINTS,
@@ -30,7 +29,9 @@ from backend.meshes.metrics import (
     surface_error,
     surface_samples,
 )
+from backend.meshes.writing import write_mesh_file
 from backend.shapes.architecture import ModelFamily
+from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape, write_shape
 
 DEFAULT_RESOLUTION = 128
@@ -67,9 +68,9 @@ def evaluate_shape(
     return metrics, reconstruction
 
 
-def to_source_frame(mesh: trimesh.Trimesh, transform: Similarity) -> trimesh.Trimesh:
-    """A copy of a normalised-frame mesh moved back to the source mesh's frame."""
-    return trimesh.Trimesh(transform.to_source(mesh.vertices), mesh.faces, process=False)
+def write_in_source_frame(path: Path, mesh: trimesh.Trimesh, transform: Similarity) -> None:
+    """Write a normalised-frame mesh (with its vertex normals) moved back to the source mesh's frame."""
+    write_mesh_file(path, transform.to_source(mesh.vertices), mesh.faces, mesh.vertex_normals)
 
 
 def convert_files(
@@ -133,7 +134,7 @@ def _finish(
     metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
     shape.metrics.update(metrics)
     mesh_output = stem.with_suffix(".obj")
-    write_mesh_atomically(to_source_frame(reconstruction, mesh.transform), mesh_output)
+    write_in_source_frame(mesh_output, reconstruction, mesh.transform)
     write_shape(stem.with_suffix(".h5"), shape, half_precision=half_precision)
     outcome.shape, outcome.output, outcome.mesh_output = shape, stem.with_suffix(".h5"), mesh_output
 
@@ -156,12 +157,6 @@ def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *
     )
 
 
-def write_mesh_atomically(mesh: trimesh.Trimesh, path: Path) -> None:
-    """Export a mesh (format from the suffix) through a temporary file, so no half-written file appears."""
-    data = mesh.export(file_type=path.suffix[1:].lower())
-    write_atomically(path, data.encode() if isinstance(data, str) else data)
-
-
 def _output_stems(sources: list[Path]) -> dict[Path, str]:
     """Output names per source: its (sanitised) stem, or stem-ext when two sources share a stem."""
     stems = {s: safe_file_stem(s.stem) for s in sources}
@@ -169,34 +164,3 @@ def _output_stems(sources: list[Path]) -> dict[Path, str]:
     for stem in stems.values():
         counts[stem] = counts.get(stem, 0) + 1
     return {s: stem if counts[stem] == 1 else f"{stem}-{s.suffix.lstrip('.').lower()}" for s, stem in stems.items()}
-
-
-def fit_result_rows(outcomes: list[ConversionOutcome]) -> list[dict]:
-    """The ``--json`` rows of ``fit``: source, output, surface_error, fit_seconds, steps (or error)."""
-    rows = []
-    for o in outcomes:
-        if o.skipped:
-            rows.append({"source": str(o.source), "output": str(o.output), "skipped": True})
-            continue
-        if o.shape is None:
-            rows.append({"source": str(o.source), "output": None, "error": o.error})
-            continue
-        m = o.shape.metrics
-        rows.append(
-            {
-                "source": str(o.source),
-                "output": str(o.output),
-                "mesh": str(o.mesh_output),
-                "surface_error": m["surface_error"],
-                "chamfer": finite_or_none(m["chamfer"]),
-                "fscore": m["fscore"],
-                "fit_seconds": m["fit_seconds"],
-                "steps": int(m["steps"]),
-            }
-        )
-    return rows
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON has no infinity: an empty reconstruction's Chamfer distance is reported as null."""
-    return float(value) if np.isfinite(value) else None

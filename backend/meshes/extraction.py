@@ -7,22 +7,34 @@ reference). All clip the field to the sphere of radius ``EXTRACTION_RADIUS`` (se
 unless a ``transform`` (the shape's similarity) is given, then in the source mesh's frame; faces are
 oriented outward (normals point from negative to positive SDF), vertices are welded, and the Warp
 methods attach unit vertex normals from the network's analytic gradient.
+
+Only the reference method needs torch, PyMCubes and trimesh; they are imported there, so the command
+line's ``mesh`` starts without them (:func:`extract_surface`).
 """
 
 from __future__ import annotations
 
-import mcubes
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
-import trimesh
 
-from backend.meshes.loading import BOUNDING_RADIUS, Similarity
-from backend.meshes.sampling import CUBE_HALF_SIZE
 from backend.shapes.architecture import Architecture, Weights
-from backend.shapes.network import evaluate_sdf
-from kernels.marching_cubes import extract_neural
+from backend.shapes.frame import CUBE_HALF_SIZE, EXTRACTION_RADIUS, Similarity
+from kernels.marching_cubes import MAX_RESOLUTION, extract_neural
 
-MAX_RESOLUTION = 1024
-EXTRACTION_RADIUS = BOUNDING_RADIUS + 0.05
+if TYPE_CHECKING:
+    import trimesh
+
+
+@dataclass(frozen=True)
+class ExtractedSurface:
+    """A marching-cubes surface: vertices (v, 3) float64, faces (f, 3) int64 (outward), unit vertex normals
+    (v, 3) float32, or None where the method gives none (reference) or the surface is empty."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    normals: np.ndarray | None
 
 
 def clip_to_bounding_sphere(values: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -36,6 +48,8 @@ def clip_to_bounding_sphere(values: np.ndarray, points: np.ndarray) -> np.ndarra
 
 def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> np.ndarray:
     """SDF values on a regular grid over the cube, clipped to the bounding sphere: (r, r, r) float32 indexed [x, y, z]."""
+    from backend.shapes.network import evaluate_sdf
+
     axis = np.linspace(-CUBE_HALF_SIZE, CUBE_HALF_SIZE, resolution, dtype=np.float32)
     values = np.empty((resolution, resolution, resolution), dtype=np.float32)
     yz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
@@ -47,6 +61,9 @@ def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> n
 
 def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
     """Zero level set of a grid over the cube (as :func:`sdf_grid` makes), normalised frame, outward faces."""
+    import mcubes
+    import trimesh
+
     resolution = values.shape[0]
     vertices, faces = mcubes.marching_cubes(values, 0.0)
     if len(faces) == 0:
@@ -55,6 +72,33 @@ def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
     # PyMCubes orients faces towards increasing values' opposite; flip so normals point outward (f > 0).
     mesh = trimesh.Trimesh(vertices, np.ascontiguousarray(faces[:, ::-1]), process=True)
     return mesh
+
+
+def extract_surface(
+    architecture: Architecture,
+    weights: Weights,
+    resolution: int,
+    *,
+    method: str = "sparse",
+    transform: Similarity | None = None,
+    device: str | None = None,
+) -> ExtractedSurface:
+    """Marching-cubes surface of the zero level set: normalised frame, or the source frame with ``transform``."""
+    if not 8 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"resolution must be between 8 and {MAX_RESOLUTION}, got {resolution}")
+    if method == "reference":
+        mesh = marching_cubes(sdf_grid(architecture, weights, resolution))
+        vertices, faces, normals = np.asarray(mesh.vertices), np.asarray(mesh.faces), None
+    elif method in ("sparse", "dense"):
+        surface = extract_neural(architecture, weights, resolution, method, clip_radius=EXTRACTION_RADIUS, device=device)
+        vertices, faces, normals = surface.vertices.astype(np.float64), surface.faces.astype(np.int64), surface.normals
+    else:
+        raise ValueError(f"method must be 'sparse', 'dense' or 'reference', got '{method}'")
+    if transform is not None:
+        vertices = transform.to_source(vertices)  # a similarity: normals keep their direction
+    if len(faces) == 0:
+        normals = None
+    return ExtractedSurface(vertices, faces, normals)
 
 
 def extract_mesh(
@@ -66,19 +110,8 @@ def extract_mesh(
     transform: Similarity | None = None,
     device: str | None = None,
 ) -> trimesh.Trimesh:
-    """Marching-cubes mesh of the zero level set: normalised frame, or the source frame with ``transform``."""
-    if not 8 <= resolution <= MAX_RESOLUTION:
-        raise ValueError(f"resolution must be between 8 and {MAX_RESOLUTION}, got {resolution}")
-    if method == "reference":
-        mesh = marching_cubes(sdf_grid(architecture, weights, resolution))
-        vertices, faces, normals = mesh.vertices, mesh.faces, None
-    elif method in ("sparse", "dense"):
-        surface = extract_neural(architecture, weights, resolution, method, clip_radius=EXTRACTION_RADIUS, device=device)
-        vertices, faces, normals = surface.vertices.astype(np.float64), surface.faces.astype(np.int64), surface.normals
-    else:
-        raise ValueError(f"method must be 'sparse', 'dense' or 'reference', got '{method}'")
-    if transform is not None:
-        vertices = transform.to_source(vertices)  # a similarity: normals keep their direction
-    if len(faces) == 0:  # a field with no zero crossing: an empty mesh (trimesh cannot take normals for it)
-        normals = None
-    return trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False)
+    """:func:`extract_surface` as a trimesh (unprocessed: vertices and faces as extracted)."""
+    import trimesh
+
+    surface = extract_surface(architecture, weights, resolution, method=method, transform=transform, device=device)
+    return trimesh.Trimesh(surface.vertices, surface.faces, vertex_normals=surface.normals, process=False)

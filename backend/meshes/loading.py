@@ -23,32 +23,11 @@ import trimesh
 
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes
+from backend.shapes.frame import BOUNDING_RADIUS, Similarity
 
-BOUNDING_RADIUS = 0.9
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 DEFAULT_MAX_FACES = 2_000_000
 MAX_SCENE_PARTS = 50_000  # glTF nodes + primitives: trimesh builds Python objects per part (~20 us each)
-
-
-@dataclass(frozen=True)
-class Similarity:
-    """Uniform scale and translation: x_normalised = scale * (x_source - centre)."""
-
-    scale: float
-    centre: np.ndarray  # (3,) float64, source frame
-
-    def to_normalised(self, points: np.ndarray) -> np.ndarray:
-        return (np.asarray(points, dtype=np.float64) - self.centre) * self.scale
-
-    def to_source(self, points: np.ndarray) -> np.ndarray:
-        return np.asarray(points, dtype=np.float64) / self.scale + self.centre
-
-    def matrix(self) -> np.ndarray:
-        """(4, 4) float64 homogeneous matrix from the source frame to the normalised frame."""
-        m = np.eye(4) * self.scale
-        m[3, 3] = 1.0
-        m[:3, 3] = -self.scale * self.centre
-        return m
 
 
 @dataclass(frozen=True)

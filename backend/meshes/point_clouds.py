@@ -16,7 +16,8 @@ import trimesh
 
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes
-from backend.meshes.loading import Similarity, bounding_similarity, one_line, read_trimesh
+from backend.meshes.loading import bounding_similarity, one_line, read_trimesh
+from backend.shapes.frame import Similarity
 
 POINT_SUFFIXES = (".ply", ".xyz", ".txt", ".obj", ".off", ".stl", ".glb", ".gltf")
 MAX_POINTS = 10_000_000

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.shapes.frame import CUBE_HALF_SIZE
 from kernels.importance_sampling import draw_proposals
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
-CUBE_HALF_SIZE = 1.0
 DEFAULT_BETA = 60.0
 DEFAULT_UNIFORM_FRACTION = 1.0 / 16.0
 

@@ -28,13 +28,13 @@ from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitCancelled, FitProgress, FitSettings, fit_shapes
 from backend.fitting.pipeline import evaluate_shape, fitted_shape
 from backend.meshes.extraction import clip_to_bounding_sphere, marching_cubes
-from backend.meshes.loading import NormalisedMesh, Similarity, normalise_mesh
-from backend.meshes.sampling import CUBE_HALF_SIZE
+from backend.meshes.loading import NormalisedMesh, normalise_mesh
 from backend.nf2vec.decoder import to_signed_distance
 from backend.nf2vec.model import Nf2vecModel
 from backend.nf2vec.ops.tools import Nf2vecTools
 from backend.nf2vec.tasks.neighbour_decoder import POINTS_PER_CALL, TASK, load_neighbour_decoder
 from backend.shapes.architecture import Weights
+from backend.shapes.frame import CUBE_HALF_SIZE, Similarity
 from backend.shapes.shape_file import NeuralShape
 
 # What a long operation reports: the fraction done (0..1) and a one-line message.

@@ -39,7 +39,6 @@ import torch.nn.functional as F
 
 from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitCancelled
-from backend.meshes.sampling import CUBE_HALF_SIZE
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
 from backend.nf2vec.latent_training import LatentProgress
@@ -52,6 +51,7 @@ from backend.nf2vec.training import (
 )
 from backend.shapes.architecture import Architecture, ModelFamily
 from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.frame import CUBE_HALF_SIZE
 from backend.shapes.shape_file import NeuralShape
 from backend.torch_device import training_device
 

@@ -9,6 +9,7 @@ Depth is measured along the camera's viewing axis (Blender's Z pass convention f
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Literal
 import numpy as np
 
 from backend.errors import NeuralShapesError
-from backend.meshes.extraction import EXTRACTION_RADIUS
-from backend.meshes.loading import BOUNDING_RADIUS
+from backend.files import write_atomically
+from backend.shapes.frame import BOUNDING_RADIUS, EXTRACTION_RADIUS
 from backend.shapes.shape_file import NeuralShape, read_shape
 from kernels.marching_cubes import extract_neural
 from kernels.mlp_eval import neural_field
@@ -206,7 +207,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def write_png(rgba: np.ndarray, path: Path) -> None:
-    """Write linear RGBA (h, w, 4) float as an sRGB 8-bit PNG, through a temporary file."""
+    """Write linear RGBA (h, w, 4) float as an sRGB 8-bit PNG, atomically."""
     from PIL import Image
 
     rgba = np.clip(np.asarray(rgba, dtype=np.float64), 0.0, 1.0)
@@ -215,13 +216,9 @@ def write_png(rgba: np.ndarray, path: Path) -> None:
     rgb = rgba[..., :3]
     srgb = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * rgb ** (1 / 2.4) - 0.055)
     pixels = np.round(np.concatenate([srgb, rgba[..., 3:]], axis=2) * 255).astype(np.uint8)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        Image.fromarray(pixels, "RGBA").save(tmp, format="PNG")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    png = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(png, format="PNG")
+    write_atomically(Path(path), png.getvalue())
 
 
 # --- JSON scene files -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from backend.errors import NeuralShapesError
+from backend.files import write_atomically
 
 log = logging.getLogger(__name__)
 MIN_TOKEN_LENGTH = 32
@@ -138,16 +139,7 @@ def load_or_create_token(path: Path) -> str:
     if len(token) >= MIN_TOKEN_LENGTH and token.isprintable():
         return token
     token = secrets.token_urlsafe(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(token + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, (token + "\n").encode("ascii"), private=True)
     return token
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import uvicorn
 
+from backend.files import write_atomically
 from backend.service.api import create_app
 from backend.service.config import ServiceSettings
 from backend.service.core import open_service
@@ -53,11 +54,7 @@ def url_of(sock: socket.socket) -> str:
 
 def write_service_file(path: Path, url: str) -> None:
     """``<data-dir>/service.json``: where a running service listens (for clients that did not start it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"url": url, "pid": os.getpid()}, out)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps({"url": url, "pid": os.getpid()}).encode(), private=True)
 
 
 def remove_leftovers(settings: ServiceSettings) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes, write_atomically
-from backend.meshes.loading import Similarity
 from backend.shapes.architecture import Architecture, Weights
+from backend.shapes.frame import Similarity
 from backend.shapes.h5_io import (
     attr,
     check_format,

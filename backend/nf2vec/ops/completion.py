@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import Similarity
 from backend.meshes.metrics import surface_samples
 from backend.nf2vec.decoding import (
     IDENTITY,
@@ -29,6 +28,7 @@ from backend.nf2vec.decoding import (
 from backend.nf2vec.embedding import embed
 from backend.nf2vec.ops.tools import Nf2vecTools
 from backend.nf2vec.tasks.transfer import load_transfer
+from backend.shapes.frame import Similarity
 from backend.shapes.network import BatchedSDF
 from backend.shapes.shape_file import NeuralShape
 

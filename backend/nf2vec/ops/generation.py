@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-from backend.meshes.loading import Similarity
 from backend.nf2vec.decoding import (
     IDENTITY,
     DecodeSettings,
@@ -14,6 +13,7 @@ from backend.nf2vec.decoding import (
 )
 from backend.nf2vec.ops.tools import Nf2vecTools
 from backend.nf2vec.tasks.latent_gan import load_gan
+from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape
 
 

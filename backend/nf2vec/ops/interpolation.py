@@ -18,10 +18,10 @@ from typing import Literal
 import numpy as np
 
 from backend.errors import NeuralShapesError
-from backend.meshes.loading import Similarity
 from backend.nf2vec.decoding import DecodeSettings, OperationProgress, derived_provenance, shapes_from_embeddings
 from backend.nf2vec.embedding import embed
 from backend.nf2vec.ops.tools import Nf2vecTools
+from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape
 
 Space = Literal["embedding", "weights"]

@@ -34,11 +34,10 @@ from scipy.spatial import cKDTree
 from backend import __version__
 from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitSettings, TrainingData, train_shapes
-from backend.meshes.loading import BOUNDING_RADIUS, Similarity
-from backend.meshes.sampling import CUBE_HALF_SIZE
 from backend.nf2vec.latent import LatentFamily, LatentPrior, flat_forward, flatten, unflatten
 from backend.nf2vec.ops.interpolation import interpolated_frame
 from backend.shapes.architecture import ModelFamily
+from backend.shapes.frame import BOUNDING_RADIUS, CUBE_HALF_SIZE, Similarity
 from backend.shapes.network import evaluate_sdf
 from backend.shapes.shape_file import NeuralShape
 

@@ -16,12 +16,12 @@ import errno
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.errors import NeuralShapesError
+from backend.files import write_atomically
 from backend.service.db import Database, to_json, utc_now
 from backend.service.errors import DiskFull, NotFound, check_id, new_id
 from backend.shapes.shape_file import NeuralShape, read_shape, shape_from_bytes, shape_to_bytes
@@ -105,7 +105,7 @@ class Library:
         shape_id = new_id()
         path = self.shapes_dir / f"{shape_id}.h5"
         try:
-            _write_atomically(path, data)
+            write_atomically(path, data)
         except OSError as error:
             if error.errno in _DISK_FULL:
                 raise DiskFull(
@@ -236,30 +236,3 @@ class Library:
                 utc_now(),
             ),
         )
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename, fsync the folder (the rename survives power loss)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on some platforms (Windows): the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

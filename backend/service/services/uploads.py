@@ -14,7 +14,6 @@ Accepted formats (``MESH_FORMATS``):
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import NeuralShapesError
-from backend.meshes.loading import NormalisedMesh, Similarity, load_mesh_bytes, normalise_mesh, one_line, vertex_limit
+from backend.files import write_atomically
+from backend.meshes.loading import NormalisedMesh, load_mesh_bytes, normalise_mesh, one_line, vertex_limit
 from backend.service.db import Database, utc_now
 from backend.service.errors import NotFound, TooLarge, check_id, new_id
 from backend.service.services.library import clean_name
+from backend.shapes.frame import Similarity
 
 MESH_FORMATS = ("raw", "npz", "obj", "ply", "stl", "off", "glb")
 NPY_HEADER_BYTES = 10_000  # numpy's own default cap on a .npy header
@@ -47,22 +48,16 @@ class Uploads:
         mesh = self._parse(data, format=format, name=name, vertex_count=vertex_count)
         upload_id = new_id()
         path = self.dir / f"{upload_id}.npz"
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                np.savez(
-                    out,
-                    vertices=mesh.vertices,
-                    faces=mesh.faces,
-                    scale=np.float64(mesh.transform.scale),
-                    centre=mesh.transform.centre,
-                    clean=np.bool_(mesh.clean),
-                )
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        staged = io.BytesIO()
+        np.savez(
+            staged,
+            vertices=mesh.vertices,
+            faces=mesh.faces,
+            scale=np.float64(mesh.transform.scale),
+            centre=mesh.transform.centre,
+            clean=np.bool_(mesh.clean),
+        )
+        write_atomically(path, staged.getvalue())
         record = {
             "id": upload_id,
             "name": name,
