@@ -98,7 +98,7 @@ def start(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[C
     workers.start(
         SLOT, lambda: _run(settings, tracked, submit), lambda result: _finish(tracked, result),
         title="the job", pending="starting", line="stage",
-        failed=lambda text: _failed(tracked, text), progress=lambda: _show(tracked), undo=tracked.undo,
+        failed=lambda text: _failed(tracked, text), progress=lambda: _show(tracked),
     )
     _current[:] = [tracked]
     panel = state()
@@ -148,6 +148,7 @@ def _finish(tracked: TrackedJob, result: tuple[Job, list[FetchedShape]] | None) 
     _end(tracked)
     if result is not None:
         build(tracked, *result, bpy.context.scene.collection)
+        workers.undo_step(tracked.undo)
     state().progress = tracked.progress
     return tracked.summary
 

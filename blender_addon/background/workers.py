@@ -1,15 +1,15 @@
 """Background work for the operators: HTTP on worker threads, results applied on the main thread.
 
-    tasks.start("preview", work, done, title="Render Preview", pending="rendering ...")
+    workers.start("preview", work, done, title="Render Preview", pending="rendering ...")
 
 ``work()`` runs on a worker thread (HTTP, through :func:`client`, and plain Python only: a worker never
 touches bpy); ``done(result)`` runs on the main thread from a ``bpy.app.timers``
 tick and returns the line the panel shows (a string field of ``window_manager.neural_shapes``, ``line``).
 Whatever goes wrong in either (the service unreachable, slow, dying mid-answer, an answer that is not
 JSON, a bug) ends the task as failed with a one-line message, so an operator is never left "running".
-A task whose ``done`` changes the scene names an ``undo`` step, pushed once the change is made: the
-operator's own undo step was taken before the answer came. One task per
-slot at a time; the operators of a busy slot are greyed out (``poll``). Operators return at once.
+A ``done`` that changes the scene ends with :func:`undo_step`: the operator's own undo step was taken
+before the answer came. One task per slot at a time; the operators of a busy slot are greyed out
+(``poll``). Operators return at once.
 
 ``blender -b`` scripts and the bpy module, where timers do not fire while a script blocks, call
 :func:`finish` after pressing a button. :func:`stop` (unregister) breaks off the requests in flight,
@@ -46,7 +46,6 @@ class _Task:
     line: str
     failed: Callable[[str], str]
     progress: Callable[[], None] | None
-    undo: str
 
 
 _tasks: dict[str, _Task] = {}
@@ -94,20 +93,18 @@ def start(
     line: str = "message",
     failed: Callable[[str], str] | None = None,
     progress: Callable[[], None] | None = None,
-    undo: str = "",
 ) -> None:
     """Run ``work()`` on a worker, then ``done(result)`` on the main thread (see the module docstring).
 
     ``pending``: the line while it runs; ``failed(message)``: the line after a failure (default
     ``"<title> failed: <message>"``); ``progress()``: called on the main thread at every tick while the
-    work runs; ``undo``: the undo step pushed after ``done`` (empty: it changes no data). :class:`LocalError`
-    if ``slot`` is busy or the add-on is stopped.
+    work runs. :class:`LocalError` if ``slot`` is busy or the add-on is stopped.
     """
     if slot in _tasks:
         raise LocalError(f"{title} is still running")
     if _pool is None or _stopping.is_set():
         raise LocalError("the add-on is not running (enable it again)")
-    _tasks[slot] = _Task(_pool.submit(work), done, line, failed or (lambda text: f"{title} failed: {text}"), progress, undo)
+    _tasks[slot] = _Task(_pool.submit(work), done, line, failed or (lambda text: f"{title} failed: {text}"), progress)
     setattr(state(), line, pending)
     if not bpy.app.timers.is_registered(tick):
         # persistent: opening another file must not orphan a running task (its buttons would stay grey)
@@ -128,9 +125,6 @@ def tick() -> float | None:
         except Exception as error:  # noqa: BLE001 (any failure ends the task with its line, never a stuck button)
             text = task.failed(one_line(error))
             print(f"Neural Shapes: {text}")
-        else:
-            if task.undo:
-                _guard(partial(_push_undo, task.undo), "undo step")
         setattr(state(), task.line, text)
     _redraw()
     return TICK_SECONDS if _tasks else None
@@ -170,9 +164,14 @@ def _guard(call: Callable[[], None], what: str) -> None:
         print(f"Neural Shapes: {what} failed ({one_line(error)})")
 
 
-def _push_undo(step: str) -> None:
-    if bpy.ops.ed.undo_push.poll():  # no undo stack in the bpy module or without a window
-        bpy.ops.ed.undo_push(message=step)
+def undo_step(name: str) -> None:
+    """Push an undo step for the scene change a ``done`` just made (main thread; none where Blender keeps no undo stack)."""
+    _guard(partial(_push_undo, name), "undo step")
+
+
+def _push_undo(name: str) -> None:
+    if bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=name)
 
 
 def _redraw() -> None:

@@ -244,10 +244,11 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
                 other.select_set(False)
             obj.select_set(True)
             bpy.context.view_layer.objects.active = obj
+            workers.undo_step("Add Library Shape")
             return f"added {obj.name}"
 
         workers.start("library", lambda: fetch_shapes(workers.client(settings), [shape_id], resolution), done,
-                      title="Add Library Shape", pending="adding a library shape ...", undo="Add Library Shape")
+                      title="Add Library Shape", pending="adding a library shape ...")
         return {"FINISHED"}
 
 

@@ -43,8 +43,14 @@ class NEURAL_OT_re_extract(bpy.types.Operator):
             return report(self, LocalError("select at least one neural object"))
         settings = connection_settings(context)
         request = Extraction([stored_shape(o) for o in targets], context.scene.neural_shapes.resolution, self.method)
-        workers.start("re_extract", lambda: re_extract_remote(workers.client(settings), request), lambda meshes: apply_re_extract(request, meshes),
-                      title="Re-extract", pending=f"re-extracting {len(targets)} object(s) ...", undo="Re-extract Neural Objects")
+
+        def done(meshes) -> str:
+            line = apply_re_extract(request, meshes)
+            workers.undo_step("Re-extract Neural Objects")
+            return line
+
+        workers.start("re_extract", lambda: re_extract_remote(workers.client(settings), request), done,
+                      title="Re-extract", pending=f"re-extracting {len(targets)} object(s) ...")
         return {"FINISHED"}
 
 
