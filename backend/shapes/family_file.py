@@ -17,12 +17,14 @@ from backend.shapes.architecture import Architecture, ModelFamily, random_family
 from backend.shapes.h5_io import (
     attr,
     check_format,
+    new_h5_file,
     number,
     parse_h5,
     read_architecture,
     read_text_attrs,
     read_weights,
     text,
+    text_value,
     write_architecture,
     write_weights,
 )
@@ -37,11 +39,11 @@ RANDOM_PREFIX = "random"
 
 def family_to_bytes(family: ModelFamily) -> bytes:
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        f.attrs["format"] = FORMAT_NAME
+    with new_h5_file(buffer) as f:
+        f.attrs["format"] = text_value(FORMAT_NAME)
         f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["name"] = family.name
-        f.attrs["family_id"] = family.family_id
+        f.attrs["name"] = text_value(family.name)
+        f.attrs["family_id"] = text_value(family.family_id)
         write_architecture(f, family.architecture)
         write_weights(f, "initial_weights", family.initial_weights)
         if family.inner_learning_rates is not None:
@@ -50,7 +52,7 @@ def family_to_bytes(family: ModelFamily) -> bytes:
         f.attrs["inner_batch"] = int(family.inner_batch)
         p = f.create_group("provenance")
         for key, value in family.provenance.items():
-            p.attrs[key] = str(value)
+            p.attrs[key] = text_value(value)
     return buffer.getvalue()
 
 

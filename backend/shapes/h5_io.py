@@ -153,6 +153,20 @@ def _check_dataset(dataset: h5py.Dataset, where: str, budget: _Budget) -> None:
         raise NeuralShapesError(f"{where}: stores {stored:,} bytes but declares {declared:,}")
 
 
+def new_h5_file(buffer: io.BytesIO) -> h5py.File:
+    """An ``.h5`` file for writing into ``buffer``, laid out compactly: HDF5's newest object headers
+    (``libver="latest"``, readable by HDF5 1.10 and later) take about a third less space than the
+    default ones, which matters in files of 30 kB of weights."""
+    return h5py.File(buffer, "w", libver="latest")
+
+
+def text_value(value: str) -> np.ndarray:
+    """A text attribute as fixed-length UTF-8: variable-length text would go to the file's global heap,
+    whose first collection alone takes 4 kB."""
+    encoded = str(value).encode("utf-8")
+    return np.array(encoded, dtype=h5py.string_dtype("utf-8", max(len(encoded), 1)))
+
+
 def attr(group: h5py.Group, key: str, where: str):
     if key not in group.attrs:
         raise NeuralShapesError(f"missing {where}/{key}")
@@ -193,8 +207,8 @@ def check_format(f: h5py.File, format_name: str, version: int, what: str) -> Non
 def write_architecture(f: h5py.Group, architecture: Architecture) -> None:
     a = f.create_group("architecture")
     a.attrs["layer_sizes"] = np.asarray(architecture.layer_sizes, dtype=np.int64)
-    a.attrs["activation"] = architecture.activation
-    a.attrs["output_activation"] = architecture.output_activation
+    a.attrs["activation"] = text_value(architecture.activation)
+    a.attrs["output_activation"] = text_value(architecture.output_activation)
     a.attrs["sine_w0"] = float(architecture.sine_w0)
 
 

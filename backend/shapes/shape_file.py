@@ -21,12 +21,14 @@ from backend.shapes.h5_io import (
     attr,
     check_format,
     group,
+    new_h5_file,
     number,
     parse_h5,
     read_architecture,
     read_text_attrs,
     read_weights,
     text,
+    text_value,
     write_architecture,
     write_weights,
 )
@@ -58,7 +60,7 @@ class NeuralShape:
 def shape_to_bytes(shape: NeuralShape, half_precision: bool = False) -> bytes:
     """The ``.h5`` file content of a shape (float16 weights when ``half_precision``)."""
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
+    with new_h5_file(buffer) as f:
         _write(f, shape, np.float16 if half_precision else np.float32)
     return buffer.getvalue()
 
@@ -79,11 +81,11 @@ def shape_from_bytes(data: bytes, source: str = "<bytes>") -> NeuralShape:
 
 
 def _write(f: h5py.File, shape: NeuralShape, dtype: type) -> None:
-    f.attrs["format"] = FORMAT_NAME
+    f.attrs["format"] = text_value(FORMAT_NAME)
     f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["name"] = shape.name
+    f.attrs["name"] = text_value(shape.name)
     write_architecture(f, shape.architecture)
-    f.create_group("family").attrs["family_id"] = shape.family_id
+    f.create_group("family").attrs["family_id"] = text_value(shape.family_id)
     t = f.create_group("transform")
     t.attrs["scale"] = float(shape.transform.scale)
     t.attrs["centre"] = np.asarray(shape.transform.centre, dtype=np.float64)
@@ -94,7 +96,7 @@ def _write(f: h5py.File, shape: NeuralShape, dtype: type) -> None:
         m.attrs[key] = float(value)
     p = f.create_group("provenance")
     for key, value in shape.provenance.items():
-        p.attrs[key] = str(value)
+        p.attrs[key] = text_value(value)
 
 
 def _read(f: h5py.File) -> NeuralShape:
