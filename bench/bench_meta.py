@@ -25,7 +25,8 @@ import numpy as np
 from report import table
 
 from backend.datasets.procedural import make_shape
-from backend.fitting.batched import FitCancelled, FitSettings, TrainingData, sample_shape, sign_method_for, train_shapes
+from backend.errors import Cancelled
+from backend.fitting.batched import FitSettings, TrainingData, sample_shape, sign_method_for, train_shapes
 from backend.meshes.loading import NormalisedMesh, find_mesh_files, load_mesh_file, normalise_mesh
 from backend.meshes.sampling import DEFAULT_BETA
 from backend.shapes.architecture import ModelFamily, random_family
@@ -78,7 +79,7 @@ def time_to_targets(family: ModelFamily, data: TrainingData, settings: FitSettin
 
     try:
         train_shapes(family, [data], settings, progress=watch, cancel=cancel)
-    except FitCancelled:
+    except Cancelled:
         pass
     bound = data.sample_seconds + (time.perf_counter() - started)
     return {target: reached.get(target, (None, None)) for target in TARGETS} | {"bound": bound}

@@ -7,7 +7,8 @@ import threading
 import pytest
 import trimesh
 
-from backend.fitting.batched import FitCancelled, FitSettings, fit_shapes
+from backend.errors import Cancelled
+from backend.fitting.batched import FitSettings, fit_shapes
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error, surface_samples
 from backend.shapes.architecture import Architecture, random_family
@@ -60,5 +61,5 @@ def test_cancel():
     cancel = threading.Event()
     cancel.set()
     mesh = trimesh.creation.box()
-    with pytest.raises(FitCancelled):
+    with pytest.raises(Cancelled):
         fit_shapes(random_family(), [normalise_mesh(mesh.vertices, mesh.faces, name="box")], QUICK, cancel=cancel)

@@ -12,8 +12,8 @@ import pytest
 import torch
 import trimesh
 
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled, FitSettings, fit_shapes
+from backend.errors import Cancelled, NeuralShapesError
+from backend.fitting.batched import FitSettings, fit_shapes
 from backend.fitting.meta_learning import (
     CollectionSamples,
     MetaSettings,
@@ -73,7 +73,7 @@ def test_interrupted_training_resumes_to_the_same_family(tiny_collection, tmp_pa
         if event.step == 20:
             cancel.set()
 
-    with pytest.raises(FitCancelled):
+    with pytest.raises(Cancelled):
         meta_train(tiny_collection, tmp_path / "resumed.h5", settings, checkpoint=checkpoint, progress=stop_at_20, cancel=cancel)
     assert checkpoint.exists() and not (tmp_path / "resumed.h5").exists()
     steps = []
@@ -95,7 +95,7 @@ def test_corrupt_checkpoint_is_refused(tiny_collection, tmp_path, content):
 def test_checkpoint_of_other_settings_is_refused(tiny_collection, tmp_path):
     checkpoint, cancel = tmp_path / "run.checkpoint.safetensors", threading.Event()
     settings = replace(TINY, outer_steps=20, eval_every=10)
-    with pytest.raises(FitCancelled):
+    with pytest.raises(Cancelled):
         meta_train(tiny_collection, tmp_path / "f.h5", settings, checkpoint=checkpoint, progress=lambda e: e.step == 10 and cancel.set(), cancel=cancel)
     with pytest.raises(NeuralShapesError, match="other settings"):
         meta_train(tiny_collection, tmp_path / "f.h5", replace(settings, meta_batch=2), checkpoint=checkpoint)

@@ -14,8 +14,7 @@ import trimesh
 from typer.testing import CliRunner
 
 from backend.cli import app
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled
+from backend.errors import Cancelled, NeuralShapesError
 from backend.nf2vec.encoder import weight_matrices
 from backend.nf2vec.latent import LatentFitSettings, flat_forward, flatten, save_latent
 from backend.nf2vec.latent_encoder import (
@@ -142,7 +141,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy, tmp_path):
         if event.step == 20:
             cancel.set()
 
-    with pytest.raises(FitCancelled):
+    with pytest.raises(Cancelled):
         train_latent_encoder(data, latent, FAMILY, tmp_path / "cut", run, progress=stop_after_20, cancel=cancel)
     assert (tmp_path / "cut" / CHECKPOINT_NAME).exists()
     with pytest.raises(NeuralShapesError, match="checkpoint of another run"):

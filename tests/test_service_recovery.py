@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from backend.errors import NeuralShapesError
+from backend.errors import NeuralShapesError, check_cancel
 from backend.service.db import Database
 from backend.service.services.job_queue import INTERRUPTED, JobContext, JobKind, JobManager
 from backend.service.services.library import Library
@@ -119,7 +119,7 @@ def test_job_pool_records_every_outcome(tmp_path):
     def block(context: JobContext) -> dict:
         context.add_output("items", "partial")
         while not release.is_set():
-            context.check_cancelled()
+            check_cancel(context.cancel, "job cancelled")
             time.sleep(0.01)
         return {}
 

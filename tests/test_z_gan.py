@@ -14,8 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from backend.cli import app
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled
+from backend.errors import Cancelled, NeuralShapesError
 from backend.fitting.meta_learning import CollectionSamples
 from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, load_latent, save_latent
 from backend.nf2vec.latent_training import LatentSettings, LatentTrainingData, train_latent
@@ -107,7 +106,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(trained, tmp_pat
         if event.step >= 150:
             cancel.set()
 
-    with pytest.raises(FitCancelled):
+    with pytest.raises(Cancelled):
         train_z_gan(latent, tmp_path, training_labels(latent), TOY_GAN, stop_at_150, cancel, checkpoint_every=75)
     assert (tmp_path / CHECKPOINT_NAME).exists()
     resumed = train_z_gan(latent, tmp_path, training_labels(latent), TOY_GAN, checkpoint_every=75)
@@ -115,7 +114,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(trained, tmp_pat
     for got, want in zip(resumed.gan.generator.state_dict().values(), z_gan.gan.generator.state_dict().values()):
         torch.testing.assert_close(got, want)
     cancel.clear()
-    with pytest.raises(FitCancelled):
+    with pytest.raises(Cancelled):
         train_z_gan(latent, tmp_path, training_labels(latent), TOY_GAN, stop_at_150, cancel, checkpoint_every=75)
     with pytest.raises(NeuralShapesError, match="checkpoint of another run"):
         train_z_gan(latent, tmp_path, training_labels(latent), replace(TOY_GAN, seed=1))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from backend.errors import NeuralShapesError
+from backend.errors import check_cancel
 from backend.fitting.inner_loop import adapt, draw_samples, family_parameters, family_rates, weights_of
 from backend.meshes.loading import NormalisedMesh
 from backend.meshes.metrics import surface_samples
@@ -72,10 +72,6 @@ class FitResult:
     stop_reason: str = field(default="")
 
 
-class FitCancelled(NeuralShapesError):
-    """Raised when a fit is cancelled through its cancel event."""
-
-
 def sign_method_for(mesh: NormalisedMesh) -> SignMethod:
     """Pseudo-normal signs are exact for clean closed meshes and 8x cheaper; anything messy gets winding numbers."""
     return SignMethod.PSEUDO_NORMAL if mesh.clean else SignMethod.WINDING_NUMBER
@@ -122,15 +118,10 @@ def fit_shapes(
     report = progress or (lambda _: None)
     data = []
     for index, mesh in enumerate(meshes):
-        _check_cancel(cancel)
+        check_cancel(cancel, "fit cancelled")
         report(FitProgress(index, "sampling"))
         data.append(sample_shape(mesh, settings, index))
     return train_shapes(family, data, settings, report, cancel)
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise FitCancelled("fit cancelled")
 
 
 def train_shapes(
@@ -164,7 +155,7 @@ def train_shapes(
     loss_sum, window_steps = torch.zeros(count), 0
     started = time.perf_counter()
     while len(active) > 0:
-        _check_cancel(cancel)
+        check_cancel(cancel, "fit cancelled")
         step += 1
         batch_points, batch_sdf = draw_samples(points[active], sdf[active], settings.batch_size, generator)
         per_shape = (model(batch_points) - batch_sdf).abs().mean(dim=1)

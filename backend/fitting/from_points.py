@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled, FitProgress, FitResult
+from backend.errors import NeuralShapesError, check_cancel
+from backend.fitting.batched import FitProgress, FitResult
 from backend.shapes.architecture import ModelFamily
 from backend.shapes.frame import BOUNDING_RADIUS, CUBE_HALF_SIZE
 from backend.shapes.network import BatchedSDF
@@ -84,8 +84,7 @@ def fit_surface_points(
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     surface_error = float("nan")
     for step in range(1, settings.steps + 1):
-        if cancel is not None and cancel.is_set():
-            raise FitCancelled("fit cancelled")
+        check_cancel(cancel, "fit cancelled")
         index = torch.randint(0, len(surface), (settings.surface_batch,), generator=generator)
         free = _free_points(surface, settings, generator)
         batch = torch.cat([surface[index], free]).requires_grad_()

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from backend import __version__
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled, FitSettings, sample_shape
+from backend.errors import NeuralShapesError, check_cancel
+from backend.fitting.batched import FitSettings, sample_shape
 from backend.fitting.inner_loop import (
     Parameters,
     adapt,
@@ -112,8 +112,7 @@ def collection_samples(
                 raise NeuralShapesError(f"{cache}: made with another {key} ({made_with}); delete it or pass the same setting")
             f.attrs[key] = getattr(settings, key)
         for index, path in enumerate(mesh_paths):
-            if cancel is not None and cancel.is_set():
-                raise FitCancelled("meta-training cancelled")
+            check_cancel(cancel, "meta-training cancelled")
             if path.name not in f:
                 data = sample_shape(load_mesh_file(path), fit_settings, index)
                 g = f.create_group(f".{path.name}")  # renamed when complete: an interrupted write is redone
@@ -165,8 +164,7 @@ def meta_train(
     held = _fixed_batches(samples, range(train_count, count), settings)
 
     while step < settings.outer_steps:
-        if cancel is not None and cancel.is_set():
-            raise FitCancelled("meta-training cancelled")
+        check_cancel(cancel, "meta-training cancelled")
         started = time.perf_counter()
         shapes = torch.randint(0, train_count, (settings.meta_batch,), generator=generator)
         batches = _draw(samples, shapes, settings, generator)

@@ -24,8 +24,8 @@ import torch
 import trimesh
 
 from backend import __version__
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled, FitProgress, FitSettings, fit_shapes
+from backend.errors import NeuralShapesError, check_cancel
+from backend.fitting.batched import FitProgress, FitSettings, fit_shapes
 from backend.fitting.pipeline import evaluate_shape, fitted_shape
 from backend.meshes.extraction import clip_to_bounding_sphere, marching_cubes
 from backend.meshes.loading import NormalisedMesh, normalise_mesh
@@ -132,7 +132,7 @@ def shapes_from_embeddings(
     count = len(embeddings)
     surfaces = []
     for index, (embedding, name) in enumerate(zip(embeddings, names)):
-        _check_cancel(cancel)
+        check_cancel(cancel, "cancelled")
         report(0.2 * index / count, f"decoding {index + 1}/{count}")
         surfaces.append(decoded_surface(tools, embedding, name, settings, anchors))
     steps = settings.fit.max_steps
@@ -144,7 +144,7 @@ def shapes_from_embeddings(
     results = fit_shapes(family, surfaces, settings.fit, progress=on_fit, cancel=cancel)
     shapes = []
     for index, (surface, result, transform, extra) in enumerate(zip(surfaces, results, transforms, provenance)):
-        _check_cancel(cancel)
+        check_cancel(cancel, "cancelled")
         report(0.9 + 0.1 * index / count, f"evaluating {index + 1}/{count}")
         shape = fitted_shape(surface, result, family, source_name=extra.get("source_name", surface.name))
         metrics, _ = evaluate_shape(shape, surface, settings.evaluation_resolution)
@@ -177,8 +177,3 @@ def derived_provenance(operation: str, source_name: str, inputs: list[NeuralShap
         "nf2vec_model": model.model_id,
         **details,
     }
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise FitCancelled("cancelled")

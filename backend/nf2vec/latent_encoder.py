@@ -37,8 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled
+from backend.errors import NeuralShapesError, check_cancel
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
 from backend.nf2vec.latent_training import LatentProgress
@@ -272,7 +271,7 @@ def train_latent_encoder(
 
     Resumes ``output/latent-encoder-checkpoint.safetensors`` when its run key matches (the step count may
     grow between runs); a checkpoint of other inputs, latents or settings is a one-line error. ``cancel``
-    stops at the next step with :class:`backend.fitting.batched.FitCancelled` (the last checkpoint stays).
+    stops at the next step with :class:`backend.errors.Cancelled` (the last checkpoint stays).
     """
     if family.family_id != latent.family_id:
         raise NeuralShapesError(f"the latent family is of family {latent.family_id}, not of {family.family_id}")
@@ -298,8 +297,7 @@ def train_latent_encoder(
     started, running, reported = time.perf_counter() - seconds, 0.0, 0
     encoder.net.train()
     while step < settings.steps:
-        if cancel is not None and cancel.is_set():
-            raise FitCancelled("latent encoder training cancelled")
+        check_cancel(cancel, "latent encoder training cancelled")
         batch = torch.randperm(count, generator=generator)[:batch_size]
         shape = data.shape_of_input[batch]
         points, sdf = _draw(data.samples, shape, settings.points_per_shape, generator)

@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.datasets.procedural import Manifest
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled
+from backend.errors import NeuralShapesError, check_cancel
 from backend.fitting.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, save_latent
 from backend.nf2vec.training import (
@@ -182,7 +181,7 @@ def train_latent(
 
     Resumes ``output/latent-checkpoint.safetensors`` when its run key matches (the step count may grow
     between runs); a checkpoint of other shapes or settings is a one-line error. ``cancel`` stops at the
-    next step with :class:`backend.fitting.batched.FitCancelled` (the last checkpoint stays).
+    next step with :class:`backend.errors.Cancelled` (the last checkpoint stays).
     """
     report = progress or (lambda _: None)
     count = len(data.names)
@@ -206,8 +205,7 @@ def train_latent(
     batch_size = min(settings.shapes_per_step, count)
     started, running, reported = time.perf_counter() - seconds, 0.0, 0
     while step < settings.steps:
-        if cancel is not None and cancel.is_set():
-            raise FitCancelled("latent training cancelled")
+        check_cancel(cancel, "latent training cancelled")
         batch = torch.randperm(count, generator=generator)[:batch_size]
         points, sdf = (tensor.to(device) for tensor in _draw(data.samples, batch, settings.points_per_shape, generator))
         batch = batch.to(device)

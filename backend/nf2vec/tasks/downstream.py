@@ -19,8 +19,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled
+from backend.errors import NeuralShapesError, check_cancel
 
 REPORTS = 20  # progress reports per training run: enough for a bar, few enough for a log
 MIN_SCALE = 1e-6  # a dimension that varies less than this is constant (e.g. a ReLU dead for every shape)
@@ -94,11 +93,6 @@ def mlp(sizes: Sequence[int], batch_norm: bool = False) -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers)
 
 
-def check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise FitCancelled("training cancelled")
-
-
 def report_every(total: int) -> int:
     """Steps between progress reports so a run of ``total`` steps gives about :data:`REPORTS`."""
     return max(1, -(-total // REPORTS))
@@ -141,7 +135,7 @@ def train_supervised(
     for _ in range(plan.epochs):
         order = torch.randperm(count, generator=generator)
         for start in range(0, per_epoch * batch, batch):
-            check_cancel(cancel)
+            check_cancel(cancel, "training cancelled")
             rows = order[start : start + batch]
             loss = loss_of(network(inputs[rows]), targets[rows])
             optimizer.zero_grad(set_to_none=True)

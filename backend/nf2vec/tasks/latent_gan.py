@@ -35,14 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.errors import NeuralShapesError
+from backend.errors import NeuralShapesError, check_cancel
 from backend.nf2vec.model import Nf2vecModel
 from backend.nf2vec.tasks.downstream import (
     Standardiser,
     TaskProgress,
     as_embeddings,
     as_labels,
-    check_cancel,
     mlp,
     report_every,
 )
@@ -138,7 +137,7 @@ def train_latent_gan(
     ``standardiser`` (None: the embeddings' own mean and std) maps embeddings to what the networks read.
     With ``checkpoint``, the state is saved there every ``checkpoint_every`` generator steps and a run of
     the same data and settings resumes from it (the step count may grow); the file is deleted at the end.
-    ``cancel`` stops at the next step with :class:`backend.fitting.batched.FitCancelled` (the checkpoint stays).
+    ``cancel`` stops at the next step with :class:`backend.errors.Cancelled` (the checkpoint stays).
     """
     data = as_embeddings(embeddings)
     if (labels is None) != (class_names is None):
@@ -169,7 +168,7 @@ def train_latent_gan(
                      else (0, 0.0))
     started = time.perf_counter() - seconds
     for step in range(done + 1, settings.steps + 1):
-        check_cancel(cancel)
+        check_cancel(cancel, "training cancelled")
         for _ in range(settings.critic_steps):
             x, condition, noise = draw()
             with torch.no_grad():

@@ -84,7 +84,7 @@ def train_z_gan(
     labels (n,) int64 rows of the prior's class names (:func:`training_labels`); None for a family
     without classes (the GAN is then unconditional). Resumes ``output/z-gan-checkpoint.safetensors`` when
     it is of the same latents and settings (saved every ``checkpoint_every`` generator steps); ``cancel``
-    stops with :class:`backend.fitting.batched.FitCancelled`.
+    stops with :class:`backend.errors.Cancelled`.
     """
     if latent.latents is None:
         raise NeuralShapesError("the latent family keeps no training latents to train a GAN on")

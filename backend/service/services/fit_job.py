@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.errors import NeuralShapesError
+from backend.errors import NeuralShapesError, check_cancel
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.fitting.pipeline import evaluate_shape, fitted_shape
 from backend.meshes.loading import NormalisedMesh
@@ -67,7 +67,7 @@ class FitJob:
             group = upload_ids[start : start + self.fit_batch]
             meshes = []
             for upload_id in group:
-                context.check_cancelled()
+                check_cancel(context.cancel, "job cancelled")
                 meshes.append(self.uploads.load(upload_id))
 
             def on_progress(event: FitProgress, start: int = start, group: list[str] = group) -> None:
@@ -85,7 +85,7 @@ class FitJob:
 
             results = fit_shapes(family, meshes, settings, progress=on_progress, cancel=context.cancel)
             for offset, (upload_id, mesh, result) in enumerate(zip(group, meshes, results)):
-                context.check_cancelled()
+                check_cancel(context.cancel, "job cancelled")
                 index = start + offset
                 report(f"evaluating and storing {index + 1}/{count}")
                 try:

@@ -2,9 +2,10 @@
 
 A *job kind* is a name and a runner function ``run(context) -> outputs``; :class:`JobManager` keeps
 one row per job in SQLite and runs jobs on a bounded thread pool (``workers`` at once, at most
-``max_pending`` queued + running). A runner reports ``context.progress(fraction, stage)``, polls
-``context.check_cancelled()`` (or hands ``context.cancel`` to code that takes an event) and may record
-outputs as it goes with ``context.add_output`` so a crash keeps what was finished.
+``max_pending`` queued + running). A runner reports ``context.progress(fraction, stage)``, raises
+:class:`backend.errors.Cancelled` once ``context.cancel`` is set (:func:`backend.errors.check_cancel`,
+or code that takes the event) and may record outputs as it goes with ``context.add_output`` so a
+crash keeps what was finished.
 
 States: queued -> running -> succeeded | failed | cancelled (queued -> cancelled directly).
 After a crash or a stop, jobs that were *running* are marked failed with the reason (their finished
@@ -24,8 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitCancelled
+from backend.errors import Cancelled, NeuralShapesError
 from backend.service.db import Database, to_json, utc_now
 from backend.service.errors import Busy, Conflict, NotFound, check_id, new_id
 
@@ -35,10 +35,6 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 INTERRUPTED = "interrupted: the service stopped while this job ran; finished outputs are kept, submit it again for the rest"
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes (stage changes are written at once)
-
-
-class JobCancelled(NeuralShapesError):
-    """Raised inside a runner by :meth:`JobContext.check_cancelled`."""
 
 
 @dataclass
@@ -61,10 +57,6 @@ class JobContext:
         self._last_write, self._last_stage = now, stage
         fraction = min(max(float(fraction), 0.0), 1.0)
         self._manager.db.execute("UPDATE jobs SET progress = ?, stage = ? WHERE id = ?", (fraction, stage[:500], self.job_id))
-
-    def check_cancelled(self) -> None:
-        if self.cancel.is_set():
-            raise JobCancelled("job cancelled")
 
     def add_output(self, key: str, value: Any) -> None:
         """Append ``value`` to the list ``outputs[key]`` and store it now (kept if the job dies later)."""
@@ -241,7 +233,7 @@ class JobManager:
             context.outputs = json.loads(row["outputs"])
             try:
                 outputs = self.kinds[row["kind"]].run(context)
-            except (JobCancelled, FitCancelled):
+            except Cancelled:
                 if self._closing and not self.db.one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))["cancel_requested"]:
                     self._finish(job_id, "failed", error=INTERRUPTED, outputs=context.outputs)
                 else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from backend.errors import NeuralShapesError
+from backend.errors import NeuralShapesError, check_cancel
 from backend.fitting.batched import FitProgress, fit_shapes
 from backend.meshes.loading import NormalisedMesh
 from backend.nf2vec.decoding import OperationProgress
@@ -147,6 +147,6 @@ class Nf2vecJobs:
         return shape, mesh
 
     def _store(self, context: JobContext, shapes: list[NeuralShape]) -> None:
-        context.check_cancelled()
+        check_cancel(context.cancel, "job cancelled")
         for shape in shapes:
             context.add_output("shapes", self.library.add(shape, job_id=context.job_id)["id"])
