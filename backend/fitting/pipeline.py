@@ -9,15 +9,16 @@ cubes reconstruction in the source frame).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trimesh
 
 from backend import __version__
-from backend.errors import NeuralShapesError
+from backend.errors import NeuralShapesError, check_cancel
 from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.meshes.extraction import extract_mesh
@@ -112,31 +113,73 @@ def convert_files(
         report = None
         if progress is not None:
             report = lambda event, group=group: progress(group[event.shape_index][0].source, event)  # noqa: E731
-        results = fit_shapes(family, meshes, settings, progress=report, cancel=cancel)
-        for (outcome, mesh), result in zip(group, results):
+        names = [outcome.source.name for outcome, _ in group]
+        for fit in fit_and_evaluate(family, meshes, settings, resolution=resolution, source_names=names, progress=report, cancel=cancel):
+            outcome = group[fit.index][0]
+            if fit.error is not None:
+                outcome.error = f"{outcome.source}: {fit.error}"
+                continue
             try:
-                _finish(outcome, mesh, result, family, out_dir / stems[outcome.source], resolution, half_precision)
+                _write(outcome, fit, out_dir / stems[outcome.source], half_precision)
             except (NeuralShapesError, OSError) as error:
                 outcome.error = f"{outcome.source}: {error}"
     return outcomes
 
 
-def _finish(
-    outcome: ConversionOutcome,
-    mesh: NormalisedMesh,
-    result: FitResult,
+@dataclass
+class EvaluatedFit:
+    """One mesh of :func:`fit_and_evaluate`: its fitted shape with the quality metrics added and its
+    marching-cubes reconstruction (normalised frame), or the error that stopped its evaluation."""
+
+    index: int  # in the meshes given
+    mesh: NormalisedMesh
+    shape: NeuralShape | None = None
+    reconstruction: trimesh.Trimesh | None = None
+    error: Exception | None = None
+
+
+def fit_and_evaluate(
     family: ModelFamily,
-    stem: Path,
-    resolution: int,
-    half_precision: bool,
-) -> None:
-    shape = fitted_shape(mesh, result, family, source_name=outcome.source.name)
-    metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
-    shape.metrics.update(metrics)
+    meshes: list[NormalisedMesh],
+    settings: FitSettings = FitSettings(),
+    *,
+    resolution: int = DEFAULT_RESOLUTION,
+    source_names: list[str] | None = None,
+    progress: Callable[[FitProgress], None] | None = None,
+    evaluating: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+    compute_slot: AbstractContextManager = nullcontext(),
+) -> Iterator[EvaluatedFit]:
+    """Fit meshes (normalised frame) in one batched model, then evaluate each (surface error, Chamfer,
+    F-score at ``resolution``) and yield it at once, so a caller can keep it before the next is done.
+
+    ``source_names`` are the shapes' provenance source names (default: the meshes' names);
+    ``progress`` gets the fit's events, ``evaluating(index)`` is called before each evaluation, which
+    runs inside ``compute_slot`` (a reusable context manager: the service's compute queue). A mesh whose
+    evaluation fails is yielded with its error and the others go on; ``cancel`` stops between meshes.
+    """
+    names = source_names or [mesh.name for mesh in meshes]
+    results = fit_shapes(family, meshes, settings, progress=progress, cancel=cancel)
+    for index, (mesh, result, name) in enumerate(zip(meshes, results, names)):
+        check_cancel(cancel, "fit cancelled")
+        if evaluating is not None:
+            evaluating(index)
+        shape = fitted_shape(mesh, result, family, source_name=name)
+        try:
+            with compute_slot:
+                metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
+        except (NeuralShapesError, ValueError) as error:
+            yield EvaluatedFit(index, mesh, error=error)
+            continue
+        shape.metrics.update(metrics)
+        yield EvaluatedFit(index, mesh, shape, reconstruction)
+
+
+def _write(outcome: ConversionOutcome, fit: EvaluatedFit, stem: Path, half_precision: bool) -> None:
     mesh_output = stem.with_suffix(".obj")
-    write_in_source_frame(mesh_output, reconstruction, mesh.transform)
-    write_shape(stem.with_suffix(".h5"), shape, half_precision=half_precision)
-    outcome.shape, outcome.output, outcome.mesh_output = shape, stem.with_suffix(".h5"), mesh_output
+    write_in_source_frame(mesh_output, fit.reconstruction, fit.mesh.transform)
+    write_shape(stem.with_suffix(".h5"), fit.shape, half_precision=half_precision)
+    outcome.shape, outcome.output, outcome.mesh_output = fit.shape, stem.with_suffix(".h5"), mesh_output
 
 
 def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *, source_name: str) -> NeuralShape:
@@ -152,7 +195,7 @@ def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *
             "source_name": source_name,
             "source_sha256": mesh.source_sha256,
             "tool_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
 

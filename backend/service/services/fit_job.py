@@ -5,7 +5,7 @@ Inputs (validated by the API's ``FitJobCreate`` before they are stored)::
     {"uploads": [id, ...], "settings": {FitSettings fields}, "architecture": {hidden_layers, width,
      activation}, "family": "default", "resolution": 128, "half_precision": false, "keep_uploads": false}
 
-Meshes are fitted ``fit_batch`` at a time in one batched model (:func:`backend.fitting.batched.fit_shapes`);
+Meshes are fitted ``fit_batch`` at a time in one batched model (:func:`backend.fitting.pipeline.fit_and_evaluate`);
 each fitted shape is evaluated (surface error, Chamfer, F-score at ``resolution``) and stored at once,
 so a crash later in the job keeps it. Outputs: ``{"shapes": [id, ...], "failed": [{"upload", "error"}]}``.
 """
@@ -15,17 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backend.errors import NeuralShapesError, check_cancel
-from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
-from backend.fitting.pipeline import evaluate_shape, fitted_shape
-from backend.meshes.loading import NormalisedMesh
+from backend.fitting.batched import FitProgress, FitSettings
+from backend.fitting.pipeline import fit_and_evaluate
 from backend.service.errors import DiskFull, Unprocessable
 from backend.service.services.compute import ComputeQueue
 from backend.service.services.job_queue import JobContext, JobKind
 from backend.service.services.library import Library
 from backend.service.services.uploads import Uploads
-from backend.shapes.architecture import Architecture, ModelFamily
+from backend.shapes.architecture import Architecture
 from backend.shapes.family_file import resolve_family
-from backend.shapes.shape_file import NeuralShape
 
 SAMPLING_SHARE = 0.15  # of one mesh's progress
 FITTING_SHARE = 0.7  # the rest is evaluation and storing
@@ -83,21 +81,23 @@ class FitJob:
                 mesh_progress[index] = fraction
                 report(f"fitting meshes {start + 1}-{start + len(group)} of {count}: step {event.step}, surface error {event.surface_error:.4f}")
 
-            results = fit_shapes(family, meshes, settings, progress=on_progress, cancel=context.cancel)
-            for offset, (upload_id, mesh, result) in enumerate(zip(group, meshes, results)):
-                check_cancel(context.cancel, "job cancelled")
-                index = start + offset
-                report(f"evaluating and storing {index + 1}/{count}")
+            def on_evaluating(offset: int, start: int = start) -> None:
+                report(f"evaluating and storing {start + offset + 1}/{count}")
+
+            fits = fit_and_evaluate(family, meshes, settings, resolution=resolution, progress=on_progress,
+                                    evaluating=on_evaluating, cancel=context.cancel, compute_slot=self.compute)
+            for fit in fits:
+                upload_id = group[fit.index]
+                mesh_progress[start + fit.index] = 1.0  # stored or failed: either way done
                 try:
-                    _, record = store_fitted(self.library, self.compute, mesh, result, family, resolution=resolution,
-                                             job_id=context.job_id, half_precision=half)
+                    if fit.error is not None:
+                        raise fit.error  # its evaluation failed: recorded like a failed store
+                    record = self.library.add(fit.shape, job_id=context.job_id, half_precision=half)
                 except DiskFull:
                     raise  # every later shape would fail the same way: the job ends, with what is stored so far
                 except (NeuralShapesError, ValueError) as error:
                     context.add_output("failed", {"upload": upload_id, "error": str(error)})
                     continue
-                finally:
-                    mesh_progress[index] = 1.0
                 context.add_output("shapes", record["id"])
         shapes = context.outputs.get("shapes", [])
         if not shapes:
@@ -126,23 +126,3 @@ def check_fit_cost(*, meshes: int, fit_batch: int, batch_size: int, width: int, 
         raise Unprocessable(
             f"settings.samples x meshes fitted together ({together}) = {samples * together:,} is over the limit of {MAX_FIT_SAMPLES:,}"
         )
-
-
-def store_fitted(
-    library: Library,
-    compute: ComputeQueue,
-    mesh: NormalisedMesh,
-    result: FitResult,
-    family: ModelFamily,
-    *,
-    resolution: int,
-    job_id: str,
-    half_precision: bool = False,
-) -> tuple[NeuralShape, dict]:
-    """Evaluate one fit result against its mesh (surface error, Chamfer, F-score at ``resolution``) and
-    store it; returns the shape and its library record."""
-    shape = fitted_shape(mesh, result, family, source_name=mesh.name)
-    with compute:  # the Warp extraction of the metrics, one at a time with API requests
-        metrics, _ = evaluate_shape(shape, mesh, resolution)
-    shape.metrics.update(metrics)
-    return shape, library.add(shape, job_id=job_id, half_precision=half_precision)

@@ -24,13 +24,13 @@ import threading
 from dataclasses import dataclass
 
 from backend.errors import NeuralShapesError, check_cancel
-from backend.fitting.batched import FitProgress, fit_shapes
+from backend.fitting.batched import FitProgress
+from backend.fitting.pipeline import fit_and_evaluate
 from backend.meshes.loading import NormalisedMesh
 from backend.nf2vec.decoding import OperationProgress
 from backend.nf2vec.ops.interpolation import in_between_times
 from backend.nf2vec.ops.operations import complete, generate, generation_classes, interpolate
 from backend.service.errors import Unprocessable
-from backend.service.services.fit_job import store_fitted
 from backend.service.services.job_queue import JobContext, JobKind
 from backend.service.services.library import Library
 from backend.service.services.nf2vec_queries import Nf2vec
@@ -139,12 +139,15 @@ class Nf2vecJobs:
             if event.stage == "fitting":
                 context.progress(UPLOAD_FIT_SHARE * min(event.step / settings.fit.max_steps, 1.0), f"fitting '{mesh.name}': step {event.step}")
 
-        [result] = fit_shapes(tools.family, [mesh], settings.fit, progress=on_fit, cancel=context.cancel)
-        context.progress(UPLOAD_FIT_SHARE, f"evaluating and storing '{mesh.name}'")
-        shape, record = store_fitted(self.library, self.compute, mesh, result, tools.family,
-                                     resolution=settings.evaluation_resolution, job_id=context.job_id)
-        context.add_output("fitted", record["id"])
-        return shape, mesh
+        def on_evaluating(_: int) -> None:
+            context.progress(UPLOAD_FIT_SHARE, f"evaluating and storing '{mesh.name}'")
+
+        [fit] = fit_and_evaluate(tools.family, [mesh], settings.fit, resolution=settings.evaluation_resolution, progress=on_fit,
+                                 evaluating=on_evaluating, cancel=context.cancel, compute_slot=self.compute)
+        if fit.error is not None:
+            raise fit.error
+        context.add_output("fitted", self.library.add(fit.shape, job_id=context.job_id)["id"])
+        return fit.shape, mesh
 
     def _store(self, context: JobContext, shapes: list[NeuralShape]) -> None:
         check_cancel(context.cancel, "job cancelled")
