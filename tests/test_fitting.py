@@ -9,6 +9,7 @@ import trimesh
 
 from backend.errors import Cancelled
 from backend.fitting.batched import FitSettings, fit_shapes
+from backend.fitting.pipeline import fit_and_evaluate
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error, surface_samples
 from backend.shapes.architecture import Architecture, random_family
@@ -63,3 +64,34 @@ def test_cancel():
     mesh = trimesh.creation.box()
     with pytest.raises(Cancelled):
         fit_shapes(random_family(), [normalise_mesh(mesh.vertices, mesh.faces, name="box")], QUICK, cancel=cancel)
+
+
+def test_fit_and_evaluate_yields_each_shape_with_its_metrics(meshes):
+    """The one fit -> evaluate -> metrics path of convert_files and the service's fit jobs."""
+    family = random_family(Architecture(hidden_layers=2, width=16))
+    settings = FitSettings(samples=20_000, batch_size=1024, eval_every=50, max_steps=50, target_surface_error=0.0)
+    slot = _CountingSlot()
+    evaluating, cancel = [], threading.Event()
+    fits = fit_and_evaluate(family, meshes[:2], settings, resolution=24, source_names=["a.obj", "b.obj"],
+                            evaluating=evaluating.append, cancel=cancel, compute_slot=slot)
+    first = next(fits)
+    assert (first.index, first.error, evaluating, slot.entered) == (0, None, [0], 1)
+    assert {"surface_error", "chamfer", "fscore", "final_loss", "steps"} <= set(first.shape.metrics)
+    assert first.shape.provenance["source_name"] == "a.obj" and len(first.reconstruction.faces) > 0
+    cancel.set()  # between meshes: the second is not evaluated
+    with pytest.raises(Cancelled, match="fit cancelled"):
+        next(fits)
+    assert evaluating == [0]
+
+
+class _CountingSlot:
+    """A stand-in for the service's compute queue: counts the evaluations run inside it."""
+
+    def __init__(self):
+        self.entered = 0
+
+    def __enter__(self):
+        self.entered += 1
+
+    def __exit__(self, *exc):
+        return None
