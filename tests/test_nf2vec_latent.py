@@ -238,7 +238,8 @@ def test_train_latent_command_end_to_end(toy, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "7 shapes (6 fitted)" in result.stdout and "step 10" in result.stderr
     latent = load_latent(model, FAMILY.family_id)
-    assert latent.k == 3 and latent.names[-1] == UNFITTED and (model / "family.h5").exists()
+    assert latent.k == 3 and latent.names[-1] == UNFITTED
+    assert not (model / "family.h5").exists()  # the default family is bundled: named by id, not copied
     too_large = CliRunner().invoke(app, [*map(str, args), "--k", "6"])  # in-process: refused before any sampling
     assert too_large.exit_code == 1 and "at least 7 fitted nets" in too_large.stderr
     assert len(too_large.stderr.strip().splitlines()) == 1

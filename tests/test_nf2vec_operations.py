@@ -152,9 +152,18 @@ def test_tools_folders_are_checked(toolkit, tmp_path):
         load_tools(tmp_path / "absent")
     bare = tmp_path / "bare"
     bare.mkdir()
-    for name in ("config.json", "weights.safetensors", "family.h5"):
+    # The toolkit's shapes are of the bundled default family: the folder names it and holds no copy.
+    assert not (tools.folder / "family.h5").exists()
+    for name in ("config.json", "weights.safetensors"):
         (bare / name).write_bytes((tools.folder / name).read_bytes())
     without_tasks = load_tools(bare)
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "weights.safetensors").write_bytes((tools.folder / "weights.safetensors").read_bytes())
+    config = json.loads((tools.folder / "config.json").read_text())
+    (stranger / "config.json").write_text(json.dumps({**config, "family_id": "elsewhere-0123456789ab"}))
+    with pytest.raises(NeuralShapesError, match="family.h5: missing .the model's family elsewhere-0123456789ab is not one this tool bundles"):
+        load_tools(stranger)
     with pytest.raises(NeuralShapesError, match="gan.safetensors"):
         generate(without_tasks, 1)
 

@@ -42,7 +42,7 @@ from backend.nf2vec.latent_training import (
     latent_training_data,
     train_latent,
 )
-from backend.nf2vec.model import FAMILY_NAME, load_model
+from backend.nf2vec.model import FAMILY_NAME, load_model, read_folder_family, write_folder_family
 from backend.nf2vec.tasks.classifier import ClassifierSettings, save_classifier, train_classifier
 from backend.nf2vec.tasks.downstream import TaskProgress
 from backend.nf2vec.tasks.latent_gan import LatentGanSettings, save_gan, train_latent_gan
@@ -52,7 +52,7 @@ from backend.nf2vec.tasks.transfer import TransferSettings, save_transfer, train
 from backend.nf2vec.tasks.z_gan import Z_GAN_NAME, Z_GAN_SETTINGS, train_z_gan, training_labels
 from backend.nf2vec.training import Nf2vecProgress, TrainSettings, one_family, shape_samples, train_nf2vec
 from backend.shapes.architecture import Architecture, ModelFamily
-from backend.shapes.family_file import read_family, resolve_family, write_family
+from backend.shapes.family_file import resolve_family
 from backend.shapes.shape_file import NeuralShape, read_shape
 
 DEFAULTS = MetaSettings()
@@ -193,10 +193,8 @@ def train_latent_command(
                                   prior_weight=prior_weight, weight_pull=weight_pull, samples_per_shape=samples_per_shape, seed=seed)
         shapes, chosen = _shapes_of_one_family(paths, family)
         check_latent_size(k, len(shapes))  # before sampling, which can take minutes
-        family_file = output / FAMILY_NAME
-        if family_file.exists() and read_family(family_file).family_id != chosen.family_id:
-            raise NeuralShapesError(f"{family_file}: the model folder is of family {read_family(family_file).family_id}, "
-                                    f"the shapes are of {chosen.family_id}")
+        if (output / FAMILY_NAME).exists():
+            read_folder_family(output, chosen.family_id)  # a folder of another family: one line naming it
         manifest = read_manifest(collection) if (collection / MANIFEST_NAME).is_file() else None
         extra = find_mesh_files(unfitted or [])
     except (ValueError, NeuralShapesError) as error:
@@ -206,8 +204,7 @@ def train_latent_command(
         try:
             data = latent_training_data(shapes, collection, cache, settings, extra, manifest, progress=show)
             latent = train_latent(data, output, chosen.family_id, chosen.architecture, settings, progress=show)
-            if not family_file.exists():
-                write_family(family_file, chosen)  # the folder then holds the base family its latents decode to
+            write_folder_family(output, chosen)  # the folder then holds (or names) the base family its latents decode to
         except NeuralShapesError as error:
             fail(str(error))
     record = latent.training

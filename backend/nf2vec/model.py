@@ -23,6 +23,7 @@ from backend.nf2vec.decoder import ImplicitDecoder
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.shapes.architecture import Architecture, ModelFamily, Weights
 from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.family_file import bundled_family, read_family, write_family
 from backend.shapes.shape_file import NeuralShape
 
 FORMAT = "neural-shapes/nf2vec"
@@ -30,6 +31,27 @@ VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 FAMILY_NAME = "family.h5"
+
+
+def write_folder_family(folder: Path, family: ModelFamily) -> None:
+    """The family a model folder's shapes belong to, as its ``family.h5``; a family the tool bundles is
+    not copied (the bundled model ships the default family once), :func:`read_folder_family` finds it."""
+    if bundled_family(family.family_id) is None:
+        write_family(folder / FAMILY_NAME, family)
+
+
+def read_folder_family(folder: Path, family_id: str) -> ModelFamily:
+    """The model folder's family: its ``family.h5``, else the bundled family of that id."""
+    path = folder / FAMILY_NAME
+    if path.is_file():
+        family = read_family(path)
+        if family.family_id != family_id:
+            raise NeuralShapesError(f"{path}: family {family.family_id} is not the model's family {family_id}")
+        return family
+    family = bundled_family(family_id)
+    if family is None:
+        raise NeuralShapesError(f"{path}: missing (the model's family {family_id} is not one this tool bundles)")
+    return family
 
 
 @dataclass

@@ -28,10 +28,9 @@ from backend.errors import NeuralShapesError
 from backend.fitting.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
-from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, new_model, save_model
+from backend.nf2vec.model import Nf2vecModel, new_model, save_model, write_folder_family
 from backend.shapes.architecture import ModelFamily
 from backend.shapes.checkpoints import load_tensors, save_tensors
-from backend.shapes.family_file import write_family
 from backend.shapes.shape_file import NeuralShape
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -163,7 +162,7 @@ def train_nf2vec(
         "shapes": len(shapes), "settings": asdict(settings),
     }
     save_model(output, model)
-    write_family(output / FAMILY_NAME, family)  # the folder then holds all its operations need
+    write_folder_family(output, family)  # the folder then holds (or names) all its operations need
     checkpoint.unlink(missing_ok=True)
     return model
 

@@ -84,6 +84,15 @@ def _read(f: h5py.File) -> ModelFamily:
     return family
 
 
+def bundled_family(family_id: str) -> ModelFamily | None:
+    """The family shipped with the tool whose id is ``family_id``, or None."""
+    for path in sorted(BUNDLED_DIR.glob("*.h5")):
+        family = read_family(path)
+        if family.family_id == family_id:
+            return family
+    return None
+
+
 def resolve_family(spec: str | Path | None, architecture: Architecture = Architecture()) -> ModelFamily:
     """The family a fit starts from.
 

@@ -3,7 +3,7 @@
 Folder layout::
 
     config.json, weights.safetensors   the encoder + implicit decoder (backend.nf2vec.model)
-    family.h5                 the model family whose shapes it embeds and whose net results are fitted with
+    family.h5                          the model family whose shapes it embeds (absent: a family the tool bundles)
     latent.safetensors                 the latent family w(z) = theta + z B (backend.nf2vec.latent; optional)
     latent_encoder.safetensors         the encoder distilled into z (backend.nf2vec.latent_encoder; optional)
     z_gan.safetensors                  a class-conditional GAN on z for the latent decoder's generate (optional)
@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from backend.errors import NeuralShapesError
 from backend.nf2vec.latent import LATENT_NAME, LatentFamily, load_latent
 from backend.nf2vec.latent_encoder import ENCODER_NAME, LatentEncoder, load_latent_encoder
-from backend.nf2vec.model import FAMILY_NAME, Nf2vecModel, load_model
+from backend.nf2vec.model import Nf2vecModel, load_model, read_folder_family
 from backend.shapes.architecture import ModelFamily
-from backend.shapes.family_file import read_family
 
 if TYPE_CHECKING:
     from backend.nf2vec.ops.latent_ops import ZSampler
@@ -119,9 +118,7 @@ def load_tools(spec: str | Path | None = None) -> Nf2vecTools:
     """
     folder = DEFAULT_MODEL_DIR if spec in (None, "default") else Path(spec)
     model = load_model(folder)
-    family = read_family(folder / FAMILY_NAME)
-    if family.family_id != model.family_id:
-        raise NeuralShapesError(f"{folder / FAMILY_NAME}: family {family.family_id} is not the model's family {model.family_id}")
+    family = read_folder_family(folder, model.family_id)
     latent = encoder = None
     if (folder / LATENT_NAME).is_file() and (folder / ENCODER_NAME).is_file():
         latent = load_latent(folder, family.family_id)
