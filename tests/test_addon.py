@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import __version__
 from blender_addon.client.connection import ConnectionSettings, check_connection
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
@@ -25,7 +26,7 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("addon")
     result = run_cli("build-addon", "-o", out)
     assert result.returncode == 0, result.stderr
-    return out / "neural_shapes-0.1.0.zip", out / "neural_shapes-0.1.0-legacy.zip"
+    return out / f"neural_shapes-{__version__}.zip", out / f"neural_shapes-{__version__}-legacy.zip"
 
 
 @pytest.fixture(scope="module")

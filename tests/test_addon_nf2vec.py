@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend import __version__
 from backend.shapes.shape_file import shape_to_bytes
 from tests.conftest import run_cli
 from tests.nf2vec_toolkit import build_toolkit
@@ -43,7 +44,7 @@ def report(tmp_path_factory):
         ids["foreign"] = client.import_shape(shape_to_bytes(replace(shapes[0], name="foreign", family_id="random-7"))).id
         env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
         result = subprocess.run(
-            [sys.executable, str(HERE / "blender" / "nf2vec_operators.py"), str(root / "addon" / "neural_shapes-0.1.0.zip"),
+            [sys.executable, str(HERE / "blender" / "nf2vec_operators.py"), str(root / "addon" / f"neural_shapes-{__version__}.zip"),
              str(server.data_dir), json.dumps(ids), str(no_model.data_dir)],
             capture_output=True, text=True, env=env, timeout=600,
         )

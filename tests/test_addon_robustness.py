@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import __version__
 from blender_addon.client import BadResponse, Client, Interrupted, Interrupter, ServiceTimeout, ServiceUnreachable
 from blender_addon.client.connection import ConnectionSettings, check_connection
 from tests.conftest import run_cli
@@ -306,7 +307,7 @@ def blender_report(tmp_path_factory):
     try:
         env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
         result = subprocess.run(
-            [sys.executable, str(HERE / "blender" / "robustness.py"), str(root / "addon" / "neural_shapes-0.1.0.zip"), server.url, TOKEN],
+            [sys.executable, str(HERE / "blender" / "robustness.py"), str(root / "addon" / f"neural_shapes-{__version__}.zip"), server.url, TOKEN],
             capture_output=True, text=True, env=env, timeout=300,
         )
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import __version__
 from tests.conftest import ROOT, SAMPLES
 
 BATCH = ROOT / "blender_addon" / "batch.py"
@@ -77,7 +78,7 @@ def test_legacy_addon_installs_in_old_blender(tmp_path):
     assert built.returncode == 0, built.stderr
     script = (
         "import bpy\n"
-        f"bpy.ops.preferences.addon_install(filepath={str(tmp_path / 'neural_shapes-0.1.0-legacy.zip')!r})\n"
+        f"bpy.ops.preferences.addon_install(filepath={str(tmp_path / f'neural_shapes-{__version__}-legacy.zip')!r})\n"
         "bpy.ops.preferences.addon_enable(module='neural_shapes')\n"
         "print('REGISTERED', hasattr(bpy.types, 'VIEW3D_PT_neural_shapes'), hasattr(bpy.ops.neural, 'convert_selected'),"
         " hasattr(bpy.ops.neural, 'interpolate'))\n"
