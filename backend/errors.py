@@ -1,8 +1,10 @@
-"""The one error type the product shows to users, and the one way work stops when it is cancelled."""
+"""The one error type the product shows to users, the one way work stops when it is cancelled, and
+pydantic's errors as one line."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 
 
 class NeuralShapesError(Exception):
@@ -17,3 +19,12 @@ def check_cancel(cancel: threading.Event | None, message: str) -> None:
     """Raise :class:`Cancelled` with ``message`` once ``cancel`` is set; None is work that cannot be cancelled."""
     if cancel is not None and cancel.is_set():
         raise Cancelled(message)
+
+
+def validation_summary(errors: Iterable[Mapping]) -> str:
+    """Pydantic's errors (``ValidationError.errors()``) as one line: ``objects.0.operation: Input should be ...; ...``."""
+    parts = []
+    for item in list(errors)[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid input"

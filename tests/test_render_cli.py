@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from backend.cli import app
 from backend.errors import NeuralShapesError
-from backend.rendering.renderer import Camera, Scene, SceneObject, load_scene, parse_size, render
+from backend.rendering.renderer import Camera, Scene, SceneObject, parse_size, render
+from backend.rendering.scene import load_scene
 from backend.shapes.architecture import Architecture, random_family
 from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape, write_shape
@@ -147,7 +148,7 @@ def test_clear_errors(shape_file, tmp_path):
         code, output = _run(*args)
         assert code == 1 and message in output and output.count("error:") == 1, output
     bad = tmp_path / "bad.json"
-    for content, message in (("{", "not valid JSON"), ('{"objects": [], "lights": 1}', "unknown keys"), ('{"objects": [{"shape": "missing.h5"}]}', "missing.h5")):
+    for content, message in (("{", "not valid JSON"), ('{"objects": [], "lights": 1}', "lights: Extra inputs are not permitted"), ('{"objects": [{"shape": "missing.h5"}]}', "missing.h5")):
         bad.write_text(content)
         code, output = _run("render", "--scene", bad, "-o", tmp_path / "a.png")
         assert code == 1 and message in output, output

@@ -112,6 +112,31 @@ def test_token_file_is_private_and_service_file_names_the_url(server):
 # --- the main path -------------------------------------------------------------------------------
 
 
+def test_the_api_and_render_scene_refuse_a_bad_scene_alike(server, client, fitted, tmp_path):
+    """POST /v1/render and ``render --scene`` read one scene schema: the same bad scene, the same message."""
+    from backend.errors import NeuralShapesError
+    from backend.rendering.scene import load_scene
+
+    shape_id = fitted.shape_ids[0]
+    (tmp_path / "box.h5").write_bytes(client.download_shape(shape_id))
+    bad_scenes = (
+        ({"operation": "xor"}, {}, 422),  # the form: pydantic's message
+        ({"operation": "smooth_union"}, {}, 400),  # what the form cannot say: build_scene's
+        ({"matrix_world": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]}, {}, 400),
+        ({}, {"camera": {"position": [1, 2, 3]}}, 400),
+        ({}, {"lights": 1}, 422),
+    )
+    for entry, extra, status in bad_scenes:
+        answer = raw(server, "POST", "/v1/render", authed(server, **{"Content-Type": "application/json"}),
+                     json.dumps({"objects": [{"shape": shape_id, **entry}], **extra, "width": 8, "height": 8}).encode())
+        assert answer[0] == status, answer
+        path = tmp_path / "scene.json"
+        path.write_text(json.dumps({"objects": [{"shape": "box.h5", **entry}], **extra}))
+        with pytest.raises(NeuralShapesError) as refused:
+            load_scene(path)
+        assert str(refused.value) == f"{path}: {answer[1]['detail'].removeprefix('body.')}"
+
+
 def test_fit_mesh_render_download(client, fitted):
     box_id, ball_id, box_file_id = fitted.shape_ids
     shapes = {s.id: s for s in client.shapes()}

@@ -21,7 +21,6 @@ from backend.rendering.renderer import (
     Scene,
     SceneObject,
     frame_objects,
-    load_scene,
     parse_size,
     scene_sphere,
     write_png,
@@ -63,6 +62,8 @@ def render(
         if scene_path is not None:
             if shape_paths:
                 raise ValueError("give shape files or --scene, not both")
+            from backend.rendering.scene import load_scene  # pydantic: only for scene files, not on the fast path
+
             scene, scene_size = load_scene(scene_path)
         elif shape_paths:
             scene, scene_size = Scene([SceneObject(read_shape(path)) for path in shape_paths]), None

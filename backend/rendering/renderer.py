@@ -1,5 +1,6 @@
-"""Rendering neural shapes: a scene (Blender-like camera, placed objects with CSG), JSON scene files,
-automatic framing, and PNG output. The sphere tracing itself is ``kernels.sphere_trace``.
+"""Rendering neural shapes: a scene (Blender-like camera, placed objects with CSG), automatic framing,
+and PNG output. JSON scenes are read by :mod:`backend.rendering.scene`; the sphere tracing itself is
+``kernels.sphere_trace``.
 
 Frames: each object's ``matrix_world`` maps its shape's *source* frame (the mesh it was fitted to) to
 world space, as a Blender object's matrix does for an imported mesh; the shape's stored similarity
@@ -10,7 +11,6 @@ Depth is measured along the camera's viewing axis (Blender's Z pass convention f
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -20,7 +20,7 @@ import numpy as np
 from backend.errors import NeuralShapesError
 from backend.files import write_atomically
 from backend.shapes.frame import BOUNDING_RADIUS, EXTRACTION_RADIUS
-from backend.shapes.shape_file import NeuralShape, read_shape
+from backend.shapes.shape_file import NeuralShape
 from kernels.marching_cubes import extract_neural
 from kernels.mlp_eval import neural_field
 from kernels.sphere_trace import CSG, RayCamera, TraceObjects, TraceResult, TraceSettings, trace
@@ -220,117 +220,3 @@ def write_png(rgba: np.ndarray, path: Path) -> None:
     Image.fromarray(pixels, "RGBA").save(png, format="PNG")
     write_atomically(Path(path), png.getvalue())
 
-
-# --- JSON scene files -------------------------------------------------------------------------------
-
-_CAMERA_KEYS = {"type", "lens", "sensor_width", "sensor_height", "sensor_fit", "ortho_scale", "clip_start", "clip_end"}
-_SETTINGS_KEYS = {"light_direction", "ambient", "ambient_occlusion", "soft_shadows", "max_steps", "step_safety"}
-
-
-def load_scene(path: Path) -> tuple[Scene, tuple[int, int] | None]:
-    """Read a JSON scene file; returns the scene and its ``resolution`` [w, h] if given.
-
-    Shape paths are relative to the file's folder. Any problem raises :class:`NeuralShapesError`
-    naming the file and the entry. Format: see docs/kernels.md.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as error:
-        raise NeuralShapesError(f"{path}: cannot read scene ({error.strerror or error})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise NeuralShapesError(f"{path}: not valid JSON ({error})".splitlines()[0]) from None
-    try:
-        return _scene_from_json(data, path.parent)
-    except NeuralShapesError as error:
-        raise NeuralShapesError(f"{path}: {error}") from None
-    except (ValueError, TypeError) as error:
-        raise NeuralShapesError(f"{path}: {error}".splitlines()[0]) from None
-
-
-def _scene_from_json(data, folder: Path) -> tuple[Scene, tuple[int, int] | None]:
-    _keys(data, {"camera", "objects", "settings", "resolution"}, "scene")
-    objects = data.get("objects")
-    if not isinstance(objects, list) or not objects:
-        raise ValueError("'objects' must be a non-empty list")
-    shapes: dict[Path, NeuralShape] = {}
-    parsed = []
-    for i, entry in enumerate(objects):
-        where = f"objects[{i}]"
-        _keys(entry, {"shape", "matrix_world", "operation", "smooth_radius", "colour"}, where)
-        if not isinstance(entry.get("shape"), str):
-            raise ValueError(f"{where}.shape must be the path of a .h5 file")
-        shape_path = (folder / entry["shape"]).resolve()
-        if shape_path not in shapes:
-            shapes[shape_path] = read_shape(shape_path)
-        operation = entry.get("operation", "union")
-        if operation not in OPERATIONS:
-            raise ValueError(f"{where}.operation must be one of {', '.join(OPERATIONS)}, got '{operation}'")
-        smooth = _number(entry.get("smooth_radius", 0.0), f"{where}.smooth_radius")
-        if smooth < 0 or (operation == "smooth_union" and smooth == 0):
-            raise ValueError(f"{where}.smooth_radius must be positive for smooth_union (and never negative)")
-        parsed.append(
-            SceneObject(
-                shape=shapes[shape_path],
-                matrix_world=_matrix(entry.get("matrix_world", np.eye(4).tolist()), f"{where}.matrix_world"),
-                operation=OPERATIONS[operation],
-                smooth_radius=smooth,
-                colour=tuple(_vector(entry.get("colour", list(DEFAULT_COLOUR)), 3, f"{where}.colour")),
-            )
-        )
-    camera = None
-    if "camera" in data:
-        camera = _camera_from_json(data["camera"])
-    settings = Scene(parsed).settings
-    if "settings" in data:
-        s = data["settings"]
-        _keys(s, _SETTINGS_KEYS, "settings")
-        if "light_direction" in s:
-            s = {**s, "light_direction": tuple(_vector(s["light_direction"], 3, "settings.light_direction"))}
-        settings = replace(settings, **s)
-    resolution = None
-    if "resolution" in data:
-        size = _vector(data["resolution"], 2, "resolution")
-        resolution = parse_size(f"{int(size[0])}x{int(size[1])}")
-    return Scene(parsed, camera, settings), resolution
-
-
-def _camera_from_json(data) -> Camera:
-    _keys(data, _CAMERA_KEYS | {"matrix_world", "position", "look_at"}, "camera")
-    options = {key: data[key] for key in _CAMERA_KEYS if key in data}
-    if "matrix_world" in data:
-        if "position" in data or "look_at" in data:
-            raise ValueError("camera takes either matrix_world or position + look_at, not both")
-        return Camera(_matrix(data["matrix_world"], "camera.matrix_world"), **options)
-    if "position" not in data or "look_at" not in data:
-        raise ValueError("camera needs matrix_world, or both position and look_at")
-    return Camera.look_at(_vector(data["position"], 3, "camera.position"), _vector(data["look_at"], 3, "camera.look_at"), **options)
-
-
-def _keys(data, allowed: set[str], where: str) -> None:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a JSON object")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"{where} has unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-
-
-def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise ValueError(f"{where} must be a finite number")
-    return float(value)
-
-
-def _vector(value, length: int, where: str) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != length:
-        raise ValueError(f"{where} must be a list of {length} numbers")
-    return np.array([_number(v, where) for v in value])
-
-
-def _matrix(value, where: str) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != 4:
-        raise ValueError(f"{where} must be 4 rows of 4 numbers (Blender's matrix_world)")
-    matrix = np.stack([_vector(row, 4, where) for row in value])
-    if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-        raise ValueError(f"{where} is not invertible")
-    return matrix

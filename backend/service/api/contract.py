@@ -78,7 +78,7 @@ def complete_document(schema: dict[str, Any], binary_paths: tuple[str, ...]) -> 
     components["ErrorPublic"] = ErrorPublic.model_json_schema()
     components["FitJobCreate"]["properties"]["uploads"]["items"]["pattern"] = ID_PATTERN
     components["ObjectSpec"]["properties"]["shape"]["pattern"] = ID_PATTERN
-    for name in ("CameraSpec", "ObjectSpec"):  # scenes.py checks 4 x 4 in a validator the schema cannot see
+    for name in ("CameraSpec", "ObjectSpec"):  # rendering/scene.py checks 4 x 4 in a validator the schema cannot see
         _matrix4(components[name]["properties"]["matrix_world"])
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():

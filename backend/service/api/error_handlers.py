@@ -10,10 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.errors import NeuralShapesError
+from backend.errors import NeuralShapesError, validation_summary
 from backend.service.api.guard import BodyTooLarge
 from backend.service.api.schemas import ID_PATTERN
-from backend.service.errors import Busy, Conflict, NotFound, TooLarge, Unavailable, Unprocessable
+from backend.service.errors import Busy, Conflict, NotFound, QueueFull, TooLarge, Unavailable, Unprocessable
 
 log = logging.getLogger(__name__)
 PATH_ID = ID_PATTERN.strip("^$")  # every path parameter is an id
@@ -24,15 +24,6 @@ STATUS = (
 
 def _detail(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
-
-
-def validation_message(error: RequestValidationError) -> str:
-    """Pydantic's errors as one line: ``body.settings.samples: Input should be ... ; query.resolution: ...``."""
-    parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item.get("loc", ()))
-        parts.append(f"{where}: {item.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -48,11 +39,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NeuralShapesError)
     async def domain(_: Request, error: NeuralShapesError):
         status = next(code for cls, code in STATUS if isinstance(error, cls))
-        return _detail(status, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        response = _detail(status, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        if isinstance(error, QueueFull):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError):
-        return _detail(422, validation_message(error))
+        return _detail(422, validation_summary(error.errors()))  # body.settings.samples: Input should be ...
 
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, error: StarletteHTTPException):

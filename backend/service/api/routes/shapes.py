@@ -7,18 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from backend.errors import NeuralShapesError
-from backend.meshes.extraction import extract_mesh
 from backend.service.api.binary import attachment, mesh_response
-from backend.service.api.compute import run_compute
+from backend.service.api.compute import client_disconnected
 from backend.service.api.deps import BinaryBody, Limit, Offset, ServiceDep
 from backend.service.api.schemas import ShapeDetail, ShapeList, ShapePublic
-from backend.service.errors import Unprocessable
-from kernels.device import default_device
+from backend.service.services.meshing import MAX_DENSE_RESOLUTION, MAX_MESH_RESOLUTION, extract_shape_mesh
 
 router = APIRouter(prefix="/v1/shapes", tags=["shapes"])
-MAX_MESH_RESOLUTION = 1024  # sparse: cost follows the surface, about resolution^2
-MAX_DENSE_RESOLUTION = 512  # dense: every one of resolution^3 grid nodes is evaluated
 
 
 @router.get("", response_model=ShapeList)
@@ -66,21 +61,8 @@ async def shape_mesh(
 ) -> Response:
     """Marching-cubes mesh of the zero level set (see docs/api.md for the raw layout). Runs through the
     compute queue: stopped at the server's deadline or when the client disconnects."""
-    if method == "dense" and resolution > MAX_DENSE_RESOLUTION:
-        raise Unprocessable(
-            f"dense meshes are limited to resolution {MAX_DENSE_RESOLUTION} ({MAX_DENSE_RESOLUTION}^3 grid nodes), got {resolution}; "
-            f"method=sparse goes up to {MAX_MESH_RESOLUTION}"
-        )
-    shape = await run_in_threadpool(service.library.load, shape_id)
-
-    def work() -> Response:
-        try:
-            mesh = extract_mesh(
-                shape.architecture, shape.weights, resolution, method=method,
-                transform=shape.transform if frame == "source" else None, device=default_device(),
-            )
-        except ValueError as error:
-            raise NeuralShapesError(str(error)) from None
-        return mesh_response(mesh, format, shape.name)
-
-    return await run_compute(request, service.compute, work, what="mesh extraction")
+    name, mesh = await extract_shape_mesh(
+        shape_id, library=service.library, compute=service.compute, resolution=resolution, method=method, frame=frame,
+        disconnected=lambda: client_disconnected(request),
+    )
+    return await run_in_threadpool(mesh_response, mesh, format, name)
