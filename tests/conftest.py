@@ -43,6 +43,17 @@ def single_torch_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda:0", marks=pytest.mark.gpu)])
+def device(request) -> str:
+    """Each Warp device a kernel test runs on: the CPU always, the first GPU where there is one (else skipped)."""
+    if request.param != "cpu":
+        import warp as wp
+
+        if not wp.is_cuda_available():
+            pytest.skip("no CUDA device")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def sphere_mesh() -> trimesh.Trimesh:
     """Icosphere of radius 0.5 at the origin (max chord error ~2e-4)."""

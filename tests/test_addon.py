@@ -16,6 +16,8 @@ from blender_addon.client.connection import ConnectionSettings, check_connection
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
 
+pytestmark = [pytest.mark.blender, pytest.mark.service]
+
 bpy_spec = pytest.importorskip("importlib.util").find_spec("bpy")
 needs_bpy = pytest.mark.skipif(bpy_spec is None, reason="the bpy wheel is not installed")
 HERE = Path(__file__).resolve().parent

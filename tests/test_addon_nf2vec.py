@@ -21,7 +21,7 @@ from tests.nf2vec_toolkit import build_toolkit
 from tests.service_server import ServerProcess
 from tests.test_service_nf2vec import nf2vec_server
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the bpy wheel is not installed")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the bpy wheel is not installed"), pytest.mark.blender, pytest.mark.service]
 HERE = Path(__file__).resolve().parent
 
 

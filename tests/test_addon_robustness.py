@@ -28,6 +28,8 @@ from blender_addon.client.connection import ConnectionSettings, check_connection
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
 
+pytestmark = [pytest.mark.blender, pytest.mark.service]
+
 HERE = Path(__file__).resolve().parent
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the bpy wheel is not installed")
 TOKEN = "secret-token-of-the-test"

@@ -17,7 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.service_server import ServerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.service]
 
 SEED = 13
 EXAMPLES = 25

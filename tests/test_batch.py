@@ -13,6 +13,8 @@ import pytest
 from backend import __version__
 from tests.conftest import ROOT, SAMPLES
 
+pytestmark = pytest.mark.blender
+
 BATCH = ROOT / "blender_addon" / "batch.py"
 QUICK = ["--resolution", "48", "--target", "0.01"]
 SERVICE = ["--service-command", str(Path(sys.executable).with_name("neural-shapes"))]

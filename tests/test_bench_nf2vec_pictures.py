@@ -13,7 +13,7 @@ from tests.nf2vec_toolkit import fit_primitives
 
 SIZE = 48
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 def test_a_contact_sheet_has_a_shape_in_every_tile_and_its_labels(tmp_path) -> None:

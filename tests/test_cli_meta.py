@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from backend.shapes.family_file import read_family
 from backend.shapes.shape_file import read_shape
 from tests.conftest import SAMPLES, run_cli
+
+pytestmark = pytest.mark.slow
 
 QUICK_FIT = ["--samples", "30000", "--max-steps", "200", "--target", "0.02", "--resolution", "32", "--json"]
 

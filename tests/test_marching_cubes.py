@@ -20,7 +20,6 @@ from kernels.mlp_eval import evaluate_with_gradient, neural_field
 from tests.fields import BOX, FIELD, SPHERE, TORUS, AnalyticField, fit_sphere, params
 
 init_warp()
-DEVICES = ["cpu"] + (["cuda:0"] if wp.is_cuda_available() else [])
 SHAPES = {
     "sphere": (SPHERE, 0.6, 0.0, 0.0),
     "box": (BOX, 0.5, 0.3, 0.4),
@@ -71,7 +70,6 @@ def _check_mesh(mesh, exact):
     assert (np.sum(mesh.normals * surface.vertex_normals, axis=1) > 0.0).all()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SHAPES)
 def test_dense_and_sparse_on_exact_sdfs(name, device):
     row = SHAPES[name]
@@ -119,7 +117,6 @@ def test_hopeless_bound_falls_back_to_dense():
     _assert_same_surface(sparse, extract_dense(FIELD, p, 0, RESOLUTION))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_fitted_net_sparse_equals_dense(device):
     arch, weights = Architecture(), fit_sphere()
     dense = extract_neural(arch, weights, 96, "dense", device=device)
@@ -219,7 +216,6 @@ HARD_SHAPES = {
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", HARD_SHAPES)
 def test_sparse_equals_dense_on_hard_fields(name, device):
     p = wp.array(np.asarray(HARD_SHAPES[name], dtype=np.float32).reshape(1, 2, 4), dtype=wp.vec4, device=device)

@@ -1,6 +1,5 @@
 """Mesh files written by backend.meshes.writing: OBJ text equal to printf's, readable by trimesh."""
 
-import io
 
 import numpy as np
 import pytest

@@ -26,6 +26,8 @@ from backend.shapes.architecture import random_family
 from backend.shapes.family_file import DEFAULT_FAMILY_FILE, read_family
 from tests.conftest import SAMPLES
 
+pytestmark = pytest.mark.slow
+
 TINY = MetaSettings(outer_steps=60, meta_batch=4, samples_per_shape=8192, held_out_shapes=4, eval_every=20, inner_batch=1024, target_batch=2048)
 
 

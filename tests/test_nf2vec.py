@@ -26,7 +26,7 @@ from tests.nf2vec_toolkit import MESHES, QUICK_TRAIN, TINY, fit_primitives
 FAMILY = resolve_family("default")
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

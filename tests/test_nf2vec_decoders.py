@@ -30,7 +30,7 @@ from tests.nf2vec_toolkit import CLASS_OF, CLASSES, add_latent_family, build_too
 from tests.test_service_nf2vec import finished, nf2vec_server
 from tests.test_z_gan import TOY_GAN
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 QUICK_COMPLETION = LatentCompletionSettings(yaw_starts=2, steps=30, context_points=512, prior_points=1024,
                                             fuse=replace(LatentCompletionSettings().fuse, max_steps=30, eval_every=30))
 

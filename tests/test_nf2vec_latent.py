@@ -51,7 +51,7 @@ UNFITTED = "capsule"  # trained on with no fitted net: its latent starts at 0
 QUICK = LatentSettings(k=4, steps=150, shapes_per_step=7, points_per_shape=1024, samples_per_shape=8192,
                        subspace_learning_rate=3e-4, latent_learning_rate=3e-3, checkpoint_every=50, report_every=10)
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ LATENT = LatentSettings(k=4, steps=150, shapes_per_step=6, points_per_shape=1024
 QUICK = EncoderSettings(stages=(64, 64), steps=300, shapes_per_step=8, points_per_shape=1024, learning_rate=2e-3,
                         samples_per_shape=LATENT.samples_per_shape, checkpoint_every=100, report_every=10)
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from backend.shapes.network import evaluate_sdf
 from tests.nf2vec_toolkit import CLASS_OF, CLASSES, QUICK_FIT
 from tests.test_nf2vec_latent import ARCH, FAMILY, toy, trained  # noqa: F401  (module fixtures, reused)
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 QUICK_COMPLETE = LatentCompletionSettings(steps=150, latent_learning_rate=1e-1, context_points=1024, prior_points=4096,
                                           fuse=replace(LatentCompletionSettings().fuse, max_steps=200, eval_every=200))
 

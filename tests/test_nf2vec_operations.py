@@ -37,7 +37,7 @@ def toolkit(tmp_path_factory):
     return build_toolkit(tmp_path_factory.mktemp("toolkit"))
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 def test_weight_space_interpolation_blends_weights_and_frames(toolkit, tmp_path):

@@ -35,7 +35,7 @@ TINY_TRANSFER = TransferSettings(layers=3, hidden=64, epochs=60, batch_size=32)
 TINY_NF2VEC = Nf2vecConfig(encoder_hidden=(8,), embedding_size=SIZE, decoder_hidden=8, decoder_layers=3, frequencies=0)
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.origin_matrix import PROFILES, markdown, run_matrix
 from tests.service_server import ServerProcess
+
+pytestmark = pytest.mark.service
 
 
 def test_browsers_are_refused_and_local_programs_accepted(tmp_path):

@@ -14,6 +14,8 @@ import pytest
 
 from backend import __version__
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

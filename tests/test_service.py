@@ -20,6 +20,8 @@ from backend.shapes.shape_file import shape_from_bytes
 from blender_addon.client import Client, ServiceError
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess
 
+pytestmark = pytest.mark.service
+
 BOX_EXTENTS = (1.0, 0.6, 0.8)
 
 

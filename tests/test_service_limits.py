@@ -17,6 +17,8 @@ from backend.service.errors import ClientGone, DeadlineExceeded, QueueFull
 from backend.service.services.compute import ComputeQueue
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess, call
 
+pytestmark = pytest.mark.service
+
 DEADLINE = 6.0  # seconds: the module's server stops mesh / render requests after this
 SLOW_MESH = "method=dense&resolution=512"  # a minute of CPU time here: always stopped by the deadline or a disconnect
 FAST_MESH = "method=sparse&resolution=32"

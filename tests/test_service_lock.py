@@ -24,6 +24,8 @@ from bench.bench_kill9 import make_h5, run_loop
 from tests.conftest import run_cli
 from tests.service_server import ServerProcess
 
+pytestmark = pytest.mark.service
+
 STRANGER = 65534  # "nobody": a user id that is not this process's
 
 
@@ -210,6 +212,7 @@ def test_upload_rows_without_files_and_files_without_rows_are_dropped_at_start(t
     db.close()
 
 
+@pytest.mark.slow
 def test_kill_9_loop_bounded(tmp_path):
     """8 SIGKILLs (timer, mid-request, mid-store, during start-up) of the real service; every restart
     finds a sound index, no orphans, no lost shape, no stuck job, no temporary file (bench_kill9)."""

@@ -18,6 +18,8 @@ from tests.nf2vec_toolkit import CLASSES, QUICK_DECODE, build_toolkit
 from tests.service_server import ServerProcess
 from tests.test_service import authed, raw, status_of, wait_for
 
+pytestmark = [pytest.mark.slow, pytest.mark.service]
+
 SLOW_DECODE = replace(QUICK_DECODE, fit=replace(QUICK_DECODE.fit, max_steps=1_000_000, patience=1_000_000))  # runs until cancelled
 
 

@@ -17,6 +17,8 @@ from backend.service.services.library import Library
 from backend.shapes.shape_file import read_shape
 from tests.service_server import QUICK_FIT, SLOW_FIT, ServerProcess
 
+pytestmark = pytest.mark.service
+
 
 def _wait_until(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
@@ -25,6 +27,7 @@ def _wait_until(condition, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_job_then_restart(tmp_path, box_mesh):
     data = tmp_path / "data"
     server = ServerProcess(data)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import warp as wp
 
 from backend.rendering.renderer import Camera
 from backend.shapes.architecture import Architecture
@@ -13,7 +12,6 @@ from kernels.sphere_trace import CSG, RayCamera, TraceObjects, TraceSettings, tr
 from tests.fields import BOX, FIELD, SPHERE, TORUS, fit_sphere, params
 
 init_warp()
-DEVICES = ["cpu"] + (["cuda:0"] if wp.is_cuda_available() else [])
 SIZE = 128
 SETTINGS = TraceSettings(epsilon=1e-4, ambient_occlusion=False)
 
@@ -92,7 +90,6 @@ def _iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("row", [(SPHERE, 0.8, 0, 0), (BOX, 0.6, 0.4, 0.5), (TORUS, 0.6, 0.25, 0)], ids=["sphere", "box", "torus"])
 def test_silhouette_depth_and_normals_of_exact_shapes(row, device):
     camera = _camera()
@@ -206,7 +203,6 @@ def test_bad_requests_are_refused():
         trace(FIELD, params((SPHERE, 0.5, 0, 0)), objects, _camera(), TraceSettings(max_steps=0))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_fitted_net_matches_a_torch_reference_march(device):
     arch, weights = Architecture(), fit_sphere()
     net = neural_field(arch)

@@ -19,6 +19,8 @@ from backend.shapes.network import evaluate_sdf
 from backend.shapes.shape_file import read_shape
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow
+
 RADIUS = 0.6
 QUICK = SurfaceFitSettings(steps=1000)
 

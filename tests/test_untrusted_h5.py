@@ -23,6 +23,8 @@ from tests.conftest import run_cli
 from tests.service_server import ServerProcess
 from tests.test_shape_file import make_shape
 
+pytestmark = pytest.mark.service
+
 WEIGHT = "weights/layer_01/weight"  # (32, 32) float32 in the default architecture: 4096 bytes
 
 

@@ -40,7 +40,7 @@ PER_CLASS = 60
 K = 4
 TOY_GAN = LatentGanSettings(noise_size=8, generator_hidden=(32,), critic_hidden=(64, 64), steps=300, critic_steps=3, batch_size=32)
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
 
 def _toy_latent(seed: int = 0) -> LatentFamily:
