@@ -22,7 +22,9 @@ def training_device() -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise NeuralShapesError(f"NEURAL_SHAPES_DEVICE={name!r} is not a torch device ({error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"NEURAL_SHAPES_DEVICE={name!r} is not a torch device ({error})".splitlines()[0]
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeuralShapesError(f"NEURAL_SHAPES_DEVICE={name!r}: torch sees no CUDA device here")
     return device

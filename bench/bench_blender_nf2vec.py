@@ -38,9 +38,16 @@ DEFAULT_MESHES = [ROOT / "out" / "collection" / "chair_0000.ply", ROOT / "out" /
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "backend" / "nf2vec" / "default", help="nf2vec model folder")
-    parser.add_argument("--meshes", type=Path, nargs=2, metavar="PLY",
-                        help="two meshes to convert (default: chair_0000 and table_0000 of out/collection, generated when missing)")
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / "backend" / "nf2vec" / "default", help="nf2vec model folder"
+    )
+    parser.add_argument(
+        "--meshes",
+        type=Path,
+        nargs=2,
+        metavar="PLY",
+        help="two meshes to convert (default: chair_0000 and table_0000 of out/collection, generated when missing)",
+    )
     parser.add_argument("--resolution", type=int, default=128, help="proxy mesh resolution (marching cubes grid)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table gives medians")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for the Blender subprocess")
@@ -55,11 +62,21 @@ def main() -> None:
     rows = []
     for operation in zip(*report["rounds"]):
         last = operation[-1]
-        rows.append([last["operation"], f"{statistics.median(r['seconds'] for r in operation):.2f}", last["added"], last["result"]])
+        rows.append(
+            [
+                last["operation"],
+                f"{statistics.median(r['seconds'] for r in operation):.2f}",
+                last["added"],
+                last["result"],
+            ]
+        )
     runs = f"median of {args.repeat} rounds" if args.repeat > 1 else "one round"
-    table(f"nf2vec operators in Blender {report['blender']}, end to end at {args.resolution}^3 "
-          f"({', '.join(m.name for m in meshes)}; model {report['model']}; {runs})",
-          ["operation", "seconds", "objects added", "result"], rows)
+    table(
+        f"nf2vec operators in Blender {report['blender']}, end to end at {args.resolution}^3 "
+        f"({', '.join(m.name for m in meshes)}; model {report['model']}; {runs})",
+        ["operation", "seconds", "objects added", "result"],
+        rows,
+    )
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
@@ -82,15 +99,28 @@ def _run_blender(root: Path, model: Path, meshes: list[Path], resolution: int, r
     try:
         env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
         result = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "blender" / "nf2vec_operator_times.py"), str(addon), str(server.data_dir),
-             *map(str, meshes), str(resolution), str(repeat)],
-            capture_output=True, text=True, env=env, timeout=timeout, check=False,
+            [
+                sys.executable,
+                str(ROOT / "bench" / "blender" / "nf2vec_operator_times.py"),
+                str(addon),
+                str(server.data_dir),
+                *map(str, meshes),
+                str(resolution),
+                str(repeat),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
         )
     finally:
         server.stop()
     if result.returncode != 0:
-        sys.exit(f"the Blender script failed (exit code {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-                 f"\nservice log (end):\n{server.log()[-3000:]}")
+        sys.exit(
+            f"the Blender script failed (exit code {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            f"\nservice log (end):\n{server.log()[-3000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

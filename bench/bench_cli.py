@@ -55,14 +55,30 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     shape_path = args.shape
     if shape_path is None:
-        subprocess.run(CLI + ["fit", str(ROOT / "samples" / "mug.obj"), "-o", str(work)], check=True, capture_output=True)
+        subprocess.run(
+            CLI + ["fit", str(ROOT / "samples" / "mug.obj"), "-o", str(work)], check=True, capture_output=True
+        )
         shape_path = work / "mug.h5"
 
     commands = {
         "neural-shapes --help": ["--help"],
         "neural-shapes info SHAPE.h5": ["info", str(shape_path)],
-        "neural-shapes mesh SHAPE.h5 --resolution 256": ["mesh", str(shape_path), "-o", str(work / "out.obj"), "--resolution", "256"],
-        "neural-shapes render SHAPE.h5 --size 512x512": ["render", str(shape_path), "-o", str(work / "out.png"), "--size", "512x512"],
+        "neural-shapes mesh SHAPE.h5 --resolution 256": [
+            "mesh",
+            str(shape_path),
+            "-o",
+            str(work / "out.obj"),
+            "--resolution",
+            "256",
+        ],
+        "neural-shapes render SHAPE.h5 --size 512x512": [
+            "render",
+            str(shape_path),
+            "-o",
+            str(work / "out.png"),
+            "--size",
+            "512x512",
+        ],
     }
     process_seconds = {name: median_seconds(whole_process(argv), args.repeats) for name, argv in commands.items()}
 
@@ -77,18 +93,32 @@ def main() -> None:
     scene = Scene(scene.objects, frame_objects(scene.objects, 512, 512))
     in_process = {
         "neural-shapes mesh SHAPE.h5 --resolution 256": median_seconds(
-            lambda: extract_surface(shape.architecture, shape.weights, 256, transform=shape.transform, device=device), args.repeats),
-        "neural-shapes render SHAPE.h5 --size 512x512": median_seconds(lambda: render(scene, 512, 512, device), args.repeats),
+            lambda: extract_surface(shape.architecture, shape.weights, 256, transform=shape.transform, device=device),
+            args.repeats,
+        ),
+        "neural-shapes render SHAPE.h5 --size 512x512": median_seconds(
+            lambda: render(scene, 512, 512, device), args.repeats
+        ),
     }
     targets = {"neural-shapes --help": 0.4, "neural-shapes info SHAPE.h5": 0.4}
     rows = []
     for name, seconds in process_seconds.items():
         target = targets.get(name, 1.2)
         work_seconds = in_process.get(name)
-        rows.append([f"`{name}`", f"{seconds:.2f}", "-" if work_seconds is None else f"{work_seconds:.2f}",
-                     f"<= {target}", "yes" if seconds <= target else "no"])
-    table(f"Command line start-up ({args.repeats} runs each after a warm-up, median seconds; device {device})",
-          ["command", "whole process", "the work in process", "target", "met"], rows)
+        rows.append(
+            [
+                f"`{name}`",
+                f"{seconds:.2f}",
+                "-" if work_seconds is None else f"{work_seconds:.2f}",
+                f"<= {target}",
+                "yes" if seconds <= target else "no",
+            ]
+        )
+    table(
+        f"Command line start-up ({args.repeats} runs each after a warm-up, median seconds; device {device})",
+        ["command", "whole process", "the work in process", "target", "met"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ def torch_trace(shape: NeuralShape, width: int, height: int, settings: TraceSett
     """
     camera = frame_objects([SceneObject(shape)], width, height).rays(width, height)
     j, i = np.mgrid[0:height, 0:width]
-    local = np.stack([(i + 0.5 - width / 2) * camera.pixel_size, (height / 2 - j - 0.5) * camera.pixel_size, -np.ones(i.shape)], -1).reshape(-1, 3)
+    local = np.stack(
+        [(i + 0.5 - width / 2) * camera.pixel_size, (height / 2 - j - 0.5) * camera.pixel_size, -np.ones(i.shape)], -1
+    ).reshape(-1, 3)
     local /= np.linalg.norm(local, axis=1, keepdims=True)
     m = camera.camera_to_world
     to_shape = shape.transform.matrix()  # world = source frame here
@@ -122,7 +124,9 @@ def main() -> None:
     torch.set_num_threads(2)
     shape = read_shape(args.shape) if args.shape else quick_fit()
     arch, weights = shape.architecture, shape.weights
-    print(f"shape {shape.name}: {arch.describe()}, {arch.parameter_count} parameters; Warp device {device}; torch threads {torch.get_num_threads()}\n")
+    print(
+        f"shape {shape.name}: {arch.describe()}, {arch.parameter_count} parameters; Warp device {device}; torch threads {torch.get_num_threads()}\n"
+    )
 
     points = np.random.default_rng(0).uniform(-1, 1, (1_000_000, 3)).astype(np.float32)
     warp_values, _ = timed(lambda: evaluate(arch, [weights], points, device=device), 2)
@@ -137,23 +141,35 @@ def main() -> None:
     print(f"| Warp value | {1 / warp_values:.2f} | {torch_values / warp_values:.1f}x |")
     print(f"| Warp value + analytic gradient | {1 / warp_gradients:.2f} | {torch_values / warp_gradients:.1f}x |\n")
 
-    print("| marching cubes | dense Warp | sparse Warp | torch + scikit-image | sparse vs torch + skimage | sparse vs dense | evaluations sparse / dense | faces sparse / dense, same |")
+    print(
+        "| marching cubes | dense Warp | sparse Warp | torch + scikit-image | sparse vs torch + skimage | sparse vs dense | evaluations sparse / dense | faces sparse / dense, same |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for resolution in (128, 256, 512):
         repeats = 1 if resolution == 512 else MC_REPEATS
         sparse_s, sparse = timed(lambda: extract_neural(arch, weights, resolution, "sparse", device=device), MC_REPEATS)
-        dense_s, dense = timed(lambda: extract_neural(arch, weights, resolution, "dense", device=device), repeats, warm_up=resolution == 128)
+        dense_s, dense = timed(
+            lambda: extract_neural(arch, weights, resolution, "dense", device=device),
+            repeats,
+            warm_up=resolution == 128,
+        )
         if args.skip_slow and resolution == 512:
             reference = "skipped"
             ratio = "-"
         else:
-            reference_s, _ = timed(lambda: measure.marching_cubes(sdf_grid(arch, weights, resolution), 0.0), repeats, warm_up=False)
+            reference_s, _ = timed(
+                lambda: measure.marching_cubes(sdf_grid(arch, weights, resolution), 0.0), repeats, warm_up=False
+            )
             reference, ratio = f"{reference_s:.2f} s", f"{reference_s / sparse_s:.1f}x"
         evaluations = f"{sparse.evaluations / 1e6:.2f} M / {dense.evaluations / 1e6:.1f} M"
         faces = f"{len(sparse.faces)} / {len(dense.faces)}, {'yes' if same_triangles(sparse, dense) else 'NO'}"
-        print(f"| {resolution}^3 | {dense_s:.2f} s | {sparse_s:.2f} s | {reference} | {ratio} | {dense_s / sparse_s:.0f}x | {evaluations} | {faces} |")
+        print(
+            f"| {resolution}^3 | {dense_s:.2f} s | {sparse_s:.2f} s | {reference} | {ratio} | {dense_s / sparse_s:.0f}x | {evaluations} | {faces} |"
+        )
 
-    print("\n| frame (shape filling the view) | Warp tracer | torch tracer, dynamic batching | speed-up | coverage Warp / torch |")
+    print(
+        "\n| frame (shape filling the view) | Warp tracer | torch tracer, dynamic batching | speed-up | coverage Warp / torch |"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     plain = TraceSettings(epsilon=2e-4, ambient_occlusion=False)
     for size in (256, 512):
@@ -163,11 +179,15 @@ def main() -> None:
         warp_s = torch_s = float("inf")
         for _ in range(FRAME_REPEATS):  # alternating, so a busy spell of the machine slows both
             warp_run, result = timed(lambda: render(scene, size, size, device), warm_up=False)
-            torch_run, (torch_hits, _) = timed(lambda: torch_trace(shape, size, size, plain, plain.epsilon * radius), warm_up=False)
+            torch_run, (torch_hits, _) = timed(
+                lambda: torch_trace(shape, size, size, plain, plain.epsilon * radius), warm_up=False
+            )
             warp_s, torch_s = min(warp_s, warp_run), min(torch_s, torch_run)
         occlusion_s, _ = timed(lambda: render(Scene(scene.objects, scene.camera, TraceSettings()), size, size, device))
         coverage = f"{(result.object_id >= 0).mean():.2f} / {torch_hits.mean():.2f}"
-        print(f"| {size}^2 | {warp_s:.2f} s ({occlusion_s:.2f} s with occlusion) | {torch_s:.2f} s | {torch_s / warp_s:.1f}x | {coverage} |")
+        print(
+            f"| {size}^2 | {warp_s:.2f} s ({occlusion_s:.2f} s with occlusion) | {torch_s:.2f} s | {torch_s / warp_s:.1f}x | {coverage} |"
+        )
 
 
 if __name__ == "__main__":

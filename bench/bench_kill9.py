@@ -46,11 +46,26 @@ from blender_addon.client import ServiceError
 from tests.service_server import ServerProcess
 
 # Fits that finish in about a second on one CPU thread (tiny network, few steps, coarse metrics).
-FIT = {"samples": 5000, "max_steps": 30, "target_surface_error": 0.05, "batch_size": 512, "eval_every": 10, "eval_points": 1000}
+FIT = {
+    "samples": 5000,
+    "max_steps": 30,
+    "target_surface_error": 0.05,
+    "batch_size": 512,
+    "eval_every": 10,
+    "eval_points": 1000,
+}
 FIT_OPTIONS = {"architecture": {"hidden_layers": 2, "width": 16}, "family": "random:1", "resolution": 16}
 STARTUP_KILL_SHARE = 0.1
 FINAL = ("succeeded", "failed", "cancelled")
-MOMENTS = ("start-up (recovering)", ".h5 being written", "upload request", "import request", "delete request", "fit job running", "idle")
+MOMENTS = (
+    "start-up (recovering)",
+    ".h5 being written",
+    "upload request",
+    "import request",
+    "delete request",
+    "fit job running",
+    "idle",
+)
 
 
 @dataclass
@@ -91,7 +106,10 @@ class Workload:
         self.box = trimesh.creation.box(extents=(1.0, 0.6, 0.8))
         self.sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
         self.done = threading.Event()
-        self.threads = [threading.Thread(target=self._guard, args=(fn,), daemon=True) for fn in (self._fit, self._upload, self._import, self._delete)]
+        self.threads = [
+            threading.Thread(target=self._guard, args=(fn,), daemon=True)
+            for fn in (self._fit, self._upload, self._import, self._delete)
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -181,7 +199,9 @@ def make_h5() -> bytes:
     box = trimesh.creation.box(extents=(1.0, 0.6, 0.8))
     family = random_family(Architecture(hidden_layers=2, width=16), 1)
     mesh = normalise_mesh(box.vertices, box.faces, name="box")
-    result = FitResult(weights=family.initial_weights, steps=1, fit_seconds=0.1, final_loss=0.5, surface_error_estimate=0.1)
+    result = FitResult(
+        weights=family.initial_weights, steps=1, fit_seconds=0.1, final_loss=0.5, surface_error_estimate=0.1
+    )
     shape = fitted_shape(mesh, result, family, source_name="box.obj")
     shape.metrics.update(surface_error=0.1, chamfer=0.1, fscore=0.5)
     return shape_to_bytes(shape)
@@ -334,7 +354,9 @@ def wait_for_moment(ledger: Ledger, rng: random.Random) -> None:
     deadline = time.monotonic() + (rng.uniform(0.3, 3.0) if rng.random() < 0.8 else rng.uniform(3.0, 8.0))
     while time.monotonic() < deadline or (aim != "timer" and time.monotonic() < deadline + 10):
         with ledger.lock:
-            hit = (aim == "request" and (ledger.in_flight["import"] or ledger.in_flight["upload"])) or (aim == "storing" and ledger.storing)
+            hit = (aim == "request" and (ledger.in_flight["import"] or ledger.in_flight["upload"])) or (
+                aim == "storing" and ledger.storing
+            )
         if hit:
             time.sleep(rng.uniform(0.0, 0.05))
             return
@@ -420,11 +442,27 @@ def print_result(result: Result) -> None:
         for c in columns:
             setattr(total, c, getattr(total, c) + getattr(tally, c))
     rows.append(["**all**", *(getattr(total, c) for c in columns)])
-    header = ["moment of the kill", "kills", "integrity_check failures", "lost shapes", "orphans", "temp files left", "jobs re-run", "jobs failed (reason)", "jobs stuck"]
-    table(f"Kill-9 loop: {total.kills} SIGKILLs, {len(result.startups)} restarts, {result.seconds / 60:.1f} min", header, rows)
+    header = [
+        "moment of the kill",
+        "kills",
+        "integrity_check failures",
+        "lost shapes",
+        "orphans",
+        "temp files left",
+        "jobs re-run",
+        "jobs failed (reason)",
+        "jobs stuck",
+    ]
+    table(
+        f"Kill-9 loop: {total.kills} SIGKILLs, {len(result.startups)} restarts, {result.seconds / 60:.1f} min",
+        header,
+        rows,
+    )
     starts = sorted(result.startups)
-    print(f"\nstart-up (process start to 'listening on'): median {statistics.median(starts):.2f} s, "
-          f"90th percentile {starts[int(0.9 * (len(starts) - 1))]:.2f} s, max {starts[-1]:.2f} s")
+    print(
+        f"\nstart-up (process start to 'listening on'): median {statistics.median(starts):.2f} s, "
+        f"90th percentile {starts[int(0.9 * (len(starts) - 1))]:.2f} s, max {starts[-1]:.2f} s"
+    )
     print(f"shapes confirmed by the API and still in the library at the end: {result.confirmed}")
     print(f"problems: {len(result.problems)}; API errors other than 'cannot reach': {len(result.api_errors)}")
     for line in [*result.problems, *result.api_errors][:20]:
@@ -437,7 +475,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kill9-") as folder:
-        result = run_loop(Path(folder) / "data", kills=args.kills, seed=args.seed, report=lambda line: print(line, file=sys.stderr, flush=True))
+        result = run_loop(
+            Path(folder) / "data",
+            kills=args.kills,
+            seed=args.seed,
+            report=lambda line: print(line, file=sys.stderr, flush=True),
+        )
     print_result(result)
     sys.exit(1 if result.problems or result.api_errors else 0)
 

@@ -92,7 +92,9 @@ def cell(result: dict, target: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--paper-cap", type=float, default=180.0, help="seconds of training before the paper's recipe is stopped")
+    parser.add_argument(
+        "--paper-cap", type=float, default=180.0, help="seconds of training before the paper's recipe is stopped"
+    )
     parser.add_argument("--generated", type=int, default=4, help="generated held-out meshes (lamp, rocket, ...)")
     args = parser.parse_args()
     meta = read_family(DEFAULT_FAMILY_FILE)
@@ -101,19 +103,43 @@ def main() -> None:
     for index, mesh in enumerate(held_out_meshes(args.generated)):
         data = sample_shape(mesh, OURS, index)
         results = {"meta": time_to_targets(meta, data, OURS), "random": time_to_targets(random, data, OURS)}
-        results["paper"] = time_to_targets(random, paper_samples(mesh, PAPER, data.held_out, index), PAPER, cap=args.paper_cap)
+        results["paper"] = time_to_targets(
+            random, paper_samples(mesh, PAPER, data.held_out, index), PAPER, cap=args.paper_cap
+        )
         for key, result in results.items():
             seconds = result[min(TARGETS)][0]
             summary[key].append(result["bound"] if seconds is None else seconds)
         paper_over_meta = summary["paper"][-1] / summary["meta"][-1]
-        rows.append([mesh.name, f"{len(mesh.faces):,}"] + [cell(results[k], t) for k in ("meta", "random", "paper") for t in TARGETS]
-                    + [f"{'>= ' if results['paper'][min(TARGETS)][0] is None else ''}{paper_over_meta:.0f}x"])
+        rows.append(
+            [mesh.name, f"{len(mesh.faces):,}"]
+            + [cell(results[k], t) for k in ("meta", "random", "paper") for t in TARGETS]
+            + [f"{'>= ' if results['paper'][min(TARGETS)][0] is None else ''}{paper_over_meta:.0f}x"]
+        )
         print(rows[-1], flush=True)
     medians = {key: float(np.median(values)) for key, values in summary.items()}
-    rows.append(["**median to 0.003**", "", f"{medians['meta']:.1f} s", "", f"{medians['random']:.1f} s", "", f"{medians['paper']:.0f} s", "",
-                 f"{medians['paper'] / medians['meta']:.0f}x"])
-    header = ["held-out mesh", "faces"] + [f"{k} to {t}" for k in ("(a) meta family", "(b) random init", "(c) paper") for t in TARGETS] + ["(c) / (a) to 0.003"]
-    table(f"Seconds (incl. sampling) / steps to surface error, family {meta.family_id}; paper capped at {args.paper_cap:.0f} s of training", header, rows)
+    rows.append(
+        [
+            "**median to 0.003**",
+            "",
+            f"{medians['meta']:.1f} s",
+            "",
+            f"{medians['random']:.1f} s",
+            "",
+            f"{medians['paper']:.0f} s",
+            "",
+            f"{medians['paper'] / medians['meta']:.0f}x",
+        ]
+    )
+    header = (
+        ["held-out mesh", "faces"]
+        + [f"{k} to {t}" for k in ("(a) meta family", "(b) random init", "(c) paper") for t in TARGETS]
+        + ["(c) / (a) to 0.003"]
+    )
+    table(
+        f"Seconds (incl. sampling) / steps to surface error, family {meta.family_id}; paper capped at {args.paper_cap:.0f} s of training",
+        header,
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=330)
     parser.add_argument("--test", type=int, default=110)
     parser.add_argument("--per-class", type=int, default=2, help="held-out shapes per class for the slow figures")
-    parser.add_argument("--tables", default="decoding,recognition,refits,interpolation,generation,completion,times",
-                        help="comma-separated tables to print")
+    parser.add_argument(
+        "--tables",
+        default="decoding,recognition,refits,interpolation,generation,completion,times",
+        help="comma-separated tables to print",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
 
@@ -73,9 +76,13 @@ def main() -> None:
     items = json.loads((args.collection / "manifest.json").read_text())["items"]
     by_source = {shape.provenance["source_name"]: shape for shape in map(read_shape, sorted(args.shapes.glob("*.h5")))}
     train = [(by_source[i["file"]], i["class"]) for i in items[: args.train] if i["file"] in by_source]
-    test = [(by_source[i["file"]], i["class"]) for i in items[args.train : args.train + args.test] if i["file"] in by_source]
+    test = [
+        (by_source[i["file"]], i["class"]) for i in items[args.train : args.train + args.test] if i["file"] in by_source
+    ]
     slow = _per_class(test, args.per_class)
-    print(f"model {tools.model.model_id}: {len(train)} training shapes, {len(test)} held out ({len(slow)} for the slow figures)")
+    print(
+        f"model {tools.model.model_id}: {len(train)} training shapes, {len(test)} held out ({len(slow)} for the slow figures)"
+    )
 
     tables = {
         "decoding": lambda: _decoder_table(tools, slow, args.collection),
@@ -119,10 +126,23 @@ def _decoder_table(tools, shapes, collection: Path) -> None:
         for decoder, min_body in (("implicit", 0.1), ("neighbours", 0.0)):
             surface = _decoded_or_empty(tools, code, DecodeSettings(decoder=decoder, min_body_fraction=min_body))
             results[decoder].append(reconstruction_quality(mesh, points, surface))
-        results["own"].append(reconstruction_quality(mesh, points, extract_mesh(shape.architecture, shape.weights, 128)))
-    labels = {"implicit": "nf2vec implicit decoder (96^3, bodies < 10% dropped)", "neighbours": "neighbour decoder (96^3)", "own": "the shape's own net (128^3)"}
-    rows = [[labels[key], f"{np.median([q.chamfer for q in qs]):.4f}", f"{np.median([q.fscore for q in qs]):.3f}"] for key, qs in results.items()]
-    table(f"Decoding the embeddings of {len(shapes)} held-out shapes vs their source meshes (medians)", ["surface", "Chamfer", "F-score"], rows)
+        results["own"].append(
+            reconstruction_quality(mesh, points, extract_mesh(shape.architecture, shape.weights, 128))
+        )
+    labels = {
+        "implicit": "nf2vec implicit decoder (96^3, bodies < 10% dropped)",
+        "neighbours": "neighbour decoder (96^3)",
+        "own": "the shape's own net (128^3)",
+    }
+    rows = [
+        [labels[key], f"{np.median([q.chamfer for q in qs]):.4f}", f"{np.median([q.fscore for q in qs]):.3f}"]
+        for key, qs in results.items()
+    ]
+    table(
+        f"Decoding the embeddings of {len(shapes)} held-out shapes vs their source meshes (medians)",
+        ["surface", "Chamfer", "F-score"],
+        rows,
+    )
 
 
 def _decoded_or_empty(tools, code: np.ndarray, settings: DecodeSettings, anchors=()) -> trimesh.Trimesh:
@@ -149,7 +169,11 @@ def _recognition_table(tools, train, test) -> None:
         average = np.where(hits.any(axis=1), (precision_at * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1), 0.0)
         rows.append([f"retrieval mAP@{k}", f"{average.mean():.3f}"])
     rows.append(["chance (most frequent class)", f"{max(np.mean(test_labels == c) for c in set(test_labels)):.1%}"])
-    table(f"Recognition on {len(test)} held-out shapes ({len(train)} training shapes as the retrieval database)", ["figure", "value"], rows)
+    table(
+        f"Recognition on {len(test)} held-out shapes ({len(train)} training shapes as the retrieval database)",
+        ["figure", "value"],
+        rows,
+    )
 
 
 def _refit_table(tools, train, test, shapes, collection: Path) -> None:
@@ -162,12 +186,22 @@ def _refit_table(tools, train, test, shapes, collection: Path) -> None:
         refit = fitted_shape(mesh, result, tools.family, source_name=mesh.name)
         order = [library[n.index] for n in similar(tools.model, refit, library, len(library))]
         ranks.append(order.index(shape) + 1)
-    rows = [["first fit ranked first", f"{np.mean(np.array(ranks) == 1):.0%}"], ["median rank of the first fit", f"{np.median(ranks):.0f}"]]
-    table(f"Similar: {len(shapes)} held-out meshes fitted again (another seed), searched among {len(library)} shapes", ["figure", "value"], rows)
+    rows = [
+        ["first fit ranked first", f"{np.mean(np.array(ranks) == 1):.0%}"],
+        ["median rank of the first fit", f"{np.median(ranks):.0f}"],
+    ]
+    table(
+        f"Similar: {len(shapes)} held-out meshes fitted again (another seed), searched among {len(library)} shapes",
+        ["figure", "value"],
+        rows,
+    )
 
 
 def _interpolation_table(tools, shapes) -> None:
-    pairs = [(shapes[i][0], shapes[(i + len(shapes) // 2) % len(shapes)][0]) for i in range(0, len(shapes), max(1, len(shapes) // 5))][:5]
+    pairs = [
+        (shapes[i][0], shapes[(i + len(shapes) // 2) % len(shapes)][0])
+        for i in range(0, len(shapes), max(1, len(shapes) // 5))
+    ][:5]
     times = np.linspace(0.0, 1.0, 8)
     rows = []
     for space in ("embedding", "weights"):
@@ -176,16 +210,27 @@ def _interpolation_table(tools, shapes) -> None:
             if space == "embedding":
                 codes = embed(tools.model, [a, b])
                 anchors = [(codes[0], a.weights), (codes[1], b.weights)]
-                meshes = [_decoded_or_empty(tools, (1 - t) * codes[0] + t * codes[1], DecodeSettings(), anchors) for t in times]
+                meshes = [
+                    _decoded_or_empty(tools, (1 - t) * codes[0] + t * codes[1], DecodeSettings(), anchors)
+                    for t in times
+                ]
             else:
-                meshes = [extract_mesh(s.architecture, s.weights, 64) for s in interpolate(tools, a, b, list(times), space="weights")]
+                meshes = [
+                    extract_mesh(s.architecture, s.weights, 64)
+                    for s in interpolate(tools, a, b, list(times), space="weights")
+                ]
             clouds = [cloud(mesh) for mesh in meshes]
             steps += [cloud_chamfer(clouds[i], clouds[i + 1]) for i in range(len(clouds) - 1)]
             ends.append(cloud_chamfer(clouds[0], clouds[-1]))
             closed += [mesh.is_watertight for mesh in meshes]
-        rows.append([space, f"{np.mean(steps):.4f}", f"{np.max(steps):.4f}", f"{np.mean(ends):.4f}", f"{np.mean(closed):.0%}"])
-    table(f"Interpolation smoothness, {len(pairs)} pairs x 8 steps (decoded at 96^3 / extracted at 64^3)",
-          ["space", "consecutive Chamfer, mean", "consecutive, max", "Chamfer between the ends", "watertight surfaces"], rows)
+        rows.append(
+            [space, f"{np.mean(steps):.4f}", f"{np.max(steps):.4f}", f"{np.mean(ends):.4f}", f"{np.mean(closed):.0%}"]
+        )
+    table(
+        f"Interpolation smoothness, {len(pairs)} pairs x 8 steps (decoded at 96^3 / extracted at 64^3)",
+        ["space", "consecutive Chamfer, mean", "consecutive, max", "Chamfer between the ends", "watertight surfaces"],
+        rows,
+    )
 
 
 def _generation_table(tools, train, test, collection: Path) -> None:
@@ -197,14 +242,19 @@ def _generation_table(tools, train, test, collection: Path) -> None:
     reference = [cloud(source_in_shape_frame(shape, collection)[0]) for shape, _ in train]
     held_out = [cloud(source_in_shape_frame(shape, collection)[0], seed=2) for shape, _ in test[: len(codes)]]
     rows = []
-    for what, clouds, closed in (("GAN samples (decoded, 96^3)", [cloud(m) for m in generated], np.mean([m.is_watertight for m in generated])),
-                                 ("held-out real shapes", held_out, 1.0)):
+    for what, clouds, closed in (
+        ("GAN samples (decoded, 96^3)", [cloud(m) for m in generated], np.mean([m.is_watertight for m in generated])),
+        ("held-out real shapes", held_out, 1.0),
+    ):
         matrix = np.array([[cloud_chamfer(c, r) for r in reference] for c in clouds])  # (samples, reference)
         coverage = len(set(matrix.argmin(axis=1).tolist())) / len(reference)
         mmd = float(matrix.min(axis=0).mean())
         rows.append([what, len(clouds), f"{coverage:.1%}", f"{mmd:.4f}", f"{closed:.0%}"])
-    table(f"Generation vs the {len(train)} training shapes ({'conditional' if gan.class_names else 'unconditional'} GAN)",
-          ["set", "shapes", "coverage", "MMD (Chamfer)", "watertight surfaces"], rows)
+    table(
+        f"Generation vs the {len(train)} training shapes ({'conditional' if gan.class_names else 'unconditional'} GAN)",
+        ["set", "shapes", "coverage", "MMD (Chamfer)", "watertight surfaces"],
+        rows,
+    )
 
 
 def _completion_table(tools, args, test) -> None:
@@ -221,9 +271,16 @@ def _completion_table(tools, args, test) -> None:
         before.append(reconstruction_quality(mesh, points, in_frame_of(whole, partial)))
         after.append(reconstruction_quality(mesh, points, in_frame_of(whole, complete(tools, partial))))
     better = np.mean([a.chamfer < b.chamfer for a, b in zip(after, before)]) if partials else float("nan")
-    rows = [[what, f"{np.median([q.chamfer for q in qs]):.4f}", f"{np.median([q.fscore for q in qs]):.3f}"] for what, qs in (("partial input", before), ("completed", after))]
+    rows = [
+        [what, f"{np.median([q.chamfer for q in qs]):.4f}", f"{np.median([q.fscore for q in qs]):.3f}"]
+        for what, qs in (("partial input", before), ("completed", after))
+    ]
     rows.append(["completed closer than the partial", f"{better:.0%} of shapes", ""])
-    table(f"Completion of {len(partials)} held-out cut shapes vs their complete meshes (medians)", ["shape", "Chamfer", "F-score"], rows)
+    table(
+        f"Completion of {len(partials)} held-out cut shapes vs their complete meshes (medians)",
+        ["shape", "Chamfer", "F-score"],
+        rows,
+    )
 
 
 def _timing_table(tools, shapes, embedding_ms: dict[str, float]) -> None:
@@ -240,11 +297,23 @@ def _timing_table(tools, shapes, embedding_ms: dict[str, float]) -> None:
 
     rows = [
         ["embed one shape", f"{embedding_ms['one']:.2f} ms", f"{embedding_ms['batched']:.2f} ms per shape in a batch"],
-        ["Interpolate, 1 in-between (embedding)", f"{timed(with_mesh(lambda: interpolate(tools, a, b, [0.5]))):.1f} s", "decode + fit + mesh"],
-        ["Interpolate, 5 in-betweens (weights)", f"{timed(with_mesh(lambda: interpolate(tools, a, b, [0.2, 0.4, 0.5, 0.6, 0.8], space='weights'))):.2f} s", "no fitting"],
+        [
+            "Interpolate, 1 in-between (embedding)",
+            f"{timed(with_mesh(lambda: interpolate(tools, a, b, [0.5]))):.1f} s",
+            "decode + fit + mesh",
+        ],
+        [
+            "Interpolate, 5 in-betweens (weights)",
+            f"{timed(with_mesh(lambda: interpolate(tools, a, b, [0.2, 0.4, 0.5, 0.6, 0.8], space='weights'))):.2f} s",
+            "no fitting",
+        ],
         ["Generate 1", f"{timed(with_mesh(lambda: generate(tools, 1, seed=3))):.1f} s", "decode + fit + mesh"],
         ["Complete 1", f"{timed(with_mesh(lambda: [complete(tools, a)])):.1f} s", "decode + fit + register + mesh"],
-        ["Find similar (k=5)", f"{timed(lambda: similar(tools.model, a, library, 5)) * 1e3:.0f} ms", f"over {len(library)} shapes"],
+        [
+            "Find similar (k=5)",
+            f"{timed(lambda: similar(tools.model, a, library, 5)) * 1e3:.0f} ms",
+            f"over {len(library)} shapes",
+        ],
         ["Classify", f"{timed(lambda: classify(tools, a)) * 1e3:.0f} ms", ""],
     ]
     table("Operation times on this CPU (one torch thread), meshes at 128^3", ["operation", "time", "note"], rows)

@@ -118,14 +118,26 @@ def main() -> None:
     parser.add_argument("--held-out", default="2200:2530", help="manifest item range START:STOP of the held-out shapes")
     parser.add_argument("--train", default="0:2200", help="manifest item range START:STOP of the training shapes")
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated tables to print")
-    parser.add_argument("--limit", type=int, default=None, help="at most N shapes (pairs, samples per class, cuts) per table")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most N shapes (pairs, samples per class, cuts) per table"
+    )
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid of every decoded surface")
-    parser.add_argument("--steps", type=int, default=300, help="z refinement / fit steps, and the completion's MAP steps")
-    parser.add_argument("--sampler", choices=("prior", "blend", "gan"), default="prior",
-                        help="generation's z sampler (blend: of two training latents; gan: z_gan.safetensors)")
+    parser.add_argument(
+        "--steps", type=int, default=300, help="z refinement / fit steps, and the completion's MAP steps"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=("prior", "blend", "gan"),
+        default="prior",
+        help="generation's z sampler (blend: of two training latents; gan: z_gan.safetensors)",
+    )
     parser.add_argument("--truncation", type=float, default=0.8, help="generation's truncation in [0, 1]")
-    parser.add_argument("--refits", type=Path, default=None,
-                        help="folder of second-seed fits of the held-out meshes (NAME.h5): recognition's re-fit retrieval")
+    parser.add_argument(
+        "--refits",
+        type=Path,
+        default=None,
+        help="folder of second-seed fits of the held-out meshes (NAME.h5): recognition's re-fit retrieval",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
@@ -135,9 +147,13 @@ def main() -> None:
         if unknown:
             raise NeuralShapesError(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)}")
         bench = _load(args)
-        runs: dict[str, Callable[[Bench], None]] = {"decoding": _decoding, "recognition": lambda b: _recognition(b, args.refits),
-                                                    "interpolation": _interpolation,
-                                                    "generation": _generation, "completion": _completion}
+        runs: dict[str, Callable[[Bench], None]] = {
+            "decoding": _decoding,
+            "recognition": lambda b: _recognition(b, args.refits),
+            "interpolation": _interpolation,
+            "generation": _generation,
+            "completion": _completion,
+        }
         for name in names:
             runs[name](bench)
     except (NeuralShapesError, OSError, ValueError) as error:
@@ -182,18 +198,40 @@ def _load(args: argparse.Namespace) -> Bench:
 
     held_out, train = fitted(held_range), fitted(train_range)
     if not held_out or not train:
-        raise NeuralShapesError(f"{args.shapes}: no fitted shapes (NAME.h5) for the {'held-out' if not held_out else 'training'} "
-                                f"items of {args.collection / 'manifest.json'}")
+        raise NeuralShapesError(
+            f"{args.shapes}: no fitted shapes (NAME.h5) for the {'held-out' if not held_out else 'training'} "
+            f"items of {args.collection / 'manifest.json'}"
+        )
     for shape, _ in held_out + train:
         if shape.family_id != latent.family_id:
-            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent family decodes to {latent.family_id}")
-    print(f"latent family k {latent.k} ({'with' if encoder else 'no'} latent encoder): {len(train)} training shapes, "
-          f"{len(held_out)} held out; surfaces at {args.resolution}^3, {args.steps} z steps")
-    samplers = {"prior": lambda: prior_sampler(latent.prior), "blend": lambda: blend_sampler(latent),
-                "gan": lambda: z_gan_sampler(load_z_gan(args.model, latent))}
+            raise NeuralShapesError(
+                f"shape '{shape.name}' is of family {shape.family_id}, the latent family decodes to {latent.family_id}"
+            )
+    print(
+        f"latent family k {latent.k} ({'with' if encoder else 'no'} latent encoder): {len(train)} training shapes, "
+        f"{len(held_out)} held out; surfaces at {args.resolution}^3, {args.steps} z steps"
+    )
+    samplers = {
+        "prior": lambda: prior_sampler(latent.prior),
+        "blend": lambda: blend_sampler(latent),
+        "gan": lambda: z_gan_sampler(load_z_gan(args.model, latent)),
+    }
     z_sampler = samplers[args.sampler]()
-    return Bench(latent, encoder, family, args.collection, held_out, train, args.limit, args.resolution, args.steps,
-                 args.sampler, z_sampler, args.truncation, {})
+    return Bench(
+        latent,
+        encoder,
+        family,
+        args.collection,
+        held_out,
+        train,
+        args.limit,
+        args.resolution,
+        args.steps,
+        args.sampler,
+        z_sampler,
+        args.truncation,
+        {},
+    )
 
 
 def _progress(message: str) -> None:
@@ -213,7 +251,9 @@ def _surface(bench: Bench, shape_or_weights) -> trimesh.Trimesh:
 def _stats(values: list[float], low: bool = False) -> tuple[float, float]:
     """Median and p90 (p10 with ``low``: the bad tail of a higher-is-better figure); inf counts as worst."""
     array = np.asarray(values, dtype=np.float64)
-    return float(np.median(array)), float(np.percentile(array, 10 if low else 90, method="higher" if not low else "lower"))
+    return float(np.median(array)), float(
+        np.percentile(array, 10 if low else 90, method="higher" if not low else "lower")
+    )
 
 
 def _own_field_fit(bench: Bench, shapes: list[NeuralShape]) -> np.ndarray:
@@ -260,8 +300,11 @@ def _decoding(bench: Bench) -> None:
     rows.append(_quality_row("(d) the shape's own net", own, "", ""))
     figures["(d) own net"] = _quality_figures(own)
     bench.results["decoding"] = figures
-    table(f"Decoding {len(shapes)} held-out shapes vs their source meshes (surfaces at {bench.resolution}^3)",
-          ["z from", "Chamfer median", "Chamfer p90", "F-score median", "F-score p10", "time per shape", "target"], rows)
+    table(
+        f"Decoding {len(shapes)} held-out shapes vs their source meshes (surfaces at {bench.resolution}^3)",
+        ["z from", "Chamfer median", "Chamfer p90", "F-score median", "F-score p10", "time per shape", "target"],
+        rows,
+    )
 
 
 def _recognition(bench: Bench, refits: Path | None) -> None:
@@ -275,16 +318,21 @@ def _recognition(bench: Bench, refits: Path | None) -> None:
     names = bench.latent.prior.class_names
     truth = np.array([names.index(class_name) for _, class_name in bench.held_out])
     rows, figures = [], {}
-    for key, what, means in (("encoder_means", "classify: nearest of the encoder's class means (the product's)", bench.encoder.class_means),
-                             ("prior_means", "classify: nearest auto-decoded class mean", None)):
+    for key, what, means in (
+        ("encoder_means", "classify: nearest of the encoder's class means (the product's)", bench.encoder.class_means),
+        ("prior_means", "classify: nearest auto-decoded class mean", None),
+    ):
         if key == "encoder_means" and means is None:
             continue
         figures[key] = float(np.mean(class_probabilities(bench.latent.prior, z, means).argmax(1) == truth))
         rows.append([what, f"{figures[key]:.1%}", ">= 80%" if key == "encoder_means" else ""])
     if refits is not None:
         first = {shape.provenance.get("source_sha256"): index for index, shape in enumerate(held)}
-        pairs = [(first[shape.provenance.get("source_sha256")], shape) for shape in map(read_shape, sorted(refits.glob("*.h5")))
-                 if shape.provenance.get("source_sha256") in first]
+        pairs = [
+            (first[shape.provenance.get("source_sha256")], shape)
+            for shape in map(read_shape, sorted(refits.glob("*.h5")))
+            if shape.provenance.get("source_sha256") in first
+        ]
         if not pairs:
             raise NeuralShapesError(f"{refits}: no re-fit of a held-out mesh")
         database = np.concatenate([z, encode_latent(bench.encoder, bench.latent, train)])
@@ -293,10 +341,19 @@ def _recognition(bench: Bench, refits: Path | None) -> None:
         distances = np.linalg.norm(query[:, None, :] - database[None], axis=2)
         rank = (distances < distances[np.arange(len(own)), own][:, None]).sum(1)
         figures["refit_first"], figures["refit_median_rank"] = float(np.mean(rank == 0)), float(np.median(rank))
-        rows.append([f"a re-fit finds its first fit first among {len(database)} fits ({len(pairs)} re-fits)",
-                     f"{figures['refit_first']:.0%} (median rank {figures['refit_median_rank']:.0f})", ">= 80%"])
+        rows.append(
+            [
+                f"a re-fit finds its first fit first among {len(database)} fits ({len(pairs)} re-fits)",
+                f"{figures['refit_first']:.0%} (median rank {figures['refit_median_rank']:.0f})",
+                ">= 80%",
+            ]
+        )
     bench.results["recognition"] = figures
-    table(f"Recognition on the encoder's z ({len(held)} held-out shapes, {len(names)} classes)", ["figure", "value", "target"], rows)
+    table(
+        f"Recognition on the encoder's z ({len(held)} held-out shapes, {len(names)} classes)",
+        ["figure", "value", "target"],
+        rows,
+    )
 
 
 def _label(bench: Bench, class_name: str) -> int:
@@ -308,11 +365,15 @@ def _label(bench: Bench, class_name: str) -> int:
 def _mesh_fit(bench: Bench, shapes: list[NeuralShape], labels: np.ndarray) -> np.ndarray:
     """z (n, k) MAP-fitted to 32 K importance samples of each source mesh in its shape's frame (class prior when known)."""
     settings = FitSettings(samples=32_768)
-    samples = [sample_shape(load_mesh_file(bench.collection / s.provenance["source_name"], transform=s.transform), settings, i)
-               for i, s in enumerate(shapes)]
+    samples = [
+        sample_shape(load_mesh_file(bench.collection / s.provenance["source_name"], transform=s.transform), settings, i)
+        for i, s in enumerate(shapes)
+    ]
     points, sdf = np.stack([s.points for s in samples]), np.stack([s.sdf for s in samples])
     known = (labels >= 0).all() and len(bench.latent.prior.class_names) > 0
-    return fit_latent(bench.latent, points, sdf, labels=labels if known else None, settings=LatentFitSettings(steps=bench.steps)).latents
+    return fit_latent(
+        bench.latent, points, sdf, labels=labels if known else None, settings=LatentFitSettings(steps=bench.steps)
+    ).latents
 
 
 def _quality(source: tuple[trimesh.Trimesh, np.ndarray], surface: trimesh.Trimesh) -> ReconstructionQuality:
@@ -326,8 +387,14 @@ def _quality_row(what: str, qualities: list[ReconstructionQuality], seconds: str
 
 def _quality_figures(qualities: list[ReconstructionQuality]) -> dict:
     chamfer, fscore = _stats([q.chamfer for q in qualities]), _stats([q.fscore for q in qualities], low=True)
-    return {"chamfer_median": chamfer[0], "chamfer_p90": chamfer[1], "fscore_median": fscore[0], "fscore_p10": fscore[1],
-            "chamfer": [q.chamfer for q in qualities], "fscore": [q.fscore for q in qualities]}
+    return {
+        "chamfer_median": chamfer[0],
+        "chamfer_p90": chamfer[1],
+        "fscore_median": fscore[0],
+        "fscore_p10": fscore[1],
+        "chamfer": [q.chamfer for q in qualities],
+        "fscore": [q.fscore for q in qualities],
+    }
 
 
 # --- interpolation ---------------------------------------------------------------------------------
@@ -336,7 +403,9 @@ def _quality_figures(qualities: list[ReconstructionQuality]) -> dict:
 def _interpolation(bench: Bench) -> None:
     shapes = [shape for shape, _ in bench.held_out]
     half = max(1, len(shapes) // 2)
-    pairs = _limited(bench, [(shapes[i], shapes[(i + half) % len(shapes)]) for i in range(min(PAIRS, len(shapes)))], PAIRS)
+    pairs = _limited(
+        bench, [(shapes[i], shapes[(i + half) % len(shapes)]) for i in range(min(PAIRS, len(shapes)))], PAIRS
+    )
     pairs = [(a, b) for a, b in pairs if a is not b]
     if not pairs:
         raise NeuralShapesError("interpolation needs at least two held-out shapes")
@@ -347,7 +416,12 @@ def _interpolation(bench: Bench) -> None:
         exact, non_empty, means, maxima = [], [], [], []
         for index, ((a, b), z) in enumerate(zip(pairs, ends_z)):
             shapes_t = interpolate_latent(bench.latent, a, z[0], b, z[1], times, fade=fade)
-            exact.append(all(np.array_equal(flatten(got.weights), flatten(end.weights)) for got, end in ((shapes_t[0], a), (shapes_t[-1], b))))
+            exact.append(
+                all(
+                    np.array_equal(flatten(got.weights), flatten(end.weights))
+                    for got, end in ((shapes_t[0], a), (shapes_t[-1], b))
+                )
+            )
             surfaces = [_surface(bench, shape) for shape in shapes_t]
             non_empty += [len(surface.faces) > 0 for surface in surfaces[1:-1]]
             clouds = [cloud(surface) for surface in surfaces]
@@ -356,20 +430,50 @@ def _interpolation(bench: Bench) -> None:
             maxima.append(float(np.max(steps)))
             _progress(f"interpolation ({fade}): pair {index + 1}/{len(pairs)}")
         ratios = np.array(maxima) / np.maximum(np.array(means), 1e-12)
-        figures[fade] = {"ends_exact": float(np.mean(exact)), "non_empty": float(np.mean(non_empty)),
-                         "mean_step": means, "max_step": maxima, "ratio": ratios.tolist()}
+        figures[fade] = {
+            "ends_exact": float(np.mean(exact)),
+            "non_empty": float(np.mean(non_empty)),
+            "mean_step": means,
+            "max_step": maxima,
+            "ratio": ratios.tolist(),
+        }
         ratio = _stats(ratios.tolist())
-        rows.append([fade, f"{np.mean(exact):.0%}", f"{np.mean(non_empty):.0%}", f"{np.median(means):.4f}", f"{np.median(maxima):.4f}",
-                     f"{ratio[0]:.2f}", f"{ratio[1]:.2f}", f"{np.mean(ratios <= 2):.0%}"])
+        rows.append(
+            [
+                fade,
+                f"{np.mean(exact):.0%}",
+                f"{np.mean(non_empty):.0%}",
+                f"{np.median(means):.4f}",
+                f"{np.median(maxima):.4f}",
+                f"{ratio[0]:.2f}",
+                f"{ratio[1]:.2f}",
+                f"{np.mean(ratios <= 2):.0%}",
+            ]
+        )
     bench.results["interpolation"] = figures
-    table(f"Interpolation, {len(pairs)} held-out pairs x {IN_BETWEENS} in-betweens (z: {_z_source(bench)}; surfaces at {bench.resolution}^3; "
-          "targets: ends exact, every in-between non-empty, max/mean <= 2)",
-          ["residual fade", "ends bit-identical", "in-betweens non-empty", "consecutive Chamfer, mean (median over pairs)",
-           "consecutive, max (median)", "max / mean, median", "max / mean, p90", "pairs with max / mean <= 2"], rows)
+    table(
+        f"Interpolation, {len(pairs)} held-out pairs x {IN_BETWEENS} in-betweens (z: {_z_source(bench)}; surfaces at {bench.resolution}^3; "
+        "targets: ends exact, every in-between non-empty, max/mean <= 2)",
+        [
+            "residual fade",
+            "ends bit-identical",
+            "in-betweens non-empty",
+            "consecutive Chamfer, mean (median over pairs)",
+            "consecutive, max (median)",
+            "max / mean, median",
+            "max / mean, p90",
+            "pairs with max / mean <= 2",
+        ],
+        rows,
+    )
 
 
 def _z_source(bench: Bench) -> str:
-    return f"encoder + {bench.steps}-step refinement" if bench.encoder else f"{bench.steps}-step fit to the own field, no encoder"
+    return (
+        f"encoder + {bench.steps}-step refinement"
+        if bench.encoder
+        else f"{bench.steps}-step fit to the own field, no encoder"
+    )
 
 
 # --- generation ------------------------------------------------------------------------------------
@@ -379,14 +483,24 @@ def _generation(bench: Bench) -> None:
     classes = list(bench.latent.prior.class_names) or [None]
     count = min(PER_CLASS, bench.limit or PER_CLASS)
     rows, figures = [], {}
-    totals: dict[str, list[float]] = {"nna": [], "coverage": [], "mmd": [], "mmd_real": [], "memo": [], "memo_real": [], "non_empty": []}
+    totals: dict[str, list[float]] = {
+        "nna": [],
+        "coverage": [],
+        "mmd": [],
+        "mmd_real": [],
+        "memo": [],
+        "memo_real": [],
+        "non_empty": [],
+    }
     for index, class_name in enumerate(classes):
         held = [s for s, c in bench.held_out if class_name in (None, c)][:count]
         train = [s for s, c in bench.train if class_name in (None, c)]
         if not held or not train:
             _progress(f"generation: class {class_name}: no held-out or training shapes, skipped")
             continue
-        generated = generate_latent(bench.latent, bench.z_sampler, count, seed=index, class_name=class_name, truncation=bench.truncation)
+        generated = generate_latent(
+            bench.latent, bench.z_sampler, count, seed=index, class_name=class_name, truncation=bench.truncation
+        )
         surfaces = [_surface(bench, shape) for shape in generated]
         fake = [cloud(surface) for surface in surfaces]
         real = [cloud(source_in_shape_frame(shape, bench.collection)[0], seed=2) for shape in held]
@@ -396,28 +510,73 @@ def _generation(bench: Bench) -> None:
         nna = _one_nna(_distances(fake, fake), fake_real, _distances(real, real))
         coverage = len(set(fake_real.argmin(axis=1).tolist())) / len(real)
         mmd, mmd_real = float(fake_real.min(axis=0).mean()), float(_distances(in_place, real).min(axis=0).mean())
-        memo, memo_real = float(np.median(_distances(fake, train_clouds).min(axis=1))), float(np.median(_distances(real, train_clouds).min(axis=1)))
+        memo, memo_real = (
+            float(np.median(_distances(fake, train_clouds).min(axis=1))),
+            float(np.median(_distances(real, train_clouds).min(axis=1))),
+        )
         non_empty = float(np.mean([len(surface.faces) > 0 for surface in surfaces]))
         redrawn = sum(shape.provenance["draw"] != "0" for shape in generated)
         label = class_name or "all"
-        figures[label] = {"nna": nna, "coverage": coverage, "mmd": mmd, "mmd_real": mmd_real, "memorisation": memo,
-                          "memorisation_real": memo_real, "non_empty": non_empty, "redrawn": redrawn}
+        figures[label] = {
+            "nna": nna,
+            "coverage": coverage,
+            "mmd": mmd,
+            "mmd_real": mmd_real,
+            "memorisation": memo,
+            "memorisation_real": memo_real,
+            "non_empty": non_empty,
+            "redrawn": redrawn,
+        }
         for key, value in zip(totals, (nna, coverage, mmd, mmd_real, memo, memo_real, non_empty)):
             totals[key].append(value)
-        rows.append([label, f"{len(generated)} / {len(held)}", f"{nna:.0%}", f"{coverage:.0%}", f"{mmd:.4f}", f"{mmd_real:.4f}",
-                     f"{mmd / mmd_real:.2f}", f"{non_empty:.0%} ({redrawn} redrawn)", f"{memo:.4f} / {memo_real:.4f} = {memo / memo_real:.2f}"])
+        rows.append(
+            [
+                label,
+                f"{len(generated)} / {len(held)}",
+                f"{nna:.0%}",
+                f"{coverage:.0%}",
+                f"{mmd:.4f}",
+                f"{mmd_real:.4f}",
+                f"{mmd / mmd_real:.2f}",
+                f"{non_empty:.0%} ({redrawn} redrawn)",
+                f"{memo:.4f} / {memo_real:.4f} = {memo / memo_real:.2f}",
+            ]
+        )
         _progress(f"generation: class {label} done ({index + 1}/{len(classes)})")
     if not rows:
         raise NeuralShapesError("generation: no class has both held-out and training shapes")
     mean = {key: float(np.mean(values)) for key, values in totals.items()}
-    rows.append(["mean over classes", "", f"{mean['nna']:.0%}", f"{mean['coverage']:.0%}", f"{mean['mmd']:.4f}", f"{mean['mmd_real']:.4f}",
-                 f"{mean['mmd'] / mean['mmd_real']:.2f}", f"{mean['non_empty']:.0%}", f"{mean['memo'] / mean['memo_real']:.2f}"])
+    rows.append(
+        [
+            "mean over classes",
+            "",
+            f"{mean['nna']:.0%}",
+            f"{mean['coverage']:.0%}",
+            f"{mean['mmd']:.4f}",
+            f"{mean['mmd_real']:.4f}",
+            f"{mean['mmd'] / mean['mmd_real']:.2f}",
+            f"{mean['non_empty']:.0%}",
+            f"{mean['memo'] / mean['memo_real']:.2f}",
+        ]
+    )
     rows.append(["target", "30 / 30", "<= 80%", ">= 40%", "", "", "<= 1.2", ">= 95%", ">= 0.8"])
     bench.results["generation"] = figures
-    table(f"Generation: {bench.sampler} samples (truncation {bench.truncation:g}) vs each class's held-out real shapes (Chamfer of {CLOUD}-point "
-          f"clouds; real in their place: the class's first training shapes; surfaces at {bench.resolution}^3)",
-          ["class", "generated / real", "1-NNA", "coverage", "MMD", "MMD, real in their place", "MMD ratio", "non-empty",
-           "memorisation: median to nearest training shape, generated / real = ratio"], rows)
+    table(
+        f"Generation: {bench.sampler} samples (truncation {bench.truncation:g}) vs each class's held-out real shapes (Chamfer of {CLOUD}-point "
+        f"clouds; real in their place: the class's first training shapes; surfaces at {bench.resolution}^3)",
+        [
+            "class",
+            "generated / real",
+            "1-NNA",
+            "coverage",
+            "MMD",
+            "MMD, real in their place",
+            "MMD ratio",
+            "non-empty",
+            "memorisation: median to nearest training shape, generated / real = ratio",
+        ],
+        rows,
+    )
 
 
 def _distances(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
@@ -447,42 +606,70 @@ def _completion(bench: Bench) -> None:
         cut = partial_mesh(*cut_in_shape_frame(whole, bench.collection, index))
         partial, fitted_surface = _fitted_cut(bench, cut, index)
         candidates = _likeliest_classes(bench, partial)
-        completed, report = complete_cut(bench.latent, bench.family, whole, cut, candidates, settings, seed=index, fitted=partial)
+        completed, report = complete_cut(
+            bench.latent, bench.family, whole, cut, candidates, settings, seed=index, fitted=partial
+        )
         fitted_quality = _quality(source, fitted_surface)
         chosen.append(completed.provenance["class"] == class_name)
         among.append(class_name in candidates)
         results["partial"].append(_quality(source, cut))
         results["fitted"].append(fitted_quality)
-        results["completed"].append(fitted_quality if report.fell_back else _quality(source, in_frame_of(whole, completed, bench.resolution)))
+        results["completed"].append(
+            fitted_quality if report.fell_back else _quality(source, in_frame_of(whole, completed, bench.resolution))
+        )
         results["nearest"].append(_quality(source, _surface(bench, near)))
         fell_back.append(report.fell_back)
         seconds.append(report.seconds)
-        _progress(f"completion: cut {index + 1}/{len(held)} ({CUTS[index % 2]}), {report.seconds:.1f} s"
-                  f"{', fell back' if report.fell_back else ''}")
+        _progress(
+            f"completion: cut {index + 1}/{len(held)} ({CUTS[index % 2]}), {report.seconds:.1f} s"
+            f"{', fell back' if report.fell_back else ''}"
+        )
     ratios = np.array([c.chamfer / p.chamfer for c, p in zip(results["completed"], results["fitted"])])
     mesh_ratios = np.array([c.chamfer / p.chamfer for c, p in zip(results["completed"], results["partial"])])
-    rows = [_quality_row(what, results[key], "", "")[:5] for key, what in
-            (("fitted", "the partial input (the cut mesh fitted, as a user's partial shape is)"),
-             ("partial", "the cut mesh itself (exact surface)"), ("nearest", "nearest training shape (encoder z of the whole)"),
-             ("completed", "completed (MAP + fuse fit)"))]
+    rows = [
+        _quality_row(what, results[key], "", "")[:5]
+        for key, what in (
+            ("fitted", "the partial input (the cut mesh fitted, as a user's partial shape is)"),
+            ("partial", "the cut mesh itself (exact surface)"),
+            ("nearest", "nearest training shape (encoder z of the whole)"),
+            ("completed", "completed (MAP + fuse fit)"),
+        )
+    ]
     figures = {key: _quality_figures(value) for key, value in results.items()}
-    figures |= {"closer": float(np.mean(ratios < 1)), "ratio": ratios.tolist(), "mesh_ratio": mesh_ratios.tolist(),
-                "fell_back": int(np.sum(fell_back)), "class_among": float(np.mean(among)), "class_kept": float(np.mean(chosen)),
-                "seconds": seconds}
+    figures |= {
+        "closer": float(np.mean(ratios < 1)),
+        "ratio": ratios.tolist(),
+        "mesh_ratio": mesh_ratios.tolist(),
+        "fell_back": int(np.sum(fell_back)),
+        "class_among": float(np.mean(among)),
+        "class_kept": float(np.mean(chosen)),
+        "seconds": seconds,
+    }
     bench.results["completion"] = figures
-    table(f"Completion of {len(held)} held-out cut shapes (plane and sphere cuts as make-partials) vs their whole meshes "
-          f"({settings.yaw_starts} yaw starts, {settings.steps} MAP steps, class prior; surfaces at {bench.resolution}^3)",
-          ["shape", "Chamfer median", "Chamfer p90", "F-score median", "F-score p10"], rows)
-    table("Completion against its input (the fitted partial; on a fallback the completion is the input)", ["figure", "value", "target"], [
-        ["completed closer to the whole than the partial input", f"{np.mean(ratios < 1):.0%}", ">= 80%"],
-        ["Chamfer ratio completed / partial input, median", f"{np.median(ratios):.2f}", "<= 0.75"],
-        ["worst ratio", f"{np.max(ratios):.2f}", "<= 1.10"],
-        ["completed closer than the exact cut mesh", f"{np.mean(mesh_ratios < 1):.0%}", ""],
-        ["Chamfer ratio completed / cut mesh, median", f"{np.median(mesh_ratios):.2f}", ""],
-        ["fell back to the partial", f"{int(np.sum(fell_back))} of {len(held)}", ""],
-        [f"true class among the partial's {COMPLETION_CLASSES} likeliest / kept by the MAP", f"{np.mean(among):.0%} / {np.mean(chosen):.0%}", ""],
-        ["seconds per completion, median", f"{np.median(seconds):.1f}", "<= 15"],
-    ])
+    table(
+        f"Completion of {len(held)} held-out cut shapes (plane and sphere cuts as make-partials) vs their whole meshes "
+        f"({settings.yaw_starts} yaw starts, {settings.steps} MAP steps, class prior; surfaces at {bench.resolution}^3)",
+        ["shape", "Chamfer median", "Chamfer p90", "F-score median", "F-score p10"],
+        rows,
+    )
+    table(
+        "Completion against its input (the fitted partial; on a fallback the completion is the input)",
+        ["figure", "value", "target"],
+        [
+            ["completed closer to the whole than the partial input", f"{np.mean(ratios < 1):.0%}", ">= 80%"],
+            ["Chamfer ratio completed / partial input, median", f"{np.median(ratios):.2f}", "<= 0.75"],
+            ["worst ratio", f"{np.max(ratios):.2f}", "<= 1.10"],
+            ["completed closer than the exact cut mesh", f"{np.mean(mesh_ratios < 1):.0%}", ""],
+            ["Chamfer ratio completed / cut mesh, median", f"{np.median(mesh_ratios):.2f}", ""],
+            ["fell back to the partial", f"{int(np.sum(fell_back))} of {len(held)}", ""],
+            [
+                f"true class among the partial's {COMPLETION_CLASSES} likeliest / kept by the MAP",
+                f"{np.mean(among):.0%} / {np.mean(chosen):.0%}",
+                "",
+            ],
+            ["seconds per completion, median", f"{np.median(seconds):.1f}", "<= 15"],
+        ],
+    )
 
 
 def _fitted_cut(bench: Bench, cut: trimesh.Trimesh, index: int) -> tuple[NeuralShape, trimesh.Trimesh]:
@@ -508,7 +695,11 @@ def _nearest_training(bench: Bench, shapes: list[NeuralShape]) -> list[NeuralSha
     """Each shape's training shape of nearest z (the baseline of retrieval that knew the whole shape)."""
     train = [shape for shape, _ in bench.train]
     _progress(f"completion: latents of {len(train)} training shapes")
-    encode = (lambda s: encode_latent(bench.encoder, bench.latent, s)) if bench.encoder else (lambda s: _own_field_fit(bench, s))
+    encode = (
+        (lambda s: encode_latent(bench.encoder, bench.latent, s))
+        if bench.encoder
+        else (lambda s: _own_field_fit(bench, s))
+    )
     train_z, query_z = encode(train), encode(shapes)
     nearest = np.linalg.norm(query_z[:, None, :] - train_z[None, :, :], axis=2).argmin(axis=1)
     return [train[i] for i in nearest]

@@ -76,7 +76,9 @@ def bench_mesh_render(client, data_dir: Path, shape_id: str, resolution: int, si
     device = default_device()
 
     def local_mesh():
-        mesh = extract_mesh(shape.architecture, shape.weights, resolution, method="sparse", transform=shape.transform, device=device)
+        mesh = extract_mesh(
+            shape.architecture, shape.weights, resolution, method="sparse", transform=shape.transform, device=device
+        )
         return len(mesh.faces)
 
     def api_mesh():
@@ -105,7 +107,11 @@ def bench_mesh_render(client, data_dir: Path, shape_id: str, resolution: int, si
         local_s, api_s = statistics.median(local_times), statistics.median(api_times)
         extra = f"{len(result):,} bytes" if isinstance(result, bytes) else f"{result:,} faces"
         rows.append([name, f"{local_s:.3f}", f"{api_s:.3f}", f"{100 * (api_s / local_s - 1):+.1f}%", extra])
-    table(f"API vs in process, median of {repeat} (device {device})", ["call", "in process s", "through API s", "overhead", "result"], rows)
+    table(
+        f"API vs in process, median of {repeat} (device {device})",
+        ["call", "in process s", "through API s", "overhead", "result"],
+        rows,
+    )
 
 
 def bench_throughput(client, count: int, steps: int) -> None:
@@ -130,7 +136,8 @@ def bench_throughput(client, count: int, steps: int) -> None:
     ]
     table(
         f"Fit throughput through the API: {steps} steps, 50,000 samples, 2,048 points per shape per step, metrics at 64^3 (upload to done)",
-        ["run", "seconds", "meshes/min", "throughput"], rows,
+        ["run", "seconds", "meshes/min", "throughput"],
+        rows,
     )
 
 
@@ -145,10 +152,15 @@ def main() -> None:
             client = server.client
             torus = trimesh.creation.torus(0.6, 0.25, major_sections=64, minor_sections=32)
             bench_status(client, torus, 50 if args.quick else 200)
-            fit = client.start_fit([client.upload_mesh(torus.vertices, torus.faces, name="torus").id],
-                                   settings={"samples": 100_000, "max_steps": 300 if args.quick else 1500, "target_surface_error": 0.003}, resolution=64)
+            fit = client.start_fit(
+                [client.upload_mesh(torus.vertices, torus.faces, name="torus").id],
+                settings={"samples": 100_000, "max_steps": 300 if args.quick else 1500, "target_surface_error": 0.003},
+                resolution=64,
+            )
             shape_id = client.wait(fit.id, timeout=3600).shape_ids[0]
-            bench_mesh_render(client, data, shape_id, 128 if args.quick else 256, 128 if args.quick else 512, 3 if args.quick else 5)
+            bench_mesh_render(
+                client, data, shape_id, 128 if args.quick else 256, 128 if args.quick else 512, 3 if args.quick else 5
+            )
             bench_throughput(client, 4 if args.quick else 16, 50 if args.quick else 300)
         finally:
             server.terminate()

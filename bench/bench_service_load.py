@@ -48,10 +48,14 @@ def kinds(shape_id: str, job_id: str) -> dict[str, tuple[str, str, dict | None]]
 def client_kind(index: int, clients: int) -> str:
     """Half health, a quarter job polling, an eighth mesh, an eighth render."""
     share = index / clients
-    return "health" if share < 0.5 else "job poll" if share < 0.75 else "mesh 128^3" if share < 0.875 else "render 256^2"
+    return (
+        "health" if share < 0.5 else "job poll" if share < 0.75 else "mesh 128^3" if share < 0.875 else "render 256^2"
+    )
 
 
-def run_clients(server: ServerProcess, requests: dict, clients: int, seconds: float) -> dict[str, list[tuple[str, float]]]:
+def run_clients(
+    server: ServerProcess, requests: dict, clients: int, seconds: float
+) -> dict[str, list[tuple[str, float]]]:
     """Every client loops until ``seconds`` have passed; returns per kind a list of (outcome, seconds)."""
     results: dict[str, list[tuple[str, float]]] = defaultdict(list)
     lock = threading.Lock()
@@ -66,7 +70,13 @@ def run_clients(server: ServerProcess, requests: dict, clients: int, seconds: fl
             try:
                 answer = call(server, method, path, json_body=body, timeout=120)
                 retry = answer.headers.get("retry-after")
-                outcome = "ok" if answer.status == 200 else "refused" if answer.status == 503 and retry else f"status {answer.status}"
+                outcome = (
+                    "ok"
+                    if answer.status == 200
+                    else "refused"
+                    if answer.status == 503 and retry
+                    else f"status {answer.status}"
+                )
             except OSError as error:
                 outcome, retry = f"{type(error).__name__}", None
             with lock:
@@ -96,7 +106,9 @@ def main() -> None:
             client = server.client
             box = trimesh.creation.box(extents=(1.0, 0.6, 0.8))
             upload = client.upload_mesh(box.vertices, box.faces, name="box")
-            shape_id = client.wait(client.start_fit([upload.id], settings=QUICK_FIT, resolution=32, keep_uploads=True).id, timeout=300).shape_ids[0]
+            shape_id = client.wait(
+                client.start_fit([upload.id], settings=QUICK_FIT, resolution=32, keep_uploads=True).id, timeout=300
+            ).shape_ids[0]
             job = client.start_fit([upload.id], settings=SLOW_FIT, resolution=32)
             while not client.job(job.id).stage.startswith("fitting"):
                 time.sleep(0.1)
@@ -113,14 +125,34 @@ def main() -> None:
         refused = sum(o == "refused" for o, _ in outcomes)
         failed = sorted({o for o, _ in outcomes} - {"ok", "refused"})
         ms = 1000 * np.asarray(ok or [np.nan])
-        rows.append([
-            kind, sum(client_kind(i, args.clients) == kind for i in range(args.clients)), len(outcomes), len(ok), refused,
-            len(outcomes) - len(ok) - refused, f"{np.percentile(ms, 50):.0f}", f"{np.percentile(ms, 99):.0f}",
-            f"{len(ok) / args.seconds:.2f}", ", ".join(failed) or "-",
-        ])
+        rows.append(
+            [
+                kind,
+                sum(client_kind(i, args.clients) == kind for i in range(args.clients)),
+                len(outcomes),
+                len(ok),
+                refused,
+                len(outcomes) - len(ok) - refused,
+                f"{np.percentile(ms, 50):.0f}",
+                f"{np.percentile(ms, 99):.0f}",
+                f"{len(ok) / args.seconds:.2f}",
+                ", ".join(failed) or "-",
+            ]
+        )
     table(
         f"{args.clients} concurrent clients for {args.seconds:g} s during a running fit (fit still {fitting} at the end)",
-        ["requests", "clients", "sent", "200", "503 + Retry-After", "failed", "p50 ms (200)", "p99 ms (200)", "answered 200 / s", "failures"],
+        [
+            "requests",
+            "clients",
+            "sent",
+            "200",
+            "503 + Retry-After",
+            "failed",
+            "p50 ms (200)",
+            "p99 ms (200)",
+            "answered 200 / s",
+            "failures",
+        ],
         rows,
     )
 

@@ -48,7 +48,9 @@ class Tally:
     """Outcomes per format: cases, accepted, refused, crashes, hangs, max seconds, peak RSS (MiB)."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict] = defaultdict(lambda: dict(cases=0, accepted=0, refused=0, crashes=0, hangs=0, seconds=0.0, rss=0.0))
+        self.rows: dict[str, dict] = defaultdict(
+            lambda: dict(cases=0, accepted=0, refused=0, crashes=0, hangs=0, seconds=0.0, rss=0.0)
+        )
         self.examples: list[str] = []
 
     def add(self, fmt: str, description: str, outcome: str, seconds: float, rss_mib: float, note: str = "") -> None:
@@ -67,13 +69,34 @@ class Tally:
         body = []
         for fmt in sorted(self.rows, key=lambda f: FORMATS.index(f) if f in FORMATS else 99):
             r = self.rows[fmt]
-            body.append([fmt, f"{r['cases']:,}", f"{r['accepted']:,}", f"{r['refused']:,}", str(r["crashes"]), str(r["hangs"]),
-                         f"{r['seconds']:.2f}", f"{r['rss']:.0f}"])
+            body.append(
+                [
+                    fmt,
+                    f"{r['cases']:,}",
+                    f"{r['accepted']:,}",
+                    f"{r['refused']:,}",
+                    str(r["crashes"]),
+                    str(r["hangs"]),
+                    f"{r['seconds']:.2f}",
+                    f"{r['rss']:.0f}",
+                ]
+            )
         total = {k: sum(r[k] for r in self.rows.values()) for k in ("cases", "accepted", "refused", "crashes", "hangs")}
-        body.append(["**all**", f"{total['cases']:,}", f"{total['accepted']:,}", f"{total['refused']:,}", str(total["crashes"]),
-                     str(total["hangs"]), f"{max(r['seconds'] for r in self.rows.values()):.2f}",
-                     f"{max(r['rss'] for r in self.rows.values()):.0f}"])
-        table(title, ["format", "cases", "accepted", "refused", "crashes", "hangs", "max seconds", "peak RSS (MiB)"], body)
+        body.append(
+            [
+                "**all**",
+                f"{total['cases']:,}",
+                f"{total['accepted']:,}",
+                f"{total['refused']:,}",
+                str(total["crashes"]),
+                str(total["hangs"]),
+                f"{max(r['seconds'] for r in self.rows.values()):.2f}",
+                f"{max(r['rss'] for r in self.rows.values()):.0f}",
+            ]
+        )
+        table(
+            title, ["format", "cases", "accepted", "refused", "crashes", "hangs", "max seconds", "peak RSS (MiB)"], body
+        )
         for example in self.examples:
             print(f"- {example}")
 
@@ -88,8 +111,13 @@ def run_cases(count: int, random_seed: int, on_case) -> None:
     for index, fmt in enumerate(FORMATS):
 
         @seed(random_seed + index)
-        @settings(max_examples=per_format, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=per_format,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(malformed_case((fmt,)))
         def one(case):
             on_case(*case)

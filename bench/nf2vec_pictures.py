@@ -90,7 +90,9 @@ def fixed_camera(size: int) -> Camera:
     half_angle = np.arctan(Camera(np.eye(4)).sensor_width / 2 / LENS)
     distance = MARGIN * EXTRACTION_RADIUS / np.sin(half_angle)
     direction = np.asarray(BLENDER_VIEW) / np.linalg.norm(BLENDER_VIEW)
-    return Camera.look_at(direction * distance, np.zeros(3), lens=LENS, clip_start=0.1 * distance, clip_end=3 * distance)
+    return Camera.look_at(
+        direction * distance, np.zeros(3), lens=LENS, clip_start=0.1 * distance, clip_end=3 * distance
+    )
 
 
 def render_tile(shape: NeuralShape, size: int, frame: NeuralShape | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +106,9 @@ def render_tile(shape: NeuralShape, size: int, frame: NeuralShape | None = None)
     u, v = np.meshgrid(pixels, -pixels)  # row 0 at the top
     hit = result.object_id >= 0
     depth = np.where(hit, result.depth, 0.0)[..., None]  # along the viewing axis; inf on misses
-    points = (np.stack([u, v, -np.ones_like(u)], axis=-1) * depth) @ rays.camera_to_world[:3, :3].T + rays.camera_to_world[:3, 3]
+    points = (np.stack([u, v, -np.ones_like(u)], axis=-1) * depth) @ rays.camera_to_world[
+        :3, :3
+    ].T + rays.camera_to_world[:3, 3]
     points[~hit] = np.nan
     return result.rgba, points
 
@@ -136,7 +140,7 @@ def sheet(rows: list[list[np.ndarray]], labels: list[str], size: int, titles: li
         for c, tile in enumerate(row):
             y, x = top + r * size, left + c * size
             alpha = tile[..., 3:]
-            rgb[y: y + size, x: x + size] = tile[..., :3] * alpha + (1 - alpha)
+            rgb[y : y + size, x : x + size] = tile[..., :3] * alpha + (1 - alpha)
     text = Image.new("L", (width, height))
     draw = ImageDraw.Draw(text)
     for r, label in enumerate(labels):
@@ -150,14 +154,24 @@ def sheet(rows: list[list[np.ndarray]], labels: list[str], size: int, titles: li
 # --- the three pictures ----------------------------------------------------------------------------
 
 
-def generated_sheet(latent: LatentFamily, sampler: ZSampler, size: int, per_row: int = PER_ROW,
-                    truncation: float = TRUNCATION, classes: list[str] | None = None) -> np.ndarray:
+def generated_sheet(
+    latent: LatentFamily,
+    sampler: ZSampler,
+    size: int,
+    per_row: int = PER_ROW,
+    truncation: float = TRUNCATION,
+    classes: list[str] | None = None,
+) -> np.ndarray:
     """One row per class (default: the prior's, or one unlabelled row without classes) of ``per_row`` generated shapes,
     seeded by the row index; an opaque linear RGBA image."""
     classes = classes if classes is not None else list(latent.prior.class_names) or [None]
-    rows = [[render_tile(shape, size)[0] for shape in generate_latent(latent, sampler, per_row, seed=i, class_name=name,
-                                                                      truncation=truncation)]
-            for i, name in enumerate(classes)]
+    rows = [
+        [
+            render_tile(shape, size)[0]
+            for shape in generate_latent(latent, sampler, per_row, seed=i, class_name=name, truncation=truncation)
+        ]
+        for i, name in enumerate(classes)
+    ]
     return sheet(rows, [name or "" for name in classes], size)
 
 
@@ -165,11 +179,15 @@ def interpolation_sheet(pictures: Pictures, size: int) -> np.ndarray:
     """One strip of ``STEPS`` tiles per class pair of ``PAIRS`` (the first held-out shape of each class)."""
     ends = [(_held(pictures, a)[0], _held(pictures, b)[0]) for a, b in PAIRS]
     shapes = [shape for pair in ends for shape in pair]
-    z = refine_latent(pictures.load_encoder(), pictures.latent, shapes, RefineSettings()).latents.reshape(len(ends), 2, -1)
+    z = refine_latent(pictures.load_encoder(), pictures.latent, shapes, RefineSettings()).latents.reshape(
+        len(ends), 2, -1
+    )
     times = np.linspace(0.0, 1.0, STEPS).tolist()
     rows = []
     for (a, b), (z_a, z_b) in zip(ends, z):
-        rows.append([render_tile(shape, size)[0] for shape in interpolate_latent(pictures.latent, a, z_a, b, z_b, times)])
+        rows.append(
+            [render_tile(shape, size)[0] for shape in interpolate_latent(pictures.latent, a, z_a, b, z_b, times)]
+        )
         _progress(f"interpolation: {a.name} -> {b.name}")
     return sheet(rows, [f"{a} -> {b}" for a, b in PAIRS], size)
 
@@ -183,7 +201,9 @@ def completion_sheet(pictures: Pictures, size: int) -> tuple[np.ndarray, list[st
         whole = _held(pictures, class_name)[0]
         mesh, kept = cut_in_shape_frame(whole, pictures.collection, index)
         cut = partial_mesh(mesh, kept)
-        completed, report = complete_cut(pictures.latent, pictures.family, whole, cut, [class_name], settings, seed=index)
+        completed, report = complete_cut(
+            pictures.latent, pictures.family, whole, cut, [class_name], settings, seed=index
+        )
         truth, points = render_tile(whole, size)
         partial = cut_away(truth, points, mesh, kept)
         reference = surface_samples(mesh.vertices, mesh.faces, 20_000, seed=1)
@@ -196,15 +216,19 @@ def completion_sheet(pictures: Pictures, size: int) -> tuple[np.ndarray, list[st
         rows.append([partial, done, truth])
         kind = "plane" if index % 2 == 0 else "sphere"
         labels.append(f"{class_name}, {kind} cut")
-        captions.append(f"{class_name} ({kind} cut) {partial_chamfer:.3f} \u2192 {chamfer:.3f}{' (fell back)' if report.fell_back else ''}")
+        captions.append(
+            f"{class_name} ({kind} cut) {partial_chamfer:.3f} \u2192 {chamfer:.3f}{' (fell back)' if report.fell_back else ''}"
+        )
         _progress(f"completion: {whole.name}, {report.seconds:.1f} s{', fell back' if report.fell_back else ''}")
     return sheet(rows, labels, size, titles=["partial input", "completed", "truth"]), captions
 
 
 def _held(pictures: Pictures, class_name: str) -> list[NeuralShape]:
     if not pictures.held_out.get(class_name):
-        raise NeuralShapesError(f"no held-out fit of class '{class_name}' in the shapes folder (manifest items "
-                                f"{HELD_OUT.start}-{HELD_OUT.stop - 1})")
+        raise NeuralShapesError(
+            f"no held-out fit of class '{class_name}' in the shapes folder (manifest items "
+            f"{HELD_OUT.start}-{HELD_OUT.stop - 1})"
+        )
     return pictures.held_out[class_name]
 
 
@@ -248,13 +272,19 @@ def _load(args: argparse.Namespace) -> Pictures:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="nf2vec model folder (latent.safetensors, latent_encoder.safetensors)")
+    parser.add_argument(
+        "--model", type=Path, required=True, help="nf2vec model folder (latent.safetensors, latent_encoder.safetensors)"
+    )
     parser.add_argument("--collection", type=Path, required=True, help="canonical collection folder (manifest.json)")
     parser.add_argument("--shapes", type=Path, required=True, help="folder of the collection meshes' fits, NAME.h5")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write the PNGs into")
     parser.add_argument("--size", type=int, default=160, help="tile side in pixels")
-    parser.add_argument("--sampler", choices=("auto", "prior", "blend", "gan"), default="auto",
-                        help="generation's z sampler (auto: what Generate uses for the model folder)")
+    parser.add_argument(
+        "--sampler",
+        choices=("auto", "prior", "blend", "gan"),
+        default="auto",
+        help="generation's z sampler (auto: what Generate uses for the model folder)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
     try:
@@ -269,15 +299,17 @@ def main() -> None:
     except (NeuralShapesError, OSError, ValueError) as error:
         sys.exit(f"error: {error}".splitlines()[0])
     folder = args.output.as_posix()
-    print(f"![Generated shapes, one row per class]({folder}/generated.png)\n\n"
-          f"*Generate: {PER_ROW} shapes per class, z from the {sampler_name} sampler at truncation {TRUNCATION:g}, "
-          "decoded with no refit (held-out data never seen).*\n\n"
-          f"![Interpolation strips]({folder}/interpolation.png)\n\n"
-          f"*Interpolate: {len(PAIRS)} pairs of held-out shapes of two classes, {STEPS} steps in z with each end's residual "
-          "faded in, so both ends are the shapes' own nets.*\n\n"
-          f"![Completion: partial input, completed, truth]({folder}/completion.png)\n\n"
-          "*Complete: held-out meshes cut as make-partials cuts them (grey: what the cut removed); Chamfer to the whole, partial \u2192 completed: "
-          f"{'; '.join(captions)}.*")
+    print(
+        f"![Generated shapes, one row per class]({folder}/generated.png)\n\n"
+        f"*Generate: {PER_ROW} shapes per class, z from the {sampler_name} sampler at truncation {TRUNCATION:g}, "
+        "decoded with no refit (held-out data never seen).*\n\n"
+        f"![Interpolation strips]({folder}/interpolation.png)\n\n"
+        f"*Interpolate: {len(PAIRS)} pairs of held-out shapes of two classes, {STEPS} steps in z with each end's residual "
+        "faded in, so both ends are the shapes' own nets.*\n\n"
+        f"![Completion: partial input, completed, truth]({folder}/completion.png)\n\n"
+        "*Complete: held-out meshes cut as make-partials cuts them (grey: what the cut removed); Chamfer to the whole, partial \u2192 completed: "
+        f"{'; '.join(captions)}.*"
+    )
 
 
 if __name__ == "__main__":

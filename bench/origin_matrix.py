@@ -31,32 +31,64 @@ PROFILES = {
     "Chrome 126": {
         "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
         "sec-ch-ua": '"Not/A)Brand";v="8", "Chromium";v="126", "Google Chrome";v="126"',
-        "sec-ch-ua-mobile": "?0", "sec-ch-ua-platform": '"Linux"',
-        "Accept": "*/*", "Accept-Language": "en-GB,en;q=0.9", "Accept-Encoding": "gzip, deflate, br, zstd",
-        "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty",
+        "sec-ch-ua-mobile": "?0",
+        "sec-ch-ua-platform": '"Linux"',
+        "Accept": "*/*",
+        "Accept-Language": "en-GB,en;q=0.9",
+        "Accept-Encoding": "gzip, deflate, br, zstd",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Dest": "empty",
     },
     "Firefox 128": {
         "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        "Accept": "*/*", "Accept-Language": "en-GB,en;q=0.5", "Accept-Encoding": "gzip, deflate, br, zstd",
-        "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Connection": "keep-alive",
+        "Accept": "*/*",
+        "Accept-Language": "en-GB,en;q=0.5",
+        "Accept-Encoding": "gzip, deflate, br, zstd",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Dest": "empty",
+        "Connection": "keep-alive",
     },
     "Safari 17": {
         "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
-        "Accept": "*/*", "Accept-Language": "en-GB,en;q=0.9", "Accept-Encoding": "gzip, deflate, br",
-        "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty",
+        "Accept": "*/*",
+        "Accept-Language": "en-GB,en;q=0.9",
+        "Accept-Encoding": "gzip, deflate, br",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Dest": "empty",
     },
 }
 # Host names a page could reach the service by (aliases of loopback, DNS rebinding), none of them exactly
 # 127.0.0.1 / localhost / [::1]: the guard refuses them all, loopback or not.
 HOST_ALIASES = (
-    "localhost.", "127.1", "0.0.0.0", "[::ffff:127.0.0.1]", "127.0.0.2", "2130706433", "0x7f.0.0.1", "localhost.localdomain",
-    "127.0.0.1.nip.io", "evil.example", "rebind.evil.example", "[::]", "LOCALHOST.", "127.0.0.1\t.evil.example",
+    "localhost.",
+    "127.1",
+    "0.0.0.0",
+    "[::ffff:127.0.0.1]",
+    "127.0.0.2",
+    "2130706433",
+    "0x7f.0.0.1",
+    "localhost.localdomain",
+    "127.0.0.1.nip.io",
+    "evil.example",
+    "rebind.evil.example",
+    "[::]",
+    "LOCALHOST.",
+    "127.0.0.1\t.evil.example",
 )
 ORIGIN_BYPASSES = (
-    "http://127.0.0.1.evil.example", "http://localhost@evil.example", "http://127.0.0.1:{port}.evil.example",
-    "http://evil.example#@127.0.0.1:{port}", "http://127.0.0.1%2e.evil.example", "http://[::1]:{port}",
-    "HTTP://LOCALHOST:{port}", " http://127.0.0.1:{port}", "http://127.0.0.1:{port} ", "file://", "null",
-    "http://localhost:{port}", "https://127.0.0.1:{port}",
+    "http://127.0.0.1.evil.example",
+    "http://localhost@evil.example",
+    "http://127.0.0.1:{port}.evil.example",
+    "http://evil.example#@127.0.0.1:{port}",
+    "http://127.0.0.1%2e.evil.example",
+    "http://[::1]:{port}",
+    "HTTP://LOCALHOST:{port}",
+    " http://127.0.0.1:{port}",
+    "http://127.0.0.1:{port} ",
+    "file://",
+    "null",
+    "http://localhost:{port}",
+    "https://127.0.0.1:{port}",
 )
 
 
@@ -73,14 +105,30 @@ def browser_cases(port: int) -> Iterator[Case]:
     """What a page can make a browser send to the service, one scenario each."""
     here = f"127.0.0.1:{port}"
     sites = {
-        "same-origin": ("http://" + here, "same-origin"), "same-site (other port)": ("http://localhost:3000", "same-site"),
-        "cross-site": ("https://evil.example", "cross-site"), "null origin (sandbox, file)": ("null", "cross-site"),
+        "same-origin": ("http://" + here, "same-origin"),
+        "same-site (other port)": ("http://localhost:3000", "same-site"),
+        "cross-site": ("https://evil.example", "cross-site"),
+        "null origin (sandbox, file)": ("null", "cross-site"),
     }
     for name, (origin, site) in sites.items():
         yield Case(name, (("Origin", origin), ("Sec-Fetch-Site", site)), (here,))
-        yield Case(f"{name}, form post", (("Origin", origin), ("Sec-Fetch-Site", site), ("Sec-Fetch-Mode", "navigate"),
-                                          ("Content-Type", "application/x-www-form-urlencoded")), (here,))
-    for site in ("cross-site", "same-site", "same-origin", " CROSS-SITE ", "Cross-Site"):  # Origin stripped (extensions, old engines)
+        yield Case(
+            f"{name}, form post",
+            (
+                ("Origin", origin),
+                ("Sec-Fetch-Site", site),
+                ("Sec-Fetch-Mode", "navigate"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ),
+            (here,),
+        )
+    for site in (
+        "cross-site",
+        "same-site",
+        "same-origin",
+        " CROSS-SITE ",
+        "Cross-Site",
+    ):  # Origin stripped (extensions, old engines)
         yield Case(f"Sec-Fetch-Site {site.strip()!r} without Origin", (("Sec-Fetch-Site", site),), (here,))
     for origin in ORIGIN_BYPASSES:
         yield Case(f"Origin {origin.format(port=port)!r}", (("Origin", origin.format(port=port)),), (here,))
@@ -88,7 +136,9 @@ def browser_cases(port: int) -> Iterator[Case]:
     yield Case("two Origin headers", (("Origin", "http://" + here), ("Origin", "https://evil.example")), (here,))
     for alias in HOST_ALIASES:
         for host in (alias, f"{alias}:{port}"):
-            yield Case(f"Host {host!r} (rebinding)", (("Origin", f"http://{host}"), ("Sec-Fetch-Site", "same-origin")), (host,))
+            yield Case(
+                f"Host {host!r} (rebinding)", (("Origin", f"http://{host}"), ("Sec-Fetch-Site", "same-origin")), (host,)
+            )
             yield Case(f"Host {host!r}, no Origin", (), (host,))
     yield Case("two Host headers (loopback first)", (), (here, "evil.example"))
     yield Case("two Host headers (loopback second)", (), ("evil.example", here))
@@ -104,7 +154,7 @@ def state_changing_operations(document: dict) -> list[tuple[str, str]]:
                 path = template
                 while "{" in path:
                     start, end = path.index("{"), path.index("}")
-                    path = path[:start] + secrets.token_hex(16) + path[end + 1:]
+                    path = path[:start] + secrets.token_hex(16) + path[end + 1 :]
                 operations.append((method.upper(), path))
     return operations
 
@@ -136,7 +186,9 @@ def body_for(method: str, path: str, binary_paths: tuple[str, ...]) -> tuple[str
 
 def refused_by_guard(status: int, detail: str) -> bool:
     """The guard's 400 / 403 (or the HTTP parser's 400, which never reaches the app)."""
-    return status in (400, 403) and (detail in GUARD_MESSAGES or not detail.startswith("{") and "Invalid HTTP" in detail)
+    return status in (400, 403) and (
+        detail in GUARD_MESSAGES or not detail.startswith("{") and "Invalid HTTP" in detail
+    )
 
 
 def run_matrix(port: int, token: str, document: dict) -> tuple[dict[str, list[int]], list[str]]:
@@ -162,7 +214,9 @@ def run_matrix(port: int, token: str, document: dict) -> tuple[dict[str, list[in
                     if refused_by_guard(status, detail):
                         row[1] += 1
                     else:
-                        wrong.append(f"{profile}: {case.scenario}, {method} {path}, token={with_token}: {status} {detail[:80]}")
+                        wrong.append(
+                            f"{profile}: {case.scenario}, {method} {path}, token={with_token}: {status} {detail[:80]}"
+                        )
     control = table.setdefault("local program (no Origin, token): accepted", [0, 0])
     hosts = (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.1", f"LOCALHOST:{port}")
     for host, extra in [(host, []) for host in hosts] + [(f"127.0.0.1:{port}", [("Sec-Fetch-Site", "none")])]:

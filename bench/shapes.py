@@ -56,7 +56,11 @@ def in_frame_of(whole: NeuralShape, shape: NeuralShape, resolution: int = 128) -
 
 def cloud(mesh: trimesh.Trimesh, seed: int = 0) -> np.ndarray:
     """:data:`CLOUD` points (n, 3) uniform over the mesh's area; none (0, 3) for an empty mesh."""
-    return surface_samples(mesh.vertices, mesh.faces, CLOUD, seed=seed) if len(mesh.faces) else np.zeros((0, 3), np.float32)
+    return (
+        surface_samples(mesh.vertices, mesh.faces, CLOUD, seed=seed)
+        if len(mesh.faces)
+        else np.zeros((0, 3), np.float32)
+    )
 
 
 def cloud_chamfer(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,9 +80,16 @@ def cut_in_shape_frame(whole: NeuralShape, collection: Path, index: int) -> tupl
     return mesh, cut_faces(mesh, CUTS[index % 2], rng)
 
 
-def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, cut: trimesh.Trimesh, classes: list[str],
-                 settings: LatentCompletionSettings, seed: int = 0,
-                 fitted: NeuralShape | None = None) -> tuple[NeuralShape, CompletionReport]:
+def complete_cut(
+    latent: LatentFamily,
+    family: ModelFamily,
+    whole: NeuralShape,
+    cut: trimesh.Trimesh,
+    classes: list[str],
+    settings: LatentCompletionSettings,
+    seed: int = 0,
+    fitted: NeuralShape | None = None,
+) -> tuple[NeuralShape, CompletionReport]:
     """:func:`complete_latent` of a cut mesh (in ``whole``'s normalised frame), given as ``COMPLETION_POINTS`` surface
     points and normals in the cut's own normalised frame (as a fit of it has), with the candidate classes' priors
     the latent family knows (none: the overall prior). The completed shape is placed over the cut in the source frame. On a fallback
@@ -87,8 +98,17 @@ def complete_cut(latent: LatentFamily, family: ModelFamily, whole: NeuralShape, 
     frame = bounding_similarity(cut.vertices, whole.name)
     points, normals = surface_points_and_normals(cut, COMPLETION_POINTS, seed=seed)
     # source -> the cut's frame: whole-normalised -> cut-normalised after source -> whole-normalised
-    transform = Similarity(scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale)
+    transform = Similarity(
+        scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale
+    )
     # The partial's net: the cut's own fit (in the cut's frame) when given, else the whole's, which follows the visible side too.
     partial = replace(whole, name=f"{whole.name}-cut", transform=transform, weights=(fitted or whole).weights)
-    return complete_latent(latent, family, partial, frame.to_normalised(points).astype(np.float32), normals,
-                           class_name=[name for name in classes if name in latent.prior.class_names] or None, settings=settings)
+    return complete_latent(
+        latent,
+        family,
+        partial,
+        frame.to_normalised(points).astype(np.float32),
+        normals,
+        class_name=[name for name in classes if name in latent.prior.class_names] or None,
+        settings=settings,
+    )

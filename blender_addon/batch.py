@@ -34,10 +34,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="batch.py", description="Convert meshes to neural shapes headlessly.")
     parser.add_argument("--input", type=Path, help="folder of mesh files (not needed with a .blend)")
     parser.add_argument("--output", type=Path, required=True, help="folder for NAME.h5, NAME.obj, NAME.png")
-    parser.add_argument("--resolution", type=int, default=128, help="marching cubes grid of reconstructions and proxies")
+    parser.add_argument(
+        "--resolution", type=int, default=128, help="marching cubes grid of reconstructions and proxies"
+    )
     parser.add_argument("--target", type=float, default=0.003, help="surface error to stop fitting at")
-    parser.add_argument("--data-dir", type=Path, default=None, help="the service's data folder (default: the platform's)")
-    parser.add_argument("--service-command", default=None, help="command that runs the backend CLI (default: neural-shapes)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="the service's data folder (default: the platform's)"
+    )
+    parser.add_argument(
+        "--service-command", default=None, help="command that runs the backend CLI (default: neural-shapes)"
+    )
     return parser.parse_args(args)
 
 
@@ -76,7 +82,11 @@ def convert_files(client: Client, files: list[Path], args: argparse.Namespace) -
         except ServiceError as error:
             rows.append((path.name, "failed", error.detail))
     if uploads:
-        job = client.wait(client.start_fit(list(uploads), settings={"target_surface_error": args.target}, resolution=args.resolution).id)
+        job = client.wait(
+            client.start_fit(
+                list(uploads), settings={"target_surface_error": args.target}, resolution=args.resolution
+            ).id
+        )
         for failure in job.outputs.get("failed", []):
             rows.append((uploads.get(failure["upload"], failure["upload"]), "failed", failure["error"]))
         if job.state != "succeeded" and not job.outputs.get("failed"):
@@ -96,8 +106,13 @@ def convert_blend(client: Client, args: argparse.Namespace) -> list[tuple[str, s
     from blender_addon.scene.source_meshes import start_conversion
 
     sources = [o for o in bpy.context.scene.objects if o.type == "MESH" and "neural_shape_h5" not in o]
-    conversion = start_conversion(client, sources, bpy.context.evaluated_depsgraph_get(), args.resolution,
-                                  settings={"target_surface_error": args.target})
+    conversion = start_conversion(
+        client,
+        sources,
+        bpy.context.evaluated_depsgraph_get(),
+        args.resolution,
+        settings={"target_surface_error": args.target},
+    )
     wait_for_job(client, conversion, bpy.context.scene.collection)
     rows = []
     for name in conversion.created:
@@ -118,13 +133,17 @@ def main(argv: list[str]) -> int:
         print(f"error: --input must be a folder of meshes (got {args.input}), or open a .blend", file=sys.stderr)
         return 2
     started = time.monotonic()
-    service = Service(args.data_dir or Path(os.environ.get("NEURAL_SHAPES_DATA_DIR", default_data_dir())), args.service_command)
+    service = Service(
+        args.data_dir or Path(os.environ.get("NEURAL_SHAPES_DATA_DIR", default_data_dir())), args.service_command
+    )
     try:
         if blend:
             rows = convert_blend(service.client, args)
         else:
             files = sorted(p for p in args.input.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
-            rows = convert_files(service.client, files, args) if files else [(str(args.input), "failed", "no mesh files")]
+            rows = (
+                convert_files(service.client, files, args) if files else [(str(args.input), "failed", "no mesh files")]
+            )
     except (LocalError, ServiceError) as error:
         rows = [("batch", "failed", one_line(error))]
     finally:

@@ -19,11 +19,19 @@ class NeuralShapesSceneSettings(bpy.types.PropertyGroup):
     """How the scene's meshes are converted and its neural objects meshed (``scene.neural_shapes``)."""
 
     target_error: bpy.props.FloatProperty(
-        name="Target surface error", description="Fitting stops at this mean |SDF| on the surface (normalised units)",
-        default=0.003, min=0.0005, max=0.05, precision=4,
+        name="Target surface error",
+        description="Fitting stops at this mean |SDF| on the surface (normalised units)",
+        default=0.003,
+        min=0.0005,
+        max=0.05,
+        precision=4,
     )
     resolution: bpy.props.IntProperty(
-        name="Proxy resolution", description="Marching cubes grid of the neural objects' proxy meshes", default=128, min=16, max=1024
+        name="Proxy resolution",
+        description="Marching cubes grid of the neural objects' proxy meshes",
+        default=128,
+        min=16,
+        max=1024,
     )
 
 
@@ -64,7 +72,13 @@ class NeuralShapesState(bpy.types.PropertyGroup):
 
 
 # Registered in this order: a group before the groups that hold it.
-classes = (NeuralShapesSceneSettings, NeuralShapesObjectSettings, NeuralSimilarShape, NeuralClassProbability, NeuralShapesState)
+classes = (
+    NeuralShapesSceneSettings,
+    NeuralShapesObjectSettings,
+    NeuralSimilarShape,
+    NeuralClassProbability,
+    NeuralShapesState,
+)
 
 
 def attach() -> None:

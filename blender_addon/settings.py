@@ -12,13 +12,18 @@ class NeuralShapesPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     service_url: bpy.props.StringProperty(
-        name="Service URL", description="URL of neural-shapes serve; empty: the service running on the data folder", default=""
+        name="Service URL",
+        description="URL of neural-shapes serve; empty: the service running on the data folder",
+        default="",
     )
     token: bpy.props.StringProperty(
         name="Token", description="Service token; empty: read from the data folder", default="", subtype="PASSWORD"
     )
     data_dir: bpy.props.StringProperty(
-        name="Data folder", description="The service's --data-dir; empty: the platform default", default="", subtype="DIR_PATH"
+        name="Data folder",
+        description="The service's --data-dir; empty: the platform default",
+        default="",
+        subtype="DIR_PATH",
     )
     backend_command: bpy.props.StringProperty(
         name="Backend command",
@@ -44,4 +49,6 @@ def preferences(context: bpy.types.Context) -> NeuralShapesPreferences:
 
 def connection_settings(context: bpy.types.Context) -> ConnectionSettings:
     prefs = preferences(context)
-    return ConnectionSettings(url=prefs.service_url.strip(), token=prefs.token.strip(), data_dir=bpy.path.abspath(prefs.data_dir).strip())
+    return ConnectionSettings(
+        url=prefs.service_url.strip(), token=prefs.token.strip(), data_dir=bpy.path.abspath(prefs.data_dir).strip()
+    )

@@ -106,8 +106,13 @@ class VIEW3D_PT_neural_shapes_nf2vec(_Sidebar, bpy.types.Panel):
 
 
 # The parent first: a sub-panel registers only once its parent is.
-panels = (VIEW3D_PT_neural_shapes, VIEW3D_PT_neural_shapes_service, VIEW3D_PT_neural_shapes_convert, VIEW3D_PT_neural_shapes_object,
-          VIEW3D_PT_neural_shapes_nf2vec)
+panels = (
+    VIEW3D_PT_neural_shapes,
+    VIEW3D_PT_neural_shapes_service,
+    VIEW3D_PT_neural_shapes_convert,
+    VIEW3D_PT_neural_shapes_object,
+    VIEW3D_PT_neural_shapes_nf2vec,
+)
 
 
 def _draw_job(layout: bpy.types.UILayout, panel: NeuralShapesState) -> None:

@@ -46,7 +46,9 @@ def cpu_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 16))
 
 
-def run_chunked(device: str, n: int, run: Callable[[int, int], None], chunks_per_worker: int = 4, min_chunk: int = 2048) -> None:
+def run_chunked(
+    device: str, n: int, run: Callable[[int, int], None], chunks_per_worker: int = 4, min_chunk: int = 2048
+) -> None:
     """Call ``run(start, stop)`` over consecutive ranges covering ``[0, n)``.
 
     On the CPU the ranges go to :func:`cpu_workers` threads (a Warp CPU launch runs on one thread but

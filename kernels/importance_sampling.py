@@ -81,7 +81,13 @@ def draw_proposals(
     bound = np.exp(-beta * np.maximum(0.0, centre_dist - np.sqrt(3.0) * half_sizes))
     arrays = [
         wp.array(np.asarray(a, dtype=np.float32), dtype=dtype, device=device)
-        for a, dtype in ((cell_cdf, float), (centres, wp.vec3), (half_sizes, float), (centre_dist, float), (bound, float))
+        for a, dtype in (
+            (cell_cdf, float),
+            (centres, wp.vec3),
+            (half_sizes, float),
+            (centre_dist, float),
+            (bound, float),
+        )
     ]
     points = wp.empty(count, dtype=wp.vec3, device=device)
     dist = wp.empty(count, dtype=float, device=device)

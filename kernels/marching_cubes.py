@@ -42,7 +42,9 @@ class SurfaceMesh:
 
 
 @wp.kernel(enable_backward=False)
-def _grid_points_kernel(lower: wp.vec3, spacing: float, resolution: int, offset: int, out_points: wp.array(dtype=wp.vec3)):
+def _grid_points_kernel(
+    lower: wp.vec3, spacing: float, resolution: int, offset: int, out_points: wp.array(dtype=wp.vec3)
+):
     # Node ``offset + tid`` of the grid, written to ``out_points[tid]``.
     i = offset + wp.tid()
     x = i / (resolution * resolution)
@@ -59,7 +61,13 @@ def _check(resolution: int, lower: float, upper: float) -> None:
 
 
 def sample_grid(
-    field, params: wp.array, shape: int, resolution: int, lower: float = -1.0, upper: float = 1.0, clip_radius: float | None = None
+    field,
+    params: wp.array,
+    shape: int,
+    resolution: int,
+    lower: float = -1.0,
+    upper: float = 1.0,
+    clip_radius: float | None = None,
 ) -> wp.array:
     """Field values on the r^3 nodes of the box [lower, upper]^3: a (r, r, r) float32 device array indexed [x, y, z].
 
@@ -75,28 +83,51 @@ def sample_grid(
     spacing = (upper - lower) / (resolution - 1)
     for start in range(0, total, slab):
         count = min(slab, total - start)
-        wp.launch(_grid_points_kernel, dim=count, inputs=[wp.vec3(lower, lower, lower), spacing, resolution, start], outputs=[points], device=device)
-        launch_field(field, params, points[:count], flat[start : start + count], first_shape=shape, clip_radius=clip_radius)
+        wp.launch(
+            _grid_points_kernel,
+            dim=count,
+            inputs=[wp.vec3(lower, lower, lower), spacing, resolution, start],
+            outputs=[points],
+            device=device,
+        )
+        launch_field(
+            field, params, points[:count], flat[start : start + count], first_shape=shape, clip_radius=clip_radius
+        )
     return values
 
 
 def extract_dense(
-    field, params: wp.array, shape: int = 0, resolution: int = 256, lower: float = -1.0, upper: float = 1.0, clip_radius: float | None = None
+    field,
+    params: wp.array,
+    shape: int = 0,
+    resolution: int = 256,
+    lower: float = -1.0,
+    upper: float = 1.0,
+    clip_radius: float | None = None,
 ) -> SurfaceMesh:
     """Zero level set of shape ``shape`` of a field from every node of the r^3 grid over [lower, upper]^3.
 
     ``clip_radius``: intersect the field with that sphere around the origin (drops stray far surfaces).
     """
     values = sample_grid(field, params, shape, resolution, lower, upper, clip_radius)
-    vertices, indices = warp.geometry.IsoSurfaceMarchingCubes.extract(values, 0.0, lower=(lower,) * 3, upper=(upper,) * 3)
+    vertices, indices = warp.geometry.IsoSurfaceMarchingCubes.extract(
+        values, 0.0, lower=(lower,) * 3, upper=(upper,) * 3
+    )
     mesh = _with_normals(field, params, shape, vertices, indices, clip_radius)
     mesh.evaluations = resolution**3
     return mesh
 
 
 def extract_sparse(
-    field, params: wp.array, shape: int = 0, resolution: int = 256, lipschitz: float | None = None,
-    lower: float = -1.0, upper: float = 1.0, clip_radius: float | None = None, margin: float = LOCAL_MARGIN,
+    field,
+    params: wp.array,
+    shape: int = 0,
+    resolution: int = 256,
+    lipschitz: float | None = None,
+    lower: float = -1.0,
+    upper: float = 1.0,
+    clip_radius: float | None = None,
+    margin: float = LOCAL_MARGIN,
 ) -> SurfaceMesh:
     """The same surface as :func:`extract_dense` from a narrow band, at a cost that follows the area.
 
@@ -136,7 +167,9 @@ def extract_sparse(
     return mesh
 
 
-def _with_normals(field, params: wp.array, shape: int, vertices: wp.array, indices: wp.array, clip_radius: float | None) -> SurfaceMesh:
+def _with_normals(
+    field, params: wp.array, shape: int, vertices: wp.array, indices: wp.array, clip_radius: float | None
+) -> SurfaceMesh:
     """Host mesh with unit normals from the field's analytic gradient at the vertices."""
     n = vertices.shape[0]
     normals = np.zeros((n, 3), dtype=np.float32)
@@ -148,7 +181,9 @@ def _with_normals(field, params: wp.array, shape: int, vertices: wp.array, indic
         length = np.linalg.norm(normals, axis=1, keepdims=True)
         normals = np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
     faces = indices.numpy().reshape(-1, 3).astype(np.int32)  # host sync
-    return SurfaceMesh(vertices.numpy().reshape(-1, 3).astype(np.float32), faces, normals.astype(np.float32))  # host sync
+    return SurfaceMesh(
+        vertices.numpy().reshape(-1, 3).astype(np.float32), faces, normals.astype(np.float32)
+    )  # host sync
 
 
 def extract_neural(

@@ -72,7 +72,9 @@ class MeshDistance:
         init_warp()
         self.device = default_device(device)
         self._points = wp.array(np.ascontiguousarray(vertices, dtype=np.float32), dtype=wp.vec3, device=self.device)
-        self._indices = wp.array(np.ascontiguousarray(faces, dtype=np.int32).ravel(), dtype=wp.int32, device=self.device)
+        self._indices = wp.array(
+            np.ascontiguousarray(faces, dtype=np.int32).ravel(), dtype=wp.int32, device=self.device
+        )
         self.mesh = wp.Mesh(points=self._points, indices=self._indices, support_winding_number=True)
 
     def distance(

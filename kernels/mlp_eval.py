@@ -106,11 +106,15 @@ class NeuralField:
         out = np.zeros((len(weights), self.rows(), arch.width), dtype=np.float32)
         for s, layers in enumerate(weights):
             if len(layers) != len(sizes) - 1:
-                raise ValueError(f"shape {s} has {len(layers)} layers, the architecture {arch.hidden_layers}x{arch.width} needs {len(sizes) - 1}")
+                raise ValueError(
+                    f"shape {s} has {len(layers)} layers, the architecture {arch.hidden_layers}x{arch.width} needs {len(sizes) - 1}"
+                )
             for layer, (weight, bias) in enumerate(layers):
                 expected = (sizes[layer + 1], sizes[layer])
                 if np.shape(weight) != expected or np.shape(bias) != (sizes[layer + 1],):
-                    raise ValueError(f"shape {s} layer {layer}: weight {np.shape(weight)} / bias {np.shape(bias)}, expected {expected}")
+                    raise ValueError(
+                        f"shape {s} layer {layer}: weight {np.shape(weight)} / bias {np.shape(bias)}, expected {expected}"
+                    )
             (w0, b0), hidden, (w_out, b_out) = layers[0], layers[1:-1], layers[-1]
             out[s, 0:3] = np.asarray(w0, dtype=np.float32).T
             out[s, 3] = b0
@@ -287,7 +291,9 @@ def neural_field(architecture: MlpLayout) -> NeuralField:
     return NeuralField(architecture, vec, value, value_and_gradient, values, values_and_gradients)
 
 
-def point_by_point(param_dtype: type, value: wp.Function, value_and_gradient: wp.Function) -> tuple[wp.Function, wp.Function]:
+def point_by_point(
+    param_dtype: type, value: wp.Function, value_and_gradient: wp.Function
+) -> tuple[wp.Function, wp.Function]:
     """Packet functions (``values``, ``values_and_gradients``) for a field that only has single-point ones."""
 
     @wp.func
@@ -355,7 +361,9 @@ def _batch_kernel(field, gradients: bool) -> wp.Kernel:
 
 
 @wp.kernel(enable_backward=False)
-def _clip_kernel(points: wp.array(dtype=wp.vec3), radius: float, values: wp.array(dtype=float), gradients: wp.array(dtype=wp.vec3)):
+def _clip_kernel(
+    points: wp.array(dtype=wp.vec3), radius: float, values: wp.array(dtype=float), gradients: wp.array(dtype=wp.vec3)
+):
     # max(f, |p| - radius): the field intersected with a sphere (gradient of the chosen term).
     i = wp.tid()
     p = points[i]
@@ -390,11 +398,23 @@ def launch_field(
 
     def run(start: int, stop: int) -> None:
         inputs = [params, points, first_shape, per_shape, start, stop]
-        wp.launch(kernel, dim=-(-(stop - start) // LANES), inputs=inputs, outputs=[out_values, gradients], device=points.device)
+        wp.launch(
+            kernel,
+            dim=-(-(stop - start) // LANES),
+            inputs=inputs,
+            outputs=[out_values, gradients],
+            device=points.device,
+        )
 
     run_chunked(str(points.device), n, run)
     if clip_radius is not None:
-        wp.launch(_clip_kernel, dim=n, inputs=[points, float(clip_radius)], outputs=[out_values, gradients], device=points.device)
+        wp.launch(
+            _clip_kernel,
+            dim=n,
+            inputs=[points, float(clip_radius)],
+            outputs=[out_values, gradients],
+            device=points.device,
+        )
 
 
 def _evaluate(
@@ -422,7 +442,9 @@ def _evaluate(
     return host_values, None if out_gradients is None else out_gradients.numpy().reshape(lead + (3,))
 
 
-def evaluate(architecture: MlpLayout, weights: list[Weights], points: np.ndarray, device: str | None = None) -> np.ndarray:
+def evaluate(
+    architecture: MlpLayout, weights: list[Weights], points: np.ndarray, device: str | None = None
+) -> np.ndarray:
     """Signed distances of several shapes of one architecture, in one launch.
 
     points : (s, n, 3) float, normalised frame, one set per shape (``len(weights) == s``); (n, 3) with

@@ -139,7 +139,9 @@ def _crosses(a: float, b: float) -> bool:
 
 
 @wp.kernel(enable_backward=False)
-def _mark_bricks_kernel(cells: wp.array(dtype=wp.vec3i), scale: int, span: int, bricks: int, out_flags: wp.array(dtype=wp.int32)):
+def _mark_bricks_kernel(
+    cells: wp.array(dtype=wp.vec3i), scale: int, span: int, bricks: int, out_flags: wp.array(dtype=wp.int32)
+):
     # Flags the bricks holding nodes scale * c ... scale * c + span of each cell c.
     size = wp.static(BRICK)
     lo = cells[wp.tid()] * scale
@@ -152,8 +154,11 @@ def _mark_bricks_kernel(cells: wp.array(dtype=wp.vec3i), scale: int, span: int, 
 
 @wp.kernel(enable_backward=False)
 def _assign_bricks_kernel(
-    flags: wp.array(dtype=wp.int32), scan: wp.array(dtype=wp.int32), bricks: int,
-    out_table: wp.array(dtype=wp.int32), out_origins: wp.array(dtype=wp.vec3i),
+    flags: wp.array(dtype=wp.int32),
+    scan: wp.array(dtype=wp.int32),
+    bricks: int,
+    out_table: wp.array(dtype=wp.int32),
+    out_origins: wp.array(dtype=wp.vec3i),
 ):
     # Flagged brick b gets pool slot scan[b] - 1; its first node is remembered for decoding positions.
     b = wp.tid()
@@ -178,16 +183,29 @@ def _push(i: int, chunk: int, base: int, counters: wp.array(dtype=wp.int32), out
 
 @wp.kernel(enable_backward=False)
 def _claim_corners_kernel(
-    offset: int, chunk: int, per_cell: int, cells: wp.array(dtype=wp.vec3i), table: wp.array(dtype=wp.int32), bricks: int,
-    parent_table: wp.array(dtype=wp.int32), parent_bricks: int, parent_values: wp.array(dtype=float), use_parent: bool,
-    state: wp.array(dtype=wp.int32), values: wp.array(dtype=float), counters: wp.array(dtype=wp.int32), out_nodes: wp.array(dtype=wp.int32),
+    offset: int,
+    chunk: int,
+    per_cell: int,
+    cells: wp.array(dtype=wp.vec3i),
+    table: wp.array(dtype=wp.int32),
+    bricks: int,
+    parent_table: wp.array(dtype=wp.int32),
+    parent_bricks: int,
+    parent_values: wp.array(dtype=float),
+    use_parent: bool,
+    state: wp.array(dtype=wp.int32),
+    values: wp.array(dtype=float),
+    counters: wp.array(dtype=wp.int32),
+    out_nodes: wp.array(dtype=wp.int32),
 ):
     # Each unseen corner of a cell is copied from the parent level (all coordinates even) or queued for evaluation.
     c = cells[offset + wp.tid()]
     for k in range(8):
         n = c + _corner(k)
         i = _slot(table, bricks, n)
-        if wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.NEEDED)) == wp.static(NodeState.UNSEEN):
+        if wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.NEEDED)) == wp.static(
+            NodeState.UNSEEN
+        ):
             j = int(-1)
             if use_parent and (n[0] & 1) == 0 and (n[1] & 1) == 0 and (n[2] & 1) == 0:
                 j = _slot(parent_table, parent_bricks, wp.vec3i(n[0] >> 1, n[1] >> 1, n[2] >> 1))
@@ -200,7 +218,11 @@ def _claim_corners_kernel(
 
 @wp.kernel(enable_backward=False)
 def _node_points_kernel(
-    nodes: wp.array(dtype=wp.int32), origins: wp.array(dtype=wp.vec3i), stride: int, lower: wp.vec3, spacing: float,
+    nodes: wp.array(dtype=wp.int32),
+    origins: wp.array(dtype=wp.vec3i),
+    stride: int,
+    lower: wp.vec3,
+    spacing: float,
     out_points: wp.array(dtype=wp.vec3),
 ):
     # Position of a store node: the same expression as the dense grid's, so the same float32 point.
@@ -215,8 +237,12 @@ def _node_points_kernel(
 
 @wp.kernel(enable_backward=False)
 def _store_values_kernel(
-    nodes: wp.array(dtype=wp.int32), evaluated: wp.array(dtype=float), check: bool,
-    values: wp.array(dtype=float), state: wp.array(dtype=wp.int32), out_flips: wp.array(dtype=wp.int32),
+    nodes: wp.array(dtype=wp.int32),
+    evaluated: wp.array(dtype=float),
+    check: bool,
+    values: wp.array(dtype=float),
+    state: wp.array(dtype=wp.int32),
+    out_flips: wp.array(dtype=wp.int32),
 ):
     # Evaluated values into a store; with ``check``, counts values whose sign contradicts the inferred one.
     t = wp.tid()
@@ -230,9 +256,15 @@ def _store_values_kernel(
 
 @wp.kernel(enable_backward=False)
 def _store_coarse_kernel(
-    nodes: wp.array(dtype=wp.int32), points: wp.array(dtype=wp.vec3), evaluated: wp.array(dtype=float),
-    gradients: wp.array(dtype=wp.vec3), clip: bool, radius: float,
-    values: wp.array(dtype=float), state: wp.array(dtype=wp.int32), norms: wp.array(dtype=float),
+    nodes: wp.array(dtype=wp.int32),
+    points: wp.array(dtype=wp.vec3),
+    evaluated: wp.array(dtype=float),
+    gradients: wp.array(dtype=wp.vec3),
+    clip: bool,
+    radius: float,
+    values: wp.array(dtype=float),
+    state: wp.array(dtype=wp.int32),
+    norms: wp.array(dtype=float),
 ):
     # Values (clipped to the sphere when ``clip``) and the gradient norms of the unclipped field.
     t = wp.tid()
@@ -247,8 +279,14 @@ def _store_coarse_kernel(
 
 @wp.kernel(enable_backward=False)
 def _local_bound_kernel(
-    cells: wp.array(dtype=wp.vec3i), table: wp.array(dtype=wp.int32), bricks: int, norms: wp.array(dtype=float),
-    margin: float, fixed: float, scale: float, out_bounds: wp.array(dtype=float),
+    cells: wp.array(dtype=wp.vec3i),
+    table: wp.array(dtype=wp.int32),
+    bricks: int,
+    norms: wp.array(dtype=float),
+    margin: float,
+    fixed: float,
+    scale: float,
+    out_bounds: wp.array(dtype=float),
 ):
     # Per coarse cell: scale * max(1, margin * largest gradient norm at its corners), or scale * fixed when fixed > 0.
     t = wp.tid()
@@ -271,16 +309,27 @@ def _steepest(v: _vec8) -> float:
 
 
 @wp.func
-def _cell_bound(bounds: wp.array(dtype=float), cells_per_axis: int, shift: int, c: wp.vec3i, v: _vec8, refine: float, edge: float) -> float:
+def _cell_bound(
+    bounds: wp.array(dtype=float), cells_per_axis: int, shift: int, c: wp.vec3i, v: _vec8, refine: float, edge: float
+) -> float:
     # The coarse cell's bound, raised to ``refine`` x the steepest secant slope seen on this cell's edges.
     return wp.max(bounds[_coarse_index(cells_per_axis, shift, c)], refine * _steepest(v) / edge)
 
 
 @wp.kernel(enable_backward=False)
 def _children_kernel(
-    cells: wp.array(dtype=wp.vec3i), table: wp.array(dtype=wp.int32), bricks: int, values: wp.array(dtype=float),
-    bounds: wp.array(dtype=float), coarse_cells: int, shift: int, refine: float, edge: float, limit: int,
-    out_flags: wp.array(dtype=wp.int32), out_bounds: wp.array(dtype=float),
+    cells: wp.array(dtype=wp.vec3i),
+    table: wp.array(dtype=wp.int32),
+    bricks: int,
+    values: wp.array(dtype=float),
+    bounds: wp.array(dtype=float),
+    coarse_cells: int,
+    shift: int,
+    refine: float,
+    edge: float,
+    limit: int,
+    out_flags: wp.array(dtype=wp.int32),
+    out_bounds: wp.array(dtype=float),
 ):
     # Child k of a cell (the half-size cell at corner k) is kept unless corner k's Lipschitz ball covers
     # it: |f(corner k)| > L * child diagonal. Children past ``limit`` lie outside the grid. The cell's
@@ -301,7 +350,10 @@ def _children_kernel(
 
 @wp.kernel(enable_backward=False)
 def _compact_children_kernel(
-    cells: wp.array(dtype=wp.vec3i), flags: wp.array(dtype=wp.int32), scan: wp.array(dtype=wp.int32), out_children: wp.array(dtype=wp.vec3i),
+    cells: wp.array(dtype=wp.vec3i),
+    flags: wp.array(dtype=wp.int32),
+    scan: wp.array(dtype=wp.int32),
+    out_children: wp.array(dtype=wp.vec3i),
 ):
     # Flagged children (8 per cell, in ``_corner`` order) into a list.
     t = wp.tid()
@@ -310,25 +362,50 @@ def _compact_children_kernel(
 
 
 @wp.kernel(enable_backward=False)
-def _mark_cells_kernel(cells: wp.array(dtype=wp.vec3i), table: wp.array(dtype=wp.int32), bricks: int, out_flags: wp.array(dtype=wp.int32)):
+def _mark_cells_kernel(
+    cells: wp.array(dtype=wp.vec3i), table: wp.array(dtype=wp.int32), bricks: int, out_flags: wp.array(dtype=wp.int32)
+):
     out_flags[_slot(table, bricks, cells[wp.tid()])] = 1
 
 
 @wp.func
-def _queue(state: wp.array(dtype=wp.int32), i: int, chunk: int, base: int, counters: wp.array(dtype=wp.int32), out_nodes: wp.array(dtype=wp.int32)):
+def _queue(
+    state: wp.array(dtype=wp.int32),
+    i: int,
+    chunk: int,
+    base: int,
+    counters: wp.array(dtype=wp.int32),
+    out_nodes: wp.array(dtype=wp.int32),
+):
     # Queue an inferred node for evaluation (once); the plain read first spares most nodes the atomic.
     if state[i] == wp.static(NodeState.INFERRED):  # noqa: SIM102
-        if wp.atomic_cas(state, i, wp.static(NodeState.INFERRED), wp.static(NodeState.NEEDED)) == wp.static(NodeState.INFERRED):
+        if wp.atomic_cas(state, i, wp.static(NodeState.INFERRED), wp.static(NodeState.NEEDED)) == wp.static(
+            NodeState.INFERRED
+        ):
             _push(i, chunk, base, counters, out_nodes)
 
 
 @wp.kernel(enable_backward=False)
 def _resolve_grid_nodes_kernel(
-    offset: int, chunk: int, per_cell: int, cells: wp.array(dtype=wp.vec3i),
-    band_table: wp.array(dtype=wp.int32), band_bricks: int, band_values: wp.array(dtype=float),
-    bounds: wp.array(dtype=float), coarse_cells: int, shift: int, refine: float, spacing: float, limit: int,
-    table: wp.array(dtype=wp.int32), bricks: int, state: wp.array(dtype=wp.int32), values: wp.array(dtype=float),
-    counters: wp.array(dtype=wp.int32), out_nodes: wp.array(dtype=wp.int32),
+    offset: int,
+    chunk: int,
+    per_cell: int,
+    cells: wp.array(dtype=wp.vec3i),
+    band_table: wp.array(dtype=wp.int32),
+    band_bricks: int,
+    band_values: wp.array(dtype=float),
+    bounds: wp.array(dtype=float),
+    coarse_cells: int,
+    shift: int,
+    refine: float,
+    spacing: float,
+    limit: int,
+    table: wp.array(dtype=wp.int32),
+    bricks: int,
+    state: wp.array(dtype=wp.int32),
+    values: wp.array(dtype=float),
+    counters: wp.array(dtype=wp.int32),
+    out_nodes: wp.array(dtype=wp.int32),
 ):
     # The 27 grid nodes of a kept stride-2 cell: its corners are copied; a node at distance d = sqrt(odd
     # coordinates) * spacing from its nearest corners takes the sign of one with |f| > L * d (value
@@ -341,31 +418,47 @@ def _resolve_grid_nodes_kernel(
         for oy in range(3):
             for oz in range(3):
                 # only nodes of grid cells inside the grid (cells up to ``limit``)
-                if c[0] * 2 + wp.max(ox - 1, 0) <= limit and c[1] * 2 + wp.max(oy - 1, 0) <= limit and c[2] * 2 + wp.max(oz - 1, 0) <= limit:
+                if (
+                    c[0] * 2 + wp.max(ox - 1, 0) <= limit
+                    and c[1] * 2 + wp.max(oy - 1, 0) <= limit
+                    and c[2] * 2 + wp.max(oz - 1, 0) <= limit
+                ):
                     i = _slot(table, bricks, c * 2 + wp.vec3i(ox, oy, oz))
                     odd = (ox & 1) + (oy & 1) + (oz & 1)
                     if odd == 0:
-                        if wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.KNOWN)) == wp.static(NodeState.UNSEEN):
-                            values[i] = band_values[_slot(band_table, band_bricks, c + wp.vec3i(ox / 2, oy / 2, oz / 2))]
+                        if wp.atomic_cas(
+                            state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.KNOWN)
+                        ) == wp.static(NodeState.UNSEEN):
+                            values[i] = band_values[
+                                _slot(band_table, band_bricks, c + wp.vec3i(ox / 2, oy / 2, oz / 2))
+                            ]
                     else:
                         reach = bound * wp.sqrt(float(odd))
                         lower_bound = float(0.0)
                         inferred = float(0.0)
                         for k in range(8):
                             q = _corner(k)
-                            nearest = ((ox & 1) == 1 or q[0] * 2 == ox) and ((oy & 1) == 1 or q[1] * 2 == oy) and ((oz & 1) == 1 or q[2] * 2 == oz)
+                            nearest = (
+                                ((ox & 1) == 1 or q[0] * 2 == ox)
+                                and ((oy & 1) == 1 or q[1] * 2 == oy)
+                                and ((oz & 1) == 1 or q[2] * 2 == oz)
+                            )
                             if nearest and wp.abs(corners[k]) - reach > lower_bound:
                                 lower_bound = wp.abs(corners[k]) - reach
                                 inferred = wp.where(corners[k] >= 0.0, lower_bound, -lower_bound)
                         if lower_bound > 0.0:
-                            if wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.INFERRED)) == wp.static(NodeState.UNSEEN):
+                            if wp.atomic_cas(
+                                state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.INFERRED)
+                            ) == wp.static(NodeState.UNSEEN):
                                 values[i] = inferred
                         else:
                             old = wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.NEEDED))
                             if old == wp.static(NodeState.UNSEEN):
                                 _push(i, chunk, base, counters, out_nodes)
                             elif old == wp.static(NodeState.INFERRED):
-                                _queue(state, i, chunk, base, counters, out_nodes)  # another cell's bound inferred it, this one cannot
+                                _queue(
+                                    state, i, chunk, base, counters, out_nodes
+                                )  # another cell's bound inferred it, this one cannot
 
 
 @wp.func
@@ -377,10 +470,20 @@ def _node_27(q: wp.vec3i, k: int) -> int:
 
 @wp.kernel(enable_backward=False)
 def _classify_kernel(
-    offset: int, chunk: int, per_cell: int, cells: wp.array(dtype=wp.vec3i),
-    table: wp.array(dtype=wp.int32), bricks: int, values: wp.array(dtype=float),
-    state: wp.array(dtype=wp.int32), edge_lower: wp.array(dtype=wp.int32), edge_upper: wp.array(dtype=wp.int32), limit: int,
-    out_flags: wp.array(dtype=wp.int32), counters: wp.array(dtype=wp.int32), out_nodes: wp.array(dtype=wp.int32),
+    offset: int,
+    chunk: int,
+    per_cell: int,
+    cells: wp.array(dtype=wp.vec3i),
+    table: wp.array(dtype=wp.int32),
+    bricks: int,
+    values: wp.array(dtype=float),
+    state: wp.array(dtype=wp.int32),
+    edge_lower: wp.array(dtype=wp.int32),
+    edge_upper: wp.array(dtype=wp.int32),
+    limit: int,
+    out_flags: wp.array(dtype=wp.int32),
+    counters: wp.array(dtype=wp.int32),
+    out_nodes: wp.array(dtype=wp.int32),
 ):
     # The 8 grid cells of each kept stride-2 cell: flag those with a sign change and queue the inferred
     # ends of their crossing edges (vertices interpolate evaluated values only).
@@ -419,8 +522,13 @@ def _classify_kernel(
 
 @wp.kernel(enable_backward=False)
 def _compact_crossing_kernel(
-    cells: wp.array(dtype=wp.vec3i), flags: wp.array(dtype=wp.int32), scan: wp.array(dtype=wp.int32), table: wp.array(dtype=wp.int32), bricks: int,
-    out_cells: wp.array(dtype=wp.vec3i), out_slots: wp.array(dtype=_vec8i),
+    cells: wp.array(dtype=wp.vec3i),
+    flags: wp.array(dtype=wp.int32),
+    scan: wp.array(dtype=wp.int32),
+    table: wp.array(dtype=wp.int32),
+    bricks: int,
+    out_cells: wp.array(dtype=wp.vec3i),
+    out_slots: wp.array(dtype=_vec8i),
 ):
     # Flagged grid cells (8 per stride-2 cell) with the store slots of their corners.
     t = wp.tid()
@@ -445,17 +553,30 @@ def _gather(values: wp.array(dtype=float), slots: _vec8i) -> _vec8:
 def _owns(c: wp.vec3i, n: wp.vec3i, axis: int, limit: int) -> bool:
     # The cell that emits the vertex of grid edge (n, axis): cell n, clamped into the grid across the edge.
     return (
-        (axis == 0 or wp.min(n[0], limit) == c[0]) and (axis == 1 or wp.min(n[1], limit) == c[1]) and (axis == 2 or wp.min(n[2], limit) == c[2])
+        (axis == 0 or wp.min(n[0], limit) == c[0])
+        and (axis == 1 or wp.min(n[1], limit) == c[1])
+        and (axis == 2 or wp.min(n[2], limit) == c[2])
         and n[axis] == c[axis]
     )
 
 
 @wp.kernel(enable_backward=False)
 def _count_kernel(
-    offset: int, cells: wp.array(dtype=wp.vec3i), slots: wp.array(dtype=_vec8i), values: wp.array(dtype=float),
-    edge_lower: wp.array(dtype=wp.int32), edge_upper: wp.array(dtype=wp.int32), edge_axis: wp.array(dtype=wp.int32),
-    case_range: wp.array(dtype=wp.int32), limit: int, band_table: wp.array(dtype=wp.int32), band_bricks: int, band_kept: wp.array(dtype=wp.int32),
-    out_vertices: wp.array(dtype=wp.int32), out_faces: wp.array(dtype=wp.int32), out_open: wp.array(dtype=wp.int32),
+    offset: int,
+    cells: wp.array(dtype=wp.vec3i),
+    slots: wp.array(dtype=_vec8i),
+    values: wp.array(dtype=float),
+    edge_lower: wp.array(dtype=wp.int32),
+    edge_upper: wp.array(dtype=wp.int32),
+    edge_axis: wp.array(dtype=wp.int32),
+    case_range: wp.array(dtype=wp.int32),
+    limit: int,
+    band_table: wp.array(dtype=wp.int32),
+    band_bricks: int,
+    band_kept: wp.array(dtype=wp.int32),
+    out_vertices: wp.array(dtype=wp.int32),
+    out_faces: wp.array(dtype=wp.int32),
+    out_open: wp.array(dtype=wp.int32),
 ):
     # Per crossing cell: the vertices it owns (crossing edges), its triangles, and its open faces: faces
     # with a sign change whose neighbour is a grid cell outside the kept stride-2 cells (the surface would
@@ -484,7 +605,9 @@ def _count_kernel(
                         inside += 1
             if outside > 0 and inside > 0:
                 step = 2 * side - 1
-                n = c + wp.vec3i(wp.where(axis == 0, step, 0), wp.where(axis == 1, step, 0), wp.where(axis == 2, step, 0))
+                n = c + wp.vec3i(
+                    wp.where(axis == 0, step, 0), wp.where(axis == 1, step, 0), wp.where(axis == 2, step, 0)
+                )
                 if n[axis] >= 0 and n[axis] <= limit:
                     j = _slot(band_table, band_bricks, wp.vec3i(n[0] >> 1, n[1] >> 1, n[2] >> 1))
                     if j < 0 or band_kept[j] == 0:
@@ -494,10 +617,19 @@ def _count_kernel(
 
 @wp.kernel(enable_backward=False)
 def _emit_vertices_kernel(
-    offset: int, cells: wp.array(dtype=wp.vec3i), slots: wp.array(dtype=_vec8i), values: wp.array(dtype=float),
-    edge_lower: wp.array(dtype=wp.int32), edge_upper: wp.array(dtype=wp.int32), edge_axis: wp.array(dtype=wp.int32),
-    limit: int, first: wp.array(dtype=wp.int32), lower: wp.vec3, spacing: float,
-    out_vertices: wp.array(dtype=wp.vec3), out_edge_vertex: wp.array(dtype=wp.int32),
+    offset: int,
+    cells: wp.array(dtype=wp.vec3i),
+    slots: wp.array(dtype=_vec8i),
+    values: wp.array(dtype=float),
+    edge_lower: wp.array(dtype=wp.int32),
+    edge_upper: wp.array(dtype=wp.int32),
+    edge_axis: wp.array(dtype=wp.int32),
+    limit: int,
+    first: wp.array(dtype=wp.int32),
+    lower: wp.vec3,
+    spacing: float,
+    out_vertices: wp.array(dtype=wp.vec3),
+    out_edge_vertex: wp.array(dtype=wp.int32),
 ):
     # Owned crossing edges get a vertex at the linear zero crossing, interpolated as the dense extraction does.
     t = offset + wp.tid()
@@ -521,9 +653,15 @@ def _emit_vertices_kernel(
 
 @wp.kernel(enable_backward=False)
 def _emit_faces_kernel(
-    offset: int, slots: wp.array(dtype=_vec8i), values: wp.array(dtype=float),
-    edge_lower: wp.array(dtype=wp.int32), edge_axis: wp.array(dtype=wp.int32), case_range: wp.array(dtype=wp.int32),
-    triangles: wp.array(dtype=wp.int32), first: wp.array(dtype=wp.int32), edge_vertex: wp.array(dtype=wp.int32),
+    offset: int,
+    slots: wp.array(dtype=_vec8i),
+    values: wp.array(dtype=float),
+    edge_lower: wp.array(dtype=wp.int32),
+    edge_axis: wp.array(dtype=wp.int32),
+    case_range: wp.array(dtype=wp.int32),
+    triangles: wp.array(dtype=wp.int32),
+    first: wp.array(dtype=wp.int32),
+    edge_vertex: wp.array(dtype=wp.int32),
     out_indices: wp.array(dtype=wp.int32),
 ):
     # Triangles of each crossing cell from Warp's case table, on the welded edge vertices.
@@ -576,9 +714,21 @@ def _launch_queueing(kernel, cells: wp.array, per_cell: int, inputs: list, outpu
 
     def run(chunk: int) -> None:
         start, stop = chunk * size, min(n, (chunk + 1) * size)
-        wp.launch(kernel, dim=stop - start, inputs=[start, chunk, per_cell, *inputs], outputs=[*outputs, counters, queued], device=device)
+        wp.launch(
+            kernel,
+            dim=stop - start,
+            inputs=[start, chunk, per_cell, *inputs],
+            outputs=[*outputs, counters, queued],
+            device=device,
+        )
 
-    run_chunked(str(device), chunks, lambda first, last: [run(chunk) for chunk in range(first, last)], chunks_per_worker=1, min_chunk=1)
+    run_chunked(
+        str(device),
+        chunks,
+        lambda first, last: [run(chunk) for chunk in range(first, last)],
+        chunks_per_worker=1,
+        min_chunk=1,
+    )
     counts = [int(count) for count in counters.numpy()]  # host sync
     if chunks == 1:
         return queued, counts[0]
@@ -599,16 +749,30 @@ class _Store:
     a value, and on the coarsest level the gradient norm of the field.
     """
 
-    def __init__(self, stride: int, nodes_per_axis: int, cells: wp.array, scale: int = 1, span: int = 1, norms: bool = False):
+    def __init__(
+        self, stride: int, nodes_per_axis: int, cells: wp.array, scale: int = 1, span: int = 1, norms: bool = False
+    ):
         device = cells.device
         self.stride = stride
         self.bricks = -(-nodes_per_axis // BRICK)
         flags = wp.zeros(self.bricks**3, dtype=wp.int32, device=device)
-        wp.launch(_mark_bricks_kernel, dim=cells.shape[0], inputs=[cells, scale, span, self.bricks], outputs=[flags], device=device)
+        wp.launch(
+            _mark_bricks_kernel,
+            dim=cells.shape[0],
+            inputs=[cells, scale, span, self.bricks],
+            outputs=[flags],
+            device=device,
+        )
         scan, count = _scan(flags)
         self.table = wp.full(self.bricks**3, -1, dtype=wp.int32, device=device)
         self.origins = wp.empty(count, dtype=wp.vec3i, device=device)
-        wp.launch(_assign_bricks_kernel, dim=flags.shape[0], inputs=[flags, scan, self.bricks], outputs=[self.table, self.origins], device=device)
+        wp.launch(
+            _assign_bricks_kernel,
+            dim=flags.shape[0],
+            inputs=[flags, scan, self.bricks],
+            outputs=[self.table, self.origins],
+            device=device,
+        )
         size = count * BRICK**3
         self.values = wp.empty(size, dtype=float, device=device)
         self.state = wp.zeros(size, dtype=wp.int32, device=device)
@@ -644,7 +808,13 @@ class Sampler:
         nodes = nodes[:count]
         points = wp.empty(count, dtype=wp.vec3, device=device)
         lower = wp.vec3(self.lower, self.lower, self.lower)
-        wp.launch(_node_points_kernel, dim=count, inputs=[nodes, store.origins, store.stride, lower, self.spacing], outputs=[points], device=device)
+        wp.launch(
+            _node_points_kernel,
+            dim=count,
+            inputs=[nodes, store.origins, store.stride, lower, self.spacing],
+            outputs=[points],
+            device=device,
+        )
         values = wp.empty(count, dtype=float, device=device)
         self.evaluations += count
         if gradients:
@@ -652,13 +822,22 @@ class Sampler:
             launch_field(self.field, self.params, points, values, gradient, first_shape=self.shape)
             clip = self.clip_radius is not None
             wp.launch(
-                _store_coarse_kernel, dim=count, inputs=[nodes, points, values, gradient, clip, float(self.clip_radius or 0.0)],
-                outputs=[store.values, store.state, store.norms], device=device,
+                _store_coarse_kernel,
+                dim=count,
+                inputs=[nodes, points, values, gradient, clip, float(self.clip_radius or 0.0)],
+                outputs=[store.values, store.state, store.norms],
+                device=device,
             )
             return 0
         launch_field(self.field, self.params, points, values, first_shape=self.shape, clip_radius=self.clip_radius)
         flips = wp.zeros(1, dtype=wp.int32, device=device)
-        wp.launch(_store_values_kernel, dim=count, inputs=[nodes, values, check], outputs=[store.values, store.state, flips], device=device)
+        wp.launch(
+            _store_values_kernel,
+            dim=count,
+            inputs=[nodes, values, check],
+            outputs=[store.values, store.state, flips],
+            device=device,
+        )
         return int(flips.numpy()[0]) if check else 0  # host sync
 
 
@@ -698,7 +877,9 @@ def evaluate_coarse(sampler: Sampler, resolution: int, gradients: bool) -> Coars
     return Coarse(level, per_axis, cells, store)
 
 
-def find_band(sampler: Sampler, coarse: Coarse, resolution: int, lipschitz: float | None, margin: float, scale: float) -> Band | None:
+def find_band(
+    sampler: Sampler, coarse: Coarse, resolution: int, lipschitz: float | None, margin: float, scale: float
+) -> Band | None:
     """Crossing cells of the r^3 grid by coarse-to-fine pruning with ``scale`` x the local (or fixed) bounds.
 
     lipschitz : a bound of the field's gradient norm over the whole grid, or None for local bounds
@@ -712,8 +893,11 @@ def find_band(sampler: Sampler, coarse: Coarse, resolution: int, lipschitz: floa
     refine = 0.0 if lipschitz else margin * scale  # local bounds also follow the secant slopes seen on the way down
     bounds = wp.empty(cells.shape[0], dtype=float, device=device)
     wp.launch(
-        _local_bound_kernel, dim=cells.shape[0], inputs=[cells, store.table, store.bricks, store.norms, margin, float(lipschitz or 0.0), scale],
-        outputs=[bounds], device=device,
+        _local_bound_kernel,
+        dim=cells.shape[0],
+        inputs=[cells, store.table, store.bricks, store.norms, margin, float(lipschitz or 0.0), scale],
+        outputs=[bounds],
+        device=device,
     )
 
     for level in range(coarse_level, 1, -1):  # cells of stride 2^level -> children of half the stride
@@ -721,19 +905,31 @@ def find_band(sampler: Sampler, coarse: Coarse, resolution: int, lipschitz: floa
         flags = wp.empty(8 * cells.shape[0], dtype=wp.int32, device=device)
         next_bounds = wp.clone(bounds)
         wp.launch(
-            _children_kernel, dim=cells.shape[0],
+            _children_kernel,
+            dim=cells.shape[0],
             inputs=[
-                cells, store.table, store.bricks, store.values, bounds, per_axis, coarse_level - level, refine, stride * sampler.spacing,
+                cells,
+                store.table,
+                store.bricks,
+                store.values,
+                bounds,
+                per_axis,
+                coarse_level - level,
+                refine,
+                stride * sampler.spacing,
                 limit // half,
             ],
-            outputs=[flags, next_bounds], device=device,
+            outputs=[flags, next_bounds],
+            device=device,
         )
         bounds = next_bounds
         scan, total = _scan(flags)
         if total == 0:
             return None
         children = wp.empty(total, dtype=wp.vec3i, device=device)
-        wp.launch(_compact_children_kernel, dim=flags.shape[0], inputs=[cells, flags, scan], outputs=[children], device=device)
+        wp.launch(
+            _compact_children_kernel, dim=flags.shape[0], inputs=[cells, flags, scan], outputs=[children], device=device
+        )
         child_store = _Store(half, limit // half + 2, children)
         nodes, count = child_store.claim_corners(children, store)
         sampler.evaluate(child_store, nodes, count)
@@ -741,25 +937,50 @@ def find_band(sampler: Sampler, coarse: Coarse, resolution: int, lipschitz: floa
 
     # Kept stride-2 cells -> the grid nodes inside them -> crossing grid cells.
     kept = wp.zeros(store.values.shape[0], dtype=wp.int32, device=device)
-    wp.launch(_mark_cells_kernel, dim=cells.shape[0], inputs=[cells, store.table, store.bricks], outputs=[kept], device=device)
+    wp.launch(
+        _mark_cells_kernel, dim=cells.shape[0], inputs=[cells, store.table, store.bricks], outputs=[kept], device=device
+    )
     grid = _Store(1, resolution, cells, scale=2, span=2)
     nodes, count = _launch_queueing(
-        _resolve_grid_nodes_kernel, cells, 19,
-        [cells, store.table, store.bricks, store.values, bounds, per_axis, coarse_level - 1, refine, sampler.spacing, limit, grid.table, grid.bricks],
+        _resolve_grid_nodes_kernel,
+        cells,
+        19,
+        [
+            cells,
+            store.table,
+            store.bricks,
+            store.values,
+            bounds,
+            per_axis,
+            coarse_level - 1,
+            refine,
+            sampler.spacing,
+            limit,
+            grid.table,
+            grid.bricks,
+        ],
         [grid.state, grid.values],
     )
     sampler.evaluate(grid, nodes, count)
     edge_lower, edge_upper, _ = _edge_tables(str(device))
     flags = wp.empty(8 * cells.shape[0], dtype=wp.int32, device=device)
     nodes, count = _launch_queueing(
-        _classify_kernel, cells, 19, [cells, grid.table, grid.bricks, grid.values, grid.state, edge_lower, edge_upper, limit], [flags],
+        _classify_kernel,
+        cells,
+        19,
+        [cells, grid.table, grid.bricks, grid.values, grid.state, edge_lower, edge_upper, limit],
+        [flags],
     )
     flips = sampler.evaluate(grid, nodes, count, check=True)
     scan, total = _scan(flags)
     crossing = wp.empty(total, dtype=wp.vec3i, device=device)
     slots = wp.empty(total, dtype=_vec8i, device=device)
     wp.launch(
-        _compact_crossing_kernel, dim=flags.shape[0], inputs=[cells, flags, scan, grid.table, grid.bricks], outputs=[crossing, slots], device=device,
+        _compact_crossing_kernel,
+        dim=flags.shape[0],
+        inputs=[cells, flags, scan, grid.table, grid.bricks],
+        outputs=[crossing, slots],
+        device=device,
     )
     return Band(crossing, slots, grid, store, kept, flips)
 
@@ -781,12 +1002,30 @@ def band_surface(band: Band, resolution: int, lower: float, upper: float) -> tup
     spacing = _vertex_spacing(resolution, lower, upper)
 
     def chunked(kernel, inputs, outputs):
-        run_chunked(str(device), n, lambda start, stop: wp.launch(kernel, dim=stop - start, inputs=[start, *inputs], outputs=outputs, device=device))
+        run_chunked(
+            str(device),
+            n,
+            lambda start, stop: wp.launch(
+                kernel, dim=stop - start, inputs=[start, *inputs], outputs=outputs, device=device
+            ),
+        )
 
     vertex_counts, face_counts, open_faces = (wp.empty(n, dtype=wp.int32, device=device) for _ in range(3))
     chunked(
         _count_kernel,
-        [cells, slots, grid.values, edge_lower, edge_upper, edge_axis, case_range, limit, band.coarse.table, band.coarse.bricks, band.kept],
+        [
+            cells,
+            slots,
+            grid.values,
+            edge_lower,
+            edge_upper,
+            edge_axis,
+            case_range,
+            limit,
+            band.coarse.table,
+            band.coarse.bricks,
+            band.kept,
+        ],
         [vertex_counts, face_counts, open_faces],
     )
     if open_faces.numpy().any():  # host sync
@@ -797,15 +1036,29 @@ def band_surface(band: Band, resolution: int, lower: float, upper: float) -> tup
     edge_vertex = wp.empty(3 * grid.values.shape[0], dtype=wp.int32, device=device)
     chunked(
         _emit_vertices_kernel,
-        [cells, slots, grid.values, edge_lower, edge_upper, edge_axis, limit, first_vertex, wp.vec3(lower, lower, lower), spacing],
+        [
+            cells,
+            slots,
+            grid.values,
+            edge_lower,
+            edge_upper,
+            edge_axis,
+            limit,
+            first_vertex,
+            wp.vec3(lower, lower, lower),
+            spacing,
+        ],
         [vertices, edge_vertex],
     )
     indices = wp.empty(3 * face_count, dtype=wp.int32, device=device)
-    chunked(_emit_faces_kernel, [slots, grid.values, edge_lower, edge_axis, case_range, triangles, first_face, edge_vertex], [indices])
+    chunked(
+        _emit_faces_kernel,
+        [slots, grid.values, edge_lower, edge_axis, case_range, triangles, first_face, edge_vertex],
+        [indices],
+    )
     return vertices, indices
 
 
 def _vertex_spacing(resolution: int, lower: float, upper: float) -> float:
     """The cell size ``IsoSurfaceMarchingCubes`` places vertices with (float32 arithmetic), for identical vertices."""
     return float((np.float32(upper) - np.float32(lower)) / np.float32(resolution - 1))
-

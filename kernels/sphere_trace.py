@@ -43,7 +43,10 @@ FAR = wp.constant(1.0e30)
 # The tracer's kernels also fuse multiply-adds into FMAs (Warp emits every operation as a statement of
 # its own, which clang fuses only when allowed): +20% evaluations/s. Not for batch evaluation: marching
 # cubes relies on values and values-with-gradients rounding alike, which contraction does not promise.
-TRACE_KERNEL_OPTIONS = {**FIELD_KERNEL_OPTIONS, "cpu_compiler_flags": (wp.config.cpu_compiler_flags or "-march=native") + " -ffp-contract=fast"}
+TRACE_KERNEL_OPTIONS = {
+    **FIELD_KERNEL_OPTIONS,
+    "cpu_compiler_flags": (wp.config.cpu_compiler_flags or "-march=native") + " -ffp-contract=fast",
+}
 PacketInts = wp.types.vector(length=LANES, dtype=int)  # per-lane counters of a ray packet
 
 
@@ -237,7 +240,16 @@ def _tracer(field):
     def scene_value(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, p: wp.vec3):
         d = float(FAR)
         for i in range(objects.count):
-            d, _g, _id = _combine(d, wp.vec3(), -1, object_value(params, objects, i, p), wp.vec3(), i, objects.operation[i], objects.smooth[i])
+            d, _g, _id = _combine(
+                d,
+                wp.vec3(),
+                -1,
+                object_value(params, objects, i, p),
+                wp.vec3(),
+                i,
+                objects.operation[i],
+                objects.smooth[i],
+            )
         return d
 
     @wp.func
@@ -254,7 +266,9 @@ def _tracer(field):
         return wp.clamp(lit, 0.0, 1.0)
 
     @wp.func
-    def scene_values(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, points: Packet, active: PacketValues):
+    def scene_values(
+        params: wp.array2d(dtype=field.param_dtype), objects: _Objects, points: Packet, active: PacketValues
+    ):
         # scene_value() of a packet of points; the network runs once for all lanes when an active
         # lane needs it (inactive lanes hold stale points, their values are ignored).
         d = PacketValues()
@@ -276,7 +290,9 @@ def _tracer(field):
                 fi = outside[r]
                 if fi <= objects.pad:
                     fi = wp.max(f[r], wp.length(local[r]) - objects.clip[i]) * objects.distance_scale[i]
-                combined, _g, _id = _combine(d[r], wp.vec3(), -1, fi, wp.vec3(), i, objects.operation[i], objects.smooth[i])
+                combined, _g, _id = _combine(
+                    d[r], wp.vec3(), -1, fi, wp.vec3(), i, objects.operation[i], objects.smooth[i]
+                )
                 d[r] = combined
         return d
 
@@ -302,14 +318,30 @@ def _tracer(field):
                     fi = wp.length(local[r]) - objects.clip[i]
                     gl = wp.normalize(local[r])
                 gi = objects.gradient_to_world[i] * gl
-                dr, gr, idr = _combine(d[r], gradients[r], ids[r], fi * objects.distance_scale[i], gi, i, objects.operation[i], objects.smooth[i])
+                dr, gr, idr = _combine(
+                    d[r],
+                    gradients[r],
+                    ids[r],
+                    fi * objects.distance_scale[i],
+                    gi,
+                    i,
+                    objects.operation[i],
+                    objects.smooth[i],
+                )
                 d[r] = dr
                 gradients[r] = gr
                 ids[r] = idr
         return gradients, ids
 
     @wp.func
-    def occlusions(params: wp.array2d(dtype=field.param_dtype), objects: _Objects, settings: _Settings, points: Packet, normals: Packet, active: PacketValues):
+    def occlusions(
+        params: wp.array2d(dtype=field.param_dtype),
+        objects: _Objects,
+        settings: _Settings,
+        points: Packet,
+        normals: Packet,
+        active: PacketValues,
+    ):
         # Five samples along each normal: how much closer the scene is than the free distance expected.
         occluded = PacketValues()
         weight = float(1.0)
@@ -473,7 +505,11 @@ def _object_struct(objects: TraceObjects, epsilon: float, device: str) -> tuple[
     s.shape = wp.array(np.asarray(objects.shape, dtype=np.int32), dtype=int, device=device)
     s.world_to_local = wp.array(world_to_local.astype(np.float32), dtype=wp.mat44, device=device)
     s.distance_scale = wp.array(scale.astype(np.float32), dtype=float, device=device)
-    s.gradient_to_world = wp.array((scale[:, None, None] * world_to_local[:, :3, :3].transpose(0, 2, 1)).astype(np.float32), dtype=wp.mat33, device=device)
+    s.gradient_to_world = wp.array(
+        (scale[:, None, None] * world_to_local[:, :3, :3].transpose(0, 2, 1)).astype(np.float32),
+        dtype=wp.mat33,
+        device=device,
+    )
     s.centre = wp.array(local_to_world[:, :3, 3].astype(np.float32), dtype=wp.vec3, device=device)
     radius = (singular.max(axis=1) if k else np.zeros(0)) * np.asarray(objects.radius, dtype=np.float64)
     s.radius = wp.array(radius, dtype=float, device=device)
@@ -486,7 +522,14 @@ def _object_struct(objects: TraceObjects, epsilon: float, device: str) -> tuple[
     return s, radius
 
 
-def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, settings: TraceSettings = TraceSettings(), device: str | None = None) -> TraceResult:
+def trace(
+    field,
+    params: np.ndarray,
+    objects: TraceObjects,
+    camera: RayCamera,
+    settings: TraceSettings = TraceSettings(),
+    device: str | None = None,
+) -> TraceResult:
     """Render the objects (shapes of one field) seen by a camera: one launch, one host wait per frame.
 
     params : (shapes, ...) float32 parameters of the field (``NeuralField.pack``); see
@@ -505,7 +548,9 @@ def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, s
         return TraceResult.empty(width, height)
     params = np.asarray(params, dtype=np.float32)
     if params.ndim < 2 or not (0 <= np.min(objects.shape) and np.max(objects.shape) < len(params)):
-        raise ValueError(f"object shapes {np.unique(objects.shape).tolist()} are not rows of the {params.shape[0]} shape parameters")
+        raise ValueError(
+            f"object shapes {np.unique(objects.shape).tolist()} are not rows of the {params.shape[0]} shape parameters"
+        )
     device = default_device(device)
     march_kernel, shade_kernel = _tracer(field)
     params_wp = wp.array(params, dtype=field.param_dtype, device=device)
@@ -518,8 +563,16 @@ def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, s
     s = _Settings()
     light = np.asarray(settings.light_direction, dtype=np.float64)
     s.light = wp.vec3(*(light / np.linalg.norm(light)))
-    s.epsilon, s.max_steps, s.step_safety = float(settings.epsilon), int(settings.max_steps), float(settings.step_safety)
-    s.ambient, s.occlusion, s.occlusion_scale = float(settings.ambient), bool(settings.ambient_occlusion), float(settings.occlusion_scale)
+    s.epsilon, s.max_steps, s.step_safety = (
+        float(settings.epsilon),
+        int(settings.max_steps),
+        float(settings.step_safety),
+    )
+    s.ambient, s.occlusion, s.occlusion_scale = (
+        float(settings.ambient),
+        bool(settings.ambient_occlusion),
+        float(settings.occlusion_scale),
+    )
     s.shadows, s.shadow_hardness = bool(settings.soft_shadows), float(settings.shadow_hardness)
     centres = np.asarray(objects.local_to_world, dtype=np.float64)[:, :3, 3]
     s.shadow_distance = float(2.0 * (np.ptp(centres, axis=0).max() + radius.max()))
@@ -539,7 +592,13 @@ def trace(field, params: np.ndarray, objects: TraceObjects, camera: RayCamera, s
 
     def shade(start: int, stop: int) -> None:
         inputs = [params_wp, objects_wp, cam, s, start, stop, hit_t]
-        wp.launch(shade_kernel, dim=-(-(stop - start) // LANES), inputs=inputs, outputs=[rgba, depth, normal, ids], device=device)
+        wp.launch(
+            shade_kernel,
+            dim=-(-(stop - start) // LANES),
+            inputs=inputs,
+            outputs=[rgba, depth, normal, ids],
+            device=device,
+        )
 
     # Rows differ in cost (silhouettes, empty sky): small chunks keep both CPU threads busy.
     run_chunked(device, count, march, chunks_per_worker=16, min_chunk=max(width, 256))

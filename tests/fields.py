@@ -92,7 +92,9 @@ def fit_sphere(radius: float = 0.5, steps: int = 300, seed: int = 0):
     for _ in range(steps):
         uniform = rng.uniform(-1, 1, (2048, 3))
         directions = rng.normal(size=(2048, 3))
-        near = directions / np.linalg.norm(directions, axis=1, keepdims=True) * (radius + rng.laplace(0, 0.02, (2048, 1)))
+        near = (
+            directions / np.linalg.norm(directions, axis=1, keepdims=True) * (radius + rng.laplace(0, 0.02, (2048, 1)))
+        )
         points = torch.from_numpy(np.concatenate([uniform, near]).astype(np.float32))[None]
         loss = (model(points) - (points.norm(dim=-1) - radius)).abs().mean()
         optimiser.zero_grad()

@@ -25,8 +25,23 @@ from hypothesis import strategies as st
 MESH_FORMATS = ("obj", "ply-ascii", "ply-binary", "stl-ascii", "stl-binary", "off", "glb")
 FORMATS = (*MESH_FORMATS, "h5")
 GEOMETRY_DEFECTS = (
-    "none", "open", "self-intersecting", "non-manifold", "degenerate", "nan", "inf", "out-of-range", "negative-index",
-    "no-faces", "no-vertices", "coincident", "huge-coordinates", "tiny-coordinates", "duplicate-faces", "flipped", "many-faces",
+    "none",
+    "open",
+    "self-intersecting",
+    "non-manifold",
+    "degenerate",
+    "nan",
+    "inf",
+    "out-of-range",
+    "negative-index",
+    "no-faces",
+    "no-vertices",
+    "coincident",
+    "huge-coordinates",
+    "tiny-coordinates",
+    "duplicate-faces",
+    "flipped",
+    "many-faces",
 )
 COUNT_LIES = ("true", "more", "fewer", "huge", "negative")
 DAMAGE = ("none", "none", "truncate", "flip", "insert", "random", "empty", "wrong-magic")
@@ -41,8 +56,9 @@ def triangle_grid(faces: int) -> tuple[np.ndarray, np.ndarray]:
     return vertices, np.stack([strip, strip + 1, strip + 2], axis=1).astype(np.uint32)
 
 
-def gltf_parts(vertices: np.ndarray, faces: np.ndarray, *, nodes: list[dict] | None = None,
-               roots: list[int] | None = None) -> tuple[dict, bytes]:
+def gltf_parts(
+    vertices: np.ndarray, faces: np.ndarray, *, nodes: list[dict] | None = None, roots: list[int] | None = None
+) -> tuple[dict, bytes]:
     """A glTF document with one mesh (float32 positions, uint32 indices in buffer 0) and its binary buffer.
 
     ``nodes`` default to one node showing the mesh; ``roots`` (the scene's nodes) default to every node.
@@ -53,10 +69,14 @@ def gltf_parts(vertices: np.ndarray, faces: np.ndarray, *, nodes: list[dict] | N
     document = {
         "asset": {"version": "2.0"},
         "buffers": [{"byteLength": len(positions) + len(indices)}],
-        "bufferViews": [{"buffer": 0, "byteLength": len(positions)},
-                        {"buffer": 0, "byteOffset": len(positions), "byteLength": len(indices)}],
-        "accessors": [{"bufferView": 0, "componentType": 5126, "count": len(vertices), "type": "VEC3"},
-                      {"bufferView": 1, "componentType": 5125, "count": int(np.size(faces)), "type": "SCALAR"}],
+        "bufferViews": [
+            {"buffer": 0, "byteLength": len(positions)},
+            {"buffer": 0, "byteOffset": len(positions), "byteLength": len(indices)},
+        ],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": len(vertices), "type": "VEC3"},
+            {"bufferView": 1, "componentType": 5125, "count": int(np.size(faces)), "type": "SCALAR"},
+        ],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
         "nodes": nodes,
         "scenes": [{"nodes": list(range(len(nodes))) if roots is None else roots}],
@@ -78,8 +98,10 @@ def glb_bytes(document: dict, binary: bytes = b"") -> bytes:
 
 # --- geometry ---------------------------------------------------------------------------------------
 
-_BASES = [(np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64))
-          for m in (trimesh.creation.box(), trimesh.creation.icosahedron(), trimesh.creation.icosphere(1))]
+_BASES = [
+    (np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64))
+    for m in (trimesh.creation.box(), trimesh.creation.icosahedron(), trimesh.creation.icosphere(1))
+]
 
 
 def defective_mesh(base: int, defect: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -118,15 +140,23 @@ def defective_mesh(base: int, defect: str, rng: np.random.Generator) -> tuple[np
         picks = rng.choice(len(f), size=rng.integers(1, len(f) + 1), replace=False)
         f[picks] = f[picks, ::-1]
     elif defect == "many-faces":  # many small valid faces: a larger, still-valid file
-        v, f = (np.asarray(a, dtype=np.float64 if a.dtype.kind == "f" else np.int64) for a in triangle_grid(int(rng.integers(1000, 5000))))
+        v, f = (
+            np.asarray(a, dtype=np.float64 if a.dtype.kind == "f" else np.int64)
+            for a in triangle_grid(int(rng.integers(1000, 5000)))
+        )
         v[:, 2] = rng.random(len(v))
     return v, f
 
 
 def _declared(actual: int, lie: str, rng: np.random.Generator) -> int:
     """A count for a header: the true one or a lie."""
-    return {"true": actual, "more": actual + int(rng.integers(1, 1000)), "fewer": max(actual - int(rng.integers(1, 10)), 0),
-            "huge": int(rng.choice([2**31 - 1, 2**32 - 1, 10**12, 2**63 - 1])), "negative": -int(rng.integers(1, 100))}[lie]
+    return {
+        "true": actual,
+        "more": actual + int(rng.integers(1, 1000)),
+        "fewer": max(actual - int(rng.integers(1, 10)), 0),
+        "huge": int(rng.choice([2**31 - 1, 2**32 - 1, 10**12, 2**63 - 1])),
+        "negative": -int(rng.integers(1, 100)),
+    }[lie]
 
 
 def _numbers(v: np.ndarray) -> list[str]:
@@ -146,11 +176,13 @@ def encode_obj(v: np.ndarray, f: np.ndarray, lie: str, rng: np.random.Generator)
 def encode_ply(v: np.ndarray, f: np.ndarray, lie: str, rng: np.random.Generator, binary: bool) -> bytes:
     nv, nf = _declared(len(v), lie, rng), _declared(len(f), rng.choice(COUNT_LIES) if lie != "true" else "true", rng)
     encoding = "binary_little_endian" if binary else "ascii"
-    header = (f"ply\nformat {encoding} 1.0\nelement vertex {nv}\nproperty float x\nproperty float y\nproperty float z\n"
-              f"element face {nf}\nproperty list uchar int vertex_indices\nend_header\n").encode()
+    header = (
+        f"ply\nformat {encoding} 1.0\nelement vertex {nv}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"element face {nf}\nproperty list uchar int vertex_indices\nend_header\n"
+    ).encode()
     if binary:
         faces = np.zeros(len(f), dtype=[("n", "u1"), ("i", "<i4", 3)])
-        faces["n"], faces["i"] = 3, np.clip(f, -2**31, 2**31 - 1)
+        faces["n"], faces["i"] = 3, np.clip(f, -(2**31), 2**31 - 1)
         return header + v.astype("<f4").tobytes() + faces.tobytes()
     body = _numbers(v) + [f"3 {a} {b} {c}" for a, b, c in f]
     return header + "\n".join(body).encode()
@@ -162,8 +194,10 @@ def encode_stl(v: np.ndarray, f: np.ndarray, lie: str, rng: np.random.Generator,
         records = np.zeros(len(f), dtype=[("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
         records["corners"] = corners
         return b"\0" * 80 + struct.pack("<I", _declared(len(f), lie, rng) % 2**32) + records.tobytes()
-    facets = ["facet normal 0 0 0\nouter loop\n" + "".join(f"vertex {row}\n" for row in _numbers(c)) + "endloop\nendfacet"
-              for c in corners]
+    facets = [
+        "facet normal 0 0 0\nouter loop\n" + "".join(f"vertex {row}\n" for row in _numbers(c)) + "endloop\nendfacet"
+        for c in corners
+    ]
     return ("solid fuzz\n" + "\n".join(facets) + "\nendsolid fuzz\n").encode()
 
 
@@ -172,8 +206,22 @@ def encode_off(v: np.ndarray, f: np.ndarray, lie: str, rng: np.random.Generator)
     return (header + "\n".join(_numbers(v) + [f"3 {a} {b} {c}" for a, b, c in f])).encode()
 
 
-GLB_DEFECTS = ("none", "instances", "node-cycle", "lying-accessor", "bufferless-accessor", "bad-view", "bad-component",
-               "strip", "points", "bad-scene", "matrix", "external-uri", "junk-json", "data-uri")
+GLB_DEFECTS = (
+    "none",
+    "instances",
+    "node-cycle",
+    "lying-accessor",
+    "bufferless-accessor",
+    "bad-view",
+    "bad-component",
+    "strip",
+    "points",
+    "bad-scene",
+    "matrix",
+    "external-uri",
+    "junk-json",
+    "data-uri",
+)
 
 
 def encode_glb(v: np.ndarray, f: np.ndarray, defect: str, rng: np.random.Generator) -> bytes:
@@ -187,21 +235,33 @@ def encode_glb(v: np.ndarray, f: np.ndarray, defect: str, rng: np.random.Generat
     elif defect == "lying-accessor":
         document["accessors"][int(rng.integers(2))]["count"] = _declared(len(v), rng.choice(COUNT_LIES[1:]), rng)
     elif defect == "bufferless-accessor":
-        document["accessors"].append({"componentType": 5126, "count": int(rng.choice([10, 10**6, 10**9])), "type": "MAT4"})
+        document["accessors"].append(
+            {"componentType": 5126, "count": int(rng.choice([10, 10**6, 10**9])), "type": "MAT4"}
+        )
         document["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = 2
     elif defect == "bad-view":
-        document["bufferViews"][0].update(byteOffset=int(rng.integers(-8, 2**33)), byteStride=int(rng.integers(-4, 300)))
+        document["bufferViews"][0].update(
+            byteOffset=int(rng.integers(-8, 2**33)), byteStride=int(rng.integers(-4, 300))
+        )
     elif defect == "bad-component":
-        document["accessors"][0].update(componentType=int(rng.integers(0, 6000)), type=str(rng.choice(["VEC9", "MAT4", "", "SCALAR"])))
+        document["accessors"][0].update(
+            componentType=int(rng.integers(0, 6000)), type=str(rng.choice(["VEC9", "MAT4", "", "SCALAR"]))
+        )
     elif defect in ("strip", "points"):
-        document["meshes"][0]["primitives"][0]["mode"] = 5 if defect == "strip" else int(rng.choice([0, 1, 2, 3, 6, 99]))
+        document["meshes"][0]["primitives"][0]["mode"] = (
+            5 if defect == "strip" else int(rng.choice([0, 1, 2, 3, 6, 99]))
+        )
     elif defect == "bad-scene":
         document["scene"] = int(rng.integers(-3, 5))
         document["scenes"][0]["nodes"] = [int(rng.integers(-2, 4))]
     elif defect == "matrix":
-        document["nodes"][0]["matrix"] = [float(x) for x in rng.choice([0.0, 1.0, np.nan, np.inf, 1e308], size=int(rng.choice([16, 9])))]
+        document["nodes"][0]["matrix"] = [
+            float(x) for x in rng.choice([0.0, 1.0, np.nan, np.inf, 1e308], size=int(rng.choice([16, 9])))
+        ]
     elif defect == "external-uri":
-        document["buffers"][0]["uri"] = str(rng.choice(["../secret.bin", "/etc/hostname", "file:///etc/hostname", "model.bin"]))
+        document["buffers"][0]["uri"] = str(
+            rng.choice(["../secret.bin", "/etc/hostname", "file:///etc/hostname", "model.bin"])
+        )
     elif defect == "junk-json":
         return glb_bytes(document, binary).replace(b'"accessors"', b'"accessors":{"x":[[[[', 1)
     elif defect == "data-uri":
@@ -212,8 +272,23 @@ def encode_glb(v: np.ndarray, f: np.ndarray, defect: str, rng: np.random.Generat
 
 # --- .h5 shape files --------------------------------------------------------------------------------
 
-H5_DEFECTS = ("none", "drop-attr", "drop-group", "attr-type", "weights-nan", "weights-shape", "weights-dtype", "huge-width",
-              "external-link", "soft-link", "external-storage", "format-version", "name", "unallocated", "huge-attr")
+H5_DEFECTS = (
+    "none",
+    "drop-attr",
+    "drop-group",
+    "attr-type",
+    "weights-nan",
+    "weights-shape",
+    "weights-dtype",
+    "huge-width",
+    "external-link",
+    "soft-link",
+    "external-storage",
+    "format-version",
+    "name",
+    "unallocated",
+    "huge-attr",
+)
 
 
 def default_family_shape(name: str):
@@ -226,7 +301,9 @@ def default_family_shape(name: str):
 
     family = resolve_family("default")
     sizes = family.architecture.layer_sizes
-    weights = [(np.zeros((rows, columns), np.float32), np.zeros(rows, np.float32)) for columns, rows in zip(sizes, sizes[1:])]
+    weights = [
+        (np.zeros((rows, columns), np.float32), np.zeros(rows, np.float32)) for columns, rows in zip(sizes, sizes[1:])
+    ]
     weights[0][0][:6] = np.concatenate([np.eye(3), -np.eye(3)])
     weights[1][0][0, :6] = 1.0
     for weight, _ in weights[2:]:
@@ -234,7 +311,9 @@ def default_family_shape(name: str):
     weights[-1][1][0] = -0.5
     metrics = {key: 0.01 for key in ("surface_error", "final_loss", "chamfer", "fscore", "fit_seconds", "steps")}
     provenance = {"source_name": "fuzz.obj", "source_sha256": "0" * 64, "tool_version": "0", "created": "2025-01-01"}
-    return NeuralShape(name, family.architecture, family.family_id, weights, Similarity(1.0, np.zeros(3)), metrics, provenance)
+    return NeuralShape(
+        name, family.architecture, family.family_id, weights, Similarity(1.0, np.zeros(3)), metrics, provenance
+    )
 
 
 @functools.cache
@@ -262,7 +341,9 @@ def defective_h5(base: bytes, defect: str, rng: np.random.Generator) -> bytes:
         elif defect == "attr-type":
             holder = f[str(rng.choice(["/", "transform", "architecture"]))]
             key = str(rng.choice(list(holder.attrs)))
-            holder.attrs[key] = [np.arange(3), np.float64(np.nan), b"\xff\xfe", "x" * 1000, np.zeros((2, 2))][int(rng.integers(5))]
+            holder.attrs[key] = [np.arange(3), np.float64(np.nan), b"\xff\xfe", "x" * 1000, np.zeros((2, 2))][
+                int(rng.integers(5))
+            ]
         elif defect == "weights-nan":
             data = layer["weight"][()]
             data.flat[int(rng.integers(data.size))] = rng.choice([np.nan, np.inf])
@@ -288,7 +369,9 @@ def defective_h5(base: bytes, defect: str, rng: np.random.Generator) -> bytes:
         elif defect == "external-storage":
             shape = layer["weight"].shape
             del layer["weight"]
-            layer.create_dataset("weight", shape=shape, dtype="<f4", external=[("/etc/hostname", 0, h5py.h5f.UNLIMITED)])
+            layer.create_dataset(
+                "weight", shape=shape, dtype="<f4", external=[("/etc/hostname", 0, h5py.h5f.UNLIMITED)]
+            )
         elif defect == "format-version":
             f.attrs["format_version"] = int(rng.choice([0, 2, 999, -1]))
         elif defect == "name":
@@ -297,14 +380,20 @@ def defective_h5(base: bytes, defect: str, rng: np.random.Generator) -> bytes:
         elif defect == "unallocated":  # declared huge, never written: reads as fill values
             shape = layer["weight"].shape
             del layer["weight"]
-            layer.create_dataset("weight", shape=(shape[0] * int(rng.choice([1, 1000])), shape[1]), dtype="<f4",
-                                 chunks=True, compression="gzip")
+            layer.create_dataset(
+                "weight",
+                shape=(shape[0] * int(rng.choice([1, 1000])), shape[1]),
+                dtype="<f4",
+                chunks=True,
+                compression="gzip",
+            )
         elif defect == "huge-attr":
             f["metrics"].attrs["surface_error"] = np.zeros(int(rng.choice([10, 8000])))  # attributes stop at 64 KiB
     return buffer.getvalue()
 
 
 # --- byte-level damage and the case strategy ---------------------------------------------------------
+
 
 def damaged(data: bytes, damage: str, rng: np.random.Generator) -> bytes:
     """``data`` after one kind of byte-level damage."""
@@ -369,6 +458,7 @@ def valid_file(fmt: str) -> bytes:
 
 # --- the oracle --------------------------------------------------------------------------------------
 
+
 def load_case(fmt: str, data: bytes) -> str:
     """Feed one file to its in-process loader: "accepted" (a finite mesh inside the normalising sphere,
     or a shape with finite weights) or "refused" (a one-line NeuralShapesError). Anything else is a
@@ -381,13 +471,23 @@ def load_case(fmt: str, data: bytes) -> str:
     try:
         if fmt == "h5":
             shape = shape_from_bytes(data, source="fuzz.h5")
-            assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in shape.weights), "non-finite weights accepted"
-            assert 0 < shape.transform.scale < np.inf and np.isfinite(shape.transform.centre).all(), "bad transform accepted"
+            assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in shape.weights), (
+                "non-finite weights accepted"
+            )
+            assert 0 < shape.transform.scale < np.inf and np.isfinite(shape.transform.centre).all(), (
+                "bad transform accepted"
+            )
         else:
             mesh = load_mesh_bytes(data, fmt.split("-")[0], name="fuzz")
             assert np.isfinite(mesh.vertices).all(), "non-finite vertices accepted"
-            assert np.linalg.norm(mesh.vertices, axis=1).max() <= BOUNDING_RADIUS * (1 + 1e-6), "mesh outside the normalising sphere"
-            assert 0 < len(mesh.faces) <= DEFAULT_MAX_FACES and 0 <= mesh.faces.min() and mesh.faces.max() < len(mesh.vertices), "bad faces accepted"
+            assert np.linalg.norm(mesh.vertices, axis=1).max() <= BOUNDING_RADIUS * (1 + 1e-6), (
+                "mesh outside the normalising sphere"
+            )
+            assert (
+                0 < len(mesh.faces) <= DEFAULT_MAX_FACES
+                and 0 <= mesh.faces.min()
+                and mesh.faces.max() < len(mesh.vertices)
+            ), "bad faces accepted"
     except NeuralShapesError as error:
         message = str(error)
         assert message and len(message.splitlines()) == 1, f"error message is not one line: {message[:200]!r}"

@@ -33,10 +33,15 @@ from backend.shapes.shape_file import NeuralShape, write_shape
 from tests.conftest import one_torch_thread
 
 TINY = Nf2vecConfig(encoder_hidden=(64,), embedding_size=64, decoder_hidden=64, decoder_layers=3, frequencies=4)
-QUICK_TRAIN = TrainSettings(steps=150, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3,
-                            samples_per_shape=8192, checkpoint_every=50)
-QUICK_FIT = FitSettings(samples=20_000, batch_size=2048, eval_every=50, max_steps=100, target_surface_error=0.0, eval_points=2000)
-QUICK_DECODE = DecodeSettings(resolution=32, fit=replace(QUICK_FIT, samples=8192, max_steps=50), evaluation_resolution=48)
+QUICK_TRAIN = TrainSettings(
+    steps=150, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3, samples_per_shape=8192, checkpoint_every=50
+)
+QUICK_FIT = FitSettings(
+    samples=20_000, batch_size=2048, eval_every=50, max_steps=100, target_surface_error=0.0, eval_points=2000
+)
+QUICK_DECODE = DecodeSettings(
+    resolution=32, fit=replace(QUICK_FIT, samples=8192, max_steps=50), evaluation_resolution=48
+)
 MESHES = {
     "sphere": lambda: trimesh.creation.icosphere(subdivisions=3, radius=0.5),
     "cube": lambda: trimesh.creation.box(extents=(1.0, 1.0, 1.0)),
@@ -48,10 +53,27 @@ MESHES = {
 CLASS_OF = {"sphere": "round", "ring": "round", "cone": "round", "cube": "boxy", "slab": "boxy", "rod": "boxy"}
 CLASSES = ["round", "boxy"]
 # A few seconds each: mechanics only (the latent family's shapes are crude).
-QUICK_LATENT = LatentSettings(k=4, steps=60, shapes_per_step=6, points_per_shape=1024, samples_per_shape=8192,
-                              subspace_learning_rate=3e-4, latent_learning_rate=3e-3, checkpoint_every=1000, report_every=1000)
-QUICK_ENCODER = EncoderSettings(stages=(32, 32), steps=60, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3,
-                                samples_per_shape=QUICK_LATENT.samples_per_shape, checkpoint_every=1000, report_every=1000)
+QUICK_LATENT = LatentSettings(
+    k=4,
+    steps=60,
+    shapes_per_step=6,
+    points_per_shape=1024,
+    samples_per_shape=8192,
+    subspace_learning_rate=3e-4,
+    latent_learning_rate=3e-3,
+    checkpoint_every=1000,
+    report_every=1000,
+)
+QUICK_ENCODER = EncoderSettings(
+    stages=(32, 32),
+    steps=60,
+    shapes_per_step=6,
+    points_per_shape=1024,
+    learning_rate=2e-3,
+    samples_per_shape=QUICK_LATENT.samples_per_shape,
+    checkpoint_every=1000,
+    report_every=1000,
+)
 
 
 def fit_primitives(collection: Path, names: list[str], seed: int = 0) -> list[NeuralShape]:
@@ -59,7 +81,10 @@ def fit_primitives(collection: Path, names: list[str], seed: int = 0) -> list[Ne
     family = resolve_family("default")
     meshes = [load_mesh_file(collection / f"{name}.ply") for name in names]
     results = fit_shapes(family, meshes, replace(QUICK_FIT, seed=seed))
-    shapes = [fitted_shape(mesh, result, family, source_name=f"{name}.ply") for mesh, name, result in zip(meshes, names, results)]
+    shapes = [
+        fitted_shape(mesh, result, family, source_name=f"{name}.ply")
+        for mesh, name, result in zip(meshes, names, results)
+    ]
     for shape, result in zip(shapes, results):
         shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=0.0, fscore=0.0)
     return shapes
@@ -80,11 +105,21 @@ def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
         model = train_nf2vec(shapes, samples, folder, resolve_family("default"), TINY, QUICK_TRAIN)
         codes = embed(model, shapes)
         labels = np.array([CLASSES.index(CLASS_OF[shape.name]) for shape in shapes])
-        save_gan(folder, train_latent_gan(codes, labels, CLASSES, LatentGanSettings(
-            noise_size=8, generator_hidden=(32,), critic_hidden=(32,), steps=20, batch_size=6)))
+        save_gan(
+            folder,
+            train_latent_gan(
+                codes,
+                labels,
+                CLASSES,
+                LatentGanSettings(noise_size=8, generator_hidden=(32,), critic_hidden=(32,), steps=20, batch_size=6),
+            ),
+        )
         save_classifier(folder, train_classifier(codes, labels, CLASSES, ClassifierSettings(hidden=(32,), epochs=30)))
         save_transfer(folder, train_transfer(codes[::-1].copy(), codes, TransferSettings(epochs=30)))
-        save_neighbour_decoder(folder, build_neighbour_decoder(codes, [s.weights for s in shapes], [s.name for s in shapes], model.architecture))
+        save_neighbour_decoder(
+            folder,
+            build_neighbour_decoder(codes, [s.weights for s in shapes], [s.name for s in shapes], model.architecture),
+        )
     return load_tools(folder), shapes, collection
 
 
@@ -94,8 +129,13 @@ def add_latent_family(root: Path, folder: Path, shapes: list[NeuralShape], colle
     family = resolve_family("default")
     cache = root / "latent-samples.h5"
     with one_torch_thread():
-        latent = train_latent(latent_training_data(shapes, collection, cache, QUICK_LATENT), root / "latent-run",
-                              family.family_id, family.architecture, QUICK_LATENT)
+        latent = train_latent(
+            latent_training_data(shapes, collection, cache, QUICK_LATENT),
+            root / "latent-run",
+            family.family_id,
+            family.architecture,
+            QUICK_LATENT,
+        )
         labels = np.array([CLASSES.index(CLASS_OF[name]) for name in latent.names])
         latent = replace(latent, prior=estimate_prior(latent.latents, labels, CLASSES), labels=torch.from_numpy(labels))
         save_latent(folder, latent)

@@ -17,7 +17,12 @@ from typing import Any
 from blender_addon.client import Client
 
 QUICK_FIT = {"samples": 20000, "max_steps": 100, "target_surface_error": 0.02, "batch_size": 4096}
-SLOW_FIT = {"samples": 20000, "max_steps": 1_000_000, "target_surface_error": 1e-6, "batch_size": 4096}  # runs until cancelled
+SLOW_FIT = {
+    "samples": 20000,
+    "max_steps": 1_000_000,
+    "target_surface_error": 1e-6,
+    "batch_size": 4096,
+}  # runs until cancelled
 
 
 class ServerProcess:
@@ -31,7 +36,10 @@ class ServerProcess:
         env = {**os.environ, "NEURAL_SHAPES_DEVICE": "cpu"}
         self.process = subprocess.Popen(
             [str(exe), "serve", "--port", "0", "--data-dir", str(self.data_dir), "--torch-threads", "1", *extra],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
         )
         line = _read_line(self.process, start_timeout)
         if not line.startswith("listening on http://127.0.0.1:"):
@@ -86,7 +94,15 @@ class Answer:
         return json.loads(self.body).get("detail", "") if self.headers.get("content-type") == "application/json" else ""
 
 
-def call(server: ServerProcess, method: str, path: str, *, json_body: Any = None, body: bytes | None = None, timeout: float = 60.0) -> Answer:
+def call(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    body: bytes | None = None,
+    timeout: float = 60.0,
+) -> Answer:
     """One request with the token on a fresh connection (http.client: exact timings, every header, any
     status); ``json_body`` is sent as JSON, ``body`` as application/octet-stream."""
     headers = {"Authorization": f"Bearer {server.client.token}"}
@@ -101,6 +117,8 @@ def call(server: ServerProcess, method: str, path: str, *, json_body: Any = None
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
-        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data, time.perf_counter() - started)
+        return Answer(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, data, time.perf_counter() - started
+        )
     finally:
         conn.close()

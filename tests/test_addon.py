@@ -41,8 +41,15 @@ def server(tmp_path_factory):
 def test_zips_hold_the_package(built):
     extension, legacy = built
     names = set(zipfile.ZipFile(extension).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "registration.py", "client/client.py", "operators/__init__.py", "scene/neural_objects.py",
-            "background/workers.py"} <= names
+    assert {
+        "blender_manifest.toml",
+        "__init__.py",
+        "registration.py",
+        "client/client.py",
+        "operators/__init__.py",
+        "scene/neural_objects.py",
+        "background/workers.py",
+    } <= names
     assert not any("__pycache__" in n for n in names)
     assert {f"neural_shapes/{n}" for n in names} == set(zipfile.ZipFile(legacy).namelist())
 
@@ -50,7 +57,9 @@ def test_zips_hold_the_package(built):
 @needs_bpy
 def test_blender_validates_the_extension(built):
     validator = Path(bpy_spec.submodule_search_locations[0]).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")
-    result = subprocess.run([sys.executable, str(next(validator)), "validate", str(built[0])], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(next(validator)), "validate", str(built[0])], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -66,12 +75,17 @@ def test_installed_extension_checks_the_service(built, server, tmp_path, token, 
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}  # leave the user's Blender alone
     result = subprocess.run(
         [sys.executable, str(HERE / "blender" / "install_and_check.py"), str(built[0]), str(server.data_dir), token],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["panel"] and report["operator"]
-    assert report["subpanels"] == dict.fromkeys(("service", "convert", "object", "nf2vec"), "VIEW3D_PT_neural_shapes"), report
+    assert report["subpanels"] == dict.fromkeys(
+        ("service", "convert", "object", "nf2vec"), "VIEW3D_PT_neural_shapes"
+    ), report
     assert report["properties"] == {
         "Scene": {"neural_shapes": "PointerProperty:NeuralShapesSceneSettings"},
         "Object": {"neural_shapes": "PointerProperty:NeuralShapesObjectSettings"},
@@ -88,9 +102,18 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
     try:
         result = subprocess.run(
-            [sys.executable, str(HERE / "blender" / "convert_and_round_trip.py"), str(built[0]), str(server.data_dir),
-             str(tmp_path / "scene.blend"), str(other.data_dir)],
-            capture_output=True, text=True, env=env, timeout=600,
+            [
+                sys.executable,
+                str(HERE / "blender" / "convert_and_round_trip.py"),
+                str(built[0]),
+                str(server.data_dir),
+                str(tmp_path / "scene.blend"),
+                str(other.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
     finally:
         other.terminate()
@@ -98,13 +121,21 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["stage"] == "converted 2 object(s)" and report["progress"] == 1.0, report
     assert report["objects"] == ["Cube (neural)", "Sphere (neural)"]
-    assert all(error < 1e-5 for error in report["matrix_error"].values()), report["matrix_error"]  # the source's transform
+    assert all(error < 1e-5 for error in report["matrix_error"].values()), report[
+        "matrix_error"
+    ]  # the source's transform
     assert all(n > 1000 for n in report["faces"].values())
     assert report["after_reload"] == report["sizes"] and all(n > 30_000 for n in report["sizes"].values())
-    assert report["appended"] == report["sizes"]["Sphere (neural)"] and report["linked"] == report["sizes"]["Cube (neural)"]
+    assert (
+        report["appended"] == report["sizes"]["Sphere (neural)"]
+        and report["linked"] == report["sizes"]["Cube (neural)"]
+    )
     assert "select at least one mesh object" in report["nothing_selected"] and report["unchanged"]
     assert "service:" not in report["nothing_selected"]  # a local refusal, not the service's
-    assert report["re_extract"]["new_id"] and 0 < report["re_extract"]["faces_after"] < report["re_extract"]["faces_before"]
+    assert (
+        report["re_extract"]["new_id"]
+        and 0 < report["re_extract"]["faces_after"] < report["re_extract"]["faces_before"]
+    )
     preview = report["preview"]
     assert preview["size"] == [160, 100] and preview["left_half"] > 0.01 and preview["right_half"] > 0.01, preview
     assert report["preview_line"] == "rendered 2 neural object(s) into 'Neural Preview'"
@@ -116,11 +147,16 @@ def test_start_and_stop_service_buttons_and_service_down(built, tmp_path):
     command = str(Path(sys.executable).with_name("neural-shapes"))
     result = subprocess.run(
         [sys.executable, str(HERE / "blender" / "service_buttons.py"), str(built[0]), str(tmp_path / "data"), command],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["down"] == "FINISHED" and report["down_status"].startswith("not connected: no running service"), report
+    assert report["down"] == "FINISHED" and report["down_status"].startswith("not connected: no running service"), (
+        report
+    )
     assert report["start"] == "FINISHED" and report["started_status"].startswith("started at http://127.0.0.1:"), report
     assert "; connected: neural-shapes" in report["started_status"], report
     assert report["stop"] == "FINISHED" and report["stopped_status"] == "service stopped (exit code 0)", report
@@ -132,7 +168,10 @@ def test_convert_errors_leave_the_scene_unchanged_and_cancel_creates_nothing(bui
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
     result = subprocess.run(
         [sys.executable, str(HERE / "blender" / "convert_errors_and_cancel.py"), str(built[0]), str(server.data_dir)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -150,7 +189,9 @@ def test_version_mismatch_is_shown_plainly(tmp_path):
 
     class FutureService(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
-            body = json.dumps({"status": "ok", "service": "neural-shapes", "version": "9.0.0", "api_version": 99}).encode()
+            body = json.dumps(
+                {"status": "ok", "service": "neural-shapes", "version": "9.0.0", "api_version": 99}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -163,7 +204,9 @@ def test_version_mismatch_is_shown_plainly(tmp_path):
     server = http.server.HTTPServer(("127.0.0.1", 0), FutureService)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        status = check_connection(ConnectionSettings(url=f"http://127.0.0.1:{server.server_port}", token="t", data_dir=str(tmp_path)))
+        status = check_connection(
+            ConnectionSettings(url=f"http://127.0.0.1:{server.server_port}", token="t", data_dir=str(tmp_path))
+        )
     finally:
         server.shutdown()
     assert status.startswith("not connected: the service speaks API version 99"), status

@@ -21,7 +21,11 @@ from tests.nf2vec_toolkit import build_toolkit
 from tests.service_server import ServerProcess
 from tests.test_service_nf2vec import nf2vec_server
 
-pytestmark = [pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the bpy wheel is not installed"), pytest.mark.blender, pytest.mark.service]
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the bpy wheel is not installed"),
+    pytest.mark.blender,
+    pytest.mark.service,
+]
 HERE = Path(__file__).resolve().parent
 
 
@@ -41,12 +45,23 @@ def report(tmp_path_factory):
         client = server.client
         ids = {shape.name: client.import_shape(shape_to_bytes(shape)).id for shape in shapes}
         ids["sphere again"] = client.import_shape(shape_to_bytes(shapes[0]), name="sphere again").id
-        ids["foreign"] = client.import_shape(shape_to_bytes(replace(shapes[0], name="foreign", family_id="random-7"))).id
+        ids["foreign"] = client.import_shape(
+            shape_to_bytes(replace(shapes[0], name="foreign", family_id="random-7"))
+        ).id
         env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
         result = subprocess.run(
-            [sys.executable, str(HERE / "blender" / "nf2vec_operators.py"), str(root / "addon" / f"neural_shapes-{__version__}.zip"),
-             str(server.data_dir), json.dumps(ids), str(no_model.data_dir)],
-            capture_output=True, text=True, env=env, timeout=600,
+            [
+                sys.executable,
+                str(HERE / "blender" / "nf2vec_operators.py"),
+                str(root / "addon" / f"neural_shapes-{__version__}.zip"),
+                str(server.data_dir),
+                json.dumps(ids),
+                str(no_model.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
     finally:
         server.stop()
@@ -58,8 +73,13 @@ def report(tmp_path_factory):
 def test_info_and_adding_library_shapes(report):
     assert report["info"] == "FINISHED" and report["nf2vec_line"].startswith("nf2vec-")
     added = report["added"]
-    assert added["names"] == ["sphere (neural)", "cube (neural)"] and added["ids"] == [report["ids"]["sphere"], report["ids"]["cube"]]
-    assert close(added["sphere_centre"], [-3, 0, 0], 0.1) and close(added["cube_centre"], [3, 0, 1], 0.1)  # centred at the cursor
+    assert added["names"] == ["sphere (neural)", "cube (neural)"] and added["ids"] == [
+        report["ids"]["sphere"],
+        report["ids"]["cube"],
+    ]
+    assert close(added["sphere_centre"], [-3, 0, 0], 0.1) and close(
+        added["cube_centre"], [3, 0, 1], 0.1
+    )  # centred at the cursor
 
 
 def test_interpolate_places_in_betweens_between_the_two(report):
@@ -69,7 +89,9 @@ def test_interpolate_places_in_betweens_between_the_two(report):
     assert weights["objects"] == [f"sphere-cube-t{t} (neural)" for t in ("250", "500", "750")]
     assert close(weights["locations"], [start + t * (end - start) for t in (0.25, 0.5, 0.75)])
     embedding = report["interpolate_embedding"]
-    assert embedding["objects"] == ["sphere-cube-t300 (neural)"] and close(embedding["locations"], [start + 0.3 * (end - start)])
+    assert embedding["objects"] == ["sphere-cube-t300 (neural)"] and close(
+        embedding["locations"], [start + 0.3 * (end - start)]
+    )
 
 
 def test_generate_places_a_row_at_the_cursor(report):
@@ -82,21 +104,32 @@ def test_generate_places_a_row_at_the_cursor(report):
 
 def test_complete_places_the_whole_over_the_input(report):
     neural = report["complete_neural"]
-    assert neural["objects"] == ["cone-completed (neural)"] and close(neural["locations"], [np.array(report["cone_matrix"])[:3, 3]])
+    assert neural["objects"] == ["cone-completed (neural)"] and close(
+        neural["locations"], [np.array(report["cone_matrix"])[:3, 3]]
+    )
     mesh = report["complete_mesh"]
     assert mesh["stage"] == "completed 1 object(s)" and mesh["objects"] == ["Sphere-completed (neural)"], mesh
     assert close(report["completed_matrix"], report["plain_matrix"])
 
 
 def test_cancel_adds_nothing(report):
-    assert report["cancel"] == "FINISHED" and report["cancelled_stage"].startswith("cancelled") and report["cancel_unchanged"], report
+    assert (
+        report["cancel"] == "FINISHED"
+        and report["cancelled_stage"].startswith("cancelled")
+        and report["cancel_unchanged"]
+    ), report
 
 
 def test_similar_and_classify_fill_the_panel_lists(report):
     assert report["similar"] == "FINISHED" and report["similar_to"] == "sphere (neural)"
     assert report["similar_line"] == "3 shape(s) similar to sphere (neural)"
     rows = report["similar_rows"]
-    assert len(rows) == 3 and rows[0][0] == "sphere again" and rows[0][2] == report["ids"]["sphere again"] and rows[0][1] < 1e-4
+    assert (
+        len(rows) == 3
+        and rows[0][0] == "sphere again"
+        and rows[0][2] == report["ids"]["sphere again"]
+        and rows[0][1] < 1e-4
+    )
     assert [r[1] for r in rows] == sorted(r[1] for r in rows)
     assert report["classify"] == "FINISHED" and {name for name, _ in report["classes"]} == {"round", "boxy"}
     assert abs(sum(p for _, p in report["classes"]) - 1) < 1e-4

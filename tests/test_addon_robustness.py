@@ -38,14 +38,35 @@ HEALTH = {"status": "ok", "service": "neural-shapes", "version": "0.1.0", "api_v
 
 
 def _shape(shape_id: str) -> dict:
-    return {"id": shape_id, "name": shape_id, "family_id": "f", "architecture": {}, "metrics": {"surface_error": 0.001}, "size_bytes": 4,
-            "source_sha256": "0" * 64, "created": "", "job_id": None, "transform": {"centre": [0.0, 0.0, 0.0], "scale": 1.0}}
+    return {
+        "id": shape_id,
+        "name": shape_id,
+        "family_id": "f",
+        "architecture": {},
+        "metrics": {"surface_error": 0.001},
+        "size_bytes": 4,
+        "source_sha256": "0" * 64,
+        "created": "",
+        "job_id": None,
+        "transform": {"centre": [0.0, 0.0, 0.0], "scale": 1.0},
+    }
 
 
 def _job(shape_id: str, state: str = "succeeded") -> dict:
-    return {"id": f"job-{shape_id}", "kind": "complete", "state": state, "progress": 1.0 if state == "succeeded" else 0.0, "stage": state,
-            "error": None, "cancel_requested": False, "created": "", "started": None, "finished": None, "inputs": {},
-            "outputs": {"shapes": [shape_id]}}
+    return {
+        "id": f"job-{shape_id}",
+        "kind": "complete",
+        "state": state,
+        "progress": 1.0 if state == "succeeded" else 0.0,
+        "stage": state,
+        "error": None,
+        "cancel_requested": False,
+        "created": "",
+        "started": None,
+        "finished": None,
+        "inputs": {},
+        "outputs": {"shapes": [shape_id]},
+    }
 
 
 def _tetrahedron() -> tuple[bytes, dict[str, str]]:
@@ -116,9 +137,16 @@ class StandIn:
             spec = json.loads(request)
             status, body = 200, bytes(16 * spec["width"] * spec["height"])
             headers = {"X-Width": str(spec["width"]), "X-Height": str(spec["height"])}
-        elif path == "/v1/nf2vec/complete":  # the job starts (slowly for slow ones) and succeeds: its download meets the fault
+        elif (
+            path == "/v1/nf2vec/complete"
+        ):  # the job starts (slowly for slow ones) and succeeds: its download meets the fault
             subject = json.loads(request)["shape"]
-            return _send(handler, json.dumps(_job(subject, "queued")).encode(), status=201, fault=subject if subject in ("slow", "hang") else "")
+            return _send(
+                handler,
+                json.dumps(_job(subject, "queued")).encode(),
+                status=201,
+                fault=subject if subject in ("slow", "hang") else "",
+            )
         elif parts[:2] == ["v1", "jobs"] and len(parts) == 3:
             subject = parts[2].removeprefix("job-")
             return _send(handler, json.dumps(_job(subject)).encode(), fault="badjson" if subject == "badjob" else "")
@@ -131,7 +159,10 @@ class StandIn:
         elif len(parts) == 4 and parts[3] == "similar":
             status, body = 200, json.dumps([{"id": "other", "name": "other", "distance": 0.25}]).encode()
         elif len(parts) == 4 and parts[3] == "classify":
-            status, body = 200, json.dumps([{"class": "round", "probability": 0.75}, {"class": "boxy", "probability": 0.25}]).encode()
+            status, body = (
+                200,
+                json.dumps([{"class": "round", "probability": 0.75}, {"class": "boxy", "probability": 0.25}]).encode(),
+            )
         _send(handler, body, status=status, headers=headers, fault=subject)
 
 
@@ -184,15 +215,20 @@ def test_dead_pid_in_service_json_is_stale_and_gets_nothing(stand_in, tmp_path):
     write_service_file(tmp_path, stand_in.url, dead_pid())
     with pytest.raises(ServiceUnreachable, match=r"service.json is stale \(process \d+ is gone\)"):
         Client.from_running_service(tmp_path)
-    assert check_connection(ConnectionSettings(data_dir=str(tmp_path))).startswith("not connected: no running service found")
+    assert check_connection(ConnectionSettings(data_dir=str(tmp_path))).startswith(
+        "not connected: no running service found"
+    )
     assert stand_in.requests == []  # not even /health was asked
 
 
-@pytest.mark.parametrize("health", [
-    b'{"status": "ok"}',  # some other JSON service
-    b"<html>Welcome to the admin panel</html>",  # not JSON at all
-    json.dumps({**HEALTH, "service": "something-else"}).encode(),
-])
+@pytest.mark.parametrize(
+    "health",
+    [
+        b'{"status": "ok"}',  # some other JSON service
+        b"<html>Welcome to the admin panel</html>",  # not JSON at all
+        json.dumps({**HEALTH, "service": "something-else"}).encode(),
+    ],
+)
 def test_live_pid_but_another_service_on_the_port_gets_no_token(tmp_path, health):
     """The pid was reused and the port now belongs to something else: /health (asked without the token)
     says so, and nothing further is sent."""
@@ -208,8 +244,17 @@ def test_live_pid_but_another_service_on_the_port_gets_no_token(tmp_path, health
     assert [path for _, path, _ in other.requests] == ["/health", "/health"] and other.tokens_seen() == []
 
 
-@pytest.mark.parametrize("url", ["http://192.0.2.1:8765", "https://127.0.0.1:8765", "http://127.0.0.1.evil.example:8765",
-                                 "http://user@127.0.0.1:8765", "file:///etc/passwd", "http://127.0.0.1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://192.0.2.1:8765",
+        "https://127.0.0.1:8765",
+        "http://127.0.0.1.evil.example:8765",
+        "http://user@127.0.0.1:8765",
+        "file:///etc/passwd",
+        "http://127.0.0.1",
+    ],
+)
 def test_service_json_must_name_a_loopback_http_url(tmp_path, url):
     write_service_file(tmp_path, url, os.getpid())
     with pytest.raises(ServiceUnreachable, match="not a loopback http URL"):
@@ -259,7 +304,9 @@ def test_refused_slow_cut_off_and_bad_answers_are_told_apart(stand_in):
     with pytest.raises(ServiceUnreachable, match="cannot reach the neural-shapes service"):
         Client(f"http://127.0.0.1:{free_port}", TOKEN).jobs()
     client = Client(stand_in.url, TOKEN, timeout=0.3)
-    with pytest.raises(ServiceTimeout, match=r"did not answer GET /v1/shapes/slow/similar within 0.3 s \(it may still be working") as slow:
+    with pytest.raises(
+        ServiceTimeout, match=r"did not answer GET /v1/shapes/slow/similar within 0.3 s \(it may still be working"
+    ) as slow:
         client.similar("slow")
     assert "cannot reach" not in slow.value.detail
     client.timeout = 10.0
@@ -269,7 +316,9 @@ def test_refused_slow_cut_off_and_bad_answers_are_told_apart(stand_in):
         client.classify("truncated")
     with pytest.raises(BadResponse, match="bad response to GET /v1/shapes/badjson/similar: JSONDecodeError"):
         client.similar("badjson")
-    with pytest.raises(BadResponse, match="bad response to GET /v1/shapes/badjson/mesh: ValueError: raw mesh of 9 bytes"):
+    with pytest.raises(
+        BadResponse, match="bad response to GET /v1/shapes/badjson/mesh: ValueError: raw mesh of 9 bytes"
+    ):
         client.mesh("badjson")
     assert client.job("fine").shape_ids == ["fine"]  # and the good answers still parse
 
@@ -309,8 +358,17 @@ def blender_report(tmp_path_factory):
     try:
         env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
         result = subprocess.run(
-            [sys.executable, str(HERE / "blender" / "robustness.py"), str(root / "addon" / f"neural_shapes-{__version__}.zip"), server.url, TOKEN],
-            capture_output=True, text=True, env=env, timeout=300,
+            [
+                sys.executable,
+                str(HERE / "blender" / "robustness.py"),
+                str(root / "addon" / f"neural_shapes-{__version__}.zip"),
+                server.url,
+                TOKEN,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
     finally:
         server.close()
@@ -334,22 +392,30 @@ def test_operators_return_at_once_while_the_service_is_slow(blender_report):
 def test_each_button_says_what_it_did(blender_report):
     fine = blender_report["fine"]
     assert fine["lines"] == {
-        "preview": "rendered 1 neural object(s) into 'Neural Preview'", "similar": "1 shape(s) similar to fine",
-        "classify": "classified fine", "re_extract": "re-extracted 1 object(s) at 24^3 (sparse)",
-        "job": "completed 1 object(s)", "connection": "connected: neural-shapes 0.1.0 (API 1)",
+        "preview": "rendered 1 neural object(s) into 'Neural Preview'",
+        "similar": "1 shape(s) similar to fine",
+        "classify": "classified fine",
+        "re_extract": "re-extracted 1 object(s) at 24^3 (sparse)",
+        "job": "completed 1 object(s)",
+        "connection": "connected: neural-shapes 0.1.0 (API 1)",
     }, fine["lines"]
     assert fine["objects_added"] == 1 and fine["busy_after"] is False and all(fine["buttons_free"].values()), fine
 
 
 @needs_bpy
-@pytest.mark.parametrize("fault, why", [
-    ("dies", "the connection to the service broke during"),
-    ("truncated", "the connection to the service broke during"),
-    ("badjson", "bad response to "),
-])
+@pytest.mark.parametrize(
+    "fault, why",
+    [
+        ("dies", "the connection to the service broke during"),
+        ("truncated", "the connection to the service broke during"),
+        ("badjson", "bad response to "),
+    ],
+)
 def test_a_broken_answer_fails_the_task_with_a_line_and_frees_the_buttons(blender_report, fault, why):
     report = blender_report[fault]
-    lines = {name: line for name, line in report["lines"].items() if name != "connection"}  # /health and /v1/jobs have no fault
+    lines = {
+        name: line for name, line in report["lines"].items() if name != "connection"
+    }  # /health and /v1/jobs have no fault
     assert set(lines) == {"preview", "similar", "classify", "re_extract", "job"}
     for name, line in lines.items():
         assert why in line and "\n" not in line and "Traceback" not in line, (name, line)

@@ -48,12 +48,20 @@ def _import_without_blender(modules: list[str]) -> subprocess.CompletedProcess:
         loaded = sorted(name for name in sys.modules if name.split(".")[0] in {BLENDER_MODULES!r})
         assert not loaded, loaded
     """)
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _client_modules() -> list[str]:
-    return ["blender_addon.client", *(f"blender_addon.client.{p.stem}" for p in sorted((ROOT / "blender_addon" / "client").glob("*.py"))
-                                       if p.stem != "__init__")]
+    return [
+        "blender_addon.client",
+        *(
+            f"blender_addon.client.{p.stem}"
+            for p in sorted((ROOT / "blender_addon" / "client").glob("*.py"))
+            if p.stem != "__init__"
+        ),
+    ]
 
 
 def test_client_and_bpy_free_modules_never_import_bpy():
@@ -102,8 +110,15 @@ def test_client_models_match_the_api_schemas(openapi, model):
     fields = {WIRE_NAMES.get((model, f.name), f.name): f for f in dataclasses.fields(model)}
     full, *others = (schemas[name] for name in SCHEMAS[model])
     assert set(fields) == set(full["properties"]), f"{model.__name__} vs {SCHEMAS[model][0]}"
-    required_by_client = {name for name, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required_by_client = {
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     for schema in (full, *others):
         # a field the client cannot do without must be one every answer holds
-        assert required_by_client <= set(schema.get("required", ())), (model.__name__, required_by_client - set(schema.get("required", ())))
+        assert required_by_client <= set(schema.get("required", ())), (
+            model.__name__,
+            required_by_client - set(schema.get("required", ())),
+        )
         assert set(schema["properties"]) <= set(fields)

@@ -49,13 +49,31 @@ def test_schemathesis_finds_no_failure(tmp_path: Path):
         config = tmp_path / "schemathesis.toml"
         config.write_text(CONFIG)
         command = [
-            str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run", f"{server.url}/openapi.json",
-            "--header", f"Authorization: Bearer {server.client.token}", "--checks", "all",
-            "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
-            "--workers", "1", "--generation-database", "none", "--request-timeout", "30", "--no-color",
+            str(Path(sys.executable).with_name("schemathesis")),
+            "--config-file",
+            str(config),
+            "run",
+            f"{server.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {server.client.token}",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            str(EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "30",
+            "--no-color",
         ]
         run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        summary = run.stdout[run.stdout.rfind("SUMMARY"):]
+        summary = run.stdout[run.stdout.rfind("SUMMARY") :]
         print(summary)
         assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
         selected = re.search(r"Selected: (\d+)/(\d+)", summary)

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.blender
 BATCH = ROOT / "blender_addon" / "batch.py"
 QUICK = ["--resolution", "48", "--target", "0.01"]
 SERVICE = ["--service-command", str(Path(sys.executable).with_name("neural-shapes"))]
-needs_blender = pytest.mark.skipif(shutil.which("blender") is None, reason="no blender binary (scripts/test installs Debian's)")
+needs_blender = pytest.mark.skipif(
+    shutil.which("blender") is None, reason="no blender binary (scripts/test installs Debian's)"
+)
 
 
 def outputs(folder: Path) -> list[str]:
@@ -31,9 +33,22 @@ def test_mesh_folder_with_python(tmp_path):
     shutil.copy(SAMPLES / "chair.stl", source)
     (source / "broken.obj").write_text("not a mesh\n")
     result = subprocess.run(
-        [sys.executable, str(BATCH), "--", "--input", str(source), "--output", str(tmp_path / "out"),
-         "--data-dir", str(tmp_path / "data"), *QUICK, *SERVICE],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(BATCH),
+            "--",
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "out"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *QUICK,
+            *SERVICE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 1, result.stdout + result.stderr  # one item failed
     assert outputs(tmp_path / "out") == ["chair.h5", "chair.obj", "chair.png"]
@@ -42,8 +57,12 @@ def test_mesh_folder_with_python(tmp_path):
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, str(BATCH), "--", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(BATCH), "--", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "--input must be a folder" in result.stderr
 
 
@@ -58,25 +77,51 @@ def test_blend_file_with_blender_binary(tmp_path):
         "bpy.ops.mesh.primitive_uv_sphere_add(radius=1, location=(-2, 0, 0))\n"
         f"bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})\n"
     )
-    subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", make], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["blender", "-b", "--factory-startup", "--python-expr", make], check=True, capture_output=True, timeout=300
+    )
     result = subprocess.run(
-        ["blender", "-b", str(blend), "--factory-startup", "-P", str(BATCH), "--",
-         "--output", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), *QUICK, *SERVICE],
-        capture_output=True, text=True, timeout=600,
+        [
+            "blender",
+            "-b",
+            str(blend),
+            "--factory-startup",
+            "-P",
+            str(BATCH),
+            "--",
+            "--output",
+            str(tmp_path / "out"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *QUICK,
+            *SERVICE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 converted, 0 failed" in result.stdout
     assert outputs(tmp_path / "out") == ["Cube.h5", "Cube.obj", "Cube.png", "Sphere.h5", "Sphere.obj", "Sphere.png"]
     check = "import bpy; print('NEURAL', sorted(o.name for o in bpy.data.objects if 'neural_shape_h5' in o))"
-    reopened = subprocess.run(["blender", "-b", str(blend), "--factory-startup", "--python-expr", check], capture_output=True, text=True, timeout=300)
+    reopened = subprocess.run(
+        ["blender", "-b", str(blend), "--factory-startup", "--python-expr", check],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "NEURAL ['Cube (neural)', 'Sphere (neural)']" in reopened.stdout  # saved into the .blend
 
 
 @needs_blender
 def test_legacy_addon_installs_in_old_blender(tmp_path):
     """Debian's Blender 3.4 predates extensions: the legacy zip installs through Install Add-on."""
-    built = subprocess.run([str(Path(sys.executable).with_name("neural-shapes")), "build-addon", "-o", str(tmp_path)],
-                           capture_output=True, text=True, timeout=120)
+    built = subprocess.run(
+        [str(Path(sys.executable).with_name("neural-shapes")), "build-addon", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert built.returncode == 0, built.stderr
     script = (
         "import bpy\n"
@@ -85,6 +130,16 @@ def test_legacy_addon_installs_in_old_blender(tmp_path):
         "print('REGISTERED', hasattr(bpy.types, 'VIEW3D_PT_neural_shapes'), hasattr(bpy.ops.neural, 'convert_selected'),"
         " hasattr(bpy.ops.neural, 'interpolate'))\n"
     )
-    env = {**os.environ, "BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"), "BLENDER_USER_CONFIG": str(tmp_path / "config")}
-    result = subprocess.run(["blender", "-b", "--factory-startup", "--python-expr", script], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "BLENDER_USER_SCRIPTS": str(tmp_path / "scripts"),
+        "BLENDER_USER_CONFIG": str(tmp_path / "config"),
+    }
+    result = subprocess.run(
+        ["blender", "-b", "--factory-startup", "--python-expr", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert "REGISTERED True True True" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

@@ -35,7 +35,22 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
         (["--held-out", "5"], "error: --held-out wants START:STOP"),
         ([], f"error: {tmp_path / 'latent.safetensors'}: cannot read file"),
     ):
-        run = subprocess.run([sys.executable, "bench/bench_nf2vec_latent.py", "--model", str(tmp_path), "--collection", str(tmp_path),
-                              "--shapes", str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "bench/bench_nf2vec_latent.py",
+                "--model",
+                str(tmp_path),
+                "--collection",
+                str(tmp_path),
+                "--shapes",
+                str(tmp_path),
+                *extra,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
         assert run.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), run.stderr

@@ -24,7 +24,9 @@ def test_a_contact_sheet_has_a_shape_in_every_tile_and_its_labels(tmp_path) -> N
     # w(z) = slab + z (box - slab): class "slab" around z = 0, class "box" around z = 1
     theta = torch.from_numpy(flatten(slab.weights))
     basis = torch.from_numpy(flatten(box.weights))[None] - theta
-    prior = LatentPrior(torch.zeros(1), torch.ones(1), ["slab", "box"], torch.tensor([[0.0], [1.0]]), torch.full((2, 1), 0.05))
+    prior = LatentPrior(
+        torch.zeros(1), torch.ones(1), ["slab", "box"], torch.tensor([[0.0], [1.0]]), torch.full((2, 1), 0.05)
+    )
     latent = LatentFamily(slab.family_id, slab.architecture, theta, basis, prior)
     image = generated_sheet(latent, prior_sampler(prior), SIZE, per_row=2)
     rows, columns = 2, 2
@@ -32,11 +34,13 @@ def test_a_contact_sheet_has_a_shape_in_every_tile_and_its_labels(tmp_path) -> N
     assert image.shape == (rows * SIZE, left + columns * SIZE, 4) and left > 0 and (image[..., 3] == 1).all()
     ink = image[..., :3].min(axis=2) < 0.95  # white background, blue shapes, black labels
     for r in range(rows):
-        band = ink[r * SIZE: (r + 1) * SIZE]
+        band = ink[r * SIZE : (r + 1) * SIZE]
         assert band[:, :left].sum() > 10, f"row {r} has no label"
         for c in range(columns):
-            tile = band[:, left + c * SIZE: left + (c + 1) * SIZE]
+            tile = band[:, left + c * SIZE : left + (c + 1) * SIZE]
             assert 0.05 < tile.mean() < 0.8, f"tile ({r}, {c}) is {tile.mean():.0%} covered"
-            assert not (tile[0].any() or tile[-1].any() or tile[:, 0].any() or tile[:, -1].any()), f"tile ({r}, {c}) is clipped"
+            assert not (tile[0].any() or tile[-1].any() or tile[:, 0].any() or tile[:, -1].any()), (
+                f"tile ({r}, {c}) is clipped"
+            )
             centre = np.argwhere(tile).mean(axis=0)
             assert np.abs(centre - SIZE / 2).max() < SIZE / 8, f"tile ({r}, {c}) is off centre"

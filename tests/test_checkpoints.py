@@ -31,8 +31,15 @@ def test_model_and_adamw_round_trip_bitwise_and_resume_identically(tmp_path):
     model, optimizer = _model_and_optimizer()
     _steps(model, optimizer, seed=1)
     path = tmp_path / "run.safetensors"
-    save_tensors(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 3,
-                        "generator": torch.Generator().manual_seed(5).get_state()})
+    save_tensors(
+        path,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": 3,
+            "generator": torch.Generator().manual_seed(5).get_state(),
+        },
+    )
 
     state = load_tensors(path, "not a valid checkpoint")
     for key, tensor in model.state_dict().items():
@@ -55,11 +62,21 @@ def test_model_and_adamw_round_trip_bitwise_and_resume_identically(tmp_path):
 
 
 def test_values_keep_their_types(tmp_path):
-    state = {"text": "é", "int": 7, "float": 0.1, "inf": float("inf"), "flag": True, "none": None,
-             "nested": {3: [(1, 2.5), ["a"]], "tag-like": {"tensor": "0"}}, "empty": torch.zeros(0, 4, dtype=torch.float16)}
+    state = {
+        "text": "é",
+        "int": 7,
+        "float": 0.1,
+        "inf": float("inf"),
+        "flag": True,
+        "none": None,
+        "nested": {3: [(1, 2.5), ["a"]], "tag-like": {"tensor": "0"}},
+        "empty": torch.zeros(0, 4, dtype=torch.float16),
+    }
     save_tensors(tmp_path / "s.safetensors", state)
     back = load_tensors(tmp_path / "s.safetensors", "unreadable")
-    assert {key: value for key, value in back.items() if key != "empty"} == {key: value for key, value in state.items() if key != "empty"}
+    assert {key: value for key, value in back.items() if key != "empty"} == {
+        key: value for key, value in state.items() if key != "empty"
+    }
     assert type(back["nested"][3][0]) is tuple and type(back["flag"]) is bool and type(back["int"]) is int
     assert back["empty"].shape == (0, 4) and back["empty"].dtype == torch.float16
 
@@ -73,7 +90,9 @@ def test_foreign_and_damaged_files_are_refused_in_one_line(tmp_path):
     plain = tmp_path / "plain.safetensors"
     safetensors.torch.save_file({"weights": torch.arange(4.0)}, plain)  # safetensors, but not ours
     dangling = tmp_path / "dangling.safetensors"
-    safetensors.torch.save_file({"0": torch.zeros(2)}, dangling, metadata={METADATA_KEY: json.dumps({"dict": [["w", {"tensor": "9"}]]})})
+    safetensors.torch.save_file(
+        {"0": torch.zeros(2)}, dangling, metadata={METADATA_KEY: json.dumps({"dict": [["w", {"tensor": "9"}]]})}
+    )
     unknown = tmp_path / "unknown.safetensors"
     safetensors.torch.save_file({"0": torch.zeros(2)}, unknown, metadata={METADATA_KEY: json.dumps({"set": [1]})})
     not_a_dict = tmp_path / "list.safetensors"

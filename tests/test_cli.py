@@ -27,6 +27,7 @@ def fitted(tmp_path_factory):
     return folder, json.loads(result.stdout)
 
 
+@pytest.mark.slow  # fits two meshes through the CLI (the fitted fixture)
 def test_fit_writes_shapes_meshes_and_json(fitted):
     folder, rows = fitted
     assert [Path(r["source"]).name for r in rows] == ["chair.stl", "ball.ply"]
@@ -43,6 +44,7 @@ def test_fit_writes_shapes_meshes_and_json(fitted):
     assert abs(np.median(radii) - 3.0) < 0.1
 
 
+@pytest.mark.slow  # fits two meshes through the CLI (the fitted fixture)
 def test_eval_info_mesh(fitted, tmp_path):
     folder, rows = fitted
     shape_path = folder / "out" / "ball.h5"
@@ -100,7 +102,9 @@ def bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
     cases["nan"] = (folder / "nan.obj", "NaN or infinite")
     (folder / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\nf 3 2 1\n")
     cases["degenerate"] = (folder / "flat.obj", "degenerate")
-    (folder / "cloud.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
+    (folder / "cloud.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n"
+    )
     cases["point cloud"] = (folder / "cloud.ply", "point cloud without faces")
     (folder / "garbage.stl").write_bytes(b"\x00\xff" * 50)
     cases["corrupt"] = (folder / "garbage.stl", "garbage.stl")

@@ -20,8 +20,24 @@ def test_meta_train_then_fit_from_the_family(tmp_path):
     collection, family_path = tmp_path / "collection", tmp_path / "family.h5"
     assert run_cli("make-collection", collection, "--count", "12", "--seed", "3").returncode == 0
     result = run_cli(
-        "meta-train", collection, "-o", family_path, "--steps", "4", "--meta-batch", "2", "--inner-steps", "2",
-        "--inner-batch", "256", "--samples-per-shape", "2048", "--exclude-classes", "rocket", "--name", "tiny",
+        "meta-train",
+        collection,
+        "-o",
+        family_path,
+        "--steps",
+        "4",
+        "--meta-batch",
+        "2",
+        "--inner-steps",
+        "2",
+        "--inner-batch",
+        "256",
+        "--samples-per-shape",
+        "2048",
+        "--exclude-classes",
+        "rocket",
+        "--name",
+        "tiny",
     )
     assert result.returncode == 0, result.stderr
     family = read_family(family_path)
@@ -42,7 +58,10 @@ def test_fit_from_named_families(tmp_path):
     assert result.returncode == 0, result.stderr
     assert read_shape(tmp_path / "mug.h5").family_id.startswith("random-relu8x32-seed5-")
     result = run_cli("fit", SAMPLES / "mug.obj", "-o", tmp_path, *QUICK_FIT)
-    assert read_shape(tmp_path / "mug.h5").family_id == read_family(SAMPLES.parent / "backend/shapes/families/default.h5").family_id
+    assert (
+        read_shape(tmp_path / "mug.h5").family_id
+        == read_family(SAMPLES.parent / "backend/shapes/families/default.h5").family_id
+    )
 
 
 def test_bad_families_are_refused_in_one_line(tmp_path):
@@ -53,7 +72,9 @@ def test_bad_families_are_refused_in_one_line(tmp_path):
         ("random:-1", "non-negative integer"),
     ):
         result = run_cli("fit", SAMPLES / "mug.obj", "-o", tmp_path / "out", "--family", family, *QUICK_FIT)
-        assert result.returncode == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.returncode == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            result.stderr
+        )
         assert not (tmp_path / "out").exists()
 
 

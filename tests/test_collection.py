@@ -52,8 +52,12 @@ def test_messy_shapes_have_defects(class_name):
 def test_unknown_class_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="unknown shape class 'sofa'"):
         make_shape("sofa", 0)
-    for kwargs in ({"count": 0}, {"count": 2, "classes": ["chair", "sofa"]}, {"count": 2, "classes": ["chair", "chair"]},
-                   {"count": 2, "messy_fraction": 1.5}):
+    for kwargs in (
+        {"count": 0},
+        {"count": 2, "classes": ["chair", "sofa"]},
+        {"count": 2, "classes": ["chair", "chair"]},
+        {"count": 2, "messy_fraction": 1.5},
+    ):
         with pytest.raises(ValueError):
             make_collection(tmp_path / "bad", **kwargs)
 
@@ -78,8 +82,14 @@ def test_collection_files_labels_and_balance(collection):
     on_disk = json.loads((folder / MANIFEST_NAME).read_text())
     assert on_disk["format"] == "neural-shapes-collection" and on_disk["version"] == 2 and on_disk["seed"] == 3
     assert on_disk["orientation"] == "mixed"
-    assert on_disk["items"][0] == {"file": "chair_0000.ply", "class": "chair", "label": 0, "seed": manifest.items[0].seed,
-                                   "messy": True, "faces": manifest.items[0].faces}
+    assert on_disk["items"][0] == {
+        "file": "chair_0000.ply",
+        "class": "chair",
+        "label": 0,
+        "seed": manifest.items[0].seed,
+        "messy": True,
+        "faces": manifest.items[0].faces,
+    }
     assert read_manifest(folder) == manifest
     assert manifest.mesh_paths(["vase"]) == [folder / "vase_0000.ply", folder / "vase_0001.ply"]
     assert len(manifest.mesh_paths(exclude=["vase", "mug"])) == 20
@@ -99,7 +109,11 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         make_collection(tmp_path / "resumed", 8, seed=1, classes=["vase", "blob", "csg"], progress=stop_after_three)
-    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["blob_0000.ply", "csg_0000.ply", "vase_0000.ply"]
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [
+        "blob_0000.ply",
+        "csg_0000.ply",
+        "vase_0000.ply",
+    ]
     # A file made with other settings (here: messy) under the same name is not taken for this run's.
     (tmp_path / "resumed" / "csg_0000.ply").write_bytes(make_shape("csg", 5, messy=True).export(file_type="ply"))
     make_collection(tmp_path / "resumed", 8, seed=1, classes=["vase", "blob", "csg"])
@@ -122,8 +136,9 @@ def _up_and_facing(mesh: trimesh.Trimesh, seed: int, class_name: str) -> tuple[f
 
 @pytest.mark.parametrize("orientation", ["canonical", "yaw", "full", "mixed"])
 def test_orientations(orientation):
-    tilts, yaws = zip(*(_up_and_facing(make_shape("chair", seed, orientation=orientation), seed, "chair")
-                        for seed in range(12)))
+    tilts, yaws = zip(
+        *(_up_and_facing(make_shape("chair", seed, orientation=orientation), seed, "chair") for seed in range(12))
+    )
     if orientation == "canonical":
         assert max(tilts) < 1e-3 and max(map(abs, yaws)) <= 15.01 and len({round(y) for y in yaws}) > 3
     elif orientation == "yaw":
@@ -192,8 +207,18 @@ def test_read_manifest_rejects_bad_manifests(tmp_path):
 
 
 def test_cli_make_collection(tmp_path):
-    result = run_cli("make-collection", tmp_path / "c", "--count", "6", "--seed", "2", "--classes", "chair,vase",
-                     "--messy-fraction", "0.5")
+    result = run_cli(
+        "make-collection",
+        tmp_path / "c",
+        "--count",
+        "6",
+        "--seed",
+        "2",
+        "--classes",
+        "chair,vase",
+        "--messy-fraction",
+        "0.5",
+    )
     assert result.returncode == 0, result.stderr
     assert "chair" in result.stdout and "vase" in result.stdout and "6 meshes" in result.stderr
     manifest = read_manifest(tmp_path / "c")

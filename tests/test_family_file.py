@@ -22,7 +22,11 @@ def test_round_trip(tmp_path, family):
     write_family(tmp_path / "f.h5", family)
     back = read_family(tmp_path / "f.h5")
     assert back.family_id == family.family_id and back.architecture == family.architecture
-    assert (back.inner_steps, back.inner_batch, back.provenance) == (family.inner_steps, family.inner_batch, family.provenance)
+    assert (back.inner_steps, back.inner_batch, back.provenance) == (
+        family.inner_steps,
+        family.inner_batch,
+        family.provenance,
+    )
     assert back.is_meta_learned == family.is_meta_learned
     for (a, b), (c, d) in zip(back.initial_weights, family.initial_weights):
         np.testing.assert_array_equal(a, c)

@@ -25,7 +25,11 @@ def true_error(family, result, mesh) -> float:
 @pytest.fixture(scope="module")
 def meshes():
     return [
-        normalise_mesh(trimesh.creation.icosphere(subdivisions=4).vertices, trimesh.creation.icosphere(subdivisions=4).faces, name="sphere"),
+        normalise_mesh(
+            trimesh.creation.icosphere(subdivisions=4).vertices,
+            trimesh.creation.icosphere(subdivisions=4).faces,
+            name="sphere",
+        ),
         normalise_mesh(trimesh.creation.box().vertices, trimesh.creation.box().faces, name="box"),
         normalise_mesh(*_torus(), name="torus"),
     ]
@@ -72,8 +76,16 @@ def test_fit_and_evaluate_yields_each_shape_with_its_metrics(meshes):
     settings = FitSettings(samples=20_000, batch_size=1024, eval_every=50, max_steps=50, target_surface_error=0.0)
     slot = _CountingSlot()
     evaluating, cancel = [], threading.Event()
-    fits = fit_and_evaluate(family, meshes[:2], settings, resolution=24, source_names=["a.obj", "b.obj"],
-                            evaluating=evaluating.append, cancel=cancel, compute_slot=slot)
+    fits = fit_and_evaluate(
+        family,
+        meshes[:2],
+        settings,
+        resolution=24,
+        source_names=["a.obj", "b.obj"],
+        evaluating=evaluating.append,
+        cancel=cancel,
+        compute_slot=slot,
+    )
     first = next(fits)
     assert (first.index, first.error, evaluating, slot.entered) == (0, None, [0], 1)
     assert {"surface_error", "chamfer", "fscore", "final_loss", "steps"} <= set(first.shape.metrics)

@@ -21,8 +21,13 @@ def test_malformed_files_are_loaded_or_refused_in_one_line(fmt):
     outcomes = []
 
     @seed(13)
-    @settings(max_examples=CASES_PER_FORMAT, database=None, deadline=None, phases=[Phase.generate, Phase.shrink],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=CASES_PER_FORMAT,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(malformed_case((fmt,)))
     def check(case):
         _, description, data = case

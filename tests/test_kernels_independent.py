@@ -35,5 +35,7 @@ def test_importing_kernels_loads_neither_backend_nor_torch():
         "    importlib.import_module(name)\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=KERNELS.parent, capture_output=True, text=True, timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=KERNELS.parent, capture_output=True, text=True, timeout=120, check=True
+    )
     assert result.stdout.strip().splitlines()[-1] == "[]"

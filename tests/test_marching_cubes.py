@@ -86,7 +86,12 @@ def test_dense_and_sparse_on_exact_sdfs(name, device):
     _assert_same_surface(local, dense)
     assert local.evaluations < 0.5 * dense.evaluations
     if name == "sphere":
-        assert np.sum(sparse.normals * sparse.vertices / np.linalg.norm(sparse.vertices, axis=1, keepdims=True), axis=1).min() > 0.999
+        assert (
+            np.sum(
+                sparse.normals * sparse.vertices / np.linalg.norm(sparse.vertices, axis=1, keepdims=True), axis=1
+            ).min()
+            > 0.999
+        )
 
 
 def test_same_field_as_pymcubes_and_scikit_image():
@@ -227,14 +232,19 @@ def test_sparse_equals_dense_on_hard_fields(name, device):
     if name.startswith("nothing"):
         assert len(sparse.faces) == 0
     if name in ("thin shell", "speck"):
-        assert len(trimesh.Trimesh(dense.vertices, dense.faces).split(only_watertight=False)) > 1  # tiny pieces, all found
+        assert (
+            len(trimesh.Trimesh(dense.vertices, dense.faces).split(only_watertight=False)) > 1
+        )  # tiny pieces, all found
 
 
 @pytest.mark.parametrize("resolution", [9, 10, 33, 64, 65, 100])
 def test_sparse_equals_dense_at_any_resolution(resolution):
     p = wp.array(params(SHAPES["torus"]), dtype=wp.vec4, device="cpu")
     _assert_same_surface(extract_sparse(FIELD, p, 0, resolution), extract_dense(FIELD, p, 0, resolution))
-    _assert_same_surface(extract_sparse(FIELD, p, 0, resolution, lower=-0.8, upper=0.9), extract_dense(FIELD, p, 0, resolution, lower=-0.8, upper=0.9))
+    _assert_same_surface(
+        extract_sparse(FIELD, p, 0, resolution, lower=-0.8, upper=0.9),
+        extract_dense(FIELD, p, 0, resolution, lower=-0.8, upper=0.9),
+    )
 
 
 @functools.cache

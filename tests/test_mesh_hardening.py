@@ -39,7 +39,9 @@ def test_instanced_glb_refused_before_the_scene_is_built():
     nodes = [{"mesh": 0, "translation": [float(i), 0.0, 0.0]} for i in range(100_000)]
     data = glb_bytes(*gltf_parts(vertices, faces, nodes=nodes))
     started = time.process_time()  # CPU time: wall time on a loaded shared machine says little
-    message = _one_line_error(lambda: load_mesh_bytes(data, "glb", name="forest"), "100,000,000 faces in 100,000 mesh instances")
+    message = _one_line_error(
+        lambda: load_mesh_bytes(data, "glb", name="forest"), "100,000,000 faces in 100,000 mesh instances"
+    )
     assert time.process_time() - started < 1.0
     assert "limit of 2,000,000" in message
     tracemalloc.start()  # (slows Python down: timed above without it)
@@ -63,25 +65,34 @@ def test_instances_are_placed_by_their_node_transforms():
 def test_node_graph_must_be_a_forest():
     vertices, faces = triangle_grid(2)
     looped = [{"mesh": 0, "children": [1]}, {"mesh": 0, "children": [0]}]
-    _one_line_error(lambda: load_mesh_bytes(glb_bytes(*gltf_parts(vertices, faces, nodes=looped, roots=[0])), "glb", name="loop"),
-                    "node 0 is reached twice")
+    _one_line_error(
+        lambda: load_mesh_bytes(glb_bytes(*gltf_parts(vertices, faces, nodes=looped, roots=[0])), "glb", name="loop"),
+        "node 0 is reached twice",
+    )
 
 
 def test_vertex_limit():
     vertices, faces = triangle_grid(10)
     assert vertex_limit(10) == 30  # a triangle soup of 10 faces
     unused = np.concatenate([vertices, np.random.default_rng(0).random((31, 3))])
-    _one_line_error(lambda: normalise_mesh(unused, faces, name="bloat", max_faces=10), "vertices, more than the limit of 30")
+    _one_line_error(
+        lambda: normalise_mesh(unused, faces, name="bloat", max_faces=10), "vertices, more than the limit of 30"
+    )
     normalise_mesh(vertices, faces, name="ok", max_faces=10)
     # A bufferless accessor makes trimesh allocate its declared count in zeros: refused from the JSON.
     document, binary = gltf_parts(vertices, faces)
     document["accessors"].append({"componentType": 5126, "count": 10**10, "type": "VEC3"})
-    _one_line_error(lambda: load_mesh_bytes(glb_bytes(document, binary), "glb", name="liar"), "accessor 2 declares 10,000,000,000 items")
+    _one_line_error(
+        lambda: load_mesh_bytes(glb_bytes(document, binary), "glb", name="liar"),
+        "accessor 2 declares 10,000,000,000 items",
+    )
 
 
 @pytest.fixture
 def uploads(tmp_path) -> Uploads:
-    return Uploads(db=Database(tmp_path / "index.sqlite3"), uploads_dir=tmp_path / "uploads", max_faces=100, max_bytes=2**20)
+    return Uploads(
+        db=Database(tmp_path / "index.sqlite3"), uploads_dir=tmp_path / "uploads", max_faces=100, max_bytes=2**20
+    )
 
 
 def _npz(**arrays) -> bytes:
@@ -143,17 +154,36 @@ def test_gltf_reads_side_files_only_from_its_folder(tmp_path):
     _one_line_error(lambda: load_mesh_file(_write_gltf(folder, "link.bin")), "outside its own folder")
     _one_line_error(lambda: load_mesh_file(_write_gltf(folder, "absent.bin")), "does not exist")
     # Embedded buffers (data: URIs) need no folder.
-    assert len(load_mesh_file(_write_gltf(folder, "data:application/octet-stream;base64," + base64.b64encode(binary).decode())).faces) == 4
+    assert (
+        len(
+            load_mesh_file(
+                _write_gltf(folder, "data:application/octet-stream;base64," + base64.b64encode(binary).decode())
+            ).faces
+        )
+        == 4
+    )
     # Uploads read no side files at all.
     document, _ = gltf_parts(*triangle_grid(4))
     document["buffers"][0]["uri"] = "model.bin"
     _one_line_error(lambda: load_mesh_bytes(glb_bytes(document), "glb", name="up"), "which is not read here")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("/abs/x", "_abs_x"), ("../x", "_x"), ("a/b", "a_b"), ("..", "shape"), ("", "shape"), ("\0", "shape"),
-    ("a\x01b\nc", "abc"), ("CON", "_CON"), ("c:\\x", "c__x"), ("chair_0001", "chair_0001"), ("é" * 200, "é" * 80),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("/abs/x", "_abs_x"),
+        ("../x", "_x"),
+        ("a/b", "a_b"),
+        ("..", "shape"),
+        ("", "shape"),
+        ("\0", "shape"),
+        ("a\x01b\nc", "abc"),
+        ("CON", "_CON"),
+        ("c:\\x", "c__x"),
+        ("chair_0001", "chair_0001"),
+        ("é" * 200, "é" * 80),
+    ],
+)
 def test_safe_file_stem(name, expected):
     assert safe_file_stem(name) == expected
 
@@ -165,10 +195,27 @@ def test_cli_writes_a_shape_named_as_a_path_inside_the_output_folder(tmp_path):
         write_shape(inputs / file, default_family_shape(name))
     assert read_shape(inputs / "a.h5").name == "../../evil"
     output = tmp_path / "deep" / "out"
-    result = run_cli("interpolate", inputs / "a.h5", inputs / "b.h5", "-o", output, "--space", "weights", "--count", "1",
-                     "--resolution", "16", "--json")
+    result = run_cli(
+        "interpolate",
+        inputs / "a.h5",
+        inputs / "b.h5",
+        "-o",
+        output,
+        "--space",
+        "weights",
+        "--count",
+        "1",
+        "--resolution",
+        "16",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert Path(row["output"]).parent == output and Path(row["output"]).name == "_.._evil-_abs_evil-t500.h5"
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == ["deep/out/_.._evil-_abs_evil-t500.h5", "deep/out/_.._evil-_abs_evil-t500.obj", "in/a.h5", "in/b.h5"]
+    assert written == [
+        "deep/out/_.._evil-_abs_evil-t500.h5",
+        "deep/out/_.._evil-_abs_evil-t500.obj",
+        "in/a.h5",
+        "in/b.h5",
+    ]

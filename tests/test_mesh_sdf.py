@@ -82,6 +82,6 @@ def test_winding_number_signs_overlapping_components(rng):
     b = trimesh.creation.box(extents=(0.4, 1.0, 0.4))
     both = trimesh.util.concatenate([a, b])
     points = rng.uniform(-0.6, 0.6, size=(20000, 3))
-    inside = (a.contains(points) | b.contains(points))
+    inside = a.contains(points) | b.contains(points)
     got = MeshDistance(both.vertices, both.faces, device="cpu").distance(points, SignMethod.WINDING_NUMBER)
     assert np.mean((got < 0) == inside) > 0.999

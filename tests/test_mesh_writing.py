@@ -1,6 +1,5 @@
 """Mesh files written by backend.meshes.writing: OBJ text equal to printf's, readable by trimesh."""
 
-
 import numpy as np
 import pytest
 import trimesh

@@ -28,7 +28,15 @@ from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
 
-TINY = MetaSettings(outer_steps=60, meta_batch=4, samples_per_shape=8192, held_out_shapes=4, eval_every=20, inner_batch=1024, target_batch=2048)
+TINY = MetaSettings(
+    outer_steps=60,
+    meta_batch=4,
+    samples_per_shape=8192,
+    held_out_shapes=4,
+    eval_every=20,
+    inner_batch=1024,
+    target_batch=2048,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +84,23 @@ def test_interrupted_training_resumes_to_the_same_family(tiny_collection, tmp_pa
             cancel.set()
 
     with pytest.raises(Cancelled):
-        meta_train(tiny_collection, tmp_path / "resumed.h5", settings, checkpoint=checkpoint, progress=stop_at_20, cancel=cancel)
+        meta_train(
+            tiny_collection,
+            tmp_path / "resumed.h5",
+            settings,
+            checkpoint=checkpoint,
+            progress=stop_at_20,
+            cancel=cancel,
+        )
     assert checkpoint.exists() and not (tmp_path / "resumed.h5").exists()
     steps = []
-    resumed = meta_train(tiny_collection, tmp_path / "resumed.h5", settings, checkpoint=checkpoint, progress=lambda e: steps.append(e.step))
+    resumed = meta_train(
+        tiny_collection,
+        tmp_path / "resumed.h5",
+        settings,
+        checkpoint=checkpoint,
+        progress=lambda e: steps.append(e.step),
+    )
     assert steps[0] == 21
     for (a, b), (c, d) in zip(whole.initial_weights, resumed.initial_weights):
         np.testing.assert_allclose(a, c, atol=1e-6)
@@ -98,7 +119,14 @@ def test_checkpoint_of_other_settings_is_refused(tiny_collection, tmp_path):
     checkpoint, cancel = tmp_path / "run.checkpoint.safetensors", threading.Event()
     settings = replace(TINY, outer_steps=20, eval_every=10)
     with pytest.raises(Cancelled):
-        meta_train(tiny_collection, tmp_path / "f.h5", settings, checkpoint=checkpoint, progress=lambda e: e.step == 10 and cancel.set(), cancel=cancel)
+        meta_train(
+            tiny_collection,
+            tmp_path / "f.h5",
+            settings,
+            checkpoint=checkpoint,
+            progress=lambda e: e.step == 10 and cancel.set(),
+            cancel=cancel,
+        )
     with pytest.raises(NeuralShapesError, match="other settings"):
         meta_train(tiny_collection, tmp_path / "f.h5", replace(settings, meta_batch=2), checkpoint=checkpoint)
 
@@ -112,4 +140,3 @@ def test_bundled_family_fits_a_held_out_shape_in_fewer_steps_than_random_init():
     [random] = fit_shapes(random_family(), [mesh], settings)
     assert meta.stop_reason == "target reached"
     assert meta.steps < 0.7 * random.steps, (meta.steps, random.steps)
-

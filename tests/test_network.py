@@ -26,7 +26,9 @@ def test_family_is_deterministic_and_ids_differ():
     assert random_family(Architecture(activation="sine", output_activation="none")).family_id != a.family_id
 
 
-@pytest.mark.parametrize("arch", [Architecture(), Architecture(hidden_layers=3, width=16, activation="sine", output_activation="none")])
+@pytest.mark.parametrize(
+    "arch", [Architecture(), Architecture(hidden_layers=3, width=16, activation="sine", output_activation="none")]
+)
 def test_batched_forward_equals_single_forward(arch, rng):
     families = [random_family(arch, seed) for seed in range(3)]
     model = BatchedSDF(arch, [f.initial_weights for f in families])

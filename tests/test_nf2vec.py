@@ -73,7 +73,9 @@ def test_bce_outputs_read_back_as_clamped_signed_distances():
     logits = torch.logit(target.clamp(1e-6, 1 - 1e-6))
     torch.testing.assert_close(to_signed_distance(logits, config), sdf.clamp(-0.1, 0.1), atol=1e-5, rtol=0)
     assert sdf_loss(logits, sdf, config) < sdf_loss(-logits, sdf, config)  # sign errors cost
-    assert to_signed_distance(sdf, TINY) is sdf and float(sdf_loss(sdf, sdf, TINY)) == 0.0  # l1: the output is the distance
+    assert (
+        to_signed_distance(sdf, TINY) is sdf and float(sdf_loss(sdf, sdf, TINY)) == 0.0
+    )  # l1: the output is the distance
 
 
 def test_embeddings_are_deterministic_and_independent_of_the_batch(fitted):
@@ -164,19 +166,44 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(fitted, trained, tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_nf2vec(shapes, samples, tmp_path / "resumed", FAMILY, TINY, replace(run, report_every=10), progress=stop_at_step_40)
+        train_nf2vec(
+            shapes, samples, tmp_path / "resumed", FAMILY, TINY, replace(run, report_every=10), progress=stop_at_step_40
+        )
     assert (tmp_path / "resumed" / CHECKPOINT_NAME).exists()
     events = []
-    resumed = train_nf2vec(shapes, samples, tmp_path / "resumed", FAMILY, TINY, replace(run, report_every=10), progress=events.append)
+    resumed = train_nf2vec(
+        shapes, samples, tmp_path / "resumed", FAMILY, TINY, replace(run, report_every=10), progress=events.append
+    )
     assert events[0].step == 30  # continued from the checkpoint of step 25
     np.testing.assert_allclose(embed(resumed, shapes), embed(whole, shapes), rtol=1e-4, atol=1e-5)
 
 
 def test_train_nf2vec_command_end_to_end(fitted, tmp_path):
     _, collection, shapes_dir, _, _ = fitted
-    args = ("train-nf2vec", shapes_dir, "--collection", collection, "-o", tmp_path / "model", "--steps", "20",
-            "--shapes-per-step", "3", "--points-per-shape", "256", "--samples-per-shape", "4096",
-            "--encoder-hidden", "32", "--embedding-size", "32", "--decoder-hidden", "32", "--decoder-layers", "3")
+    args = (
+        "train-nf2vec",
+        shapes_dir,
+        "--collection",
+        collection,
+        "-o",
+        tmp_path / "model",
+        "--steps",
+        "20",
+        "--shapes-per-step",
+        "3",
+        "--points-per-shape",
+        "256",
+        "--samples-per-shape",
+        "4096",
+        "--encoder-hidden",
+        "32",
+        "--embedding-size",
+        "32",
+        "--decoder-hidden",
+        "32",
+        "--decoder-layers",
+        "3",
+    )
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "step 20" in result.stderr

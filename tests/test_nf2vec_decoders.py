@@ -31,8 +31,13 @@ from tests.test_service_nf2vec import finished, nf2vec_server
 from tests.test_z_gan import TOY_GAN
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
-QUICK_COMPLETION = LatentCompletionSettings(yaw_starts=2, steps=30, context_points=512, prior_points=1024,
-                                            fuse=replace(LatentCompletionSettings().fuse, max_steps=30, eval_every=30))
+QUICK_COMPLETION = LatentCompletionSettings(
+    yaw_starts=2,
+    steps=30,
+    context_points=512,
+    prior_points=1024,
+    fuse=replace(LatentCompletionSettings().fuse, max_steps=30, eval_every=30),
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,13 @@ def folders(tmp_path_factory):
     latent_folder = root / "latent-model"
     shutil.copytree(root / "model", latent_folder)
     add_latent_family(root, latent_folder, shapes, collection)
-    return {"implicit": root / "model", "latent": latent_folder, "shapes": shapes, "collection": collection,
-            "shape_files": root / "shapes"}
+    return {
+        "implicit": root / "model",
+        "latent": latent_folder,
+        "shapes": shapes,
+        "collection": collection,
+        "shape_files": root / "shapes",
+    }
 
 
 def _cli(*args) -> Result:
@@ -80,8 +90,12 @@ def test_latent_operations_in_process(folders):
     assert middle.provenance["operation"] == "interpolate-latent"
     np.testing.assert_allclose(flatten(middle.weights), 0.5 * (flatten(a.weights) + flatten(b.weights)), atol=1e-5)
     shapes = operations.generate(tools, 2, seed=1, class_name="round", truncation=0.0)
-    assert [s.provenance["truncation"] for s in shapes] == ["0", "0"] and shapes[0].provenance["operation"] == "generate-latent"
-    np.testing.assert_array_equal(flatten(shapes[0].weights), flatten(shapes[1].weights))  # truncation 0: the class mean
+    assert [s.provenance["truncation"] for s in shapes] == ["0", "0"] and shapes[0].provenance[
+        "operation"
+    ] == "generate-latent"
+    np.testing.assert_array_equal(
+        flatten(shapes[0].weights), flatten(shapes[1].weights)
+    )  # truncation 0: the class mean
     ranked = operations.classify(tools, a)
     assert sorted(name for name, _ in ranked) == sorted(CLASSES) and sum(p for _, p in ranked) == pytest.approx(1.0)
     [nearest, *_] = operations.similar(tools, a, [b, a], k=2)
@@ -99,13 +113,21 @@ def test_generate_blends_training_latents_or_samples_the_folders_z_gan_when_it_h
     tools = load_tools(with_gan)
     prior_shapes = operations.generate(tools, 2, seed=3, class_name="round", truncation=1.0)  # blends, without a GAN
     expected = blend_sampler(tools.latent)(2, torch.Generator().manual_seed(3), "round", 1.0)
-    np.testing.assert_allclose(flatten(prior_shapes[0].weights), tools.latent.flat(torch.from_numpy(expected[:1]))[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        flatten(prior_shapes[0].weights),
+        tools.latent.flat(torch.from_numpy(expected[:1]))[0].detach().numpy(),
+        atol=1e-5,
+    )
     train_z_gan(tools.latent, with_gan, training_labels(tools.latent), replace(TOY_GAN, steps=20))
     gan_tools = load_tools(with_gan)
     gan_shapes = operations.generate(gan_tools, 2, seed=3, class_name="round", truncation=1.0)
     expected = z_gan_sampler(load_z_gan(with_gan, gan_tools.latent))(2, torch.Generator().manual_seed(3), "round", 1.0)
     assert not np.allclose(flatten(prior_shapes[0].weights), flatten(gan_shapes[0].weights))
-    np.testing.assert_allclose(flatten(gan_shapes[0].weights), gan_tools.latent.flat(torch.from_numpy(expected[:1]))[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        flatten(gan_shapes[0].weights),
+        gan_tools.latent.flat(torch.from_numpy(expected[:1]))[0].detach().numpy(),
+        atol=1e-5,
+    )
 
 
 def test_the_latent_classifier_ranks_training_shapes_by_their_class_means(folders):
@@ -122,21 +144,46 @@ def test_the_latent_classifier_ranks_training_shapes_by_their_class_means(folder
 def test_cli_defaults_to_latent_and_implicit_stays_selectable(folders, tmp_path):
     latent, implicit, files = folders["latent"], folders["implicit"], folders["shape_files"]
     sphere, cube = files / "sphere.h5", files / "cube.h5"
-    result = _cli("interpolate", sphere, cube, "-o", tmp_path / "between", "--model", latent, "--resolution", "24", "--json")
+    result = _cli(
+        "interpolate", sphere, cube, "-o", tmp_path / "between", "--model", latent, "--resolution", "24", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     assert _operation(json.loads(result.stdout)[0]["output"]) == "interpolate-latent"
-    result = _cli("generate", "-o", tmp_path / "made", "--count", "2", "--class", "boxy", "--truncation", "0.5",
-                     "--model", latent, "--resolution", "24", "--json")
+    result = _cli(
+        "generate",
+        "-o",
+        tmp_path / "made",
+        "--count",
+        "2",
+        "--class",
+        "boxy",
+        "--truncation",
+        "0.5",
+        "--model",
+        latent,
+        "--resolution",
+        "24",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
-    assert [read_shape(row["output"]).name for row in json.loads(result.stdout)] == ["generated-boxy-0-0", "generated-boxy-0-1"]
+    assert [read_shape(row["output"]).name for row in json.loads(result.stdout)] == [
+        "generated-boxy-0-0",
+        "generated-boxy-0-1",
+    ]
     # Distances tell the codes apart: encoder z by default, nf2vec embeddings with --decoder implicit and in
     # the implicit-only folder, whose default falls back.
     library = [read_shape(path) for path in sorted(files.glob("*.h5"))]
-    for model, decoder, expected in ((latent, [], "latent"), (latent, ["--decoder", "implicit"], "implicit"), (implicit, [], "implicit")):
+    for model, decoder, expected in (
+        (latent, [], "latent"),
+        (latent, ["--decoder", "implicit"], "implicit"),
+        (implicit, [], "implicit"),
+    ):
         result = _cli("similar", sphere, files, "-k", "2", "--model", model, "--json", *decoder)
         assert result.exit_code == 0, result.stderr
         wanted = operations.similar(load_tools(latent), read_shape(sphere), library, 2, expected)
-        assert [row["distance"] for row in json.loads(result.stdout)] == pytest.approx([n.distance for n in wanted], abs=1e-5)
+        assert [row["distance"] for row in json.loads(result.stdout)] == pytest.approx(
+            [n.distance for n in wanted], abs=1e-5
+        )
     result = _cli("classify", cube, "--decoder", "latent", "--model", implicit)
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
     assert f"the latent decoder needs {LATENT_NAME} and {ENCODER_NAME}" in result.stderr

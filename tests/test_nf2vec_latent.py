@@ -45,11 +45,22 @@ from tests.nf2vec_toolkit import MESHES, fit_primitives
 FAMILY = resolve_family("default")
 ARCH = FAMILY.architecture
 # Shapes between the training primitives: a bar (between cube and rod/slab) and a disc (between slab and sphere).
-HELD_OUT = {"bar": lambda: trimesh.creation.box(extents=(1.0, 0.5, 0.5)),
-            "disc": lambda: trimesh.creation.cylinder(radius=0.5, height=0.3)}
+HELD_OUT = {
+    "bar": lambda: trimesh.creation.box(extents=(1.0, 0.5, 0.5)),
+    "disc": lambda: trimesh.creation.cylinder(radius=0.5, height=0.3),
+}
 UNFITTED = "capsule"  # trained on with no fitted net: its latent starts at 0
-QUICK = LatentSettings(k=4, steps=150, shapes_per_step=7, points_per_shape=1024, samples_per_shape=8192,
-                       subspace_learning_rate=3e-4, latent_learning_rate=3e-3, checkpoint_every=50, report_every=10)
+QUICK = LatentSettings(
+    k=4,
+    steps=150,
+    shapes_per_step=7,
+    points_per_shape=1024,
+    samples_per_shape=8192,
+    subspace_learning_rate=3e-4,
+    latent_learning_rate=3e-3,
+    checkpoint_every=50,
+    report_every=10,
+)
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
@@ -65,7 +76,7 @@ def toy(tmp_path_factory):
     for name, make in makers.items():
         make().export(collection / f"{name}.ply")
     shapes = fit_primitives(collection, [*MESHES, *HELD_OUT])
-    train, held = shapes[: len(MESHES)], shapes[len(MESHES):]
+    train, held = shapes[: len(MESHES)], shapes[len(MESHES) :]
     for shape in train:
         write_shape(shapes_dir / f"{shape.name}.h5", shape)
     cache = root / "samples.h5"
@@ -100,7 +111,9 @@ def test_zero_latent_decodes_to_theta_bit_for_bit_and_the_field_is_the_nets():
     with torch.no_grad():
         batched = latent.field(z, points)
     for row in range(3):  # the batched pass is each decoded net evaluated on its own
-        np.testing.assert_allclose(batched[row].numpy(), evaluate_sdf(ARCH, latent.weights(z[row]), points[row].numpy()), atol=1e-6)
+        np.testing.assert_allclose(
+            batched[row].numpy(), evaluate_sdf(ARCH, latent.weights(z[row]), points[row].numpy()), atol=1e-6
+        )
 
 
 def test_pca_start_is_the_projection_of_the_fitted_nets(toy, trained):
@@ -116,11 +129,15 @@ def test_pca_start_is_the_projection_of_the_fitted_nets(toy, trained):
     np.testing.assert_allclose((theta + coordinates @ basis).double().numpy(), projection, atol=1e-5)
     np.testing.assert_allclose(coordinates.std(0).numpy(), 1.0, atol=1e-5)  # unit-variance latents
     theta, basis, coordinates = principal_subspace(data.weights[data.fitted], len(weights) - 1)
-    np.testing.assert_allclose((theta + coordinates @ basis).numpy(), weights, atol=1e-5)  # f - 1 directions hold every net
+    np.testing.assert_allclose(
+        (theta + coordinates @ basis).numpy(), weights, atol=1e-5
+    )  # f - 1 directions hold every net
     start = trained[0]
     theta, basis, coordinates = principal_subspace(data.weights[data.fitted], QUICK.k)
     assert torch.equal(start.theta, theta) and torch.equal(start.basis, basis)
-    assert torch.equal(start.latents[: len(weights)], coordinates) and not start.latents[-1].any()  # the unfitted capsule: 0
+    assert (
+        torch.equal(start.latents[: len(weights)], coordinates) and not start.latents[-1].any()
+    )  # the unfitted capsule: 0
     with pytest.raises(NeuralShapesError, match="at least 7 fitted nets"):
         principal_subspace(data.weights[data.fitted], 6)
 
@@ -148,12 +165,27 @@ def test_training_lowers_the_loss_and_held_out_fits_beat_the_nearest_training_ne
     with torch.no_grad():
         latent_error = (end.field(torch.from_numpy(fit.latents), eval_points) - eval_sdf).abs().mean(1)
         nearest_error = (flat_forward(ARCH, nearest, eval_points) - eval_sdf).abs().mean(1)
-        best_error = torch.stack([(flat_forward(ARCH, trained_weights, eval_points[row].expand(len(train), -1, -1))
-                                   - eval_sdf[row]).abs().mean(1).min() for row in range(len(held))])
+        best_error = torch.stack(
+            [
+                (flat_forward(ARCH, trained_weights, eval_points[row].expand(len(train), -1, -1)) - eval_sdf[row])
+                .abs()
+                .mean(1)
+                .min()
+                for row in range(len(held))
+            ]
+        )
     assert (latent_error < 0.7 * nearest_error).all(), (latent_error, nearest_error)
-    assert (latent_error < best_error).all(), (latent_error, best_error)  # better than any training net, chosen by its field
-    np.testing.assert_allclose(fit.data_loss, ((flat_forward(ARCH, end.flat(torch.from_numpy(fit.latents)), fit_points)
-                                                - fit_sdf).abs().mean(1)).detach().numpy(), rtol=1e-5)
+    assert (latent_error < best_error).all(), (
+        latent_error,
+        best_error,
+    )  # better than any training net, chosen by its field
+    np.testing.assert_allclose(
+        fit.data_loss,
+        ((flat_forward(ARCH, end.flat(torch.from_numpy(fit.latents)), fit_points) - fit_sdf).abs().mean(1))
+        .detach()
+        .numpy(),
+        rtol=1e-5,
+    )
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy, tmp_path):
@@ -196,7 +228,9 @@ def test_fit_latent_weights_samples_and_uses_the_class_prior():
     np.testing.assert_allclose(prior.class_mean.numpy(), [[1, 1, 1], [10, 10, 10]])
     assert torch.equal(prior.class_std[1], prior.std)  # one latent has no spread: the overall std
     latent.prior = prior
-    no_data = fit_latent(latent, points, sdf, sample_weights=torch.zeros(1, 300), labels=np.array([1]), settings=settings)
+    no_data = fit_latent(
+        latent, points, sdf, sample_weights=torch.zeros(1, 300), labels=np.array([1]), settings=settings
+    )
     np.testing.assert_allclose(no_data.latents, [[10, 10, 10]], atol=1e-3)  # without data the MAP is the class mean
 
 
@@ -204,7 +238,9 @@ def test_foreign_and_corrupt_latent_files_are_refused_in_one_line(trained, tmp_p
     end = trained[1]
     save_latent(tmp_path, end)
     loaded = load_latent(tmp_path, FAMILY.family_id)
-    assert torch.equal(loaded.basis, end.basis) and torch.equal(loaded.latents, end.latents) and loaded.names == end.names
+    assert (
+        torch.equal(loaded.basis, end.basis) and torch.equal(loaded.latents, end.latents) and loaded.names == end.names
+    )
     assert loaded.training["steps"] == QUICK.steps and loaded.prior.class_names == []
 
     def refused(match: str, family_id: str | None = FAMILY.family_id) -> None:
@@ -230,10 +266,28 @@ def test_foreign_and_corrupt_latent_files_are_refused_in_one_line(trained, tmp_p
 def test_train_latent_command_end_to_end(toy, tmp_path):
     root, collection, shapes_dir, *_ = toy
     model = tmp_path / "model"
-    args = ("train-latent", shapes_dir, "--collection", collection, "-o", model, "--k", "3", "--steps", "10",
-            "--shapes-per-step", "4", "--points-per-shape", "256", "--samples-per-shape", str(QUICK.samples_per_shape),
-            "--samples-cache", root / "samples.h5",
-            "--unfitted", collection / f"{UNFITTED}.ply")
+    args = (
+        "train-latent",
+        shapes_dir,
+        "--collection",
+        collection,
+        "-o",
+        model,
+        "--k",
+        "3",
+        "--steps",
+        "10",
+        "--shapes-per-step",
+        "4",
+        "--points-per-shape",
+        "256",
+        "--samples-per-shape",
+        str(QUICK.samples_per_shape),
+        "--samples-cache",
+        root / "samples.h5",
+        "--unfitted",
+        collection / f"{UNFITTED}.ply",
+    )
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "7 shapes (6 fitted)" in result.stdout and "step 10" in result.stderr

@@ -42,10 +42,27 @@ from tests.nf2vec_toolkit import MESHES, fit_primitives
 FAMILY = resolve_family("default")
 ARCH = FAMILY.architecture
 HELD_OUT = {"bar": lambda: trimesh.creation.box(extents=(1.0, 0.5, 0.5))}  # between the cube, the rod and the slab
-LATENT = LatentSettings(k=4, steps=150, shapes_per_step=6, points_per_shape=1024, samples_per_shape=8192,
-                        subspace_learning_rate=3e-4, latent_learning_rate=3e-3, checkpoint_every=1000, report_every=50)
-QUICK = EncoderSettings(stages=(64, 64), steps=300, shapes_per_step=8, points_per_shape=1024, learning_rate=2e-3,
-                        samples_per_shape=LATENT.samples_per_shape, checkpoint_every=100, report_every=10)
+LATENT = LatentSettings(
+    k=4,
+    steps=150,
+    shapes_per_step=6,
+    points_per_shape=1024,
+    samples_per_shape=8192,
+    subspace_learning_rate=3e-4,
+    latent_learning_rate=3e-3,
+    checkpoint_every=1000,
+    report_every=50,
+)
+QUICK = EncoderSettings(
+    stages=(64, 64),
+    steps=300,
+    shapes_per_step=8,
+    points_per_shape=1024,
+    learning_rate=2e-3,
+    samples_per_shape=LATENT.samples_per_shape,
+    checkpoint_every=100,
+    report_every=10,
+)
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
@@ -62,13 +79,26 @@ def toy(tmp_path_factory):
     train, refits, unseen_refits = (fit_primitives(collection, list(MESHES), seed=seed) for seed in (0, 1, 2))
     held = fit_primitives(collection, list(HELD_OUT))
     cache = root / "samples.h5"
-    latent = train_latent(latent_training_data(train, collection, cache, LATENT), root / "model", FAMILY.family_id, ARCH, LATENT)
+    latent = train_latent(
+        latent_training_data(train, collection, cache, LATENT), root / "model", FAMILY.family_id, ARCH, LATENT
+    )
     data = latent_encoder_data(train, latent, collection, cache, QUICK, refits)
     start = train_latent_encoder(data, latent, FAMILY, root / "start", replace(QUICK, steps=0))
     end = train_latent_encoder(data, latent, FAMILY, root / "model", QUICK)
     held_samples = latent_training_data(held, collection, cache, LATENT).samples.meshes
-    return {"root": root, "collection": collection, "train": train, "refits": refits, "unseen_refits": unseen_refits,
-            "held": held, "held_samples": held_samples, "latent": latent, "data": data, "start": start, "end": end}
+    return {
+        "root": root,
+        "collection": collection,
+        "train": train,
+        "refits": refits,
+        "unseen_refits": unseen_refits,
+        "held": held,
+        "held_samples": held_samples,
+        "latent": latent,
+        "data": data,
+        "start": start,
+        "end": end,
+    }
 
 
 def _mesh_field_error(latent, z: np.ndarray | torch.Tensor, points: torch.Tensor, sdf: torch.Tensor) -> torch.Tensor:
@@ -85,11 +115,16 @@ def test_weights_in_torch_match_the_encoder_layout_and_a_yaw_turn_is_exact():
     angles = torch.tensor([0.7, -2.1])
     points = torch.rand(2, 400, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
     cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
-    turned_points = torch.stack([cos * points[..., 0] - sin * points[..., 1], sin * points[..., 0] + cos * points[..., 1],
-                                 points[..., 2]], dim=-1)  # counter-clockwise about +Z
+    turned_points = torch.stack(
+        [cos * points[..., 0] - sin * points[..., 1], sin * points[..., 0] + cos * points[..., 1], points[..., 2]],
+        dim=-1,
+    )  # counter-clockwise about +Z
     with torch.no_grad():
-        np.testing.assert_allclose(flat_forward(ARCH, yaw_nets(ARCH, flat, angles), turned_points).numpy(),
-                                   flat_forward(ARCH, flat, points).numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            flat_forward(ARCH, yaw_nets(ARCH, flat, angles), turned_points).numpy(),
+            flat_forward(ARCH, flat, points).numpy(),
+            atol=1e-5,
+        )
     assert torch.equal(yaw_nets(ARCH, flat, torch.zeros(2)), flat)  # no turn: bit for bit
 
 
@@ -103,7 +138,9 @@ def test_training_lowers_the_loss_and_training_nets_decode_close_to_their_fields
     def distillation_loss(encoder) -> tuple[torch.Tensor, np.ndarray]:
         z = encode_latent(encoder, latent, toy["train"])
         error = _mesh_field_error(latent, z, points, sdf)
-        return error.mean() + QUICK.latent_pull * ((torch.from_numpy(z) - data.targets) ** 2).sum(1).mean() / latent.k, error
+        return error.mean() + QUICK.latent_pull * ((torch.from_numpy(z) - data.targets) ** 2).sum(
+            1
+        ).mean() / latent.k, error
 
     before, _ = distillation_loss(start)
     after, error = distillation_loss(end)
@@ -187,13 +224,37 @@ def test_train_latent_encoder_command_end_to_end(toy, tmp_path):
         for shape in shapes:
             write_shape(folder / f"{shape.name}.h5", shape)
     save_latent(model, toy["latent"])
-    result = run_cli("train-latent-encoder", shapes_dir, "--model", model, "--collection", toy["collection"],
-                     "--refits", refits_dir, "--steps", "10", "--encoder-stages", "32",
-                     "--samples-per-shape", str(QUICK.samples_per_shape), "--samples-cache", toy["root"] / "samples.h5")
+    result = run_cli(
+        "train-latent-encoder",
+        shapes_dir,
+        "--model",
+        model,
+        "--collection",
+        toy["collection"],
+        "--refits",
+        refits_dir,
+        "--steps",
+        "10",
+        "--encoder-stages",
+        "32",
+        "--samples-per-shape",
+        str(QUICK.samples_per_shape),
+        "--samples-cache",
+        toy["root"] / "samples.h5",
+    )
     assert result.returncode == 0, result.stderr
-    assert "wrote" in result.stdout and "6 fitted, 6 re-fits, 6 decoded nets" in result.stdout and "step 10" in result.stderr
+    assert (
+        "wrote" in result.stdout
+        and "6 fitted, 6 re-fits, 6 decoded nets" in result.stdout
+        and "step 10" in result.stderr
+    )
     assert load_latent_encoder(model, toy["latent"]).stages == (32,)
     (model / "latent.safetensors").unlink()
-    missing = CliRunner().invoke(app, ["train-latent-encoder", str(shapes_dir), "--model", str(model), "--collection",
-                                       str(toy["collection"])])  # in-process: refused before any sampling
-    assert missing.exit_code == 1 and len(missing.stderr.strip().splitlines()) == 1 and "latent.safetensors" in missing.stderr
+    missing = CliRunner().invoke(
+        app, ["train-latent-encoder", str(shapes_dir), "--model", str(model), "--collection", str(toy["collection"])]
+    )  # in-process: refused before any sampling
+    assert (
+        missing.exit_code == 1
+        and len(missing.stderr.strip().splitlines()) == 1
+        and "latent.safetensors" in missing.stderr
+    )

@@ -37,8 +37,13 @@ from tests.nf2vec_toolkit import CLASS_OF, CLASSES, QUICK_FIT
 from tests.test_nf2vec_latent import ARCH, FAMILY, toy, trained  # noqa: F401  (module fixtures, reused)
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
-QUICK_COMPLETE = LatentCompletionSettings(steps=150, latent_learning_rate=1e-1, context_points=1024, prior_points=4096,
-                                          fuse=replace(LatentCompletionSettings().fuse, max_steps=200, eval_every=200))
+QUICK_COMPLETE = LatentCompletionSettings(
+    steps=150,
+    latent_learning_rate=1e-1,
+    context_points=1024,
+    prior_points=4096,
+    fuse=replace(LatentCompletionSettings().fuse, max_steps=200, eval_every=200),
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,10 @@ def test_interpolation_ends_are_bit_exact_and_in_betweens_have_a_surface(toy, cl
     else:  # a quarter of each residual at t = 1/2
         with torch.no_grad():
             on_subspace = classed.flat(torch.from_numpy(0.5 * (z_a + z_b))[None])[0].numpy()
-        residuals = [flatten(s.weights) - classed.flat(torch.from_numpy(z)[None])[0].detach().numpy() for s, z in ((a, z_a), (b, z_b))]
+        residuals = [
+            flatten(s.weights) - classed.flat(torch.from_numpy(z)[None])[0].detach().numpy()
+            for s, z in ((a, z_a), (b, z_b))
+        ]
         np.testing.assert_allclose(middle, on_subspace + 0.25 * (residuals[0] + residuals[1]), atol=1e-5)
 
 
@@ -93,7 +101,9 @@ def test_generation_is_non_empty_reproducible_and_truncated(classed):
     full, half = (sampler(16, torch.Generator().manual_seed(1), "round", t) for t in (1.0, 0.5))
     np.testing.assert_allclose(half - mean, 0.5 * (full - mean), atol=1e-5)  # truncation scales the spread
     [typical] = generate_latent(classed, sampler, 1, class_name="round", truncation=0.0)
-    np.testing.assert_array_equal(flatten(typical.weights), classed.flat(torch.from_numpy(mean)[None])[0].detach().numpy())
+    np.testing.assert_array_equal(
+        flatten(typical.weights), classed.flat(torch.from_numpy(mean)[None])[0].detach().numpy()
+    )
 
 
 def test_generation_redraws_latents_with_no_surface(classed):
@@ -129,13 +139,17 @@ def half_sphere(toy):
 def _chamfer_to(whole: trimesh.Trimesh, shape) -> float:
     """Chamfer of a shape's surface (placed in the whole's frame by its transform) to the whole mesh."""
     points = surface_samples(whole.vertices, whole.faces, 5000)
-    return reconstruction_quality(whole, points, extract_mesh(ARCH, shape.weights, 64, transform=shape.transform)).chamfer
+    return reconstruction_quality(
+        whole, points, extract_mesh(ARCH, shape.weights, 64, transform=shape.transform)
+    ).chamfer
 
 
 def test_completion_of_a_half_sphere_beats_its_own_net_and_nonsense_falls_back(classed, half_sphere):
     whole, half, partial = half_sphere
     points, normals = surface_points_and_normals(half, 4096)
-    completed, report = complete_latent(classed, FAMILY, partial, points, normals, class_name="round", settings=QUICK_COMPLETE)
+    completed, report = complete_latent(
+        classed, FAMILY, partial, points, normals, class_name="round", settings=QUICK_COMPLETE
+    )
     assert not report.fell_back and report.data_loss < QUICK_COMPLETE.fallback_residual, report
     assert completed.name == "sphere-half-completed" and completed.provenance["fell_back"] == "false"
     partial_chamfer, completed_chamfer = _chamfer_to(whole, partial), _chamfer_to(whole, completed)
@@ -143,20 +157,28 @@ def test_completion_of_a_half_sphere_beats_its_own_net_and_nonsense_falls_back(c
 
     rng = np.random.default_rng(0)
     noise = rng.uniform(-0.9, 0.9, (4096, 3))
-    fallback, report = complete_latent(classed, FAMILY, partial, noise, rng.normal(size=(4096, 3)), settings=QUICK_COMPLETE)
+    fallback, report = complete_latent(
+        classed, FAMILY, partial, noise, rng.normal(size=(4096, 3)), settings=QUICK_COMPLETE
+    )
     assert report.fell_back and fallback.provenance["fell_back"] == "true"
-    assert flatten(fallback.weights).tobytes() == flatten(partial.weights).tobytes() and fallback.transform is partial.transform
+    assert (
+        flatten(fallback.weights).tobytes() == flatten(partial.weights).tobytes()
+        and fallback.transform is partial.transform
+    )
 
 
 def test_completion_with_candidate_classes_keeps_the_class_that_explains_the_surface(classed, half_sphere):
     whole, half, partial = half_sphere
     points, normals = surface_points_and_normals(half, 4096)
-    completed, report = complete_latent(classed, FAMILY, partial, points, normals, class_name=["boxy", "round"],
-                                        settings=QUICK_COMPLETE)
+    completed, report = complete_latent(
+        classed, FAMILY, partial, points, normals, class_name=["boxy", "round"], settings=QUICK_COMPLETE
+    )
     assert completed.provenance["class"] == "round" and not report.fell_back
     assert len(report.start_losses) == QUICK_COMPLETE.kept_starts  # the other starts were pruned
     with pytest.raises(NeuralShapesError, match="unknown class 'teapot'"):
-        complete_latent(classed, FAMILY, partial, points, normals, class_name=["round", "teapot"], settings=QUICK_COMPLETE)
+        complete_latent(
+            classed, FAMILY, partial, points, normals, class_name=["round", "teapot"], settings=QUICK_COMPLETE
+        )
 
 
 def test_class_probabilities_rank_by_the_nearest_class_mean(classed):
@@ -168,16 +190,22 @@ def test_class_probabilities_rank_by_the_nearest_class_mean(classed):
 
 
 def test_blends_lie_between_two_training_latents_of_the_class(classed):
-    latent = replace(classed, labels=torch.tensor([CLASSES.index(CLASS_OF[name]) for name in classed.names[:len(CLASS_OF)]]),
-                     latents=classed.latents[: len(CLASS_OF)], names=classed.names[: len(CLASS_OF)])
+    latent = replace(
+        classed,
+        labels=torch.tensor([CLASSES.index(CLASS_OF[name]) for name in classed.names[: len(CLASS_OF)]]),
+        latents=classed.latents[: len(CLASS_OF)],
+        names=classed.names[: len(CLASS_OF)],
+    )
     sample = blend_sampler(latent, low=0.25)
     z = torch.from_numpy(sample(50, torch.Generator().manual_seed(0), "round", 1.0))
     members = latent.latents[latent.labels == CLASSES.index("round")]
     # Each blend is (1 - l) z_i + l z_j with l in [0.25, 0.75]: on a segment between two members.
     residual = min_segment_distance(z, members)
     assert residual.max() < 1e-4
-    assert torch.equal(torch.from_numpy(sample(3, torch.Generator().manual_seed(0), "round", 0.0)),
-                       latent.prior.class_mean[CLASSES.index("round")].expand(3, -1))
+    assert torch.equal(
+        torch.from_numpy(sample(3, torch.Generator().manual_seed(0), "round", 0.0)),
+        latent.prior.class_mean[CLASSES.index("round")].expand(3, -1),
+    )
     with pytest.raises(NeuralShapesError, match="training latents and their classes"):
         blend_sampler(replace(latent, labels=None))
 

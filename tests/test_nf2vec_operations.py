@@ -60,8 +60,14 @@ def test_weight_space_interpolation_blends_weights_and_frames(toolkit, tmp_path)
 def test_embedding_space_interpolation_decodes_and_fits_shapes_of_the_family(toolkit, tmp_path):
     tools, shapes, _ = toolkit
     events = []
-    result = interpolate(tools, shapes[0], shapes[1], in_between_times(2), settings=QUICK_DECODE,
-                         progress=lambda fraction, message: events.append((fraction, message)))
+    result = interpolate(
+        tools,
+        shapes[0],
+        shapes[1],
+        in_between_times(2),
+        settings=QUICK_DECODE,
+        progress=lambda fraction, message: events.append((fraction, message)),
+    )
     assert [shape.name for shape in result] == ["sphere-cube-t333", "sphere-cube-t667"]
     for shape in result:
         assert shape.family_id == tools.family.family_id
@@ -122,8 +128,11 @@ def test_registration_recovers_a_known_scale_and_offset(toolkit):
     assert scale == pytest.approx(0.8, abs=0.03)
     np.testing.assert_allclose(offset, [0.1, 0.0, 0.0], atol=0.03)
     points = np.random.default_rng(0).uniform(-0.5, 0.5, (100, 3)).astype(np.float32)
-    np.testing.assert_allclose(evaluate_sdf(moved.architecture, moved.weights, 0.8 * points + [0.1, 0, 0]),
-                               evaluate_sdf(sphere.architecture, sphere.weights, points), atol=1e-5)
+    np.testing.assert_allclose(
+        evaluate_sdf(moved.architecture, moved.weights, 0.8 * points + [0.1, 0, 0]),
+        evaluate_sdf(sphere.architecture, sphere.weights, points),
+        atol=1e-5,
+    )
 
 
 def test_classification_gives_a_distribution_over_the_classes(toolkit):
@@ -162,7 +171,10 @@ def test_tools_folders_are_checked(toolkit, tmp_path):
     (stranger / "weights.safetensors").write_bytes((tools.folder / "weights.safetensors").read_bytes())
     config = json.loads((tools.folder / "config.json").read_text())
     (stranger / "config.json").write_text(json.dumps({**config, "family_id": "elsewhere-0123456789ab"}))
-    with pytest.raises(NeuralShapesError, match="family.h5: missing .the model's family elsewhere-0123456789ab is not one this tool bundles"):
+    with pytest.raises(
+        NeuralShapesError,
+        match="family.h5: missing .the model's family elsewhere-0123456789ab is not one this tool bundles",
+    ):
         load_tools(stranger)
     with pytest.raises(NeuralShapesError, match="gan.safetensors"):
         generate(without_tasks, 1)
@@ -180,10 +192,26 @@ def test_operation_commands_end_to_end(toolkit, tmp_path):
     tools, _, collection = toolkit
     shapes_dir = tools.folder.parent / "shapes"
     model = ("--model", tools.folder)
-    blended = run_cli("interpolate", shapes_dir / "sphere.h5", shapes_dir / "cube.h5", "-o", tmp_path, "--space", "weights",
-                      "--count", "3", "--resolution", "32", *model)
+    blended = run_cli(
+        "interpolate",
+        shapes_dir / "sphere.h5",
+        shapes_dir / "cube.h5",
+        "-o",
+        tmp_path,
+        "--space",
+        "weights",
+        "--count",
+        "3",
+        "--resolution",
+        "32",
+        *model,
+    )
     assert blended.returncode == 0, blended.stderr
-    assert sorted(p.name for p in tmp_path.glob("sphere-cube-*.h5")) == ["sphere-cube-t250.h5", "sphere-cube-t500.h5", "sphere-cube-t750.h5"]
+    assert sorted(p.name for p in tmp_path.glob("sphere-cube-*.h5")) == [
+        "sphere-cube-t250.h5",
+        "sphere-cube-t500.h5",
+        "sphere-cube-t750.h5",
+    ]
     assert (tmp_path / "sphere-cube-t500.obj").stat().st_size > 0
 
     made = run_cli("generate", "-o", tmp_path, "--count", "1", "--seed", "2", "--class", "boxy", "--json", *model)
@@ -219,7 +247,9 @@ def test_small_stray_bodies_of_the_decoded_surface_are_dropped(toolkit, monkeypa
     big = np.sqrt((x + 0.3) ** 2 + y**2 + z**2) - 0.5
     stray = np.sqrt((x - 0.7) ** 2 + y**2 + z**2) - 0.12  # area ~6% of the big sphere's
     monkeypatch.setattr("backend.nf2vec.decoding.decode_grid", lambda *args: np.minimum(big, stray))
-    surface = decoded_surface(tools, np.zeros(64, np.float32), "two", replace(QUICK_DECODE, min_body_fraction=0.1)).trimesh()
+    surface = decoded_surface(
+        tools, np.zeros(64, np.float32), "two", replace(QUICK_DECODE, min_body_fraction=0.1)
+    ).trimesh()
     assert surface.body_count == 1 and surface.vertices[:, 0].max() < 0.3
     kept = decoded_surface(tools, np.zeros(64, np.float32), "two", QUICK_DECODE).trimesh()
     assert kept.body_count == 2  # off by default
@@ -252,7 +282,9 @@ def test_embedding_interpolation_reproduces_its_ends_and_generation_makes_closed
     start, end = interpolate(tools, a, b, [0.0, 1.0], settings=settings)
     for code, made, source in ((codes[0], start, a), (codes[1], end, b)):
         own = extract_mesh(source.architecture, source.weights, 64)
-        decoded = decoded_surface(tools, code, "end", settings, [(codes[0], a.weights), (codes[1], b.weights)]).trimesh()
+        decoded = decoded_surface(
+            tools, code, "end", settings, [(codes[0], a.weights), (codes[1], b.weights)]
+        ).trimesh()
         assert _chamfer(decoded, own) < 0.02
         assert _chamfer(extract_mesh(made.architecture, made.weights, 64), own) < 0.1
     for shape in generate(tools, 2, seed=7, settings=settings):

@@ -51,7 +51,9 @@ def clusters():
 def gans(clusters):
     """A GAN conditioned on the three classes, and an unconditional one of class "a" (as the paper trains one per class)."""
     embeddings, labels = clusters
-    return train_latent_gan(embeddings, labels, CLASSES, TINY_GAN), train_latent_gan(embeddings[labels == 0], None, None, TINY_GAN)
+    return train_latent_gan(embeddings, labels, CLASSES, TINY_GAN), train_latent_gan(
+        embeddings[labels == 0], None, None, TINY_GAN
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,10 @@ def test_gan_samples_lie_near_the_data_and_in_the_asked_class(clusters, gans):
     first = embeddings[labels == 0]
     own = np.linalg.norm(first[:, None] - first[None], axis=2) + np.diag(np.full(len(first), np.inf))
     distance, _ = _nearest(unconditional.sample(200, seed=1), first, labels[labels == 0])
-    assert distance < 1.5 * own.min(axis=1).mean(), (distance, own.min(axis=1).mean())  # as near as the data to each other
+    assert distance < 1.5 * own.min(axis=1).mean(), (
+        distance,
+        own.min(axis=1).mean(),
+    )  # as near as the data to each other
     assert conditional.training["steps"] == TINY_GAN.steps and np.isfinite(conditional.training["final_wasserstein"])
 
 
@@ -173,11 +178,17 @@ def test_bad_network_files_are_refused_in_one_line(networks, model_dir, tmp_path
     path = save(folder, network)
     good = path.read_bytes()
     other_family = new_model(TINY_NF2VEC, random_family(seed=1))
-    other_size = new_model(Nf2vecConfig(encoder_hidden=(8,), embedding_size=8, decoder_hidden=8, decoder_layers=3), random_family())
+    other_size = new_model(
+        Nf2vecConfig(encoder_hidden=(8,), embedding_size=8, decoder_hidden=8, decoder_layers=3), random_family()
+    )
     data = load_tensors(path, "unreadable")
     cases = [
         (lambda: path.write_bytes(b"PK\x03\x04 garbage"), model, f"not a valid nf2vec {task} file"),
-        (lambda: save_tensors(path, {**data, "format": "neural-shapes/nf2vec-other"}), model, f"not an nf2vec {task} file"),
+        (
+            lambda: save_tensors(path, {**data, "format": "neural-shapes/nf2vec-other"}),
+            model,
+            f"not an nf2vec {task} file",
+        ),
         (lambda: path.write_bytes(good), other_family, "family"),
         (lambda: path.write_bytes(good), other_size, "embeddings of size 16"),
         (lambda: save_tensors(path, {**data, "config": {**data["config"], "unknown": 1}}), model, "do not fit"),
@@ -240,9 +251,13 @@ def test_partials_are_reproducible_resumable_and_listed(collection, tmp_path):
     data = json.loads((first / "manifest.json").read_text())
     assert data["format"] == "neural-shapes/partials" and data["version"] == 1
     assert data["source_collection"] == os.path.relpath(collection / "coll", first)
-    assert [(entry["file"], entry["source"], entry["class"], entry["label"], entry["cut"]) for entry in data["items"][:4]] == [
-        ("chair_0000-cut0.ply", "chair_0000.ply", "chair", 0, "plane"), ("chair_0000-cut1.ply", "chair_0000.ply", "chair", 0, "sphere"),
-        ("table_0000-cut0.ply", "table_0000.ply", "table", 1, "sphere"), ("table_0000-cut1.ply", "table_0000.ply", "table", 1, "plane"),
+    assert [
+        (entry["file"], entry["source"], entry["class"], entry["label"], entry["cut"]) for entry in data["items"][:4]
+    ] == [
+        ("chair_0000-cut0.ply", "chair_0000.ply", "chair", 0, "plane"),
+        ("chair_0000-cut1.ply", "chair_0000.ply", "chair", 0, "sphere"),
+        ("table_0000-cut0.ply", "table_0000.ply", "table", 1, "sphere"),
+        ("table_0000-cut1.ply", "table_0000.ply", "table", 1, "plane"),
     ]
     assert len(manifest.items) == 8 and read_partials_manifest(first) == manifest
 
@@ -275,17 +290,50 @@ def test_make_partials_command(collection, tmp_path):
 def trained_shapes(collection):
     """The four meshes and their cut copies fitted quickly, and an nf2vec model trained briefly on the former."""
     root = collection
-    fit = run_cli("fit", root / "coll", root / "parts", "-o", root / "fitted", "--samples", "8192", "--max-steps", "100",
-                  "--resolution", "32")
+    fit = run_cli(
+        "fit",
+        root / "coll",
+        root / "parts",
+        "-o",
+        root / "fitted",
+        "--samples",
+        "8192",
+        "--max-steps",
+        "100",
+        "--resolution",
+        "32",
+    )
     assert fit.returncode == 0, fit.stderr
     for kind in ("shapes", "pshapes"):
         (root / kind).mkdir()
     for path in (root / "fitted").glob("*.h5"):
         path.rename(root / ("pshapes" if "-cut" in path.stem else "shapes") / path.name)
-    nf2vec = run_cli("train-nf2vec", root / "shapes", "--collection", root / "coll", "-o", root / "model", "--steps", "5",
-                     "--shapes-per-step", "4", "--points-per-shape", "256", "--samples-per-shape", "4096",
-                     "--samples-cache", root / "cache.h5", "--embedding-size", str(SIZE), "--encoder-hidden", "16",
-                     "--decoder-hidden", "16", "--decoder-layers", "3")
+    nf2vec = run_cli(
+        "train-nf2vec",
+        root / "shapes",
+        "--collection",
+        root / "coll",
+        "-o",
+        root / "model",
+        "--steps",
+        "5",
+        "--shapes-per-step",
+        "4",
+        "--points-per-shape",
+        "256",
+        "--samples-per-shape",
+        "4096",
+        "--samples-cache",
+        root / "cache.h5",
+        "--embedding-size",
+        str(SIZE),
+        "--encoder-hidden",
+        "16",
+        "--decoder-hidden",
+        "16",
+        "--decoder-layers",
+        "3",
+    )
     assert nf2vec.returncode == 0, nf2vec.stderr
     return root
 
@@ -298,17 +346,32 @@ def test_train_commands_end_to_end(trained_shapes):
 
     gan = run_cli("train-gan", root / "shapes", "--model", model_dir, "--collection", root / "coll", "--steps", "20")
     assert gan.returncode == 0, gan.stderr
-    assert "latent GAN (conditional on 2 classes) on 4 embeddings, 20 steps" in gan.stdout and "step 20/20" in gan.stderr
+    assert (
+        "latent GAN (conditional on 2 classes) on 4 embeddings, 20 steps" in gan.stdout and "step 20/20" in gan.stderr
+    )
     assert load_gan(model_dir, model).sample(3, seed=0, class_name="table").shape == (3, SIZE)
 
-    classifier = run_cli("train-classifier", root / "shapes", "--model", model_dir, "--collection", root / "coll", "--epochs", "30")
+    classifier = run_cli(
+        "train-classifier", root / "shapes", "--model", model_dir, "--collection", root / "coll", "--epochs", "30"
+    )
     assert classifier.returncode == 0, classifier.stderr
     assert "classifier of 2 classes on 4 embeddings, train accuracy" in classifier.stdout
     loaded = load_classifier(model_dir, model)
     assert loaded.class_names == ("chair", "table") and loaded.predict(embed(model, shapes)).shape == (4, 2)
 
-    completion = run_cli("train-completion", "--partials", root / "pshapes", "--complete", root / "shapes", "--model", model_dir,
-                         "--partials-manifest", root / "parts" / "manifest.json", "--epochs", "30")
+    completion = run_cli(
+        "train-completion",
+        "--partials",
+        root / "pshapes",
+        "--complete",
+        root / "shapes",
+        "--model",
+        model_dir,
+        "--partials-manifest",
+        root / "parts" / "manifest.json",
+        "--epochs",
+        "30",
+    )
     assert completion.returncode == 0, completion.stderr
     assert "completion network on 4 pairs" in completion.stdout
     partials = [read_shape(path) for path in sorted((root / "pshapes").glob("*.h5"))]
@@ -318,9 +381,20 @@ def test_train_commands_end_to_end(trained_shapes):
 def test_shapes_without_classes_or_pairs_are_refused(trained_shapes):
     root = trained_shapes
     partials = [read_shape(path) for path in sorted((root / "pshapes").glob("*.h5"))]
-    with pytest.raises(NeuralShapesError, match="shape 'chair_0000-cut0': its source mesh 'chair_0000-cut0.ply' has no class"):
+    with pytest.raises(
+        NeuralShapesError, match="shape 'chair_0000-cut0': its source mesh 'chair_0000-cut0.ply' has no class"
+    ):
         shape_classes(partials, read_manifest(root / "coll"))
-    no_pairs = run_cli("train-completion", "--partials", root / "pshapes", "--complete", root / "pshapes", "--model", root / "model",
-                       "--partials-manifest", root / "parts")
+    no_pairs = run_cli(
+        "train-completion",
+        "--partials",
+        root / "pshapes",
+        "--complete",
+        root / "pshapes",
+        "--model",
+        root / "model",
+        "--partials-manifest",
+        root / "parts",
+    )
     assert no_pairs.returncode == 1 and "no (partial, complete) pairs" in no_pairs.stderr
     assert len(no_pairs.stderr.strip().splitlines()) == 1, no_pairs.stderr

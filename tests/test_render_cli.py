@@ -24,7 +24,9 @@ PROVENANCE = {"source_name": "sphere.obj", "source_sha256": "0" * 64, "tool_vers
 
 def _shape(weights=None, architecture=Architecture(), name="sphere") -> NeuralShape:
     """The fitted sphere (radius 0.5 normalised) with scale 0.5: radius 1 around CENTRE in its source frame."""
-    return NeuralShape(name, architecture, "test", weights or fit_sphere(), Similarity(0.5, CENTRE), METRICS, PROVENANCE)
+    return NeuralShape(
+        name, architecture, "test", weights or fit_sphere(), Similarity(0.5, CENTRE), METRICS, PROVENANCE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,20 @@ def test_render_command(shape_file, tmp_path):
     alpha = np.asarray(image)[..., 3]
     data = np.load(passes)
     assert ((alpha == 255) == (data["object_id"] == 0)).all() and (alpha == 255).mean() > 0.2
-    code, output = _run("render", shape_file, "-o", png, "--size", "40x40", "--camera-position", "1,2,13", "--look-at", "1,2,3", "--lens", "85")
+    code, output = _run(
+        "render",
+        shape_file,
+        "-o",
+        png,
+        "--size",
+        "40x40",
+        "--camera-position",
+        "1,2,13",
+        "--look-at",
+        "1,2,3",
+        "--lens",
+        "85",
+    )
     assert code == 0, output
     alpha = np.asarray(Image.open(png))[..., 3]
     assert alpha[20, 20] == 255 and alpha[0, 0] == 0  # looking straight down at the sphere
@@ -102,7 +117,11 @@ def test_scene_file_with_csg(shape_file, tmp_path):
         "camera": {"position": [1.0, -8.0, 3.0], "look_at": [1.0, 2.0, 3.0], "lens": 50},
         "objects": [
             {"shape": shape_file.name, "colour": [0.9, 0.2, 0.2]},
-            {"shape": shape_file.name, "operation": "difference", "matrix_world": [[1, 0, 0, 1.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]},
+            {
+                "shape": shape_file.name,
+                "operation": "difference",
+                "matrix_world": [[1, 0, 0, 1.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+            },
         ],
         "settings": {"ambient": 0.3, "soft_shadows": True},
     }
@@ -148,7 +167,11 @@ def test_clear_errors(shape_file, tmp_path):
         code, output = _run(*args)
         assert code == 1 and message in output and output.count("error:") == 1, output
     bad = tmp_path / "bad.json"
-    for content, message in (("{", "not valid JSON"), ('{"objects": [], "lights": 1}', "lights: Extra inputs are not permitted"), ('{"objects": [{"shape": "missing.h5"}]}', "missing.h5")):
+    for content, message in (
+        ("{", "not valid JSON"),
+        ('{"objects": [], "lights": 1}', "lights: Extra inputs are not permitted"),
+        ('{"objects": [{"shape": "missing.h5"}]}', "missing.h5"),
+    ):
         bad.write_text(content)
         code, output = _run("render", "--scene", bad, "-o", tmp_path / "a.png")
         assert code == 1 and message in output, output

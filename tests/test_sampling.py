@@ -16,13 +16,19 @@ def test_sphere_distance_histogram_matches_target(sphere_mesh):
     """For a sphere of radius R the signed distance d of a draw has density ~ exp(-beta |d|) (R + d)^2."""
     radius = 0.5
     distance = MeshDistance(sphere_mesh.vertices, sphere_mesh.faces, device="cpu")
-    samples = importance_samples(distance, 200_000, sign=SignMethod.PSEUDO_NORMAL, beta=BETA, uniform_fraction=0.0, seed=3)
+    samples = importance_samples(
+        distance, 200_000, sign=SignMethod.PSEUDO_NORMAL, beta=BETA, uniform_fraction=0.0, seed=3
+    )
     d = np.linalg.norm(samples.points.astype(np.float64), axis=1) - radius
     np.testing.assert_allclose(samples.sdf, d, atol=5e-4)  # returned values are the signed distances
 
     density = lambda x: np.exp(-BETA * np.abs(x)) * (radius + x) ** 2  # noqa: E731
     total = integrate.quad(density, -radius, 0.5, points=[0.0])[0]
-    cdf = np.vectorize(lambda x: integrate.quad(density, -radius, min(max(x, -radius), 0.5), points=[0.0] if x > 0 else None)[0] / total)
+    cdf = np.vectorize(
+        lambda x: (
+            integrate.quad(density, -radius, min(max(x, -radius), 0.5), points=[0.0] if x > 0 else None)[0] / total
+        )
+    )
     grid = np.linspace(-0.15, 0.15, 301)
     table = cdf(grid)
     result = stats.kstest(d, lambda x: np.interp(x, grid, table, left=0.0, right=1.0))
@@ -39,14 +45,21 @@ def test_box_matches_paper_pool_resampling(box_mesh, rng):
     reference = pool_sdf[rng.choice(len(pool), size=100_000, p=weights / weights.sum())]
     assert stats.ks_2samp(ours.sdf, reference).statistic < 0.015
     # Positions too: the distribution over faces (x extent) agrees.
-    assert stats.ks_2samp(ours.points[:, 0], pool[rng.choice(len(pool), size=100_000, p=weights / weights.sum()), 0]).statistic < 0.015
+    assert (
+        stats.ks_2samp(
+            ours.points[:, 0], pool[rng.choice(len(pool), size=100_000, p=weights / weights.sum()), 0]
+        ).statistic
+        < 0.015
+    )
 
 
 def test_uniform_fraction_and_signs_on_messy_mesh(sphere_mesh):
     faces = sphere_mesh.faces.copy()
     faces[::7] = faces[::7, ::-1]  # flipped faces: pseudo normals would lie, the winding number does not
     distance = MeshDistance(sphere_mesh.vertices, faces, device="cpu")
-    samples = importance_samples(distance, 20_000, sign=SignMethod.WINDING_NUMBER, beta=BETA, uniform_fraction=0.25, seed=1)
+    samples = importance_samples(
+        distance, 20_000, sign=SignMethod.WINDING_NUMBER, beta=BETA, uniform_fraction=0.25, seed=1
+    )
     exact = np.linalg.norm(samples.points, axis=1) - 0.5
     sure = np.abs(exact) > 0.03
     assert np.mean(np.sign(samples.sdf[sure]) == np.sign(exact[sure])) > 0.999

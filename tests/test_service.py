@@ -44,7 +44,13 @@ def fitted(client, box_mesh, sphere_mesh, tmp_path_factory):
     ball = trimesh.creation.icosphere(subdivisions=2, radius=2.0).apply_translation([5.0, 0.0, -1.0])
     buffer = io.BytesIO()
     np.savez(buffer, vertices=ball.vertices.astype(np.float32), faces=ball.faces.astype(np.int32))
-    _, _, data = client.request("POST", "/v1/uploads", query={"format": "npz", "name": "ball"}, body=buffer.getvalue(), content_type="application/octet-stream")
+    _, _, data = client.request(
+        "POST",
+        "/v1/uploads",
+        query={"format": "npz", "name": "ball"},
+        body=buffer.getvalue(),
+        content_type="application/octet-stream",
+    )
     ball_upload = json.loads(data)
     path = tmp_path_factory.mktemp("meshes") / "box_file.obj"
     box_mesh.export(path)
@@ -61,7 +67,9 @@ def fitted(client, box_mesh, sphere_mesh, tmp_path_factory):
     return job
 
 
-def raw(server, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, dict]:
+def raw(
+    server, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict]:
     """A request with exactly these headers (no token unless given); returns status and JSON detail."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
@@ -129,8 +137,13 @@ def test_the_api_and_render_scene_refuse_a_bad_scene_alike(server, client, fitte
         ({}, {"lights": 1}, 422),
     )
     for entry, extra, status in bad_scenes:
-        answer = raw(server, "POST", "/v1/render", authed(server, **{"Content-Type": "application/json"}),
-                     json.dumps({"objects": [{"shape": shape_id, **entry}], **extra, "width": 8, "height": 8}).encode())
+        answer = raw(
+            server,
+            "POST",
+            "/v1/render",
+            authed(server, **{"Content-Type": "application/json"}),
+            json.dumps({"objects": [{"shape": shape_id, **entry}], **extra, "width": 8, "height": 8}).encode(),
+        )
         assert answer[0] == status, answer
         path = tmp_path / "scene.json"
         path.write_text(json.dumps({"objects": [{"shape": "box.h5", **entry}], **extra}))
@@ -157,21 +170,46 @@ def test_fit_mesh_render_download(client, fitted):
     assert np.abs(normalised).max() <= 1.0 + 1e-4 and np.all(vertices.max(axis=0) > np.array(BOX_EXTENTS) / 2 - 0.1)
     ball = client.mesh(ball_id, resolution=48, method="dense").numpy()[0]
     assert abs(np.median(np.linalg.norm(ball - [5.0, 0.0, -1.0], axis=1)) - 2.0) < 0.15
-    _, headers, data = client.request("GET", f"/v1/shapes/{box_id}/mesh", query={"resolution": 32, "format": "obj", "frame": "normalised"})
+    _, headers, data = client.request(
+        "GET", f"/v1/shapes/{box_id}/mesh", query={"resolution": 32, "format": "obj", "frame": "normalised"}
+    )
     obj = trimesh.load(io.BytesIO(data), file_type="obj", force="mesh")
     assert len(obj.faces) == int(headers["x-face-count"]) and np.abs(obj.vertices).max() <= 1.0 + 1e-4
 
     image = client.render([{"shape": box_id}], width=64, height=48)
     assert image.data.startswith(b"\x89PNG\r\n\x1a\n") and (image.width, image.height) == (64, 48)
     floats = client.render(
-        [{"shape": box_id}, {"shape": ball_id, "matrix_world": [[1, 0, 0, -2.7], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], "operation": "difference"}],
-        width=32, height=32, format="rgba", camera={"position": [3, -3, 2], "look_at": [0, 0, 0]},
+        [
+            {"shape": box_id},
+            {
+                "shape": ball_id,
+                "matrix_world": [[1, 0, 0, -2.7], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]],
+                "operation": "difference",
+            },
+        ],
+        width=32,
+        height=32,
+        format="rgba",
+        camera={"position": [3, -3, 2], "look_at": [0, 0, 0]},
     )
     cut_box = (np.frombuffer(floats.data, "<f4").reshape(32, 32, 4)[..., 3] == 1).sum()
-    whole_box = (np.frombuffer(client.render([{"shape": box_id}], width=32, height=32, format="rgba",
-                                             camera={"position": [3, -3, 2], "look_at": [0, 0, 0]}).data, "<f4").reshape(32, 32, 4)[..., 3] == 1).sum()
+    whole_box = (
+        np.frombuffer(
+            client.render(
+                [{"shape": box_id}],
+                width=32,
+                height=32,
+                format="rgba",
+                camera={"position": [3, -3, 2], "look_at": [0, 0, 0]},
+            ).data,
+            "<f4",
+        ).reshape(32, 32, 4)[..., 3]
+        == 1
+    ).sum()
     assert 0 < cut_box < whole_box  # the ball, moved to (2.3, 0, 0), cuts away the box's +x end
-    passes = np.load(io.BytesIO(client.render([{"shape": ball_id}], width=16, height=16, format="npz").data), allow_pickle=False)
+    passes = np.load(
+        io.BytesIO(client.render([{"shape": ball_id}], width=16, height=16, format="npz").data), allow_pickle=False
+    )
     assert passes["depth"].shape == (16, 16) and (passes["object_id"] == 0).any()
 
     data = client.download_shape(box_file_id)
@@ -183,7 +221,9 @@ def test_import_valid_and_corrupted_files(client, fitted, tmp_path):
     good = client.download_shape(fitted.shape_ids[0])
     before = len(client.shapes(limit=1000))
     imported = client.import_shape(good, name="imported box")
-    assert imported.name == "imported box" and shape_from_bytes(client.download_shape(imported.id)).name == "imported box"
+    assert (
+        imported.name == "imported box" and shape_from_bytes(client.download_shape(imported.id)).name == "imported box"
+    )
 
     path = tmp_path / "nan.h5"
     path.write_bytes(good)
@@ -218,7 +258,9 @@ def test_token_host_and_origin_checks(server):
     assert raw(server, "GET", "/no/such/path", host)[0] == 401  # nothing is learned without the token
     for foreign in ("evil.example", f"evil.example:{server.port}", "127.0.0.1.evil.example", "localhost.:80", ""):
         status, body = raw(server, "GET", "/health", {"Host": foreign} if foreign else {})
-        assert status == 400 and (not foreign or "loopback" in body["detail"]), foreign  # no Host: refused by the HTTP parser
+        assert status == 400 and (not foreign or "loopback" in body["detail"]), (
+            foreign
+        )  # no Host: refused by the HTTP parser
         assert raw(server, "GET", "/v1/shapes", authed(server, Host=foreign or "x"))[0] == 400
     assert raw(server, "GET", "/v1/shapes", authed(server, Host=f"[::1]:{server.port}"))[0] == 200
     status, body = raw(server, "GET", "/v1/shapes", authed(server, Origin="http://evil.example"))
@@ -232,13 +274,27 @@ def test_oversized_and_malformed_uploads(server, client):
     assert status == 413 and "limit" in body["detail"]
     chunk = b"\0" * 65536
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(24)) + b"0\r\n\r\n"
-    status, body = raw(server, "POST", "/v1/uploads?format=raw&vertex_count=3", {**binary, "Transfer-Encoding": "chunked"}, chunked)
+    status, body = raw(
+        server, "POST", "/v1/uploads?format=raw&vertex_count=3", {**binary, "Transfer-Encoding": "chunked"}, chunked
+    )
     assert status == 413
-    status, _ = raw(server, "POST", "/v1/jobs/fit", authed(server, **{"Content-Type": "application/json"}), b"[" + b"1," * 3_000_000 + b"1]")
+    status, _ = raw(
+        server,
+        "POST",
+        "/v1/jobs/fit",
+        authed(server, **{"Content-Type": "application/json"}),
+        b"[" + b"1," * 3_000_000 + b"1]",
+    )
     assert status == 413
 
-    triangle = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype="<f4").tobytes() + np.array([[0, 1, 2]], dtype="<i4").tobytes()
-    nan = np.array([[0, 0, 0], [1, 0, 0], [np.nan, 1, 0]], dtype="<f4").tobytes() + np.array([[0, 1, 2]], dtype="<i4").tobytes()
+    triangle = (
+        np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype="<f4").tobytes()
+        + np.array([[0, 1, 2]], dtype="<i4").tobytes()
+    )
+    nan = (
+        np.array([[0, 0, 0], [1, 0, 0], [np.nan, 1, 0]], dtype="<f4").tobytes()
+        + np.array([[0, 1, 2]], dtype="<i4").tobytes()
+    )
     bad_index = triangle[:36] + np.array([[0, 1, 7]], dtype="<i4").tobytes()
     pickled = io.BytesIO()
     np.savez(pickled, vertices=np.array([object()], dtype=object), faces=np.zeros((1, 3), np.int32))
@@ -262,18 +318,37 @@ def test_oversized_and_malformed_uploads(server, client):
     for query, body, expected, words in cases:
         status, answer = raw(server, "POST", f"/v1/uploads?{query}", binary, body)
         assert status == expected and words in answer["detail"], (query, status, answer)
-    status, answer = raw(server, "POST", "/v1/uploads?format=raw&vertex_count=3", authed(server, **{"Content-Type": "text/plain"}), triangle)
+    status, answer = raw(
+        server,
+        "POST",
+        "/v1/uploads?format=raw&vertex_count=3",
+        authed(server, **{"Content-Type": "text/plain"}),
+        triangle,
+    )
     assert status == 415
 
     json_headers = authed(server, **{"Content-Type": "application/json"})
     assert raw(server, "POST", "/v1/jobs/fit", json_headers, b"{not json")[0] == 422
-    assert raw(server, "POST", "/v1/jobs/fit", authed(server, **{"Content-Type": "text/plain"}), b'{"uploads": []}')[0] == 415
-    status, answer = raw(server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "bogus": 1}).encode())
+    assert (
+        raw(server, "POST", "/v1/jobs/fit", authed(server, **{"Content-Type": "text/plain"}), b'{"uploads": []}')[0]
+        == 415
+    )
+    status, answer = raw(
+        server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "bogus": 1}).encode()
+    )
     assert status == 422 and "bogus" in answer["detail"]
-    status, answer = raw(server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "settings": {"samples": -5}}).encode())
+    status, answer = raw(
+        server,
+        "POST",
+        "/v1/jobs/fit",
+        json_headers,
+        json.dumps({"uploads": ["0" * 32], "settings": {"samples": -5}}).encode(),
+    )
     assert status == 422 and "samples" in answer["detail"]
     for family in ("/etc/passwd", "random:x", "../default.h5"):  # families are names, never paths
-        status, answer = raw(server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "family": family}).encode())
+        status, answer = raw(
+            server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "family": family}).encode()
+        )
         assert status == 422 and "family" in answer["detail"], (family, answer)
     assert status_of(lambda: client.start_fit(["0" * 32])) == 404
     assert status_of(lambda: client.start_fit(["../../etc"])) == 400
@@ -284,11 +359,25 @@ def test_oversized_and_malformed_uploads(server, client):
 
 def test_unknown_and_path_traversal_ids(server, client, fitted):
     unknown = "0123456789abcdef" * 2
-    for call in (lambda: client.shape(unknown), lambda: client.job(unknown), lambda: client.cancel(unknown),
-                 lambda: client.delete_shape(unknown), lambda: client.download_shape(unknown)):
+    for call in (
+        lambda: client.shape(unknown),
+        lambda: client.job(unknown),
+        lambda: client.cancel(unknown),
+        lambda: client.delete_shape(unknown),
+        lambda: client.download_shape(unknown),
+    ):
         assert status_of(call) == 404
     sentinel = server.data_dir / "index.sqlite3"
-    for bad in ("../index.sqlite3", "..%2Findex.sqlite3", "%2e%2e%2ftoken", "..\\token", "ABCDEF" * 6, "0" * 31, "0" * 33, "../../etc/passwd"):
+    for bad in (
+        "../index.sqlite3",
+        "..%2Findex.sqlite3",
+        "%2e%2e%2ftoken",
+        "..\\token",
+        "ABCDEF" * 6,
+        "0" * 31,
+        "0" * 33,
+        "../../etc/passwd",
+    ):
         for path in (f"/v1/shapes/{bad}", f"/v1/shapes/{bad}/file", f"/v1/jobs/{bad}", f"/v1/uploads/{bad}"):
             status, _ = raw(server, "GET", path, authed(server))
             assert status in (400, 404), (path, status)

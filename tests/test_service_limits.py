@@ -44,7 +44,9 @@ def sphere_h5(sphere_mesh) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # 1 running + 39 waiting = the 40 mesh requests of the issue; a 41st is refused
-    srv = ServerProcess(tmp_path_factory.mktemp("limits") / "data", "--compute-deadline", str(DEADLINE), "--compute-queue", "39")
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("limits") / "data", "--compute-deadline", str(DEADLINE), "--compute-queue", "39"
+    )
     yield srv
     srv.stop()
 
@@ -64,7 +66,9 @@ def test_queue_keeps_order_refuses_past_its_line_and_stops_requests():
     async def scenario() -> None:
         stays = asyncio.Event()  # a client that never leaves
         with queue:  # a job holds the only slot
-            first = asyncio.ensure_future(queue.run(lambda: ran.append("first") or 1, what="mesh", disconnected=stays.wait))
+            first = asyncio.ensure_future(
+                queue.run(lambda: ran.append("first") or 1, what="mesh", disconnected=stays.wait)
+            )
             await asyncio.sleep(0.05)
             with pytest.raises(QueueFull, match="1 mesh / render requests are already waiting") as refused:
                 await queue.run(lambda: ran.append("refused"), what="mesh", disconnected=stays.wait)
@@ -114,7 +118,11 @@ def test_offsets_and_costs_are_bounded_and_the_schema_says_so(server, sphere_id,
     assert answer.status == 422 and "over the limit of 34,359,738,368" in answer.detail(), answer.body
 
     upload = server.client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="box")
-    big_fit = {"uploads": [upload.id], "settings": {"batch_size": 1_048_576}, "architecture": {"width": 1024, "hidden_layers": 4}}
+    big_fit = {
+        "uploads": [upload.id],
+        "settings": {"batch_size": 1_048_576},
+        "architecture": {"width": 1024, "hidden_layers": 4},
+    }
     answer = call(server, "POST", "/v1/jobs/fit", json_body=big_fit)
     assert answer.status == 422 and "over the limit of 268,435,456" in answer.detail(), answer.body
     big_net = {"uploads": [upload.id], "architecture": {"width": 1024, "hidden_layers": 62}}
@@ -129,6 +137,7 @@ def test_offsets_and_costs_are_bounded_and_the_schema_says_so(server, sphere_id,
 # --- queue, deadline, disconnects over HTTP ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_forty_waiting_mesh_requests_leave_health_and_job_polling_responsive(server, sphere_id, box_mesh):
     upload = server.client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="box")
     job = server.client.start_fit([upload.id], settings=SLOW_FIT, resolution=32)
@@ -149,7 +158,9 @@ def test_forty_waiting_mesh_requests_leave_health_and_job_polling_responsive(ser
         assert max(p.seconds for p in polls) < 1.0, sorted(p.seconds for p in polls)[-5:]
         assert server.client.job(job.id).state == "running"
         # None of the 40 was refused; every one, running or waiting, was stopped at the deadline (counted from its arrival).
-        assert all(a.status == 503 and "deadline of 6 s" in a.detail() for a in answers), [a.detail()[:60] for a in answers]
+        assert all(a.status == 503 and "deadline of 6 s" in a.detail() for a in answers), [
+            a.detail()[:60] for a in answers
+        ]
         assert time.perf_counter() - started < DEADLINE + 4.0
     finally:
         server.client.cancel(job.id)
@@ -182,7 +193,9 @@ def test_disk_full_fails_the_job_and_the_import_cleanly_and_the_service_keeps_an
     shapes = data / "shapes"
     shapes.mkdir(parents=True, mode=0o700)
     data.chmod(0o700)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M,mode=0700", "tmpfs", str(shapes)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2M,mode=0700", "tmpfs", str(shapes)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a 2 MiB tmpfs for the shapes folder (needs root): {mounted.stderr.strip()}")
     server = None
@@ -195,7 +208,9 @@ def test_disk_full_fails_the_job_and_the_import_cleanly_and_the_service_keeps_an
         assert full.value.errno == errno.ENOSPC
         upload = server.client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="box")
 
-        job = server.client.wait(server.client.start_fit([upload.id], settings=QUICK_FIT, resolution=32).id, timeout=120, poll=0.2)
+        job = server.client.wait(
+            server.client.start_fit([upload.id], settings=QUICK_FIT, resolution=32).id, timeout=120, poll=0.2
+        )
         assert job.state == "failed" and job.error.startswith("no space left on the disk of"), job.error
         imported = call(server, "POST", "/v1/shapes/import", body=sphere_h5)
         assert imported.status == 503 and "no space left" in imported.detail(), imported
@@ -203,7 +218,9 @@ def test_disk_full_fails_the_job_and_the_import_cleanly_and_the_service_keeps_an
         assert server.client.shapes() == [] and call(server, "GET", "/health").status == 200
 
         filler.unlink()
-        job = server.client.wait(server.client.start_fit([upload.id], settings=QUICK_FIT, resolution=32).id, timeout=120, poll=0.2)
+        job = server.client.wait(
+            server.client.start_fit([upload.id], settings=QUICK_FIT, resolution=32).id, timeout=120, poll=0.2
+        )
         assert job.state == "succeeded", job.error
         assert call(server, "POST", "/v1/shapes/import", body=sphere_h5).status == 201
         listed = server.client.shapes()
@@ -212,4 +229,3 @@ def test_disk_full_fails_the_job_and_the_import_cleanly_and_the_service_keeps_an
         if server is not None:
             server.stop()
         subprocess.run(["umount", str(shapes)], check=True)
-

@@ -53,6 +53,7 @@ def _snapshot(data) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in data.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_second_service_on_the_folder_refuses_in_one_line_and_touches_nothing(tmp_path):
     data = tmp_path / "data"
     first = ServerProcess(data)
@@ -119,12 +120,19 @@ def _foreign_open_folder(tmp_path):
 def test_data_folder_of_another_user_is_refused(tmp_path):
     folder = _foreign_open_folder(tmp_path)
     mode = stat.S_IMODE(folder.stat().st_mode)
-    with pytest.raises(NeuralShapesError, match=rf"data folder {folder} can be read or written by others \(mode {mode:04o}\) and belongs to user id"):
+    with pytest.raises(
+        NeuralShapesError,
+        match=rf"data folder {folder} can be read or written by others \(mode {mode:04o}\) and belongs to user id",
+    ):
         secure_data_dir(folder)
     assert stat.S_IMODE(folder.stat().st_mode) == mode
 
     refused = run_cli("serve", "--port", "0", "--data-dir", folder, timeout=300)
-    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1 and "use a folder of your own" in refused.stderr
+    assert (
+        refused.returncode == 1
+        and len(refused.stderr.strip().splitlines()) == 1
+        and "use a folder of your own" in refused.stderr
+    )
     assert not (folder / "service.lock").exists() and not (folder / "token").exists()
 
 
@@ -167,7 +175,9 @@ def test_damaged_index_is_moved_aside_and_shapes_reindexed(tmp_path, caplog, dam
     assert library.recover().reindexed == [shape_id]
     assert [(s["id"], s["name"], s["size_bytes"]) for s in library.list()[0]] == [(shape_id, "kept", size)]
     db.close()
-    aside = [p for p in tmp_path.glob("index.sqlite3.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]  # companions go along
+    aside = [
+        p for p in tmp_path.glob("index.sqlite3.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+    ]  # companions go along
     assert len(aside) == 1
     lines = [r.getMessage() for r in caplog.records if "is not a valid SQLite database" in r.getMessage()]
     assert len(lines) == 1 and aside[0].name in lines[0] and "re-indexed from their .h5 files" in lines[0]
@@ -190,7 +200,10 @@ def test_damaged_index_through_the_service(tmp_path):
 def test_running_job_with_a_cancel_asked_for_ends_cancelled_after_a_crash(tmp_path):
     db = Database(tmp_path / "index.sqlite3")
     for job_id, cancel in (("a" * 32, 0), ("b" * 32, 1)):
-        db.execute("INSERT INTO jobs (id, kind, state, cancel_requested, created, inputs) VALUES (?, 'noop', 'running', ?, '', '{}')", (job_id, cancel))
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, cancel_requested, created, inputs) VALUES (?, 'noop', 'running', ?, '', '{}')",
+            (job_id, cancel),
+        )
     jobs = JobManager(db=db, kinds=[JobKind("noop", lambda context: {})])
     assert jobs.start() == {"interrupted": 2, "resumed": 0}
     assert (jobs.get("a" * 32)["state"], jobs.get("a" * 32)["error"]) == ("failed", INTERRUPTED)
@@ -203,7 +216,9 @@ def test_upload_rows_without_files_and_files_without_rows_are_dropped_at_start(t
     db = Database(tmp_path / "index.sqlite3")
     uploads = Uploads(db=db, uploads_dir=tmp_path / "uploads", max_faces=1000, max_bytes=1 << 20)
     raw = box_mesh.vertices.astype("<f4").tobytes() + box_mesh.faces.astype("<i4").tobytes()
-    kept, half_deleted = (uploads.add(raw, format="raw", name=name, vertex_count=len(box_mesh.vertices)) for name in ("kept", "half"))
+    kept, half_deleted = (
+        uploads.add(raw, format="raw", name=name, vertex_count=len(box_mesh.vertices)) for name in ("kept", "half")
+    )
     (tmp_path / "uploads" / f"{half_deleted['id']}.npz").unlink()  # a kill between a delete's file and row
     (tmp_path / "uploads" / f"{'d' * 32}.npz").write_bytes(b"x")  # a kill between an upload's file and row
     uploads.purge(older_than_seconds=3600, keep=set())

@@ -20,7 +20,9 @@ from tests.test_service import authed, raw, status_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
-SLOW_DECODE = replace(QUICK_DECODE, fit=replace(QUICK_DECODE.fit, max_steps=1_000_000, patience=1_000_000))  # runs until cancelled
+SLOW_DECODE = replace(
+    QUICK_DECODE, fit=replace(QUICK_DECODE.fit, max_steps=1_000_000, patience=1_000_000)
+)  # runs until cancelled
 
 
 def nf2vec_server(data_dir, model_dir, decode=QUICK_DECODE) -> ServerProcess:
@@ -83,7 +85,11 @@ def check_stored(client: Client, job, names: list[str]) -> None:
 def test_info_names_the_model_its_tasks_and_classes(client, toolkit):
     info = client.nf2vec_info()
     model = toolkit[0].model
-    assert (info.model_id, info.family_id, info.embedding_size) == (model.model_id, model.family_id, model.config.embedding_size)
+    assert (info.model_id, info.family_id, info.embedding_size) == (
+        model.model_id,
+        model.family_id,
+        model.config.embedding_size,
+    )
     assert info.tasks == {"generate": True, "classify": True, "complete": True} and info.classes == CLASSES
 
 
@@ -99,7 +105,9 @@ def test_interpolate_in_embedding_space(client, library):
 
 
 def test_interpolate_in_weight_space(client, library):
-    job = finished(client, client.start_interpolate(library["cube"], library["slab"], times=[0.25, 0.5], space="weights").id)
+    job = finished(
+        client, client.start_interpolate(library["cube"], library["slab"], times=[0.25, 0.5], space="weights").id
+    )
     check_stored(client, job, ["cube-slab-t250", "cube-slab-t500"])
     assert client.shape(job.shape_ids[1]).metrics["chamfer"] is None  # not measured: no reference surface
 
@@ -177,7 +185,9 @@ def test_validation_errors(server, library):
     a, b = library["sphere"], library["cube"]
 
     def post(path: str, body) -> tuple[int, str]:
-        status, answer = raw(server, "POST", path, headers, body if isinstance(body, bytes) else json.dumps(body).encode())
+        status, answer = raw(
+            server, "POST", path, headers, body if isinstance(body, bytes) else json.dumps(body).encode()
+        )
         return status, answer.get("detail", "")
 
     cases = [
@@ -246,15 +256,25 @@ def test_missing_model_is_a_clear_error_until_it_appears(toolkit, tmp_path):
         ):
             with pytest.raises(ServiceError) as error:
                 call()
-            assert error.value.status == 503 and error.value.detail.startswith("no nf2vec model: ") and str(folder) in error.value.detail
+            assert (
+                error.value.status == 503
+                and error.value.detail.startswith("no nf2vec model: ")
+                and str(folder) in error.value.detail
+            )
             assert "\n" not in error.value.detail
 
-        shutil.copytree(toolkit[2] / "model", folder, ignore=shutil.ignore_patterns("gan.safetensors"))  # trained meanwhile, no GAN
+        shutil.copytree(
+            toolkit[2] / "model", folder, ignore=shutil.ignore_patterns("gan.safetensors")
+        )  # trained meanwhile, no GAN
         info = client.nf2vec_info()
         assert info.tasks == {"generate": False, "classify": True, "complete": True} and info.classes == []
         with pytest.raises(ServiceError) as error:
             client.start_generate(1)
-        assert error.value.status == 503 and "generate is not available" in error.value.detail and "gan" in error.value.detail
+        assert (
+            error.value.status == 503
+            and "generate is not available" in error.value.detail
+            and "gan" in error.value.detail
+        )
         assert client.similar(shape.id) == []  # the only shape of the family
     finally:
         srv.stop()

@@ -33,12 +33,25 @@ def test_kill_9_mid_job_then_restart(tmp_path, box_mesh):
     server = ServerProcess(data)
     try:
         client = server.client
-        done = client.wait(client.start_fit([client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="kept").id], settings=QUICK_FIT, resolution=32).id, timeout=120)
+        done = client.wait(
+            client.start_fit(
+                [client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="kept").id],
+                settings=QUICK_FIT,
+                resolution=32,
+            ).id,
+            timeout=120,
+        )
         assert done.state == "succeeded"
         kept = done.shape_ids[0]
         kept_bytes = client.download_shape(kept)
-        slow = client.start_fit([client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="slow").id], settings=SLOW_FIT, resolution=32)
-        waiting = client.start_fit([client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="waiting").id], settings=QUICK_FIT, resolution=32)
+        slow = client.start_fit(
+            [client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="slow").id], settings=SLOW_FIT, resolution=32
+        )
+        waiting = client.start_fit(
+            [client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="waiting").id],
+            settings=QUICK_FIT,
+            resolution=32,
+        )
         _wait_until(lambda: client.job(slow.id).stage.startswith("fitting"))
         assert client.job(waiting.id).state == "queued"
     finally:
@@ -61,14 +74,19 @@ def test_kill_9_mid_job_then_restart(tmp_path, box_mesh):
         resumed = client.wait(waiting.id, timeout=120)
         assert resumed.state == "succeeded" and len(resumed.shape_ids) == 1
         assert client.job(done.id).state == "succeeded"
-        running = client.start_fit([client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="slow").id], settings=SLOW_FIT, resolution=32)
+        running = client.start_fit(
+            [client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="slow").id], settings=SLOW_FIT, resolution=32
+        )
         _wait_until(lambda: client.job(running.id).stage.startswith("fitting"))
         assert server.terminate(sig=signal.SIGINT) == 0  # Ctrl-C: clean exit, the running job ends as interrupted
         assert not (data / "service.json").exists()
     finally:
         server.stop()
     db = Database(data / "index.sqlite3")
-    assert db.one("SELECT state, error FROM jobs WHERE id = ?", (running.id,)) == {"state": "failed", "error": INTERRUPTED}
+    assert db.one("SELECT state, error FROM jobs WHERE id = ?", (running.id,)) == {
+        "state": "failed",
+        "error": INTERRUPTED,
+    }
     db.close()
 
 
@@ -91,7 +109,9 @@ def test_library_recovery_drops_rows_without_files_and_quarantines_damaged_files
     library = Library(db=db, shapes_dir=tmp_path / "shapes")
     family = random_family()
     mesh = normalise_mesh(box_mesh.vertices, box_mesh.faces, name="box")
-    result = FitResult(weights=family.initial_weights, steps=1, fit_seconds=0.1, final_loss=0.5, surface_error_estimate=0.1)
+    result = FitResult(
+        weights=family.initial_weights, steps=1, fit_seconds=0.1, final_loss=0.5, surface_error_estimate=0.1
+    )
     shape = fitted_shape(mesh, result, family, source_name="box.obj")
     shape.metrics.update(surface_error=0.1, chamfer=float("inf"), fscore=0.0)
     first, second = library.add(shape), library.add(shape)

@@ -20,12 +20,26 @@ def make_shape(arch: Architecture = Architecture()) -> NeuralShape:
         family_id=family.family_id,
         weights=family.initial_weights,
         transform=Similarity(scale=2.5, centre=np.array([1.0, -2.0, 0.5])),
-        metrics={"surface_error": 0.002, "final_loss": 0.001, "chamfer": 0.004, "fscore": 0.97, "fit_seconds": 12.5, "steps": 900},
-        provenance={"source_name": "thing.obj", "source_sha256": "ab" * 32, "tool_version": "0.1.0", "created": "2026-11-26T00:00:00+00:00"},
+        metrics={
+            "surface_error": 0.002,
+            "final_loss": 0.001,
+            "chamfer": 0.004,
+            "fscore": 0.97,
+            "fit_seconds": 12.5,
+            "steps": 900,
+        },
+        provenance={
+            "source_name": "thing.obj",
+            "source_sha256": "ab" * 32,
+            "tool_version": "0.1.0",
+            "created": "2026-11-26T00:00:00+00:00",
+        },
     )
 
 
-@pytest.mark.parametrize("arch", [Architecture(), Architecture(hidden_layers=2, width=8, activation="sine", output_activation="none")])
+@pytest.mark.parametrize(
+    "arch", [Architecture(), Architecture(hidden_layers=2, width=8, activation="sine", output_activation="none")]
+)
 def test_round_trip(tmp_path, arch):
     shape = make_shape(arch)
     write_shape(tmp_path / "s.h5", shape)
@@ -73,6 +87,7 @@ def _set(key, value):
     def edit(f):
         group, _, attr = key.rpartition("/")
         (f[group] if group else f).attrs[attr] = value
+
     return edit
 
 
@@ -80,6 +95,7 @@ def _replace_dataset(key, value):
     def edit(f):
         del f[key]
         f[key] = value
+
     return edit
 
 

@@ -90,7 +90,9 @@ def _iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
-@pytest.mark.parametrize("row", [(SPHERE, 0.8, 0, 0), (BOX, 0.6, 0.4, 0.5), (TORUS, 0.6, 0.25, 0)], ids=["sphere", "box", "torus"])
+@pytest.mark.parametrize(
+    "row", [(SPHERE, 0.8, 0, 0), (BOX, 0.6, 0.4, 0.5), (TORUS, 0.6, 0.25, 0)], ids=["sphere", "box", "torus"]
+)
 def test_silhouette_depth_and_normals_of_exact_shapes(row, device):
     camera = _camera()
     result = trace(FIELD, params(row), _objects((0, np.eye(4), CSG.UNION, 0.0, 1.0)), camera, SETTINGS, device)
@@ -135,9 +137,11 @@ CSG_CASES = {
 def test_csg_matches_analytic_csg(name):
     operation, k, combine = CSG_CASES[name]
     if combine is None:
+
         def combine(a, b):
             h = np.clip(0.5 + 0.5 * (b - a) / k, 0, 1)
             return b + h * (a - b) - k * h * (1 - h)
+
     camera = _camera(position=(0.0, -5.0, 0.5))
     placed = [(0, _translate(-0.35), CSG.UNION, 0.0, 1.0), (1, _translate(0.35), operation, k, 1.0)]
     rows = [(SPHERE, 0.6, 0, 0), (BOX, 0.45, 0.45, 0.45)]
@@ -181,7 +185,9 @@ def test_empty_outputs():
 
 
 def _objects_empty() -> TraceObjects:
-    return TraceObjects(np.zeros(0, int), np.zeros((0, 4, 4)), np.zeros(0, int), np.zeros(0), np.zeros((0, 3)), np.zeros(0))
+    return TraceObjects(
+        np.zeros(0, int), np.zeros((0, 4, 4)), np.zeros(0, int), np.zeros(0), np.zeros((0, 3)), np.zeros(0)
+    )
 
 
 def test_rays_that_never_converge_are_misses_or_hits_not_garbage():

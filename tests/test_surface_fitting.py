@@ -70,11 +70,30 @@ def test_cli_fit_points_writes_shapes_in_the_cloud_frame(tmp_path):
     cloud = 2.0 * sphere_points(4000) + np.array([5.0, 0.0, -1.0])  # radius 1.2 around (5, 0, -1)
     np.savetxt(tmp_path / "ball.xyz", cloud)
     normals = sphere_points(4000) / RADIUS
-    header = "ply\nformat ascii 1.0\nelement vertex 4000\n" + "".join(f"property float {k}\n" for k in ("x", "y", "z", "nx", "ny", "nz")) + "end_header\n"
-    (tmp_path / "scan.ply").write_text(header + "\n".join(" ".join(map(str, row)) for row in np.hstack([cloud, normals])) + "\n")
+    header = (
+        "ply\nformat ascii 1.0\nelement vertex 4000\n"
+        + "".join(f"property float {k}\n" for k in ("x", "y", "z", "nx", "ny", "nz"))
+        + "end_header\n"
+    )
+    (tmp_path / "scan.ply").write_text(
+        header + "\n".join(" ".join(map(str, row)) for row in np.hstack([cloud, normals])) + "\n"
+    )
     (tmp_path / "bad.xyz").write_text("1 2\n3 4\n")
-    result = run_cli("fit-points", tmp_path / "ball.xyz", tmp_path / "scan.ply", tmp_path / "bad.xyz", "-o", tmp_path / "out",
-                     "--family", "random", "--steps", "600", "--resolution", "48", "--json")
+    result = run_cli(
+        "fit-points",
+        tmp_path / "ball.xyz",
+        tmp_path / "scan.ply",
+        tmp_path / "bad.xyz",
+        "-o",
+        tmp_path / "out",
+        "--family",
+        "random",
+        "--steps",
+        "600",
+        "--resolution",
+        "48",
+        "--json",
+    )
     assert result.returncode == 1 and "bad.xyz: expected 3 or 6 numbers per line" in result.stderr
     rows = {Path(row["source"]).name: row for row in json.loads(result.stdout)}
     assert rows["scan.ply"]["normals"] and not rows["ball.xyz"]["normals"]
@@ -88,7 +107,11 @@ def test_cli_fit_points_writes_shapes_in_the_cloud_frame(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
-    [("", ".xyz", "no points"), ("1 2 nan\n", ".xyz", "NaN or infinite"), ("1 2 3\n", ".pts", "unknown point cloud format")],
+    [
+        ("", ".xyz", "no points"),
+        ("1 2 nan\n", ".xyz", "NaN or infinite"),
+        ("1 2 3\n", ".pts", "unknown point cloud format"),
+    ],
 )
 def test_bad_point_clouds_are_refused(tmp_path, content, suffix, message):
     path = tmp_path / f"cloud{suffix}"

@@ -55,9 +55,11 @@ def refused(path: Path, read: Callable[[Path], object] = read_shape) -> str:
 
 def external_storage(secret: Path, weight: str = WEIGHT) -> Callable[[h5py.File], None]:
     """The exploit of issue 13: a weight whose bytes are stored in another (local) file."""
+
     def edit(f: h5py.File) -> None:
         del f[weight]
         f.create_dataset(weight, shape=(32, 32), dtype="f4", external=[(str(secret), 0, 4096)])
+
     return edit
 
 
@@ -79,6 +81,7 @@ def test_links_are_refused(tmp_path):
         def edit(f: h5py.File) -> None:
             del f[WEIGHT]
             f[WEIGHT] = link(f)
+
         return edit
 
     cases = [
@@ -106,12 +109,15 @@ def test_virtual_dataset_is_refused(tmp_path, secret):
     assert f"{WEIGHT}: a virtual dataset" in refused(hostile(tmp_path, edit))
 
 
-@pytest.mark.parametrize("options, name", [
-    ({"compression": "lzf"}, "lzf"),
-    ({"compression": "gzip", "shuffle": True}, "shuffle"),
-    ({"fletcher32": True}, "fletcher32"),
-    ({"scaleoffset": 10}, "scaleoffset"),
-])
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"compression": "lzf"}, "lzf"),
+        ({"compression": "gzip", "shuffle": True}, "shuffle"),
+        ({"fletcher32": True}, "fletcher32"),
+        ({"scaleoffset": 10}, "scaleoffset"),
+    ],
+)
 def test_filters_other_than_gzip_are_refused(tmp_path, options, name):
     def edit(f: h5py.File) -> None:
         values = f[WEIGHT][()]
@@ -151,7 +157,9 @@ def test_gzip_bomb_is_refused_before_decompression(tmp_path):
     block = b"".join(packer.compress(bytes(1 << 20)) for _ in range(64)) + packer.flush()
 
     def edit(f: h5py.File) -> None:
-        bomb = f.create_dataset("padding", shape=(32 * chunk_values,), dtype="f4", chunks=(chunk_values,), compression="gzip")
+        bomb = f.create_dataset(
+            "padding", shape=(32 * chunk_values,), dtype="f4", chunks=(chunk_values,), compression="gzip"
+        )
         for index in range(32):
             bomb.id.write_direct_chunk((index * chunk_values,), block)
 
@@ -162,8 +170,10 @@ def test_gzip_bomb_is_refused_before_decompression(tmp_path):
 
 def test_attributes_are_bounded(tmp_path):
     cases = [
-        (lambda f: f["provenance"].attrs.__setitem__("notes", "x" * (MAX_TEXT_BYTES + 1)),
-         f"/provenance attribute 'notes': text of {MAX_TEXT_BYTES + 1} bytes"),
+        (
+            lambda f: f["provenance"].attrs.__setitem__("notes", "x" * (MAX_TEXT_BYTES + 1)),
+            f"/provenance attribute 'notes': text of {MAX_TEXT_BYTES + 1} bytes",
+        ),
         (lambda f: f["metrics"].attrs.__setitem__("many", np.zeros(1000)), "/metrics attribute 'many': shape (1000,)"),
         (lambda f: f.attrs.__setitem__("ref", f["weights"].ref), "/ attribute 'ref': type object"),
     ]
@@ -180,11 +190,14 @@ def test_too_many_objects_are_refused(tmp_path):
     assert f"more than {MAX_OBJECTS} groups and datasets" in refused(hostile(tmp_path, edit))
 
 
-@pytest.mark.parametrize("hidden, width, reason", [
-    (1, 2 * MAX_WIDTH, f"width 2,048 > {MAX_WIDTH:,}"),
-    (5, MAX_WIDTH, f"parameters 4,203,521 > {MAX_PARAMETERS:,}"),
-    (MAX_HIDDEN_LAYERS + 1, 8, f"must list 3 to {MAX_HIDDEN_LAYERS + 2} integer sizes"),
-])
+@pytest.mark.parametrize(
+    "hidden, width, reason",
+    [
+        (1, 2 * MAX_WIDTH, f"width 2,048 > {MAX_WIDTH:,}"),
+        (5, MAX_WIDTH, f"parameters 4,203,521 > {MAX_PARAMETERS:,}"),
+        (MAX_HIDDEN_LAYERS + 1, 8, f"must list 3 to {MAX_HIDDEN_LAYERS + 2} integer sizes"),
+    ],
+)
 def test_the_network_size_limits_of_fitting_apply_to_files(tmp_path, hidden, width, reason):
     def edit(f: h5py.File) -> None:
         f["architecture"].attrs["layer_sizes"] = np.array([3] + [width] * hidden + [1])

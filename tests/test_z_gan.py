@@ -38,7 +38,9 @@ FAMILY = resolve_family("default")
 CLASSES = ["a", "b"]
 PER_CLASS = 60
 K = 4
-TOY_GAN = LatentGanSettings(noise_size=8, generator_hidden=(32,), critic_hidden=(64, 64), steps=300, critic_steps=3, batch_size=32)
+TOY_GAN = LatentGanSettings(
+    noise_size=8, generator_hidden=(32,), critic_hidden=(64, 64), steps=300, critic_steps=3, batch_size=32
+)
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
@@ -124,7 +126,11 @@ def test_file_round_trip_and_refusals_in_one_line(trained, tmp_path):
     latent, folder, z_gan = trained
     loaded = load_z_gan(folder, latent)
     np.testing.assert_array_equal(_draw(loaded, 7, "a", 0.8, seed=5), _draw(z_gan, 7, "a", 0.8, seed=5))
-    assert loaded.class_names == tuple(CLASSES) and loaded.gan.settings == TOY_GAN and loaded.gan.training["steps"] == TOY_GAN.steps
+    assert (
+        loaded.class_names == tuple(CLASSES)
+        and loaded.gan.settings == TOY_GAN
+        and loaded.gan.training["steps"] == TOY_GAN.steps
+    )
     path = tmp_path / Z_GAN_NAME
 
     def refused(match: str, for_latent: LatentFamily = latent) -> None:
@@ -149,11 +155,21 @@ def test_file_round_trip_and_refusals_in_one_line(trained, tmp_path):
 def test_the_latent_file_keeps_the_training_labels(tmp_path):
     latent = _toy_latent()
     count = 6  # train-latent on random nets and samples: what matters is that the labels reach the file
-    samples = ShapeSamples(CollectionSamples([f"m{i}" for i in range(count)], torch.rand(count, 64, 3), torch.rand(count, 64)),
-                           torch.arange(count))
-    data = LatentTrainingData(latent.names[:count], samples, latent.theta + torch.rand(count, latent.theta.shape[0]),
-                              torch.ones(count, dtype=torch.bool), np.array([0, 1, 0, 1, 1, 0]), CLASSES)
-    trained = train_latent(data, tmp_path / "trained", FAMILY.family_id, FAMILY.architecture, LatentSettings(k=2, steps=1))
+    samples = ShapeSamples(
+        CollectionSamples([f"m{i}" for i in range(count)], torch.rand(count, 64, 3), torch.rand(count, 64)),
+        torch.arange(count),
+    )
+    data = LatentTrainingData(
+        latent.names[:count],
+        samples,
+        latent.theta + torch.rand(count, latent.theta.shape[0]),
+        torch.ones(count, dtype=torch.bool),
+        np.array([0, 1, 0, 1, 1, 0]),
+        CLASSES,
+    )
+    trained = train_latent(
+        data, tmp_path / "trained", FAMILY.family_id, FAMILY.architecture, LatentSettings(k=2, steps=1)
+    )
     assert load_latent(tmp_path / "trained").labels.tolist() == [0, 1, 0, 1, 1, 0] == training_labels(trained).tolist()
     save_latent(tmp_path, latent)
     assert torch.equal(load_latent(tmp_path).labels, latent.labels)
@@ -177,11 +193,30 @@ def test_train_z_gan_command_end_to_end(tmp_path):
     assert len(no_labels.stderr.strip().splitlines()) == 1
     collection = tmp_path / "collection"
     collection.mkdir()
-    items = [{"file": f"{name}.ply", "class": name[0], "label": CLASSES.index(name[0]), "seed": 0, "messy": False, "faces": 4}
-             for name in latent.names]
+    items = [
+        {
+            "file": f"{name}.ply",
+            "class": name[0],
+            "label": CLASSES.index(name[0]),
+            "seed": 0,
+            "messy": False,
+            "faces": 4,
+        }
+        for name in latent.names
+    ]
     for item in items:
         (collection / item["file"]).write_text("ply\n")
-    (collection / "manifest.json").write_text(json.dumps({"format": "neural-shapes-collection", "version": 2, "seed": 0,
-                                                          "messy_fraction": 0.0, "orientation": "canonical",
-                                                          "classes": CLASSES, "items": items}))
+    (collection / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "neural-shapes-collection",
+                "version": 2,
+                "seed": 0,
+                "messy_fraction": 0.0,
+                "orientation": "canonical",
+                "classes": CLASSES,
+                "items": items,
+            }
+        )
+    )
     np.testing.assert_array_equal(training_labels(replace(latent, labels=None), collection), latent.labels.numpy())

@@ -42,22 +42,37 @@ from backend.shapes.shape_file import read_shape, write_shape
 def fit(
     paths: Annotated[list[Path], typer.Argument(help="Mesh files (OBJ, PLY, STL, OFF, GLB/glTF) or folders of them.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME.h5 and NAME.obj outputs.")],
-    target: Annotated[float, typer.Option(help="Surface error to stop at (normalised units).")] = FitSettings.target_surface_error,
+    target: Annotated[
+        float, typer.Option(help="Surface error to stop at (normalised units).")
+    ] = FitSettings.target_surface_error,
     max_steps: Annotated[int, typer.Option(help="Step limit per shape.")] = FitSettings.max_steps,
     samples: Annotated[int, typer.Option(help="Importance samples per shape.")] = FitSettings.samples,
-    beta: Annotated[float, typer.Option(help="Importance sampling sharpness: density ~ exp(-beta |sdf|).")] = FitSettings.beta,
+    beta: Annotated[
+        float, typer.Option(help="Importance sampling sharpness: density ~ exp(-beta |sdf|).")
+    ] = FitSettings.beta,
     batch_size: Annotated[int, typer.Option(help="Points per shape per step.")] = FitSettings.batch_size,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = FitSettings.learning_rate,
     hidden_layers: Annotated[int, typer.Option(help="Hidden layers of the MLP.")] = 8,
     width: Annotated[int, typer.Option(help="Width of each hidden layer.")] = 32,
     activation: Annotated[str, typer.Option(help="relu (the paper's) or sine (SIREN).")] = "relu",
-    family: Annotated[str, typer.Option(help="Model family: 'default' (bundled, meta-learned), 'random' / 'random:SEED', or a FAMILY.h5.")] = "default",
+    family: Annotated[
+        str,
+        typer.Option(help="Model family: 'default' (bundled, meta-learned), 'random' / 'random:SEED', or a FAMILY.h5."),
+    ] = "default",
     fit_batch: Annotated[int, typer.Option(help="Shapes fitted together in one batched model.")] = DEFAULT_FIT_BATCH,
-    resolution: Annotated[int, typer.Option(help="Marching cubes grid for the reconstruction and its metrics.")] = DEFAULT_RESOLUTION,
+    resolution: Annotated[
+        int, typer.Option(help="Marching cubes grid for the reconstruction and its metrics.")
+    ] = DEFAULT_RESOLUTION,
     half: Annotated[bool, typer.Option("--half", help="Store weights as float16.")] = False,
     max_faces: Annotated[int, typer.Option(help="Refuse meshes with more faces than this.")] = DEFAULT_MAX_FACES,
     seed: Annotated[int, typer.Option(help="Seed for sampling and batch order.")] = 0,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave meshes whose NAME.h5 is already in the output folder (resumes an interrupted run).")] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Leave meshes whose NAME.h5 is already in the output folder (resumes an interrupted run).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table."""
@@ -65,22 +80,37 @@ def fit(
         architecture = Architecture.for_activation(activation, hidden_layers, width)
         chosen = resolve_family(family, architecture)
         settings = FitSettings(
-            samples=samples, beta=beta, batch_size=batch_size, learning_rate=learning_rate,
-            target_surface_error=target, max_steps=max_steps, seed=seed,
+            samples=samples,
+            beta=beta,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            target_surface_error=target,
+            max_steps=max_steps,
+            seed=seed,
         )
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
     sources = find_mesh_files(paths)
     if not sources:
         fail("no mesh files found in " + ", ".join(map(str, paths)))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
         tasks = {s: bar.add_task(s.name, total=settings.max_steps, status="waiting") for s in sources}
 
         def show(source: Path, event: FitProgress) -> None:
             if event.stage == "sampling":
                 bar.update(tasks[source], status="sampling")
             elif event.stage == "fitting":
-                bar.update(tasks[source], completed=event.step, status=f"step {event.step}  surface error {event.surface_error:.4f}")
+                bar.update(
+                    tasks[source],
+                    completed=event.step,
+                    status=f"step {event.step}  surface error {event.surface_error:.4f}",
+                )
             else:
                 status = f"done, {event.step} steps, surface error {event.surface_error:.4f}"
                 bar.update(tasks[source], completed=settings.max_steps, status=status)
@@ -89,8 +119,16 @@ def fit(
 
         try:
             outcomes = convert_files(
-                sources, output, chosen, settings, resolution=resolution, half_precision=half,
-                max_faces=max_faces, fit_batch=fit_batch, skip_existing=skip_existing, progress=show,
+                sources,
+                output,
+                chosen,
+                settings,
+                resolution=resolution,
+                half_precision=half,
+                max_faces=max_faces,
+                fit_batch=fit_batch,
+                skip_existing=skip_existing,
+                progress=show,
             )
         except NeuralShapesError as error:
             fail(str(error))
@@ -110,8 +148,15 @@ def fit(
             if row.get("error") or row.get("skipped"):
                 continue
             chamfer = "-" if row["chamfer"] is None else f"{row['chamfer']:.4f}"
-            table.add_row(Path(row["source"]).name, f"{row['surface_error']:.4f}", chamfer, f"{row['fscore']:.3f}",
-                          str(row["steps"]), f"{row['fit_seconds']:.1f}", Path(row["output"]).name)
+            table.add_row(
+                Path(row["source"]).name,
+                f"{row['surface_error']:.4f}",
+                chamfer,
+                f"{row['fscore']:.3f}",
+                str(row["steps"]),
+                f"{row['fit_seconds']:.1f}",
+                Path(row["output"]).name,
+            )
         out.print(table)
     failures = [o for o in outcomes if o.error]
     for outcome in failures:
@@ -134,7 +179,11 @@ def evaluate(
         metrics, _ = evaluate_shape(shape, source, resolution)
     except (NeuralShapesError, ValueError) as error:
         fail(str(error))
-    result = {"surface_error": metrics["surface_error"], "chamfer": finite_or_none(metrics["chamfer"]), "fscore": metrics["fscore"]}
+    result = {
+        "surface_error": metrics["surface_error"],
+        "chamfer": finite_or_none(metrics["chamfer"]),
+        "fscore": metrics["fscore"],
+    }
     if as_json:
         print(json.dumps(result))
     else:
@@ -143,10 +192,19 @@ def evaluate(
 
 
 def fit_points_command(
-    paths: Annotated[list[Path], typer.Argument(help="Point clouds: PLY (optional nx ny nz), XYZ/TXT (x y z [nx ny nz]), or mesh files' vertices.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Point clouds: PLY (optional nx ny nz), XYZ/TXT (x y z [nx ny nz]), or mesh files' vertices."
+        ),
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME.h5 and NAME.obj outputs.")],
-    partial: Annotated[bool, typer.Option("--partial", help="The points cover only part of the surface (a scan from one side).")] = False,
-    family: Annotated[str, typer.Option(help="Model family: 'default', 'random' / 'random:SEED', or a FAMILY.h5.")] = "default",
+    partial: Annotated[
+        bool, typer.Option("--partial", help="The points cover only part of the surface (a scan from one side).")
+    ] = False,
+    family: Annotated[
+        str, typer.Option(help="Model family: 'default', 'random' / 'random:SEED', or a FAMILY.h5.")
+    ] = "default",
     steps: Annotated[int, typer.Option(help="Adam steps.")] = SurfaceFitSettings.steps,
     resolution: Annotated[int, typer.Option(help="Marching cubes grid of the output mesh and its metrics.")] = 128,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of lines.")] = False,
@@ -163,11 +221,15 @@ def fit_points_command(
         try:
             cloud = load_point_cloud(path)
             with err.status(f"fitting {path.name} ({len(cloud.points):,} points)"):
-                result = fit_surface_points(chosen, cloud.points, cloud.normals, complete=not partial, settings=settings)
+                result = fit_surface_points(
+                    chosen, cloud.points, cloud.normals, complete=not partial, settings=settings
+                )
             shape = fitted_shape(cloud, result, chosen, source_name=path.name)
             reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
             quality = point_cloud_quality(cloud.points, reconstruction)
-            shape.metrics.update(surface_error=result.surface_error_estimate, chamfer=quality.chamfer, fscore=quality.fscore)
+            shape.metrics.update(
+                surface_error=result.surface_error_estimate, chamfer=quality.chamfer, fscore=quality.fscore
+            )
             stem = safe_file_stem(cloud.name)
             write_in_source_frame(output / f"{stem}.obj", reconstruction, cloud.transform)
             write_shape(output / f"{stem}.h5", shape)
@@ -175,14 +237,24 @@ def fit_points_command(
             err.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
             failures += 1
             continue
-        rows.append({"source": str(path), "output": str(output / f"{stem}.h5"), "points": len(cloud.points),
-                     "normals": cloud.normals is not None, **{k: shape.metrics[k] for k in ("surface_error", "chamfer", "fscore", "fit_seconds")}})
+        rows.append(
+            {
+                "source": str(path),
+                "output": str(output / f"{stem}.h5"),
+                "points": len(cloud.points),
+                "normals": cloud.normals is not None,
+                **{k: shape.metrics[k] for k in ("surface_error", "chamfer", "fscore", "fit_seconds")},
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         for row in rows:
-            out.print(f"{Path(row['source']).name}: surface error {row['surface_error']:.4f}, Chamfer {row['chamfer']:.4f}, "
-                      f"F-score {row['fscore']:.3f}, {row['fit_seconds']:.1f} s -> {row['output']}", highlight=False)
+            out.print(
+                f"{Path(row['source']).name}: surface error {row['surface_error']:.4f}, Chamfer {row['chamfer']:.4f}, "
+                f"F-score {row['fscore']:.3f}, {row['fit_seconds']:.1f} s -> {row['output']}",
+                highlight=False,
+            )
     if failures:
         raise typer.Exit(1)
 

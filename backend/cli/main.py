@@ -35,7 +35,12 @@ class CommandEntry:
 
 
 CONVERT, MESH_RENDER, NF2VEC, DATASETS, TRAIN, TOOLS = (
-    "Convert", "Mesh and render", "nf2vec", "Datasets", "Train", "Tools",
+    "Convert",
+    "Mesh and render",
+    "nf2vec",
+    "Datasets",
+    "Train",
+    "Tools",
 )
 COMMANDS: dict[str, CommandEntry] = {
     "fit": CommandEntry("backend.cli.convert", "fit", CONVERT),
@@ -132,7 +137,8 @@ class NeuralShapesApp(typer.Typer):
 
 
 app = NeuralShapesApp(
-    cls=LazyCommands, no_args_is_help=True,
+    cls=LazyCommands,
+    no_args_is_help=True,
     help="Turn meshes into weight-encoded neural implicits (neural SDFs), evaluate and mesh them.",
 )
 
@@ -145,6 +151,8 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Turn meshes into weight-encoded neural implicits (neural SDFs), evaluate and mesh them."""

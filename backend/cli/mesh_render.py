@@ -44,15 +44,30 @@ def _triple(text: str, option: str) -> np.ndarray:
 
 def render(
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write (RGBA, transparent background).")],
-    shape_paths: Annotated[list[Path] | None, typer.Argument(metavar="SHAPE.h5...", help="Neural shape files, united at their own frames.")] = None,
-    size: Annotated[str | None, typer.Option(help="Image size WIDTHxHEIGHT (default: the scene file's, else 512x512).")] = None,
-    scene_path: Annotated[Path | None, typer.Option("--scene", help="JSON scene: camera, per-object transforms and CSG (docs/kernels.md).")] = None,
-    camera_position: Annotated[str | None, typer.Option(help="Camera position x,y,z (world = the shapes' source frame).")] = None,
-    look_at: Annotated[str | None, typer.Option(help="Point the camera looks at, x,y,z (default: the shapes' centre).")] = None,
+    shape_paths: Annotated[
+        list[Path] | None, typer.Argument(metavar="SHAPE.h5...", help="Neural shape files, united at their own frames.")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Image size WIDTHxHEIGHT (default: the scene file's, else 512x512).")
+    ] = None,
+    scene_path: Annotated[
+        Path | None,
+        typer.Option("--scene", help="JSON scene: camera, per-object transforms and CSG (docs/kernels.md)."),
+    ] = None,
+    camera_position: Annotated[
+        str | None, typer.Option(help="Camera position x,y,z (world = the shapes' source frame).")
+    ] = None,
+    look_at: Annotated[
+        str | None, typer.Option(help="Point the camera looks at, x,y,z (default: the shapes' centre).")
+    ] = None,
     lens: Annotated[float, typer.Option(help="Focal length in mm (36 mm sensor).")] = 50.0,
     occlusion: Annotated[bool, typer.Option("--occlusion/--no-occlusion", help="Ambient occlusion.")] = True,
-    shadows: Annotated[bool, typer.Option("--shadows/--no-shadows", help="Soft shadows (about twice the time).")] = False,
-    passes: Annotated[Path | None, typer.Option(help="Also write depth, normals and object ids to this .npz file.")] = None,
+    shadows: Annotated[
+        bool, typer.Option("--shadows/--no-shadows", help="Soft shadows (about twice the time).")
+    ] = False,
+    passes: Annotated[
+        Path | None, typer.Option(help="Also write depth, normals and object ids to this .npz file.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="Warp device (cpu, cuda:0); default: CUDA when present.")] = None,
 ) -> None:
     """Sphere-trace neural shapes into a PNG; with no camera given the shapes are framed automatically."""
@@ -100,7 +115,9 @@ def mesh(
     shape_path: Annotated[Path, typer.Argument(metavar="SHAPE.h5", help="A neural shape file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Mesh file to write (.obj, .ply, .stl, .off, .glb).")],
     resolution: Annotated[int, typer.Option(help="Grid points per axis over the shape's cube.")] = 256,
-    method: Annotated[str, typer.Option(help="sparse (Lipschitz octree, cost follows the surface) or dense.")] = "sparse",
+    method: Annotated[
+        str, typer.Option(help="sparse (Lipschitz octree, cost follows the surface) or dense.")
+    ] = "sparse",
     device: Annotated[str | None, typer.Option(help="Warp device (cpu, cuda:0); default: CUDA when present.")] = None,
 ) -> None:
     """Extract the zero level set as a triangle mesh with vertex normals, in the source mesh's frame."""
@@ -110,10 +127,19 @@ def mesh(
         if method not in ("sparse", "dense"):
             raise ValueError(f"--method must be sparse or dense, got '{method}'")
         shape = read_shape(shape_path)
-        reconstruction = extract_surface(shape.architecture, shape.weights, resolution, method=method, transform=shape.transform, device=default_device(device))
+        reconstruction = extract_surface(
+            shape.architecture,
+            shape.weights,
+            resolution,
+            method=method,
+            transform=shape.transform,
+            device=default_device(device),
+        )
         if len(reconstruction.faces) == 0:
             raise NeuralShapesError(f"{shape_path}: the zero level set is empty at resolution {resolution}")
         write_mesh_file(output, reconstruction.vertices, reconstruction.faces, reconstruction.normals)
     except (NeuralShapesError, ValueError, OSError) as error:
         fail(str(error))
-    err.print(f"wrote {output} ({len(reconstruction.vertices)} vertices, {len(reconstruction.faces)} faces)", highlight=False)
+    err.print(
+        f"wrote {output} ({len(reconstruction.vertices)} vertices, {len(reconstruction.faces)} faces)", highlight=False
+    )

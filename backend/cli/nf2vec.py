@@ -35,9 +35,14 @@ Model = Annotated[str, typer.Option("--model", help="nf2vec model folder ('defau
 Output = Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME.h5 and NAME.obj.")]
 Resolution = Annotated[int, typer.Option(help="Marching cubes grid of the written meshes.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")]
-Decoder = Annotated[str | None, typer.Option(
-    "--decoder", help="latent (nets of the latent family, no refit) or implicit (nf2vec's decoder, decode and fit); "
-                      "default: latent when the model has it.")]
+Decoder = Annotated[
+    str | None,
+    typer.Option(
+        "--decoder",
+        help="latent (nets of the latent family, no refit) or implicit (nf2vec's decoder, decode and fit); "
+        "default: latent when the model has it.",
+    ),
+]
 
 
 def interpolate_command(
@@ -45,16 +50,24 @@ def interpolate_command(
     b: Annotated[Path, typer.Argument(metavar="B.h5", help="The shape at t = 1.")],
     output: Output,
     count: Annotated[int, typer.Option(help="In-betweens, evenly spaced strictly between A and B.")] = 1,
-    t: Annotated[list[float] | None, typer.Option("--t", help="Explicit t values instead of --count (repeatable).")] = None,
-    space: Annotated[str, typer.Option(help="embedding (through the decoder) or weights (instant blend of the nets).")] = "embedding",
+    t: Annotated[
+        list[float] | None, typer.Option("--t", help="Explicit t values instead of --count (repeatable).")
+    ] = None,
+    space: Annotated[
+        str, typer.Option(help="embedding (through the decoder) or weights (instant blend of the nets).")
+    ] = "embedding",
     decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
     as_json: AsJson = False,
 ) -> None:
     """In-betweens of two neural shapes of one family."""
-    shapes = _run(model, lambda tools, report: interpolate(
-        tools, _read(a), _read(b), t or in_between_times(count), space=space, decoder=decoder, progress=report))
+    shapes = _run(
+        model,
+        lambda tools, report: interpolate(
+            tools, _read(a), _read(b), t or in_between_times(count), space=space, decoder=decoder, progress=report
+        ),
+    )
     _write(shapes, output, resolution, as_json)
 
 
@@ -62,23 +75,36 @@ def generate_command(
     output: Output,
     count: Annotated[int, typer.Option(help="Shapes to generate.")] = 1,
     seed: Annotated[int, typer.Option(help="The same seed gives the same shapes.")] = 0,
-    class_name: Annotated[str | None, typer.Option("--class", help="A class the model knows (e.g. chair); any by default.")] = None,
-    truncation: Annotated[float | None, typer.Option(
-        help="0..1: 0 the class's typical shape, 1 its full spread (default 1).")] = None,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="A class the model knows (e.g. chair); any by default.")
+    ] = None,
+    truncation: Annotated[
+        float | None, typer.Option(help="0..1: 0 the class's typical shape, 1 its full spread (default 1).")
+    ] = None,
     decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
     as_json: AsJson = False,
 ) -> None:
     """New shapes sampled from the model (latent family prior, or the implicit decoder's latent GAN)."""
-    shapes = _run(model, lambda tools, report: generate(tools, count, seed, class_name, truncation, decoder, progress=report))
+    shapes = _run(
+        model, lambda tools, report: generate(tools, count, seed, class_name, truncation, decoder, progress=report)
+    )
     _write(shapes, output, resolution, as_json)
 
 
 def complete_command(
-    partial: Annotated[Path, typer.Argument(metavar="PARTIAL", help="A neural shape (.h5) or a mesh with a part missing (fitted first).")],
+    partial: Annotated[
+        Path,
+        typer.Argument(metavar="PARTIAL", help="A neural shape (.h5) or a mesh with a part missing (fitted first)."),
+    ],
     output: Output,
-    class_name: Annotated[str | None, typer.Option("--class", help="The shape's class (latent decoder), e.g. chair; default: its 3 likeliest compete.")] = None,
+    class_name: Annotated[
+        str | None,
+        typer.Option(
+            "--class", help="The shape's class (latent decoder), e.g. chair; default: its 3 likeliest compete."
+        ),
+    ] = None,
     decoder: Decoder = None,
     model: Model = "default",
     resolution: Resolution = 128,
@@ -131,8 +157,13 @@ def classify_command(
     """The procedural classes a shape most resembles, with probabilities."""
     try:
         tools = load_tools(model)
-        rows = [{"file": str(path), "classes": [{"class": c, "probability": p} for c, p in classify(tools, _read(path), decoder)[:top]]}
-                for path in shapes]
+        rows = [
+            {
+                "file": str(path),
+                "classes": [{"class": c, "probability": p} for c, p in classify(tools, _read(path), decoder)[:top]],
+            }
+            for path in shapes
+        ]
     except NeuralShapesError as error:
         fail(str(error))
     if as_json:
@@ -151,7 +182,9 @@ def _read(path: Path) -> NeuralShape:
 
 def _run(model: str, operation: Callable[[Nf2vecTools, OperationProgress], list[NeuralShape]]) -> list[NeuralShape]:
     """Load the model and run ``operation`` with a progress bar on stderr; a one-line error exits 1."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
         task = bar.add_task("loading the nf2vec model", total=1.0)
 
         def report(fraction: float, message: str) -> None:
@@ -174,9 +207,15 @@ def _write(shapes: list[NeuralShape], output: Path, resolution: int, as_json: bo
             shape_path, mesh_path = output / f"{stem}.h5", output / f"{stem}.obj"
             write_mesh_file(mesh_path, mesh.vertices, mesh.faces, mesh.vertex_normals)
             write_shape(shape_path, shape)
-            rows.append({"output": str(shape_path), "mesh": str(mesh_path),
-                         "faces": len(mesh.faces), "surface_error": finite_or_none(shape.metrics["surface_error"]),
-                         "fscore": finite_or_none(shape.metrics["fscore"])})
+            rows.append(
+                {
+                    "output": str(shape_path),
+                    "mesh": str(mesh_path),
+                    "faces": len(mesh.faces),
+                    "surface_error": finite_or_none(shape.metrics["surface_error"]),
+                    "fscore": finite_or_none(shape.metrics["fscore"]),
+                }
+            )
     except (NeuralShapesError, OSError) as error:
         fail(str(error))
     if as_json:
@@ -184,4 +223,6 @@ def _write(shapes: list[NeuralShape], output: Path, resolution: int, as_json: bo
         return
     for row in rows:
         quality = "" if row["fscore"] is None else f", F-score {row['fscore']:.3f} vs the decoded surface"
-        out.print(f"wrote {row['output']} and {Path(row['mesh']).name} ({row['faces']:,} faces{quality})", highlight=False)
+        out.print(
+            f"wrote {row['output']} and {Path(row['mesh']).name} ({row['faces']:,} faces{quality})", highlight=False
+        )

@@ -19,16 +19,39 @@ from backend.shapes.shape_file import read_shape
 
 def serve(
     port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one (the URL is printed first).")] = 0,
-    host: Annotated[str, typer.Option(help="Loopback address to listen on: 127.0.0.1, ::1 or localhost.")] = "127.0.0.1",
-    data_dir: Annotated[Path | None, typer.Option(help=f"Library, jobs and token folder (default: {default_data_dir()}).", show_default=False)] = None,
+    host: Annotated[
+        str, typer.Option(help="Loopback address to listen on: 127.0.0.1, ::1 or localhost.")
+    ] = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help=f"Library, jobs and token folder (default: {default_data_dir()}).", show_default=False),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Jobs running at once.")] = 1,
-    torch_threads: Annotated[int, typer.Option(help="Threads torch may use for fitting (default: cores - 1).", show_default=False)] = 0,
-    fit_batch: Annotated[int, typer.Option(help="Meshes fitted together in one batched model (GPU: large; CPU: 1-4 is as fast).")] = ServiceSettings.fit_batch,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest mesh upload or .h5 import, MiB.")] = ServiceSettings.max_upload_bytes / MiB,
-    compute_queue: Annotated[int, typer.Option(help="Mesh / render requests that may wait for the compute slot; more get 503 + Retry-After.")] = ServiceSettings.compute_queue,
-    compute_deadline: Annotated[float, typer.Option(help="Seconds after which a mesh / render request (waiting included) is stopped.")] = ServiceSettings.compute_deadline_seconds,
-    nf2vec_model: Annotated[str, typer.Option(help="nf2vec model folder for interpolate / generate / complete / similar / classify; 'default': the bundled one.")] = "default",
-    nf2vec_decode: Annotated[str, typer.Option(hidden=True, help="Testing only: JSON overrides of DecodeSettings (quick, crude nf2vec results).")] = "",
+    torch_threads: Annotated[
+        int, typer.Option(help="Threads torch may use for fitting (default: cores - 1).", show_default=False)
+    ] = 0,
+    fit_batch: Annotated[
+        int, typer.Option(help="Meshes fitted together in one batched model (GPU: large; CPU: 1-4 is as fast).")
+    ] = ServiceSettings.fit_batch,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest mesh upload or .h5 import, MiB.")
+    ] = ServiceSettings.max_upload_bytes / MiB,
+    compute_queue: Annotated[
+        int, typer.Option(help="Mesh / render requests that may wait for the compute slot; more get 503 + Retry-After.")
+    ] = ServiceSettings.compute_queue,
+    compute_deadline: Annotated[
+        float, typer.Option(help="Seconds after which a mesh / render request (waiting included) is stopped.")
+    ] = ServiceSettings.compute_deadline_seconds,
+    nf2vec_model: Annotated[
+        str,
+        typer.Option(
+            help="nf2vec model folder for interpolate / generate / complete / similar / classify; 'default': the bundled one."
+        ),
+    ] = "default",
+    nf2vec_decode: Annotated[
+        str,
+        typer.Option(hidden=True, help="Testing only: JSON overrides of DecodeSettings (quick, crude nf2vec results)."),
+    ] = "",
 ) -> None:
     """Run the local HTTP service; prints 'listening on http://127.0.0.1:PORT' first. Stop with Ctrl-C.
     One service per data folder: a second one on the same folder exits with status 1 and one line."""
@@ -36,10 +59,17 @@ def serve(
 
     try:
         settings = ServiceSettings(
-            data_dir=data_dir or default_data_dir(), host=host, port=port, workers=workers,
-            torch_threads=torch_threads or default_torch_threads(), max_upload_bytes=int(max_upload_mb * MiB),
-            fit_batch=fit_batch, nf2vec_model=nf2vec_model, nf2vec_decode=json.loads(nf2vec_decode) if nf2vec_decode else {},
-            compute_queue=compute_queue, compute_deadline_seconds=compute_deadline,
+            data_dir=data_dir or default_data_dir(),
+            host=host,
+            port=port,
+            workers=workers,
+            torch_threads=torch_threads or default_torch_threads(),
+            max_upload_bytes=int(max_upload_mb * MiB),
+            fit_batch=fit_batch,
+            nf2vec_model=nf2vec_model,
+            nf2vec_decode=json.loads(nf2vec_decode) if nf2vec_decode else {},
+            compute_queue=compute_queue,
+            compute_deadline_seconds=compute_deadline,
         )
         run_server(settings, announce=lambda line: print(line, flush=True))
     except (NeuralShapesError, ValueError, OSError, RuntimeError) as error:
@@ -74,7 +104,9 @@ def info(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    out.print(f"[bold]{shape.name}[/bold]  {arch.describe()}, {arch.parameter_count} parameters, family {shape.family_id}")
+    out.print(
+        f"[bold]{shape.name}[/bold]  {arch.describe()}, {arch.parameter_count} parameters, family {shape.family_id}"
+    )
     out.print(f"transform: scale {shape.transform.scale:.6g}, centre {shape.transform.centre.round(6).tolist()}")
     for key, value in summary["metrics"].items():
         out.print(f"  {key:14s} {value}")

@@ -66,9 +66,15 @@ def meta_train_command(
     inner_batch: Annotated[int, typer.Option(help="Points per shape per inner step.")] = DEFAULTS.inner_batch,
     meta_batch: Annotated[int, typer.Option(help="Shapes per outer step.")] = DEFAULTS.meta_batch,
     learning_rate: Annotated[float, typer.Option(help="Outer Adam learning rate.")] = DEFAULTS.outer_learning_rate,
-    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per mesh.")] = DEFAULTS.samples_per_shape,
-    first_order: Annotated[bool, typer.Option("--first-order", help="Treat inner gradients as constants (cheaper).")] = False,
-    exclude_classes: Annotated[str, typer.Option(help="Comma-separated classes to leave out (held out for benchmarks).")] = "",
+    samples_per_shape: Annotated[
+        int, typer.Option(help="Importance samples cached per mesh.")
+    ] = DEFAULTS.samples_per_shape,
+    first_order: Annotated[
+        bool, typer.Option("--first-order", help="Treat inner gradients as constants (cheaper).")
+    ] = False,
+    exclude_classes: Annotated[
+        str, typer.Option(help="Comma-separated classes to leave out (held out for benchmarks).")
+    ] = "",
     name: Annotated[str, typer.Option(help="Family name (its id adds a hash of the weights).")] = "meta",
     seed: Annotated[int, typer.Option(help="Seed of the starting weights and of the task draws.")] = DEFAULTS.seed,
 ) -> None:
@@ -78,19 +84,33 @@ def meta_train_command(
         excluded = [c for c in exclude_classes.split(",") if c]
         unknown = sorted(set(excluded) - set(manifest.classes))
         if unknown:
-            raise NeuralShapesError(f"unknown classes {', '.join(unknown)} (the collection has {', '.join(manifest.classes)})")
+            raise NeuralShapesError(
+                f"unknown classes {', '.join(unknown)} (the collection has {', '.join(manifest.classes)})"
+            )
         paths = manifest.mesh_paths(exclude=excluded)
         if not paths:
             raise NeuralShapesError(f"{collection}: no meshes left to train on")
         settings = MetaSettings(
-            inner_steps=inner_steps, inner_batch=inner_batch, meta_batch=meta_batch, outer_steps=steps,
-            outer_learning_rate=learning_rate, samples_per_shape=samples_per_shape, first_order=first_order, seed=seed,
+            inner_steps=inner_steps,
+            inner_batch=inner_batch,
+            meta_batch=meta_batch,
+            outer_steps=steps,
+            outer_learning_rate=learning_rate,
+            samples_per_shape=samples_per_shape,
+            first_order=first_order,
+            seed=seed,
         )
     except NeuralShapesError as error:
         fail(str(error))
     cache = manifest.root / f"samples-{samples_per_shape}-seed{seed}.h5"
     checkpoint = output.with_name(output.name + ".checkpoint.safetensors")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
         sampling = bar.add_task("sampling", total=len(paths), status="")
         training = bar.add_task("meta-training", total=steps, status="")
 
@@ -113,8 +133,10 @@ def meta_train_command(
         except NeuralShapesError as error:
             fail(str(error))
     checkpoint.unlink(missing_ok=True)
-    out.print(f"wrote {output}: family {family.family_id}, {family.inner_steps} inner steps, "
-              f"{len(paths)} meshes, {family.provenance['train_seconds']} s of training")
+    out.print(
+        f"wrote {output}: family {family.family_id}, {family.inner_steps} inner steps, "
+        f"{len(paths)} meshes, {family.provenance['train_seconds']} s of training"
+    )
 
 
 SETTINGS = TrainSettings()
@@ -125,35 +147,77 @@ ENCODER = EncoderSettings()
 
 def train_nf2vec_command(
     paths: Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of one family, or folders of them.")],
-    collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes (e.g. a make-collection folder).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (config.json + weights.safetensors).")],
+    collection: Annotated[
+        Path, typer.Option(help="Folder holding the shapes' source meshes (e.g. a make-collection folder).")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="The model folder to write (config.json + weights.safetensors).")
+    ],
     steps: Annotated[int, typer.Option(help="Training steps.")] = SETTINGS.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = SETTINGS.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Query points per shape per step.")] = SETTINGS.points_per_shape,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = SETTINGS.learning_rate,
-    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = SETTINGS.samples_per_shape,
-    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: samples-N-uniformF-seedS.h5 in the collection folder); meshes cached there may be absent.")] = None,
-    paper_sizes: Annotated[bool, typer.Option("--paper-sizes", help="The paper's sizes: encoder 512,512,1024, embedding 1024, decoder 4x512.")] = False,
-    encoder_hidden: Annotated[str, typer.Option(help="Comma-separated sizes of the encoder stages before the embedding.")] = ",".join(map(str, SIZES.encoder_hidden)),
+    samples_per_shape: Annotated[
+        int, typer.Option(help="Importance samples cached per source mesh.")
+    ] = SETTINGS.samples_per_shape,
+    samples_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Samples cache file (default: samples-N-uniformF-seedS.h5 in the collection folder); meshes cached there may be absent."
+        ),
+    ] = None,
+    paper_sizes: Annotated[
+        bool,
+        typer.Option("--paper-sizes", help="The paper's sizes: encoder 512,512,1024, embedding 1024, decoder 4x512."),
+    ] = False,
+    encoder_hidden: Annotated[
+        str, typer.Option(help="Comma-separated sizes of the encoder stages before the embedding.")
+    ] = ",".join(map(str, SIZES.encoder_hidden)),
     embedding_size: Annotated[int, typer.Option(help="Embedding size.")] = SIZES.embedding_size,
     decoder_hidden: Annotated[int, typer.Option(help="Width of the decoder's hidden layers.")] = SIZES.decoder_hidden,
-    decoder_layers: Annotated[int, typer.Option(help="Hidden layers of the decoder (at least 3).")] = SIZES.decoder_layers,
-    frequencies: Annotated[int, typer.Option(help="Frequencies of the decoder's positional encoding (the paper's: 10).")] = SIZES.frequencies,
-    loss: Annotated[str, typer.Option(help="l1 on signed distance, or bce on the clamped distance (the paper's).")] = SIZES.loss,
-    family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
-    absolute_weights: Annotated[bool, typer.Option("--absolute-weights", help="Encode the weights themselves rather than their difference from the family's initial weights.")] = False,
+    decoder_layers: Annotated[
+        int, typer.Option(help="Hidden layers of the decoder (at least 3).")
+    ] = SIZES.decoder_layers,
+    frequencies: Annotated[
+        int, typer.Option(help="Frequencies of the decoder's positional encoding (the paper's: 10).")
+    ] = SIZES.frequencies,
+    loss: Annotated[
+        str, typer.Option(help="l1 on signed distance, or bce on the clamped distance (the paper's).")
+    ] = SIZES.loss,
+    family: Annotated[
+        str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")
+    ] = "default",
+    absolute_weights: Annotated[
+        bool,
+        typer.Option(
+            "--absolute-weights",
+            help="Encode the weights themselves rather than their difference from the family's initial weights.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the initial networks, the draws and the samples.")] = SETTINGS.seed,
 ) -> None:
     """Train nf2vec: an encoder from shape weights to embeddings, with an implicit decoder."""
     try:
-        sizes = Nf2vecConfig.paper() if paper_sizes else Nf2vecConfig(
-            encoder_hidden=tuple(int(size) for size in encoder_hidden.split(",") if size),
-            embedding_size=embedding_size, decoder_hidden=decoder_hidden, decoder_layers=decoder_layers,
-            frequencies=frequencies,
+        sizes = (
+            Nf2vecConfig.paper()
+            if paper_sizes
+            else Nf2vecConfig(
+                encoder_hidden=tuple(int(size) for size in encoder_hidden.split(",") if size),
+                embedding_size=embedding_size,
+                decoder_hidden=decoder_hidden,
+                decoder_layers=decoder_layers,
+                frequencies=frequencies,
+            )
         )
         config = replace(sizes, loss=loss, relative_to_family=not absolute_weights)
-        settings = TrainSettings(steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
-                                 learning_rate=learning_rate, samples_per_shape=samples_per_shape, seed=seed)
+        settings = TrainSettings(
+            steps=steps,
+            shapes_per_step=shapes_per_step,
+            points_per_shape=points_per_shape,
+            learning_rate=learning_rate,
+            samples_per_shape=samples_per_shape,
+            seed=seed,
+        )
         shapes, chosen = _shapes_of_one_family(paths, family)
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
@@ -164,33 +228,72 @@ def train_nf2vec_command(
             model = train_nf2vec(shapes, samples, output, chosen, config, settings, progress=show)
         except NeuralShapesError as error:
             fail(str(error))
-    out.print(f"wrote {output}: nf2vec for family {model.family_id}, {len(shapes)} shapes, {model.training['steps']} steps, "
-              f"loss {model.training['final_loss']:.4f}, {model.training['seconds']} s of training")
+    out.print(
+        f"wrote {output}: nf2vec for family {model.family_id}, {len(shapes)} shapes, {model.training['steps']} steps, "
+        f"loss {model.training['final_loss']:.4f}, {model.training['seconds']} s of training"
+    )
 
 
 def train_latent_command(
     paths: Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of one family, or folders of them.")],
-    collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes; its manifest.json, if any, gives the classes of the prior.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The nf2vec model folder to write latent.safetensors (and family.h5) into.")],
+    collection: Annotated[
+        Path,
+        typer.Option(
+            help="Folder holding the shapes' source meshes; its manifest.json, if any, gives the classes of the prior."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="The nf2vec model folder to write latent.safetensors (and family.h5) into."
+        ),
+    ],
     k: Annotated[int, typer.Option("--k", help="Latent size (needs at least k + 1 fitted shapes).")] = LATENT.k,
     steps: Annotated[int, typer.Option(help="Training steps.")] = LATENT.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = LATENT.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Sample points per shape per step.")] = LATENT.points_per_shape,
-    subspace_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of theta and the basis.")] = LATENT.subspace_learning_rate,
-    latent_learning_rate: Annotated[float, typer.Option(help="Adam learning rate of the per-shape latents.")] = LATENT.latent_learning_rate,
+    subspace_learning_rate: Annotated[
+        float, typer.Option(help="Adam learning rate of theta and the basis.")
+    ] = LATENT.subspace_learning_rate,
+    latent_learning_rate: Annotated[
+        float, typer.Option(help="Adam learning rate of the per-shape latents.")
+    ] = LATENT.latent_learning_rate,
     prior_weight: Annotated[float, typer.Option(help="Weight of |z|^2 in the loss.")] = LATENT.prior_weight,
-    weight_pull: Annotated[float, typer.Option(help="Weight of |w(z) - w|^2 towards each shape's fitted net (0: off).")] = LATENT.weight_pull,
-    unfitted: Annotated[list[Path] | None, typer.Option(help="Meshes (files or folders, repeatable) trained on without a fitted net; their latents start at 0.")] = None,
-    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = LATENT.samples_per_shape,
-    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: the one train-nf2vec uses in the collection folder).")] = None,
-    family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
+    weight_pull: Annotated[
+        float, typer.Option(help="Weight of |w(z) - w|^2 towards each shape's fitted net (0: off).")
+    ] = LATENT.weight_pull,
+    unfitted: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Meshes (files or folders, repeatable) trained on without a fitted net; their latents start at 0."
+        ),
+    ] = None,
+    samples_per_shape: Annotated[
+        int, typer.Option(help="Importance samples cached per source mesh.")
+    ] = LATENT.samples_per_shape,
+    samples_cache: Annotated[
+        Path | None,
+        typer.Option(help="Samples cache file (default: the one train-nf2vec uses in the collection folder)."),
+    ] = None,
+    family: Annotated[
+        str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")
+    ] = "default",
     seed: Annotated[int, typer.Option(help="Seed of the draws and the samples.")] = LATENT.seed,
 ) -> None:
     """Train a latent family w(z) = theta + z B of the shapes' nets (an auto-decoder; resumes an interrupted run)."""
     try:
-        settings = LatentSettings(k=k, steps=steps, shapes_per_step=shapes_per_step, points_per_shape=points_per_shape,
-                                  subspace_learning_rate=subspace_learning_rate, latent_learning_rate=latent_learning_rate,
-                                  prior_weight=prior_weight, weight_pull=weight_pull, samples_per_shape=samples_per_shape, seed=seed)
+        settings = LatentSettings(
+            k=k,
+            steps=steps,
+            shapes_per_step=shapes_per_step,
+            points_per_shape=points_per_shape,
+            subspace_learning_rate=subspace_learning_rate,
+            latent_learning_rate=latent_learning_rate,
+            prior_weight=prior_weight,
+            weight_pull=weight_pull,
+            samples_per_shape=samples_per_shape,
+            seed=seed,
+        )
         shapes, chosen = _shapes_of_one_family(paths, family)
         check_latent_size(k, len(shapes))  # before sampling, which can take minutes
         if (output / FAMILY_NAME).exists():
@@ -204,37 +307,78 @@ def train_latent_command(
         try:
             data = latent_training_data(shapes, collection, cache, settings, extra, manifest, progress=show)
             latent = train_latent(data, output, chosen.family_id, chosen.architecture, settings, progress=show)
-            write_folder_family(output, chosen)  # the folder then holds (or names) the base family its latents decode to
+            write_folder_family(
+                output, chosen
+            )  # the folder then holds (or names) the base family its latents decode to
         except NeuralShapesError as error:
             fail(str(error))
     record = latent.training
     classes = f", prior of {len(latent.prior.class_names)} classes" if latent.prior.class_names else ""
-    out.print(f"wrote {output / 'latent.safetensors'}: latent family k {latent.k} of family {latent.family_id}, "
-              f"{record['shapes']} shapes ({record['fitted_shapes']} fitted){classes}, {record['steps']} steps, "
-              f"loss {record['final_loss']:.4f}, {record['seconds']} s of training", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {output / 'latent.safetensors'}: latent family k {latent.k} of family {latent.family_id}, "
+        f"{record['shapes']} shapes ({record['fitted_shapes']} fitted){classes}, {record['steps']} steps, "
+        f"loss {record['final_loss']:.4f}, {record['seconds']} s of training",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def train_latent_encoder_command(
-    paths: Annotated[list[Path], typer.Argument(help="The latent family's fitted training shapes (.h5 files of one family, or folders of them).")],
-    model: Annotated[Path, typer.Option(help="The nf2vec model folder holding latent.safetensors; latent_encoder.safetensors is written there.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The latent family's fitted training shapes (.h5 files of one family, or folders of them)."
+        ),
+    ],
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="The nf2vec model folder holding latent.safetensors; latent_encoder.safetensors is written there."
+        ),
+    ],
     collection: Annotated[Path, typer.Option(help="Folder holding the shapes' source meshes (train-latent's).")],
-    refits: Annotated[list[Path] | None, typer.Option(help="Other fits (other seeds) of the same meshes (files or folders, repeatable); each learns its first fit's latent.")] = None,
+    refits: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Other fits (other seeds) of the same meshes (files or folders, repeatable); each learns its first fit's latent."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Training steps.")] = ENCODER.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Nets per step.")] = ENCODER.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Sample points per net per step.")] = ENCODER.points_per_shape,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = ENCODER.learning_rate,
-    encoder_stages: Annotated[str, typer.Option(help="Comma-separated sizes of the encoder stages before the head to k.")] = ",".join(map(str, ENCODER.stages)),
-    yaw_fraction: Annotated[float, typer.Option(help="Fraction of the nets drawn that are turned by a random yaw.")] = ENCODER.yaw_fraction,
-    samples_per_shape: Annotated[int, typer.Option(help="Importance samples cached per source mesh.")] = ENCODER.samples_per_shape,
-    samples_cache: Annotated[Path | None, typer.Option(help="Samples cache file (default: the one train-latent uses in the collection folder).")] = None,
-    family: Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")] = "default",
-    seed: Annotated[int, typer.Option(help="Seed of the encoder's initial weights, the draws and the samples.")] = ENCODER.seed,
+    encoder_stages: Annotated[
+        str, typer.Option(help="Comma-separated sizes of the encoder stages before the head to k.")
+    ] = ",".join(map(str, ENCODER.stages)),
+    yaw_fraction: Annotated[
+        float, typer.Option(help="Fraction of the nets drawn that are turned by a random yaw.")
+    ] = ENCODER.yaw_fraction,
+    samples_per_shape: Annotated[
+        int, typer.Option(help="Importance samples cached per source mesh.")
+    ] = ENCODER.samples_per_shape,
+    samples_cache: Annotated[
+        Path | None,
+        typer.Option(help="Samples cache file (default: the one train-latent uses in the collection folder)."),
+    ] = None,
+    family: Annotated[
+        str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")
+    ] = "default",
+    seed: Annotated[
+        int, typer.Option(help="Seed of the encoder's initial weights, the draws and the samples.")
+    ] = ENCODER.seed,
 ) -> None:
     """Distil nf2vec's weight encoder into the latent family: weights -> z (resumes an interrupted run)."""
     try:
-        settings = EncoderSettings(stages=tuple(int(size) for size in encoder_stages.split(",") if size), steps=steps,
-                                   shapes_per_step=shapes_per_step, points_per_shape=points_per_shape, learning_rate=learning_rate,
-                                   yaw_fraction=yaw_fraction, samples_per_shape=samples_per_shape, seed=seed)
+        settings = EncoderSettings(
+            stages=tuple(int(size) for size in encoder_stages.split(",") if size),
+            steps=steps,
+            shapes_per_step=shapes_per_step,
+            points_per_shape=points_per_shape,
+            learning_rate=learning_rate,
+            yaw_fraction=yaw_fraction,
+            samples_per_shape=samples_per_shape,
+            seed=seed,
+        )
         if not settings.stages:
             raise ValueError("--encoder-stages needs at least one size")
         shapes, chosen = _shapes_of_one_family(paths, family)
@@ -251,10 +395,13 @@ def train_latent_encoder_command(
             fail(str(error))
     record = encoder.training
     inputs = record["inputs"]
-    out.print(f"wrote {model / 'latent_encoder.safetensors'}: encoder to the k {encoder.k} latents of family {encoder.family_id}, "
-              f"{record['shapes']} shapes ({inputs['fitted']} fitted, {inputs['refits']} re-fits, {inputs['decoded']} decoded nets), "
-              f"{record['steps']} steps, field L1 {record['final_loss']:.4f}, {record['seconds']} s of training",
-              highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {model / 'latent_encoder.safetensors'}: encoder to the k {encoder.k} latents of family {encoder.family_id}, "
+        f"{record['shapes']} shapes ({inputs['fitted']} fitted, {inputs['refits']} re-fits, {inputs['decoded']} decoded nets), "
+        f"{record['steps']} steps, field L1 {record['final_loss']:.4f}, {record['seconds']} s of training",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _shapes_of_one_family(paths: list[Path], family: str) -> tuple[list[NeuralShape], ModelFamily]:
@@ -274,13 +421,23 @@ def _default_cache(collection: Path, samples_per_shape: int, uniform_fraction: f
 @contextmanager
 def _sampling_and_training_bar(command: str, steps: int) -> Iterator[Callable[[Nf2vecProgress | LatentProgress], None]]:
     """Bars for sampling meshes and training on stderr, and the callback that moves them (a line per report in a log)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
         sampling = bar.add_task("sampling", total=None, status="")
         training = bar.add_task("training", total=steps, status="")
 
         def show(event: Nf2vecProgress | LatentProgress) -> None:
             task = sampling if event.stage == "sampling" else training
-            status = f"{event.step}/{event.total} meshes" if event.stage == "sampling" else f"step {event.step}  loss {event.loss:.4f}"
+            status = (
+                f"{event.step}/{event.total} meshes"
+                if event.stage == "sampling"
+                else f"step {event.step}  loss {event.loss:.4f}"
+            )
             bar.update(task, completed=event.step, total=event.total, status=status)
             if not err.is_terminal and (event.stage == "training" or event.step == event.total):
                 err.print(f"{command}: {event.stage} {status}", highlight=False)
@@ -292,9 +449,15 @@ GAN = LatentGanSettings()
 CLASSIFIER = ClassifierSettings()
 TRANSFER = TransferSettings()
 
-Shapes = Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of the model's family, or folders of them.")]
-ModelDir = Annotated[Path, typer.Option("--model", help="The nf2vec model folder (from train-nf2vec); the network is written into it.")]
-Collection = Annotated[Path, typer.Option(help="The collection folder whose manifest gives each shape's class, by its source mesh.")]
+Shapes = Annotated[
+    list[Path], typer.Argument(help="Neural shape files (.h5) of the model's family, or folders of them.")
+]
+ModelDir = Annotated[
+    Path, typer.Option("--model", help="The nf2vec model folder (from train-nf2vec); the network is written into it.")
+]
+Collection = Annotated[
+    Path, typer.Option(help="The collection folder whose manifest gives each shape's class, by its source mesh.")
+]
 Seed = Annotated[int, typer.Option(help="Seed of the initial network and the draws.")]
 
 
@@ -306,20 +469,35 @@ def build_neighbour_decoder_command(
     """Keep the shapes as anchors of the neighbour decoder (neighbours.safetensors in the model folder)."""
     try:
         shapes, embeddings = _embedded(model_dir, paths)
-        decoder = build_neighbour_decoder(embeddings, [s.weights for s in shapes], [s.name for s in shapes],
-                                          shapes[0].architecture, NeighbourSettings(k=k))
+        decoder = build_neighbour_decoder(
+            embeddings,
+            [s.weights for s in shapes],
+            [s.name for s in shapes],
+            shapes[0].architecture,
+            NeighbourSettings(k=k),
+        )
         path = save_neighbour_decoder(model_dir, decoder)
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
-    out.print(f"wrote {path}: neighbour decoder over {len(shapes)} anchors, k {k}, "
-              f"temperature {decoder.training['temperature']:.4g}", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {path}: neighbour decoder over {len(shapes)} anchors, k {k}, "
+        f"temperature {decoder.training['temperature']:.4g}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def train_gan_command(
     paths: Shapes,
     model_dir: ModelDir,
-    collection: Annotated[Path | None, typer.Option(help="The collection folder whose manifest gives each shape's class (needed with --conditional).")] = None,
-    conditional: Annotated[bool, typer.Option("--conditional/--unconditional", help="Condition on the class, so one class can be generated.")] = True,
+    collection: Annotated[
+        Path | None,
+        typer.Option(help="The collection folder whose manifest gives each shape's class (needed with --conditional)."),
+    ] = None,
+    conditional: Annotated[
+        bool,
+        typer.Option("--conditional/--unconditional", help="Condition on the class, so one class can be generated."),
+    ] = True,
     steps: Annotated[int, typer.Option(help="Generator steps (each after several critic steps).")] = GAN.steps,
     seed: Seed = GAN.seed,
 ) -> None:
@@ -339,14 +517,30 @@ def train_gan_command(
         except NeuralShapesError as error:
             fail(str(error))
     kind = f"conditional on {len(gan.class_names)} classes" if gan.class_names else "unconditional"
-    out.print(f"wrote {path}: latent GAN ({kind}) on {len(shapes)} embeddings, {gan.training['steps']} steps, "
-              f"Wasserstein estimate {gan.training['final_wasserstein']:.4f}, {gan.training['seconds']} s", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {path}: latent GAN ({kind}) on {len(shapes)} embeddings, {gan.training['steps']} steps, "
+        f"Wasserstein estimate {gan.training['final_wasserstein']:.4f}, {gan.training['seconds']} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def train_z_gan_command(
-    model_dir: Annotated[Path, typer.Option("--model", help="The model folder holding latent.safetensors; z_gan.safetensors is written there.")],
-    collection: Annotated[Path | None, typer.Option(help="A collection whose manifest gives the training shapes' classes, for a latent file that keeps none.")] = None,
-    steps: Annotated[int, typer.Option(help="Generator steps (each after several critic steps).")] = Z_GAN_SETTINGS.steps,
+    model_dir: Annotated[
+        Path,
+        typer.Option(
+            "--model", help="The model folder holding latent.safetensors; z_gan.safetensors is written there."
+        ),
+    ],
+    collection: Annotated[
+        Path | None,
+        typer.Option(
+            help="A collection whose manifest gives the training shapes' classes, for a latent file that keeps none."
+        ),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="Generator steps (each after several critic steps).")
+    ] = Z_GAN_SETTINGS.steps,
     seed: Seed = Z_GAN_SETTINGS.seed,
 ) -> None:
     """Train the class-conditional GAN on the latent family's z (z_gan.safetensors; resumes an interrupted run)."""
@@ -362,9 +556,13 @@ def train_z_gan_command(
         except NeuralShapesError as error:
             fail(str(error))
     record = z_gan.gan.training
-    out.print(f"wrote {model_dir / Z_GAN_NAME}: GAN on the k {latent.k} latents of {record['embeddings']} shapes, "
-              f"{len(z_gan.class_names)} classes, {record['steps']} steps, Wasserstein estimate {record['final_wasserstein']:.4f}, "
-              f"{record['seconds']} s", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {model_dir / Z_GAN_NAME}: GAN on the k {latent.k} latents of {record['embeddings']} shapes, "
+        f"{len(z_gan.class_names)} classes, {record['steps']} steps, Wasserstein estimate {record['final_wasserstein']:.4f}, "
+        f"{record['seconds']} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def train_classifier_command(
@@ -388,15 +586,25 @@ def train_classifier_command(
         except NeuralShapesError as error:
             fail(str(error))
     record = classifier.training
-    out.print(f"wrote {path}: classifier of {len(class_names)} classes on {len(shapes)} embeddings, train accuracy "
-              f"{record['train_accuracy']:.1%}, loss {record['final_loss']:.4f}, {record['seconds']} s", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {path}: classifier of {len(class_names)} classes on {len(shapes)} embeddings, train accuracy "
+        f"{record['train_accuracy']:.1%}, loss {record['final_loss']:.4f}, {record['seconds']} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def train_completion_command(
-    partials: Annotated[Path, typer.Option(help="Neural shapes fitted to partial meshes (a folder of .h5, or one file).")],
-    complete: Annotated[Path, typer.Option(help="Neural shapes fitted to the complete meshes (a folder of .h5, or one file).")],
+    partials: Annotated[
+        Path, typer.Option(help="Neural shapes fitted to partial meshes (a folder of .h5, or one file).")
+    ],
+    complete: Annotated[
+        Path, typer.Option(help="Neural shapes fitted to the complete meshes (a folder of .h5, or one file).")
+    ],
     model_dir: ModelDir,
-    partials_manifest: Annotated[Path, typer.Option(help="The make-partials manifest.json that says which mesh each partial mesh was cut from.")],
+    partials_manifest: Annotated[
+        Path, typer.Option(help="The make-partials manifest.json that says which mesh each partial mesh was cut from.")
+    ],
     epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = TRANSFER.epochs,
     seed: Seed = TRANSFER.seed,
 ) -> None:
@@ -404,12 +612,17 @@ def train_completion_command(
     try:
         settings = TransferSettings(epochs=epochs, seed=seed)
         model = load_model(model_dir)
-        pairs = completion_pairs(_read_shapes([partials]), _read_shapes([complete]), read_partials_manifest(partials_manifest))
+        pairs = completion_pairs(
+            _read_shapes([partials]), _read_shapes([complete]), read_partials_manifest(partials_manifest)
+        )
         inputs, targets = embed(model, pairs.partial), embed(model, pairs.complete)
     except (ValueError, NeuralShapesError) as error:
         fail(str(error))
     if pairs.unpaired:
-        err.print(f"left out {len(pairs.unpaired)} partial shape(s) without a complete one, the first '{pairs.unpaired[0]}'", highlight=False)
+        err.print(
+            f"left out {len(pairs.unpaired)} partial shape(s) without a complete one, the first '{pairs.unpaired[0]}'",
+            highlight=False,
+        )
     with _training_bar("train-completion") as show:
         try:
             transfer = train_transfer(inputs, targets, settings, progress=show)
@@ -417,8 +630,12 @@ def train_completion_command(
         except NeuralShapesError as error:
             fail(str(error))
     record = transfer.training
-    out.print(f"wrote {path}: completion network on {len(pairs.partial)} pairs, mean squared error {record['mse']:.4g} "
-              f"(partial embeddings unchanged: {record['identity_mse']:.4g}), {record['seconds']} s", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {path}: completion network on {len(pairs.partial)} pairs, mean squared error {record['mse']:.4g} "
+        f"(partial embeddings unchanged: {record['identity_mse']:.4g}), {record['seconds']} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _read_shapes(paths: list[Path]) -> list[NeuralShape]:
@@ -438,11 +655,15 @@ def _embedded(model_dir: Path, paths: list[Path]) -> tuple[list[NeuralShape], np
 @contextmanager
 def _training_bar(command: str) -> Iterator[Callable[[TaskProgress], None]]:
     """A progress bar on stderr and the callback that moves it (a line per report when stderr is a log)."""
-    with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err) as bar:
+    with Progress(
+        TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err
+    ) as bar:
         task = bar.add_task("training", total=None, status="")
 
         def show(event: TaskProgress) -> None:
-            status = f"step {event.step}/{event.total}  " + "  ".join(f"{key} {value:.4f}" for key, value in event.figures.items())
+            status = f"step {event.step}/{event.total}  " + "  ".join(
+                f"{key} {value:.4f}" for key, value in event.figures.items()
+            )
             bar.update(task, completed=event.step, total=event.total, status=status)
             if not err.is_terminal:
                 err.print(f"{command}: {status}", highlight=False)

@@ -80,7 +80,9 @@ def cut_faces(mesh: trimesh.Trimesh, cut: CutKind, rng: np.random.Generator) -> 
         keep = _keep_farthest(farness, areas, rng.uniform(*allowed), allowed)
         if keep is not None:
             return keep
-    raise NeuralShapesError(f"no {cut} cut keeps {allowed[0]:.0%}-{allowed[1]:.0%} of the surface area: its faces are too large")
+    raise NeuralShapesError(
+        f"no {cut} cut keeps {allowed[0]:.0%}-{allowed[1]:.0%} of the surface area: its faces are too large"
+    )
 
 
 def partial_mesh(mesh: trimesh.Trimesh, keep: np.ndarray) -> trimesh.Trimesh:
@@ -154,7 +156,9 @@ def read_partials_manifest(path: Path) -> PartialsManifest:
         raise NeuralShapesError(f"{path}: malformed partials manifest ({type(error).__name__}: {error})") from None
 
 
-def _keep_farthest(farness: np.ndarray, areas: np.ndarray, target: float, allowed: tuple[float, float]) -> np.ndarray | None:
+def _keep_farthest(
+    farness: np.ndarray, areas: np.ndarray, target: float, allowed: tuple[float, float]
+) -> np.ndarray | None:
     """Keep the faces of largest ``farness`` whose area fraction is nearest ``target`` within ``allowed``
     (inclusive); None when no number of faces gives an allowed fraction."""
     order = np.argsort(-farness, kind="stable")
@@ -188,10 +192,24 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def _manifest_json(manifest: PartialsManifest) -> str:
-    items = [{"file": i.file, "source": i.source, "class": i.class_name, "label": i.label, "cut": i.cut,
-              "kept_area": i.kept_area} for i in manifest.items]
-    data = {"format": FORMAT, "version": VERSION, "source_collection": manifest.source_collection,
-            "seed": manifest.seed, "items": items}
+    items = [
+        {
+            "file": i.file,
+            "source": i.source,
+            "class": i.class_name,
+            "label": i.label,
+            "cut": i.cut,
+            "kept_area": i.kept_area,
+        }
+        for i in manifest.items
+    ]
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source_collection": manifest.source_collection,
+        "seed": manifest.seed,
+        "items": items,
+    }
     return json.dumps(data, indent=1) + "\n"
 
 
@@ -201,5 +219,11 @@ def _parse_item(entry: dict) -> PartialItem:
         raise ValueError(f"'file' and 'source' must be file names, got {names}")
     if entry["cut"] not in CUTS:
         raise ValueError(f"cut {entry['cut']!r} is not one of {CUTS}")
-    return PartialItem(entry["file"], entry["source"], str(entry["class"]), int(entry["label"]), entry["cut"],
-                       float(entry["kept_area"]))
+    return PartialItem(
+        entry["file"],
+        entry["source"],
+        str(entry["class"]),
+        int(entry["label"]),
+        entry["cut"],
+        float(entry["kept_area"]),
+    )

@@ -32,7 +32,17 @@ from backend.files import write_atomically
 Manifold = manifold3d.Manifold
 
 CLASSES: tuple[str, ...] = (
-    "chair", "table", "lamp", "vase", "mug", "airplane", "car", "rocket", "blob", "csg", "organic",
+    "chair",
+    "table",
+    "lamp",
+    "vase",
+    "mug",
+    "airplane",
+    "car",
+    "rocket",
+    "blob",
+    "csg",
+    "organic",
 )
 FORMAT = "neural-shapes-collection"
 VERSION = 2  # of the manifest layout; version 1 (no "orientation") is read as "mixed"
@@ -146,15 +156,22 @@ def read_manifest(path: Path) -> Manifest:
         items = tuple(_parse_item(entry) for entry in _typed(data.get("items"), list, "items"))
         orientation = _typed(data.get("orientation", "mixed"), str, "orientation")
         _check_orientation(orientation)
-        manifest = Manifest(path.parent, _typed(data.get("seed"), int, "seed"),
-                            float(_typed(data.get("messy_fraction"), (int, float), "messy_fraction")), classes, items,
-                            orientation)
+        manifest = Manifest(
+            path.parent,
+            _typed(data.get("seed"), int, "seed"),
+            float(_typed(data.get("messy_fraction"), (int, float), "messy_fraction")),
+            classes,
+            items,
+            orientation,
+        )
     except ValueError as error:
         raise NeuralShapesError(f"{path}: malformed manifest ({error})") from None
     for item in items:
         if not 0 <= item.label < len(classes) or classes[item.label] != item.class_name:
-            raise NeuralShapesError(f"{path}: {item.file} has label {item.label}, which is not class "
-                                    f"'{item.class_name}' in the class list {list(classes)}")
+            raise NeuralShapesError(
+                f"{path}: {item.file} has label {item.label}, which is not class "
+                f"'{item.class_name}' in the class list {list(classes)}"
+            )
     missing = [item.file for item in items if not (manifest.root / item.file).is_file()]
     if missing:
         raise NeuralShapesError(f"{path}: {len(missing)} mesh file(s) missing, the first {missing[0]}")
@@ -207,8 +224,10 @@ def _plan_item(class_name: str, label: int, number: int, seed: int, messy_fracti
 def _identity(item: CollectionItem, orientation: str) -> str:
     """The PLY header comment that says which call wrote a file, so a resumed run reuses only its own."""
     turned = "" if orientation == "mixed" else f" orientation {orientation}"  # "mixed" files predate the option
-    return (f"neural-shapes collection generator {GENERATOR_VERSION} "
-            f"class {item.class_name} seed {item.seed} messy {int(item.messy)}{turned}")
+    return (
+        f"neural-shapes collection generator {GENERATOR_VERSION} "
+        f"class {item.class_name} seed {item.seed} messy {int(item.messy)}{turned}"
+    )
 
 
 def _ply_bytes(mesh: trimesh.Trimesh, identity: str) -> bytes:
@@ -240,8 +259,15 @@ def _manifest_json(manifest: Manifest) -> str:
         {"file": i.file, "class": i.class_name, "label": i.label, "seed": i.seed, "messy": i.messy, "faces": i.faces}
         for i in manifest.items
     ]
-    data = {"format": FORMAT, "version": VERSION, "seed": manifest.seed, "messy_fraction": manifest.messy_fraction,
-            "orientation": manifest.orientation, "classes": list(manifest.classes), "items": items}
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        "seed": manifest.seed,
+        "messy_fraction": manifest.messy_fraction,
+        "orientation": manifest.orientation,
+        "classes": list(manifest.classes),
+        "items": items,
+    }
     return json.dumps(data, indent=1) + "\n"
 
 
@@ -282,7 +308,9 @@ def _orientation_matrix(orientation: str, rng: np.random.Generator) -> np.ndarra
     if full:
         return trimesh.transformations.random_rotation_matrix(rand=rng.random(3))
     if orientation == "canonical":
-        return trimesh.transformations.rotation_matrix(rng.uniform(-CANONICAL_YAW_JITTER, CANONICAL_YAW_JITTER), (0, 0, 1))
+        return trimesh.transformations.rotation_matrix(
+            rng.uniform(-CANONICAL_YAW_JITTER, CANONICAL_YAW_JITTER), (0, 0, 1)
+        )
     return trimesh.transformations.rotation_matrix(rng.uniform(0, 2 * np.pi), (0, 0, 1))
 
 
@@ -417,8 +445,16 @@ def lamp(rng: np.random.Generator) -> trimesh.Trimesh:
         parts += [_rod((0, 0, 0), joint, stem, 16), _rod(joint, tip, stem, 16)]
         parts += [Manifold.sphere(stem * 2, 16).translate(p) for p in (joint, tip)]
         shade_length = rng.uniform(0.15, 0.3)
-        parts.append(_shade(tip, _direction_xz(rng.uniform(120, 170)), shade_length,
-                            rng.uniform(0.04, 0.08), rng.uniform(0.1, 0.2), wall))
+        parts.append(
+            _shade(
+                tip,
+                _direction_xz(rng.uniform(120, 170)),
+                shade_length,
+                rng.uniform(0.04, 0.08),
+                rng.uniform(0.1, 0.2),
+                wall,
+            )
+        )
     return _to_mesh(_union(parts))
 
 
@@ -459,9 +495,13 @@ def airplane(rng: np.random.Generator) -> trimesh.Trimesh:
     radius = length * rng.uniform(0.035, 0.07)
     s = np.linspace(0, length, 40)
     nose, tail = length * rng.uniform(0.08, 0.18), length * rng.uniform(0.2, 0.35)
-    profile = radius * np.minimum.reduce([
-        np.ones_like(s), np.sqrt(np.clip(s / nose, 0, 1)), 0.2 + 0.8 * np.clip((length - s) / tail, 0, 1),
-    ])
+    profile = radius * np.minimum.reduce(
+        [
+            np.ones_like(s),
+            np.sqrt(np.clip(s / nose, 0, 1)),
+            0.2 + 0.8 * np.clip((length - s) / tail, 0, 1),
+        ]
+    )
     # Revolve about Z, then turn Z into X (a +90 degree turn about Y), nose at x = 0.
     fuselage = _solid_of_revolution(s, profile, 32).rotate((0, 90, 0))
     span = length * rng.uniform(0.8, 1.3)
@@ -474,8 +514,11 @@ def airplane(rng: np.random.Generator) -> trimesh.Trimesh:
     tail_root = root * rng.uniform(0.4, 0.6)
     # Tailplane and fin start on the fuselage's axis, so they join it however thin the tail gets.
     tail_x = length - tail_root * 1.3
-    parts.append(_wing(span * rng.uniform(0.3, 0.45), tail_root, tail_root * 0.5, tail_root * 0.6, tail_root * 0.1)
-                 .translate((tail_x, 0, 0)))
+    parts.append(
+        _wing(span * rng.uniform(0.3, 0.45), tail_root, tail_root * 0.5, tail_root * 0.6, tail_root * 0.1).translate(
+            (tail_x, 0, 0)
+        )
+    )
     fin_height = radius * rng.uniform(2.5, 4.5)
     fin = [(0, 0), (tail_root * 1.2, 0), (tail_root * 1.2, fin_height), (tail_root * 0.6, fin_height)]
     parts.append(_upright_plate(fin, tail_root * 0.1).translate((tail_x, 0, 0)))
@@ -487,8 +530,12 @@ def airplane(rng: np.random.Generator) -> trimesh.Trimesh:
             x = wing_x + sweep * abs(y) / (span / 2) - engine_length * 0.4  # sticking out of the leading edge
             centre = np.array([x, y, wing_z - engine_radius * 1.3])
             parts.append(_rod(centre, centre + (engine_length, 0, 0), engine_radius, 24))
-            parts.append(_box((engine_length * 0.5, radius * 0.1, engine_radius * 1.4),
-                              centre + (engine_length * 0.5, 0, engine_radius * 0.8)))
+            parts.append(
+                _box(
+                    (engine_length * 0.5, radius * 0.1, engine_radius * 1.4),
+                    centre + (engine_length * 0.5, 0, engine_radius * 0.8),
+                )
+            )
     return _to_mesh(_union(parts))
 
 
@@ -602,8 +649,17 @@ def organic(rng: np.random.Generator) -> trimesh.Trimesh:
 
 
 _GENERATORS: dict[str, Callable[[np.random.Generator], trimesh.Trimesh]] = {
-    "chair": chair, "table": table, "lamp": lamp, "vase": vase, "mug": mug, "airplane": airplane,
-    "car": car, "rocket": rocket, "blob": blob, "csg": csg, "organic": organic,
+    "chair": chair,
+    "table": table,
+    "lamp": lamp,
+    "vase": vase,
+    "mug": mug,
+    "airplane": airplane,
+    "car": car,
+    "rocket": rocket,
+    "blob": blob,
+    "csg": csg,
+    "organic": organic,
 }
 
 
@@ -646,15 +702,25 @@ def _stretchers(legs: list[_Leg], thickness: float, height: float, thickness_z: 
 
 
 def _shade(
-    closed_end: npt.ArrayLike, direction: npt.ArrayLike, length: float, narrow: float, wide: float, wall: float,
+    closed_end: npt.ArrayLike,
+    direction: npt.ArrayLike,
+    length: float,
+    narrow: float,
+    wide: float,
+    wall: float,
 ) -> Manifold:
     """A hollow truncated cone from ``closed_end`` along unit ``direction``, open at its wide end."""
     closed_end, direction = np.asarray(closed_end, dtype=float), np.asarray(direction, dtype=float)
     outer = _rod(closed_end, closed_end + length * direction, narrow, 48, wide)
     # The cavity starts one wall in and runs past the wide end, which opens it.
     flare = (wide - narrow) / length  # radius gained per unit of length
-    inner = _rod(closed_end + wall * direction, closed_end + (length + wall) * direction,
-                 narrow + flare * wall - wall, 48, wide + flare * wall - wall)
+    inner = _rod(
+        closed_end + wall * direction,
+        closed_end + (length + wall) * direction,
+        narrow + flare * wall - wall,
+        48,
+        wide + flare * wall - wall,
+    )
     return outer - inner
 
 
@@ -721,7 +787,11 @@ def _box(size: npt.ArrayLike, centre: npt.ArrayLike) -> Manifold:
 
 
 def _rod(
-    start: npt.ArrayLike, end: npt.ArrayLike, radius: float, segments: int, end_radius: float | None = None,
+    start: npt.ArrayLike,
+    end: npt.ArrayLike,
+    radius: float,
+    segments: int,
+    end_radius: float | None = None,
 ) -> Manifold:
     """A cylinder (or cone to ``end_radius``) from point ``start`` to point ``end`` with ``segments`` sides."""
     start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)

@@ -207,7 +207,9 @@ def train_shapes(
     return [r for r in results if r is not None]
 
 
-def _meta_steps(family: ModelFamily, points: torch.Tensor, sdf: torch.Tensor, generator: torch.Generator) -> list[Weights]:
+def _meta_steps(
+    family: ModelFamily, points: torch.Tensor, sdf: torch.Tensor, generator: torch.Generator
+) -> list[Weights]:
     """A meta-learned family's inner steps (plain gradient steps at its learned per-parameter rates).
 
     points (s, m, 3), sdf (s, m): each shape's samples; each step uses ``family.inner_batch`` of them.

@@ -102,7 +102,9 @@ def fit_surface_points(
             nearest = torch.from_numpy(tree.query(free.numpy())[0].astype(np.float32))
             loss = loss + settings.distance_weight * (off_surface.abs() - nearest).abs().mean()
             lower_bound = free.norm(dim=1) - BOUNDING_RADIUS  # the true distance is at least this outside the sphere
-            loss = loss + settings.outside_weight * torch.relu(lower_bound - off_surface)[lower_bound > 0].sum() / len(free)
+            loss = loss + settings.outside_weight * torch.relu(lower_bound - off_surface)[lower_bound > 0].sum() / len(
+                free
+            )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

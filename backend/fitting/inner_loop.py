@@ -16,7 +16,9 @@ from backend.shapes.network import batched_forward, stacked_parameters
 Parameters = list[torch.Tensor]  # per layer weight (s, out, in), then per layer bias (s, out)
 
 
-def draw_samples(points: torch.Tensor, sdf: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_samples(
+    points: torch.Tensor, sdf: torch.Tensor, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` samples per shape drawn with replacement: points (s, m, 3), sdf (s, m) -> (s, count, 3), (s, count)."""
     index = torch.randint(0, sdf.shape[1], (sdf.shape[0], count), generator=generator)
     return torch.gather(points, 1, index[..., None].expand(-1, -1, 3)), torch.gather(sdf, 1, index)
@@ -27,7 +29,9 @@ def split_parameters(params: Parameters) -> tuple[Parameters, Parameters]:
     return params[:half], params[half:]
 
 
-def l1_per_shape(architecture: Architecture, params: Parameters, points: torch.Tensor, sdf: torch.Tensor) -> torch.Tensor:
+def l1_per_shape(
+    architecture: Architecture, params: Parameters, points: torch.Tensor, sdf: torch.Tensor
+) -> torch.Tensor:
     """Mean |f(points) - sdf| per shape: points (s, n, 3), sdf (s, n) -> (s,)."""
     weights, biases = split_parameters(params)
     return (batched_forward(architecture, weights, biases, points) - sdf).abs().mean(dim=1)
@@ -67,4 +71,7 @@ def family_rates(family: ModelFamily) -> Parameters:
 
 def weights_of(params: Parameters, row: int = 0) -> Weights:
     weights, biases = split_parameters(params)
-    return [(w[row].detach().numpy().astype(np.float32), b[row].detach().numpy().astype(np.float32)) for w, b in zip(weights, biases)]
+    return [
+        (w[row].detach().numpy().astype(np.float32), b[row].detach().numpy().astype(np.float32))
+        for w, b in zip(weights, biases)
+    ]

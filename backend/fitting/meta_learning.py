@@ -58,7 +58,9 @@ class MetaSettings:
     outer_steps: int = 2000
     first_order: bool = False
     samples_per_shape: int = 32_768
-    uniform_fraction: float = DEFAULT_UNIFORM_FRACTION  # of the samples, uniform in the cube (the rest near the surface)
+    uniform_fraction: float = (
+        DEFAULT_UNIFORM_FRACTION  # of the samples, uniform in the cube (the rest near the surface)
+    )
     held_out_shapes: int = 16  # last shapes of the collection, never trained on: the validation figure
     eval_every: int = 100
     seed: int = 0
@@ -99,8 +101,12 @@ def collection_samples(
     A mesh that cannot be loaded is an error naming it (a training collection should be clean data).
     """
     report = progress or (lambda _: None)
-    fit_settings = FitSettings(samples=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction,
-                               seed=settings.seed, eval_points=16)
+    fit_settings = FitSettings(
+        samples=settings.samples_per_shape,
+        uniform_fraction=settings.uniform_fraction,
+        seed=settings.seed,
+        eval_points=16,
+    )
     names = [path.name for path in mesh_paths]
     # Opened directly, not through backend.shapes.h5_io.parse_h5: the cache is this tool's own file, written
     # next to a collection on the command line of the user who trains; no service route or .blend reaches it.
@@ -109,7 +115,9 @@ def collection_samples(
             # Caches written before the uniform fraction was a setting used the default.
             made_with = f.attrs.get(key, getattr(MetaSettings(), key) if len(f) else getattr(settings, key))
             if made_with != getattr(settings, key):
-                raise NeuralShapesError(f"{cache}: made with another {key} ({made_with}); delete it or pass the same setting")
+                raise NeuralShapesError(
+                    f"{cache}: made with another {key} ({made_with}); delete it or pass the same setting"
+                )
             f.attrs[key] = getattr(settings, key)
         for index, path in enumerate(mesh_paths):
             check_cancel(cancel, "meta-training cancelled")
@@ -222,14 +230,18 @@ def held_out_loss(architecture: Architecture, theta: Parameters, alpha: Paramete
     return loss.item()
 
 
-def family_held_out_loss(family: ModelFamily, samples: CollectionSamples, settings: MetaSettings, inner_rate: float | None = None) -> float:
+def family_held_out_loss(
+    family: ModelFamily, samples: CollectionSamples, settings: MetaSettings, inner_rate: float | None = None
+) -> float:
     """Post-adaptation L1 of ``family`` on every shape of ``samples`` (inner rates: the family's, or one constant)."""
     theta = [p.requires_grad_() for p in family_parameters(family, 1)]
     if inner_rate is None:
         alpha = family_rates(family)
     else:
         alpha = [torch.full_like(p, inner_rate) for p in theta]
-    return held_out_loss(family.architecture, theta, alpha, _fixed_batches(samples, range(len(samples.names)), settings))
+    return held_out_loss(
+        family.architecture, theta, alpha, _fixed_batches(samples, range(len(samples.names)), settings)
+    )
 
 
 def _post_adaptation_loss(
@@ -241,11 +253,15 @@ def _post_adaptation_loss(
     return l1_per_shape(architecture, adapted, batches.target_points, batches.target_sdf).mean()
 
 
-def _draw(samples: CollectionSamples, shapes: torch.Tensor, settings: MetaSettings, generator: torch.Generator) -> TaskBatches:
+def _draw(
+    samples: CollectionSamples, shapes: torch.Tensor, settings: MetaSettings, generator: torch.Generator
+) -> TaskBatches:
     """Context and target points drawn (with replacement) from each shape's samples."""
     s, k, n, t = len(shapes), settings.inner_steps, settings.inner_batch, settings.target_batch
     points, sdf = draw_samples(samples.points[shapes], samples.sdf[shapes], k * n + t, generator)
-    return TaskBatches(points[:, : k * n].view(s, k, n, 3), sdf[:, : k * n].view(s, k, n), points[:, k * n :], sdf[:, k * n :])
+    return TaskBatches(
+        points[:, : k * n].view(s, k, n, 3), sdf[:, : k * n].view(s, k, n), points[:, k * n :], sdf[:, k * n :]
+    )
 
 
 def _fixed_batches(samples: CollectionSamples, shapes: range, settings: MetaSettings) -> TaskBatches:
@@ -253,17 +269,22 @@ def _fixed_batches(samples: CollectionSamples, shapes: range, settings: MetaSett
     return _draw(samples, torch.tensor(list(shapes), dtype=torch.long), settings, torch.Generator().manual_seed(12345))
 
 
-def _save_checkpoint(path: Path, settings_text: str, step: int, seconds: float, history: list, theta, alpha, optimizer, generator) -> None:
-    save_tensors(path, {
-        "settings": settings_text,
-        "step": step,
-        "seconds": seconds,
-        "history": history,
-        "theta": [p.detach() for p in theta],
-        "alpha": [p.detach() for p in alpha],
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-    })
+def _save_checkpoint(
+    path: Path, settings_text: str, step: int, seconds: float, history: list, theta, alpha, optimizer, generator
+) -> None:
+    save_tensors(
+        path,
+        {
+            "settings": settings_text,
+            "step": step,
+            "seconds": seconds,
+            "history": history,
+            "theta": [p.detach() for p in theta],
+            "alpha": [p.detach() for p in alpha],
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+        },
+    )
 
 
 def _resume(path: Path, settings_text: str, theta, alpha, optimizer, generator) -> tuple[int, float, list]:

@@ -114,7 +114,9 @@ def convert_files(
         if progress is not None:
             report = lambda event, group=group: progress(group[event.shape_index][0].source, event)  # noqa: E731
         names = [outcome.source.name for outcome, _ in group]
-        for fit in fit_and_evaluate(family, meshes, settings, resolution=resolution, source_names=names, progress=report, cancel=cancel):
+        for fit in fit_and_evaluate(
+            family, meshes, settings, resolution=resolution, source_names=names, progress=report, cancel=cancel
+        ):
             outcome = group[fit.index][0]
             if fit.error is not None:
                 outcome.error = f"{outcome.source}: {fit.error}"

@@ -55,7 +55,9 @@ def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> n
     yz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     for i, x in enumerate(axis):  # one slab at a time keeps memory at r^2 points
         slab = np.concatenate([np.full((len(yz), 1), x, dtype=np.float32), yz], axis=1)
-        values[i] = clip_to_bounding_sphere(evaluate_sdf(architecture, weights, slab), slab).reshape(resolution, resolution)
+        values[i] = clip_to_bounding_sphere(evaluate_sdf(architecture, weights, slab), slab).reshape(
+            resolution, resolution
+        )
     return values
 
 
@@ -90,7 +92,9 @@ def extract_surface(
         mesh = marching_cubes(sdf_grid(architecture, weights, resolution))
         vertices, faces, normals = np.asarray(mesh.vertices), np.asarray(mesh.faces), None
     elif method in ("sparse", "dense"):
-        surface = extract_neural(architecture, weights, resolution, method, clip_radius=EXTRACTION_RADIUS, device=device)
+        surface = extract_neural(
+            architecture, weights, resolution, method, clip_radius=EXTRACTION_RADIUS, device=device
+        )
         vertices, faces, normals = surface.vertices.astype(np.float64), surface.faces.astype(np.int64), surface.normals
     else:
         raise ValueError(f"method must be 'sparse', 'dense' or 'reference', got '{method}'")

@@ -59,7 +59,9 @@ def find_mesh_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def load_mesh_file(path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Similarity | None = None) -> NormalisedMesh:
+def load_mesh_file(
+    path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Similarity | None = None
+) -> NormalisedMesh:
     """Read a mesh file (OBJ, PLY, STL, OFF, GLB/glTF), check it and normalise it.
 
     ``transform``: use this similarity (e.g. a fitted shape's) instead of normalising the mesh afresh.
@@ -70,16 +72,33 @@ def load_mesh_file(path: Path, max_faces: int = DEFAULT_MAX_FACES, transform: Si
     """
     path = Path(path)
     if path.suffix.lower() not in MESH_SUFFIXES:
-        raise NeuralShapesError(f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(MESH_SUFFIXES)})")
+        raise NeuralShapesError(
+            f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(MESH_SUFFIXES)})"
+        )
     data = read_file_bytes(path)
-    loaded = read_trimesh(data, path.suffix[1:].lower(), label=str(path), folder=path.parent,
-                          max_faces=max_faces, max_vertices=vertex_limit(max_faces))
+    loaded = read_trimesh(
+        data,
+        path.suffix[1:].lower(),
+        label=str(path),
+        folder=path.parent,
+        max_faces=max_faces,
+        max_vertices=vertex_limit(max_faces),
+    )
     vertices, faces = _triangles(loaded, str(path))
-    return normalise_mesh(vertices, faces, name=path.stem, label=str(path), source_sha256=hashlib.sha256(data).hexdigest(),
-                          max_faces=max_faces, transform=transform)
+    return normalise_mesh(
+        vertices,
+        faces,
+        name=path.stem,
+        label=str(path),
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        max_faces=max_faces,
+        transform=transform,
+    )
 
 
-def load_mesh_bytes(data: bytes, file_type: str, *, name: str, label: str | None = None, max_faces: int = DEFAULT_MAX_FACES) -> NormalisedMesh:
+def load_mesh_bytes(
+    data: bytes, file_type: str, *, name: str, label: str | None = None, max_faces: int = DEFAULT_MAX_FACES
+) -> NormalisedMesh:
     """A mesh file's content from memory (uploads), checked and normalised like :func:`load_mesh_file`.
 
     ``file_type``: obj, ply, stl, off or glb. Nothing outside ``data`` is read: external references
@@ -88,9 +107,13 @@ def load_mesh_bytes(data: bytes, file_type: str, *, name: str, label: str | None
     label = label or name
     if f".{file_type}" not in MESH_SUFFIXES or file_type == "gltf":
         raise NeuralShapesError(f"{label}: unknown mesh format '{file_type}' (expected obj, ply, stl, off or glb)")
-    loaded = read_trimesh(data, file_type, label=label, folder=None, max_faces=max_faces, max_vertices=vertex_limit(max_faces))
+    loaded = read_trimesh(
+        data, file_type, label=label, folder=None, max_faces=max_faces, max_vertices=vertex_limit(max_faces)
+    )
     vertices, faces = _triangles(loaded, label)
-    return normalise_mesh(vertices, faces, name=name, label=label, source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces)
+    return normalise_mesh(
+        vertices, faces, name=name, label=label, source_sha256=hashlib.sha256(data).hexdigest(), max_faces=max_faces
+    )
 
 
 def vertex_limit(max_faces: int) -> int:
@@ -110,8 +133,13 @@ def read_trimesh(data: bytes, file_type: str, *, label: str, folder: Path | None
     try:
         if file_type in ("glb", "gltf"):
             _check_gltf_size(_gltf_json(data, file_type), label=label, max_faces=max_faces, max_vertices=max_vertices)
-        return trimesh.load(io.BytesIO(data), file_type=file_type, process=False, skip_materials=True,
-                            resolver=_FolderResolver(folder, label))
+        return trimesh.load(
+            io.BytesIO(data),
+            file_type=file_type,
+            process=False,
+            skip_materials=True,
+            resolver=_FolderResolver(folder, label),
+        )
     except NeuralShapesError:
         raise
     except Exception as error:  # noqa: BLE001 (trimesh raises many types for corrupt files)
@@ -137,8 +165,10 @@ def _triangles(loaded, label: str) -> tuple[np.ndarray, np.ndarray]:
                 # Malformed files reach the graph as they are: node matrices and vertices of other sizes.
                 matrix, points = np.asarray(matrix, dtype=np.float64), np.asarray(geometry.vertices, dtype=np.float64)
                 if matrix.shape != (4, 4) or points.ndim != 2 or points.shape[1] != 3:
-                    raise NeuralShapesError(f"{label}: scene node {str(node)[:40]!r} has a {matrix.shape} transform and "
-                                            f"{points.shape} vertices, not 4x4 and (n, 3)")
+                    raise NeuralShapesError(
+                        f"{label}: scene node {str(node)[:40]!r} has a {matrix.shape} transform and "
+                        f"{points.shape} vertices, not 4x4 and (n, 3)"
+                    )
                 vertices.append(points @ matrix[:3, :3].T + matrix[:3, 3])
                 faces.append(np.asarray(geometry.faces, dtype=np.int64) + offset)
                 offset += len(geometry.vertices)
@@ -191,7 +221,9 @@ def _check_gltf_size(document: dict, *, label: str, max_faces: int, max_vertices
     for index, accessor in enumerate(accessors):
         count = _natural(_dict(accessor).get("count"), f"accessor {index}'s count")
         if count * _COMPONENTS.get(accessor.get("type"), 16) > 3 * max_vertices:
-            raise NeuralShapesError(f"{label}: accessor {index} declares {count:,} items, more than the limit of {max_vertices:,} vertices allows")
+            raise NeuralShapesError(
+                f"{label}: accessor {index} declares {count:,} items, more than the limit of {max_vertices:,} vertices allows"
+            )
         counts.append(count)
     mesh_sizes, primitives = [], 0
     for mesh in meshes:
@@ -217,11 +249,17 @@ def _check_gltf_size(document: dict, *, label: str, max_faces: int, max_vertices
     vertices = sum(v * max(n, 1) for (_, v), n in zip(mesh_sizes, instances))
     used = sum(instances)
     if faces > max_faces:
-        raise NeuralShapesError(f"{label}: scene has {faces:,} faces in {used:,} mesh instances, more than the limit of {max_faces:,} (raise it with --max-faces)")
+        raise NeuralShapesError(
+            f"{label}: scene has {faces:,} faces in {used:,} mesh instances, more than the limit of {max_faces:,} (raise it with --max-faces)"
+        )
     if vertices > max_vertices:
-        raise NeuralShapesError(f"{label}: scene has {vertices:,} vertices in {used:,} mesh instances, more than the limit of {max_vertices:,} (3 per allowed face)")
+        raise NeuralShapesError(
+            f"{label}: scene has {vertices:,} vertices in {used:,} mesh instances, more than the limit of {max_vertices:,} (3 per allowed face)"
+        )
     if len(nodes) + primitives > MAX_SCENE_PARTS:
-        raise NeuralShapesError(f"{label}: scene has {len(nodes):,} nodes and {primitives:,} primitives, more than the limit of {MAX_SCENE_PARTS:,} parts")
+        raise NeuralShapesError(
+            f"{label}: scene has {len(nodes):,} nodes and {primitives:,} primitives, more than the limit of {MAX_SCENE_PARTS:,} parts"
+        )
 
 
 def _scene_nodes(document: dict, nodes: list, label: str) -> list[dict]:
@@ -284,13 +322,19 @@ class _FolderResolver(trimesh.resolvers.Resolver):
     def _inside(self, name: str) -> Path:
         """The path ``name`` (a relative, %-encoded URI) refers to, checked to lie inside the folder."""
         if self.folder is None:
-            raise NeuralShapesError(f"{self.label}: refers to the side file '{name[:80]}', which is not read here (embed buffers in a .glb)")
+            raise NeuralShapesError(
+                f"{self.label}: refers to the side file '{name[:80]}', which is not read here (embed buffers in a .glb)"
+            )
         relative = urllib.parse.unquote(str(name))
         if urllib.parse.urlsplit(relative).scheme or Path(relative).is_absolute() or "\0" in relative:
-            raise NeuralShapesError(f"{self.label}: refers to '{name[:80]}', not a file beside it; only files in its own folder are read")
+            raise NeuralShapesError(
+                f"{self.label}: refers to '{name[:80]}', not a file beside it; only files in its own folder are read"
+            )
         path = (self.folder / relative).resolve()  # follows symlinks: one leading out is caught below
         if not path.is_relative_to(self.folder):
-            raise NeuralShapesError(f"{self.label}: refers to '{name[:80]}', outside its own folder; only files in its folder are read")
+            raise NeuralShapesError(
+                f"{self.label}: refers to '{name[:80]}', outside its own folder; only files in its folder are read"
+            )
         return path
 
     def write(self, name: str, data) -> None:
@@ -328,9 +372,13 @@ def normalise_mesh(
     if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
         raise NeuralShapesError(f"{label}: mesh has no triangle faces")
     if len(faces) > max_faces:
-        raise NeuralShapesError(f"{label}: mesh has {len(faces):,} faces, more than the limit of {max_faces:,} (raise it with --max-faces)")
+        raise NeuralShapesError(
+            f"{label}: mesh has {len(faces):,} faces, more than the limit of {max_faces:,} (raise it with --max-faces)"
+        )
     if len(vertices) > vertex_limit(max_faces):
-        raise NeuralShapesError(f"{label}: mesh has {len(vertices):,} vertices, more than the limit of {vertex_limit(max_faces):,} (3 per allowed face)")
+        raise NeuralShapesError(
+            f"{label}: mesh has {len(vertices):,} vertices, more than the limit of {vertex_limit(max_faces):,} (3 per allowed face)"
+        )
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices)).any(axis=1).sum())
         raise NeuralShapesError(f"{label}: {bad} vertices have NaN or infinite coordinates")

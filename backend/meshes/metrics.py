@@ -46,7 +46,11 @@ class ReconstructionQuality:
 
 
 def reconstruction_quality(
-    source: trimesh.Trimesh, source_points: np.ndarray, reconstruction: trimesh.Trimesh, threshold: float = FSCORE_THRESHOLD, seed: int = 0
+    source: trimesh.Trimesh,
+    source_points: np.ndarray,
+    reconstruction: trimesh.Trimesh,
+    threshold: float = FSCORE_THRESHOLD,
+    seed: int = 0,
 ) -> ReconstructionQuality:
     """Chamfer distance and F-score between a source mesh (with its surface samples (n, 3)) and a reconstruction.
 
@@ -60,7 +64,9 @@ def reconstruction_quality(
     return _quality(to_recon, to_source, threshold)
 
 
-def point_cloud_quality(points: np.ndarray, reconstruction: trimesh.Trimesh, threshold: float = FSCORE_THRESHOLD, seed: int = 0) -> ReconstructionQuality:
+def point_cloud_quality(
+    points: np.ndarray, reconstruction: trimesh.Trimesh, threshold: float = FSCORE_THRESHOLD, seed: int = 0
+) -> ReconstructionQuality:
     """Chamfer distance and F-score between a point cloud (n, 3) and a reconstruction, same frame.
 
     Cloud to reconstruction is point-to-surface; reconstruction samples to the cloud go to the nearest
@@ -68,8 +74,12 @@ def point_cloud_quality(points: np.ndarray, reconstruction: trimesh.Trimesh, thr
     """
     if len(reconstruction.faces) == 0:
         return ReconstructionQuality(chamfer=float("inf"), fscore=0.0)
-    recon_points = surface_samples(reconstruction.vertices, reconstruction.faces, min(len(points), CHAMFER_POINTS), seed=seed + 1)
-    to_recon = MeshDistance(reconstruction.vertices, reconstruction.faces).distance(np.asarray(points, dtype=np.float32), SignMethod.NONE)
+    recon_points = surface_samples(
+        reconstruction.vertices, reconstruction.faces, min(len(points), CHAMFER_POINTS), seed=seed + 1
+    )
+    to_recon = MeshDistance(reconstruction.vertices, reconstruction.faces).distance(
+        np.asarray(points, dtype=np.float32), SignMethod.NONE
+    )
     to_cloud = cKDTree(points).query(recon_points)[0]
     return _quality(to_recon, to_cloud, threshold)
 

@@ -98,8 +98,15 @@ def _draw_near_surface(
     batch = 65536  # a pilot batch measures the acceptance rate; later batches are sized from it
     while kept < n:
         x, d = draw_proposals(
-            distance, cell_cdf, cells.centres, cells.half_sizes, cells.centre_dist, beta, batch,
-            seed=int(rng.integers(2**31)), sign=sign,
+            distance,
+            cell_cdf,
+            cells.centres,
+            cells.half_sizes,
+            cells.centre_dist,
+            beta,
+            batch,
+            seed=int(rng.integers(2**31)),
+            sign=sign,
         )
         points.append(x)
         dists.append(d)

@@ -46,7 +46,10 @@ class ImplicitDecoder(torch.nn.Module):
         self.output = torch.nn.Linear(config.decoder_hidden, 1)
 
     def forward(self, points: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        first = self.from_points(positional_encoding(points, self.frequencies)) + self.from_embedding(embeddings)[:, None, :]
+        first = (
+            self.from_points(positional_encoding(points, self.frequencies))
+            + self.from_embedding(embeddings)[:, None, :]
+        )
         h, skip = first.split(self.hidden, dim=-1)
         h = torch.relu(h)
         for index, layer in enumerate(self.layers):

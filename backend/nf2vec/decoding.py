@@ -61,8 +61,9 @@ class DecodeSettings:
     evaluation_resolution: int = 128  # marching cubes grid of the fitted net for its Chamfer / F-score
 
 
-def decode_grid(tools: Nf2vecTools, embedding: np.ndarray, settings: DecodeSettings = DecodeSettings(),
-                anchors: list[Anchor] = ()) -> np.ndarray:
+def decode_grid(
+    tools: Nf2vecTools, embedding: np.ndarray, settings: DecodeSettings = DecodeSettings(), anchors: list[Anchor] = ()
+) -> np.ndarray:
     """Decoded signed distances on a regular grid over the normalised cube, clipped to the bounding sphere.
 
     embedding (e,) -> (r, r, r) float32 indexed [x, y, z], negative inside (as :func:`backend.meshes.extraction.sdf_grid`).
@@ -88,12 +89,19 @@ def _implicit_field(model: Nf2vecModel, embedding: np.ndarray, points: np.ndarra
     with torch.inference_mode():
         for start in range(0, len(points), POINTS_PER_CALL):
             chunk = torch.from_numpy(points[start : start + POINTS_PER_CALL])[None]
-            values[start : start + len(chunk[0])] = to_signed_distance(model.decoder(chunk, code), model.config)[0].numpy()
+            values[start : start + len(chunk[0])] = to_signed_distance(model.decoder(chunk, code), model.config)[
+                0
+            ].numpy()
     return values
 
 
-def decoded_surface(tools: Nf2vecTools, embedding: np.ndarray, name: str, settings: DecodeSettings = DecodeSettings(),
-                    anchors: list[Anchor] = ()) -> NormalisedMesh:
+def decoded_surface(
+    tools: Nf2vecTools,
+    embedding: np.ndarray,
+    name: str,
+    settings: DecodeSettings = DecodeSettings(),
+    anchors: list[Anchor] = (),
+) -> NormalisedMesh:
     """The decoded surface of an embedding as a checked mesh in the normalised frame (identity transform),
     without bodies smaller than ``settings.min_body_fraction`` of the largest.
 
@@ -105,7 +113,9 @@ def decoded_surface(tools: Nf2vecTools, embedding: np.ndarray, name: str, settin
     bodies = surface.split(only_watertight=False) if settings.min_body_fraction > 0 else [surface]
     if len(bodies) > 1:
         largest = max(body.area for body in bodies)
-        surface = trimesh.util.concatenate([body for body in bodies if body.area >= settings.min_body_fraction * largest])
+        surface = trimesh.util.concatenate(
+            [body for body in bodies if body.area >= settings.min_body_fraction * largest]
+        )
     digest = hashlib.sha256(np.asarray(embedding, dtype=np.float32).tobytes()).hexdigest()
     return normalise_mesh(surface.vertices, surface.faces, name=name, source_sha256=digest, transform=IDENTITY)
 
@@ -139,7 +149,10 @@ def shapes_from_embeddings(
 
     def on_fit(event: FitProgress) -> None:
         if event.stage == "fitting":
-            report(0.2 + 0.7 * min(event.step / steps, 1.0), f"fitting {count} shape{'s' if count > 1 else ''}: step {event.step}")
+            report(
+                0.2 + 0.7 * min(event.step / steps, 1.0),
+                f"fitting {count} shape{'s' if count > 1 else ''}: step {event.step}",
+            )
 
     results = fit_shapes(family, surfaces, settings.fit, progress=on_fit, cancel=cancel)
     shapes = []
@@ -155,7 +168,9 @@ def shapes_from_embeddings(
     return shapes
 
 
-def derived_provenance(operation: str, source_name: str, inputs: list[NeuralShape], model: Nf2vecModel, **details: str) -> dict[str, str]:
+def derived_provenance(
+    operation: str, source_name: str, inputs: list[NeuralShape], model: Nf2vecModel, **details: str
+) -> dict[str, str]:
     """Provenance of a shape made by an nf2vec operation: what was done, to what, with which model.
 
     ``source_sha256`` is the hash of the input shapes' weights and the details, so the same request on

@@ -53,7 +53,9 @@ class LatentPrior:
         return self.class_mean[labels], self.class_std[labels]
 
 
-def estimate_prior(latents: torch.Tensor, labels: np.ndarray | None = None, class_names: list[str] | None = None) -> LatentPrior:
+def estimate_prior(
+    latents: torch.Tensor, labels: np.ndarray | None = None, class_names: list[str] | None = None
+) -> LatentPrior:
     """The Gaussian prior of training latents (n, k); per class as well when labels (n,) index class_names.
 
     A class with fewer than two latents takes the overall std (one sample has no spread).
@@ -185,9 +187,13 @@ def fit_latent(
     points_t = torch.as_tensor(points, dtype=torch.float32)
     count, available = points_t.shape[:2]
     sdf_t = torch.zeros(count, available) if sdf is None else torch.as_tensor(sdf, dtype=torch.float32)
-    weight_t = torch.ones(count, available) if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float32)
+    weight_t = (
+        torch.ones(count, available) if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float32)
+    )
     if sdf_t.shape != (count, available) or weight_t.shape != (count, available) or points_t.shape[2:] != (3,):
-        raise ValueError(f"points {tuple(points_t.shape)}, sdf {tuple(sdf_t.shape)} and weights {tuple(weight_t.shape)} do not match")
+        raise ValueError(
+            f"points {tuple(points_t.shape)}, sdf {tuple(sdf_t.shape)} and weights {tuple(weight_t.shape)} do not match"
+        )
     mean, std = latent.prior.of(None if labels is None else torch.as_tensor(labels, dtype=torch.long), count)
     z = (mean.clone() if initial is None else torch.as_tensor(initial, dtype=torch.float32).clone()).requires_grad_()
     optimizer = torch.optim.Adam([z], lr=settings.learning_rate)
@@ -225,14 +231,29 @@ def save_latent(folder: Path, latent: LatentFamily) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LATENT_NAME
     prior = latent.prior
-    save_tensors(path, {
-        "format": FORMAT, "version": VERSION, "family_id": latent.family_id,
-        "architecture": asdict(latent.architecture), "k": latent.k,
-        "theta": latent.theta, "basis": latent.basis,
-        "prior": {"mean": prior.mean, "std": prior.std, "class_names": list(prior.class_names),
-                  "class_mean": prior.class_mean, "class_std": prior.class_std},
-        "latents": latent.latents, "names": list(latent.names), "labels": latent.labels, "training": latent.training,
-    })
+    save_tensors(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "family_id": latent.family_id,
+            "architecture": asdict(latent.architecture),
+            "k": latent.k,
+            "theta": latent.theta,
+            "basis": latent.basis,
+            "prior": {
+                "mean": prior.mean,
+                "std": prior.std,
+                "class_names": list(prior.class_names),
+                "class_mean": prior.class_mean,
+                "class_std": prior.class_std,
+            },
+            "latents": latent.latents,
+            "names": list(latent.names),
+            "labels": latent.labels,
+            "training": latent.training,
+        },
+    )
     return path
 
 
@@ -245,8 +266,10 @@ def load_latent(folder: Path, family_id: str | None = None) -> LatentFamily:
     path = Path(folder) / LATENT_NAME
     data = load_tensors(path, "not a valid latent family file")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise NeuralShapesError(f"{path}: not a latent family file (format {data.get('format')!r} version "
-                                f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})")
+        raise NeuralShapesError(
+            f"{path}: not a latent family file (format {data.get('format')!r} version "
+            f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})"
+        )
     if family_id is not None and data.get("family_id") != family_id:
         raise NeuralShapesError(f"{path}: a latent family of family {data.get('family_id')}, not of {family_id}")
     try:
@@ -256,28 +279,51 @@ def load_latent(folder: Path, family_id: str | None = None) -> LatentFamily:
         class_names = [str(name) for name in prior_data["class_names"]]
         latents = data["latents"]
         expected = {
-            "theta": (data["theta"], (params,)), "basis": (data["basis"], (k, params)),
-            "prior mean": (prior_data["mean"], (k,)), "prior std": (prior_data["std"], (k,)),
+            "theta": (data["theta"], (params,)),
+            "basis": (data["basis"], (k, params)),
+            "prior mean": (prior_data["mean"], (k,)),
+            "prior std": (prior_data["std"], (k,)),
         }
         if class_names:
-            expected |= {"class mean": (prior_data["class_mean"], (len(class_names), k)),
-                         "class std": (prior_data["class_std"], (len(class_names), k))}
+            expected |= {
+                "class mean": (prior_data["class_mean"], (len(class_names), k)),
+                "class std": (prior_data["class_std"], (len(class_names), k)),
+            }
         if latents is not None:
             expected["latents"] = (latents, (len(data["names"]), k))
         for name, (tensor, shape) in expected.items():
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or not torch.isfinite(tensor).all():
                 raise ValueError(f"{name} is not a finite tensor of shape {shape}")
         labels = data.get("labels")  # absent from files written before labels were kept
-        if labels is not None and (latents is None or tuple(labels.shape) != (len(latents),) or labels.dtype != torch.int64
-                                   or len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names)):
+        if labels is not None and (
+            latents is None
+            or tuple(labels.shape) != (len(latents),)
+            or labels.dtype != torch.int64
+            or len(labels)
+            and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names)
+        ):
             raise ValueError("labels are not one class row per training latent")
-        prior = LatentPrior(prior_data["mean"].float(), prior_data["std"].float(), class_names,
-                            prior_data["class_mean"].float() if class_names else None,
-                            prior_data["class_std"].float() if class_names else None)
+        prior = LatentPrior(
+            prior_data["mean"].float(),
+            prior_data["std"].float(),
+            class_names,
+            prior_data["class_mean"].float() if class_names else None,
+            prior_data["class_std"].float() if class_names else None,
+        )
         if (prior.std <= 0).any() or (prior.class_std is not None and (prior.class_std <= 0).any()):
             raise ValueError("prior standard deviations must be positive")
-        return LatentFamily(str(data["family_id"]), architecture, data["theta"].float(), data["basis"].float(), prior,
-                            None if latents is None else latents.float(), [str(name) for name in data["names"]],
-                            dict(data["training"]), labels)
+        return LatentFamily(
+            str(data["family_id"]),
+            architecture,
+            data["theta"].float(),
+            data["basis"].float(),
+            prior,
+            None if latents is None else latents.float(),
+            [str(name) for name in data["names"]],
+            dict(data["training"]),
+            labels,
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise NeuralShapesError(f"{path}: malformed latent family ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{path}: malformed latent family ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None

@@ -192,28 +192,41 @@ def latent_encoder_data(
     """
     for shape in [*shapes, *(refits or [])]:
         if shape.family_id != latent.family_id:
-            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent family of {latent.family_id}")
+            raise NeuralShapesError(
+                f"shape '{shape.name}' is of family {shape.family_id}, the latent family of {latent.family_id}"
+            )
     if latent.latents is None:
         raise NeuralShapesError("the latent family keeps no training latents to distil the encoder towards")
     row_of = {name: row for row, name in enumerate(latent.names)}
     missing = [shape.name for shape in shapes if shape.name not in row_of]
     if missing:
-        raise NeuralShapesError(f"shape '{missing[0]}' has no latent in the latent family ({len(missing)} such); train-latent on it first")
+        raise NeuralShapesError(
+            f"shape '{missing[0]}' has no latent in the latent family ({len(missing)} such); train-latent on it first"
+        )
     report = progress or (lambda _: None)
 
     def relay(event: Nf2vecProgress) -> None:
         report(LatentProgress("sampling", event.step, event.total))
 
-    samples = shape_samples(shapes, collection, cache, TrainSettings(
-        samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed), relay)
+    samples = shape_samples(
+        shapes,
+        collection,
+        cache,
+        TrainSettings(
+            samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed
+        ),
+        relay,
+    )
     targets = latent.latents[[row_of[shape.name] for shape in shapes]].clone()
     shape_of_mesh = {shape.provenance.get("source_sha256"): index for index, shape in enumerate(shapes)}
     refit_shapes = []
     for refit in refits or []:
         index = shape_of_mesh.get(refit.provenance.get("source_sha256"))
         if index is None:
-            raise NeuralShapesError(f"re-fit '{refit.name}': no training shape was fitted to its mesh "
-                                    f"'{refit.provenance.get('source_name', '?')}'")
+            raise NeuralShapesError(
+                f"re-fit '{refit.name}': no training shape was fitted to its mesh "
+                f"'{refit.provenance.get('source_name', '?')}'"
+            )
         refit_shapes.append(index)
     fitted = torch.from_numpy(np.stack([flatten(shape.weights) for shape in [*shapes, *(refits or [])]]))
     order = list(range(len(shapes))) + refit_shapes
@@ -223,8 +236,14 @@ def latent_encoder_data(
             inputs.append(latent.flat(targets))
         order += list(range(len(shapes)))
         counts["decoded"] = len(shapes)
-    return EncoderTrainingData([shape.name for shape in shapes], targets, samples, torch.cat(inputs),
-                               torch.tensor(order, dtype=torch.long), counts)
+    return EncoderTrainingData(
+        [shape.name for shape in shapes],
+        targets,
+        samples,
+        torch.cat(inputs),
+        torch.tensor(order, dtype=torch.long),
+        counts,
+    )
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -245,7 +264,6 @@ def encoded_class_means(encoder: LatentEncoder, latent: LatentFamily, data: Enco
     for index in labels.unique().tolist():
         means[index] = z[labels == index].mean(0)
     return means
-
 
 
 def latent_digest(latent: LatentFamily) -> str:
@@ -279,10 +297,17 @@ def train_latent_encoder(
     architecture, k = latent.architecture, latent.k
     device = training_device()
     torch.manual_seed(settings.seed)  # the encoder's initial weights, so reruns start alike
-    encoder = LatentEncoder(family.family_id, architecture, tuple(settings.stages),
-                            LatentEncoderNet(architecture.width, tuple(settings.stages), k).to(device),
-                            family_reference(family).to(device), latent_digest(latent))
-    optimizer = torch.optim.AdamW(encoder.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    encoder = LatentEncoder(
+        family.family_id,
+        architecture,
+        tuple(settings.stages),
+        LatentEncoderNet(architecture.width, tuple(settings.stages), k).to(device),
+        family_reference(family).to(device),
+        latent_digest(latent),
+    )
+    optimizer = torch.optim.AdamW(
+        encoder.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = output / CHECKPOINT_NAME
@@ -319,17 +344,28 @@ def train_latent_encoder(
             loss_value, running, reported = running / reported, 0.0, 0
             report(LatentProgress("training", step, settings.steps, loss_value))
         if step % settings.checkpoint_every == 0 and step < settings.steps:
-            save_tensors(checkpoint, {
-                "run": run_key, "step": step, "seconds": time.perf_counter() - started, "loss": loss_value,
-                "encoder": encoder.net.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-            })
+            save_tensors(
+                checkpoint,
+                {
+                    "run": run_key,
+                    "step": step,
+                    "seconds": time.perf_counter() - started,
+                    "loss": loss_value,
+                    "encoder": encoder.net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                },
+            )
     encoder.net.eval().cpu()
     encoder.reference = encoder.reference.cpu()
     encoder.class_means = encoded_class_means(encoder, latent, data)
     encoder.training = {
-        "steps": step, "seconds": round(time.perf_counter() - started, 1),
+        "steps": step,
+        "seconds": round(time.perf_counter() - started, 1),
         "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
-        "shapes": len(data.names), "inputs": dict(data.counts), "settings": asdict(settings),
+        "shapes": len(data.names),
+        "inputs": dict(data.counts),
+        "settings": asdict(settings),
     }
     save_latent_encoder(output, encoder)
     checkpoint.unlink(missing_ok=True)
@@ -338,21 +374,38 @@ def train_latent_encoder(
 
 def _run_key(data: EncoderTrainingData, encoder: LatentEncoder, settings: EncoderSettings) -> str:
     """What a checkpoint must match to be resumed: inputs, targets, latent family and settings (not the step count)."""
-    kept = {key: value for key, value in asdict(settings).items() if key not in ("steps", "checkpoint_every", "report_every")}
-    digest = hashlib.sha256(data.inputs.numpy().tobytes() + data.targets.numpy().tobytes()
-                            + data.shape_of_input.numpy().tobytes()).hexdigest()
-    return json.dumps({"settings": kept, "shapes": data.names, "inputs": digest, "family": encoder.family_id,
-                       "latent": encoder.latent_digest, "meshes": data.samples.meshes.names,
-                       "mesh_of_shape": data.samples.mesh_of_shape.tolist()}, sort_keys=True)
+    kept = {
+        key: value
+        for key, value in asdict(settings).items()
+        if key not in ("steps", "checkpoint_every", "report_every")
+    }
+    digest = hashlib.sha256(
+        data.inputs.numpy().tobytes() + data.targets.numpy().tobytes() + data.shape_of_input.numpy().tobytes()
+    ).hexdigest()
+    return json.dumps(
+        {
+            "settings": kept,
+            "shapes": data.names,
+            "inputs": digest,
+            "family": encoder.family_id,
+            "latent": encoder.latent_digest,
+            "meshes": data.samples.meshes.names,
+            "mesh_of_shape": data.samples.mesh_of_shape.tolist(),
+        },
+        sort_keys=True,
+    )
 
 
-def _resume(path: Path, run_key: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> tuple[int, float, float]:
+def _resume(
+    path: Path, run_key: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, float, float]:
     """Load a checkpoint into the net, optimiser and generator: (step, seconds so far, last reported loss)."""
     failure = "not a valid latent encoder checkpoint"
     state = load_tensors(path, failure)
     if state.get("run") != run_key:
-        raise NeuralShapesError(f"{path}: checkpoint of another run (shapes, latents or settings differ); delete it or pass the same ones")
+        raise NeuralShapesError(
+            f"{path}: checkpoint of another run (shapes, latents or settings differ); delete it or pass the same ones"
+        )
     try:
         net.load_state_dict(state["encoder"])
         optimizer.load_state_dict(state["optimizer"])
@@ -367,10 +420,14 @@ def _resume(path: Path, run_key: str, net: torch.nn.Module, optimizer: torch.opt
 
 def _check_shapes(encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape]) -> None:
     if encoder.latent_digest != latent_digest(latent) or encoder.k != latent.k:
-        raise NeuralShapesError(f"the latent encoder was distilled into another latent family (digest {encoder.latent_digest}); retrain it")
+        raise NeuralShapesError(
+            f"the latent encoder was distilled into another latent family (digest {encoder.latent_digest}); retrain it"
+        )
     for shape in shapes:
         if shape.family_id != encoder.family_id:
-            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, the latent encoder reads family {encoder.family_id}")
+            raise NeuralShapesError(
+                f"shape '{shape.name}' is of family {shape.family_id}, the latent encoder reads family {encoder.family_id}"
+            )
 
 
 def encode_latent(encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape]) -> np.ndarray:
@@ -399,7 +456,9 @@ class RefineSettings:
     seed: int = 0
 
 
-def own_field_samples(architecture: Architecture, flat: torch.Tensor, settings: RefineSettings = RefineSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+def own_field_samples(
+    architecture: Architecture, flat: torch.Tensor, settings: RefineSettings = RefineSettings()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points (s, m, 3) in the cube and the nets' own signed distances there (s, m), for nets (s, P) flat.
 
     Near-surface points come from the net itself (no mesh needed): uniform candidates closest to its zero
@@ -416,13 +475,16 @@ def own_field_samples(architecture: Architecture, flat: torch.Tensor, settings: 
         candidates = uniform(near * settings.candidates_per_near)
         closest = flat_forward(architecture, flat, candidates).abs().topk(near, dim=1, largest=False).indices
         points = torch.gather(candidates, 1, closest[..., None].expand(-1, -1, 3))
-        points = (points + settings.near_noise * torch.randn(points.shape, generator=generator)).clamp(-CUBE_HALF_SIZE, CUBE_HALF_SIZE)
+        points = (points + settings.near_noise * torch.randn(points.shape, generator=generator)).clamp(
+            -CUBE_HALF_SIZE, CUBE_HALF_SIZE
+        )
         points = torch.cat([uniform(settings.points - near), points], dim=1)
         return points, flat_forward(architecture, flat, points)
 
 
-def refine_latent(encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape],
-                  settings: RefineSettings = RefineSettings()) -> LatentFit:
+def refine_latent(
+    encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape], settings: RefineSettings = RefineSettings()
+) -> LatentFit:
     """Latents (n, k) of the shapes: the encoder's, then ``settings.fit.steps`` MAP steps (the latent
     family's overall prior) towards each shape's own field (:func:`own_field_samples`); ``data_loss`` (n,)
     is the final mean L1 to that field."""
@@ -439,13 +501,22 @@ def save_latent_encoder(folder: Path, encoder: LatentEncoder) -> Path:
     """Write ``folder/latent_encoder.safetensors`` atomically (folder created); returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ENCODER_NAME
-    save_tensors(path, {
-        "format": FORMAT, "version": VERSION, "family_id": encoder.family_id,
-        "architecture": asdict(encoder.architecture), "k": encoder.k, "stages": list(encoder.stages),
-        "latent_digest": encoder.latent_digest, "reference": encoder.reference,
-        "encoder": encoder.net.state_dict(), "training": encoder.training,
-        **({} if encoder.class_means is None else {"class_means": encoder.class_means}),
-    })
+    save_tensors(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "family_id": encoder.family_id,
+            "architecture": asdict(encoder.architecture),
+            "k": encoder.k,
+            "stages": list(encoder.stages),
+            "latent_digest": encoder.latent_digest,
+            "reference": encoder.reference,
+            "encoder": encoder.net.state_dict(),
+            "training": encoder.training,
+            **({} if encoder.class_means is None else {"class_means": encoder.class_means}),
+        },
+    )
     return path
 
 
@@ -456,29 +527,55 @@ def load_latent_encoder(folder: Path, latent: LatentFamily) -> LatentEncoder:
     path = Path(folder) / ENCODER_NAME
     data = load_tensors(path, "not a valid latent encoder file")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise NeuralShapesError(f"{path}: not a latent encoder file (format {data.get('format')!r} version "
-                                f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})")
+        raise NeuralShapesError(
+            f"{path}: not a latent encoder file (format {data.get('format')!r} version "
+            f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})"
+        )
     if data.get("family_id") != latent.family_id:
-        raise NeuralShapesError(f"{path}: a latent encoder of family {data.get('family_id')}, not of {latent.family_id}")
+        raise NeuralShapesError(
+            f"{path}: a latent encoder of family {data.get('family_id')}, not of {latent.family_id}"
+        )
     if data.get("latent_digest") != latent_digest(latent):
-        raise NeuralShapesError(f"{path}: distilled into another latent family than {Path(folder) / 'latent.safetensors'}; retrain it")
+        raise NeuralShapesError(
+            f"{path}: distilled into another latent family than {Path(folder) / 'latent.safetensors'}; retrain it"
+        )
     try:
-        architecture, stages, k = Architecture(**data["architecture"]), tuple(int(size) for size in data["stages"]), int(data["k"])
+        architecture, stages, k = (
+            Architecture(**data["architecture"]),
+            tuple(int(size) for size in data["stages"]),
+            int(data["k"]),
+        )
         if architecture != latent.architecture or k != latent.k or not stages:
             raise ValueError("architecture or k differ from the latent family's")
         reference = data["reference"]
-        if not isinstance(reference, torch.Tensor) or reference.shape != (matrix_rows(architecture), architecture.width):
+        if not isinstance(reference, torch.Tensor) or reference.shape != (
+            matrix_rows(architecture),
+            architecture.width,
+        ):
             raise ValueError("reference weights of the wrong shape")
         net = LatentEncoderNet(architecture.width, stages, k)
         net.load_state_dict(data["encoder"])
         if not all(torch.isfinite(tensor).all() for tensor in net.state_dict().values() if tensor.is_floating_point()):
             raise ValueError("encoder weights are not finite")
         class_means = data.get("class_means")  # optional: files written before it load without
-        if class_means is not None and (not isinstance(class_means, torch.Tensor) or not torch.isfinite(class_means).all()
-                                        or class_means.shape != (len(latent.prior.class_names), k)):
+        if class_means is not None and (
+            not isinstance(class_means, torch.Tensor)
+            or not torch.isfinite(class_means).all()
+            or class_means.shape != (len(latent.prior.class_names), k)
+        ):
             raise ValueError("class means are not finite (classes, k) values of the latent family's classes")
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise NeuralShapesError(f"{path}: malformed latent encoder ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{path}: malformed latent encoder ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None
     net.eval()
-    return LatentEncoder(str(data["family_id"]), architecture, stages, net, reference.float(), str(data["latent_digest"]),
-                         dict(data.get("training") or {}), None if class_means is None else class_means.float())
+    return LatentEncoder(
+        str(data["family_id"]),
+        architecture,
+        stages,
+        net,
+        reference.float(),
+        str(data["latent_digest"]),
+        dict(data.get("training") or {}),
+        None if class_means is None else class_means.float(),
+    )

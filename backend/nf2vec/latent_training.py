@@ -121,26 +121,49 @@ def latent_training_data(
     def relay(event: Nf2vecProgress | MetaProgress) -> None:
         report(LatentProgress("sampling", event.step, event.total))
 
-    fitted_samples = shape_samples(shapes, collection, cache, TrainSettings(
-        samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed), relay)
+    fitted_samples = shape_samples(
+        shapes,
+        collection,
+        cache,
+        TrainSettings(
+            samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed
+        ),
+        relay,
+    )
     meshes, mesh_of_shape = fitted_samples.meshes, fitted_samples.mesh_of_shape
     extra = list(unfitted or [])
     if extra:
-        more = collection_samples(extra, cache, MetaSettings(samples_per_shape=settings.samples_per_shape,
-                                                             uniform_fraction=settings.uniform_fraction, seed=settings.seed), relay)
+        more = collection_samples(
+            extra,
+            cache,
+            MetaSettings(
+                samples_per_shape=settings.samples_per_shape,
+                uniform_fraction=settings.uniform_fraction,
+                seed=settings.seed,
+            ),
+            relay,
+        )
         mesh_of_shape = torch.cat([mesh_of_shape, torch.arange(len(meshes.names), len(meshes.names) + len(extra))])
-        meshes = CollectionSamples(meshes.names + more.names, torch.cat([meshes.points, more.points]), torch.cat([meshes.sdf, more.sdf]))
+        meshes = CollectionSamples(
+            meshes.names + more.names, torch.cat([meshes.points, more.points]), torch.cat([meshes.sdf, more.sdf])
+        )
     count = len(shapes) + len(extra)
     weights = torch.zeros(count, shapes[0].architecture.parameter_count)
     weights[: len(shapes)] = torch.from_numpy(np.stack([flatten(shape.weights) for shape in shapes]))
-    data = LatentTrainingData([shape.name for shape in shapes] + [path.stem for path in extra],
-                              ShapeSamples(meshes, mesh_of_shape), weights, torch.arange(count) < len(shapes))
+    data = LatentTrainingData(
+        [shape.name for shape in shapes] + [path.stem for path in extra],
+        ShapeSamples(meshes, mesh_of_shape),
+        weights,
+        torch.arange(count) < len(shapes),
+    )
     if manifest is not None:
         class_of = {item.file: item.class_name for item in manifest.items}
         sources = [shape.provenance.get("source_name", "") for shape in shapes] + [path.name for path in extra]
         missing = [(name, source) for name, source in zip(data.names, sources) if source not in class_of]
         if missing:
-            raise NeuralShapesError(f"'{missing[0][0]}': its mesh '{missing[0][1]}' has no class in the collection manifest of {manifest.root}")
+            raise NeuralShapesError(
+                f"'{missing[0][0]}': its mesh '{missing[0][1]}' has no class in the collection manifest of {manifest.root}"
+            )
         data.class_names = [name for name in manifest.classes if name in {class_of[source] for source in sources}]
         data.labels = np.array([data.class_names.index(class_of[source]) for source in sources], dtype=np.int64)
     return data
@@ -162,7 +185,9 @@ def principal_subspace(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     count = flat.shape[0]
     check_latent_size(k, count)
     mean = flat.double().mean(0)
-    u, s, vt = torch.linalg.svd(flat.double() - mean, full_matrices=False)  # float64: the projection test is exact to 1e-6
+    u, s, vt = torch.linalg.svd(
+        flat.double() - mean, full_matrices=False
+    )  # float64: the projection test is exact to 1e-6
     scale = math.sqrt(count - 1)
     basis = (s[:k, None] / scale) * vt[:k]
     return mean.float(), basis.float(), (u[:, :k] * scale).float()
@@ -201,7 +226,9 @@ def train_latent(
     run_key = _run_key(data, family_id, settings)
     step, seconds, loss_value = 0, 0.0, float("nan")
     if checkpoint.exists():
-        step, seconds, loss_value = _resume(checkpoint, run_key, [theta, basis, latents], subspace_optimizer, latent_optimizer, generator)
+        step, seconds, loss_value = _resume(
+            checkpoint, run_key, [theta, basis, latents], subspace_optimizer, latent_optimizer, generator
+        )
     batch_size = min(settings.shapes_per_step, count)
     started, running, reported = time.perf_counter() - seconds, 0.0, 0
     while step < settings.steps:
@@ -228,20 +255,36 @@ def train_latent(
             loss_value, running, reported = running / reported, 0.0, 0
             report(LatentProgress("training", step, settings.steps, loss_value))
         if step % settings.checkpoint_every == 0 and step < settings.steps:
-            save_tensors(checkpoint, {
-                "run": run_key, "step": step, "seconds": time.perf_counter() - started, "loss": loss_value,
-                "tensors": [theta.detach(), basis.detach(), latents.detach()],
-                "subspace_optimizer": subspace_optimizer.state_dict(), "latent_optimizer": latent_optimizer.state_dict(),
-                "generator": generator.get_state(),
-            })
+            save_tensors(
+                checkpoint,
+                {
+                    "run": run_key,
+                    "step": step,
+                    "seconds": time.perf_counter() - started,
+                    "loss": loss_value,
+                    "tensors": [theta.detach(), basis.detach(), latents.detach()],
+                    "subspace_optimizer": subspace_optimizer.state_dict(),
+                    "latent_optimizer": latent_optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                },
+            )
     seconds = time.perf_counter() - started
     trained = latents.detach().cpu().clone()
     latent = LatentFamily(
-        family_id, architecture, theta.detach().cpu().clone(), basis.detach().cpu().clone(),
-        estimate_prior(trained, data.labels, data.class_names), trained, list(data.names),
+        family_id,
+        architecture,
+        theta.detach().cpu().clone(),
+        basis.detach().cpu().clone(),
+        estimate_prior(trained, data.labels, data.class_names),
+        trained,
+        list(data.names),
         {
-            "steps": step, "seconds": round(seconds, 1), "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
-            "shapes": count, "fitted_shapes": int(data.fitted.sum()), "settings": asdict(settings),
+            "steps": step,
+            "seconds": round(seconds, 1),
+            "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
+            "shapes": count,
+            "fitted_shapes": int(data.fitted.sum()),
+            "settings": asdict(settings),
         },
         labels=None if data.labels is None else torch.from_numpy(data.labels.astype(np.int64)),
     )
@@ -252,19 +295,40 @@ def train_latent(
 
 def _run_key(data: LatentTrainingData, family_id: str, settings: LatentSettings) -> str:
     """What a checkpoint must match to be resumed: shapes, their fitted weights, classes and settings (not the step count)."""
-    kept = {key: value for key, value in asdict(settings).items() if key not in ("steps", "checkpoint_every", "report_every")}
+    kept = {
+        key: value
+        for key, value in asdict(settings).items()
+        if key not in ("steps", "checkpoint_every", "report_every")
+    }
     digest = hashlib.sha256(data.weights.numpy().tobytes() + data.fitted.numpy().tobytes()).hexdigest()
-    return json.dumps({"settings": kept, "shapes": data.names, "weights": digest, "family": family_id,
-                       "meshes": data.samples.meshes.names, "mesh_of_shape": data.samples.mesh_of_shape.tolist()}, sort_keys=True)
+    return json.dumps(
+        {
+            "settings": kept,
+            "shapes": data.names,
+            "weights": digest,
+            "family": family_id,
+            "meshes": data.samples.meshes.names,
+            "mesh_of_shape": data.samples.mesh_of_shape.tolist(),
+        },
+        sort_keys=True,
+    )
 
 
-def _resume(path: Path, run_key: str, tensors: list[torch.Tensor], subspace_optimizer: torch.optim.Optimizer,
-            latent_optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, float, float]:
+def _resume(
+    path: Path,
+    run_key: str,
+    tensors: list[torch.Tensor],
+    subspace_optimizer: torch.optim.Optimizer,
+    latent_optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[int, float, float]:
     """Load a checkpoint into the tensors, optimisers and generator: (step, seconds so far, last reported loss)."""
     failure = "not a valid latent training checkpoint"
     state = load_tensors(path, failure)
     if state.get("run") != run_key:
-        raise NeuralShapesError(f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones")
+        raise NeuralShapesError(
+            f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones"
+        )
     try:
         saved = state["tensors"]
         if len(saved) != len(tensors) or any(s.shape != t.shape for s, t in zip(saved, tensors)):

@@ -80,7 +80,9 @@ def new_model(config: Nf2vecConfig, family: ModelFamily, seed: int = 0) -> Nf2ve
     return _assemble(config, family.family_id, family.architecture, reference, seed)
 
 
-def _assemble(config: Nf2vecConfig, family_id: str, architecture: Architecture, reference: torch.Tensor, seed: int = 0) -> Nf2vecModel:
+def _assemble(
+    config: Nf2vecConfig, family_id: str, architecture: Architecture, reference: torch.Tensor, seed: int = 0
+) -> Nf2vecModel:
     torch.manual_seed(seed)
     encoder = WeightEncoder(architecture.width, config.encoder_stages)
     return Nf2vecModel(config, family_id, architecture, encoder, ImplicitDecoder(config), reference)
@@ -90,15 +92,18 @@ def check_family(model: Nf2vecModel, shapes: list[NeuralShape]) -> None:
     """Refuse shapes of another family than the model's, naming the first one."""
     for shape in shapes:
         if shape.family_id != model.family_id:
-            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}, "
-                                    f"the nf2vec model embeds family {model.family_id}")
+            raise NeuralShapesError(
+                f"shape '{shape.name}' is of family {shape.family_id}, the nf2vec model embeds family {model.family_id}"
+            )
 
 
 def save_model(folder: Path, model: Nf2vecModel) -> None:
     """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (created), each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(folder / WEIGHTS_NAME, {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
-                                         "reference": model.reference})
+    save_tensors(
+        folder / WEIGHTS_NAME,
+        {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(), "reference": model.reference},
+    )
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -124,19 +129,26 @@ def load_model(folder: Path) -> Nf2vecModel:
     except NeuralShapesError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise NeuralShapesError(f"{path}: malformed nf2vec config ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{path}: malformed nf2vec config ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None
     weights = Path(folder) / WEIGHTS_NAME
     state = load_tensors(weights, "not valid nf2vec weights")
     try:
         reference = state["reference"]
-        if not isinstance(reference, torch.Tensor) or reference.shape != (matrix_rows(architecture), architecture.width):
+        if not isinstance(reference, torch.Tensor) or reference.shape != (
+            matrix_rows(architecture),
+            architecture.width,
+        ):
             raise ValueError("reference weights of the wrong shape")
         model = _assemble(config, family_id, architecture, reference.float())
         model.training = training
         model.encoder.load_state_dict(state["encoder"])
         model.decoder.load_state_dict(state["decoder"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise NeuralShapesError(f"{weights}: weights do not match the config ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{weights}: weights do not match the config ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None
     model.encoder.eval()
     model.decoder.eval()
     model.model_id = _model_id(weights)

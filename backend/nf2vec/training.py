@@ -80,11 +80,15 @@ def one_family(shapes: list[NeuralShape], family: ModelFamily | None = None) -> 
     first = shapes[0]
     for shape in shapes[1:]:
         if shape.family_id != first.family_id:
-            raise NeuralShapesError(f"shapes of different model families: '{first.name}' is {first.family_id}, "
-                                    f"'{shape.name}' is {shape.family_id}; nf2vec trains on one family")
+            raise NeuralShapesError(
+                f"shapes of different model families: '{first.name}' is {first.family_id}, "
+                f"'{shape.name}' is {shape.family_id}; nf2vec trains on one family"
+            )
     if family is not None and first.family_id != family.family_id:
-        raise NeuralShapesError(f"the shapes are of family {first.family_id}, not of the given family "
-                                f"{family.family_id}; pass the family file they were fitted with")
+        raise NeuralShapesError(
+            f"the shapes are of family {first.family_id}, not of the given family "
+            f"{family.family_id}; pass the family file they were fitted with"
+        )
     return first
 
 
@@ -110,7 +114,9 @@ def shape_samples(
     def relay(event: MetaProgress) -> None:
         report(Nf2vecProgress("sampling", event.step, event.total))
 
-    meta = MetaSettings(samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed)
+    meta = MetaSettings(
+        samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed
+    )
     meshes = collection_samples(list(index_of), cache, meta, progress=relay)
     return ShapeSamples(meshes, torch.tensor(mesh_of_shape, dtype=torch.long))
 
@@ -154,12 +160,17 @@ def train_nf2vec(
             loss_value, running, count = running / count, 0.0, 0
             report(Nf2vecProgress("training", step, settings.steps, loss_value))
         if step % settings.checkpoint_every == 0 and step < settings.steps:
-            _save_checkpoint(checkpoint, run_key, step, time.perf_counter() - started, loss_value, model, optimizer, generator)
+            _save_checkpoint(
+                checkpoint, run_key, step, time.perf_counter() - started, loss_value, model, optimizer, generator
+            )
     model.encoder.eval()
     model.decoder.eval()
     model.training = {
-        "steps": step, "seconds": round(time.perf_counter() - started, 1), "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
-        "shapes": len(shapes), "settings": asdict(settings),
+        "steps": step,
+        "seconds": round(time.perf_counter() - started, 1),
+        "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
+        "shapes": len(shapes),
+        "settings": asdict(settings),
     }
     save_model(output, model)
     write_folder_family(output, family)  # the folder then holds (or names) all its operations need
@@ -167,7 +178,9 @@ def train_nf2vec(
     return model
 
 
-def decoder_loss(model: Nf2vecModel, shapes: list[NeuralShape], samples: ShapeSamples, points_per_shape: int = 4096, seed: int = 0) -> float:
+def decoder_loss(
+    model: Nf2vecModel, shapes: list[NeuralShape], samples: ShapeSamples, points_per_shape: int = 4096, seed: int = 0
+) -> float:
     """Mean eval-mode decoder loss over ``shapes`` at a fixed, seeded draw of their samples."""
     matrices = model.encoder_inputs([shape.weights for shape in shapes])
     generator = torch.Generator().manual_seed(seed)
@@ -203,7 +216,9 @@ def _source_mesh(shape: NeuralShape, collection: Path, cached: set[str]) -> Path
     return path
 
 
-def _draw(samples: ShapeSamples, batch: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(
+    samples: ShapeSamples, batch: torch.Tensor, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random sample points (b, count, 3) and their signed distances (b, count) for the shapes ``batch``."""
     meshes = samples.mesh_of_shape[batch][:, None]
     picks = torch.randint(samples.meshes.points.shape[1], (len(batch), count), generator=generator)
@@ -212,26 +227,51 @@ def _draw(samples: ShapeSamples, batch: torch.Tensor, count: int, generator: tor
 
 def _run_key(shapes: list[NeuralShape], config: Nf2vecConfig, settings: TrainSettings) -> str:
     """What a checkpoint must match to be resumed (the step count may grow between runs)."""
-    kept = {key: value for key, value in asdict(settings).items() if key not in ("steps", "checkpoint_every", "report_every")}
-    return json.dumps({"config": asdict(config), "settings": kept, "shapes": [s.name for s in shapes],
-                       "family": shapes[0].family_id}, sort_keys=True)
+    kept = {
+        key: value
+        for key, value in asdict(settings).items()
+        if key not in ("steps", "checkpoint_every", "report_every")
+    }
+    return json.dumps(
+        {"config": asdict(config), "settings": kept, "shapes": [s.name for s in shapes], "family": shapes[0].family_id},
+        sort_keys=True,
+    )
 
 
-def _save_checkpoint(path: Path, run_key: str, step: int, seconds: float, loss: float, model: Nf2vecModel,
-                     optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
-    save_tensors(path, {
-        "run": run_key, "step": step, "seconds": seconds, "loss": loss,
-        "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
-        "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-    })
+def _save_checkpoint(
+    path: Path,
+    run_key: str,
+    step: int,
+    seconds: float,
+    loss: float,
+    model: Nf2vecModel,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
+    save_tensors(
+        path,
+        {
+            "run": run_key,
+            "step": step,
+            "seconds": seconds,
+            "loss": loss,
+            "encoder": model.encoder.state_dict(),
+            "decoder": model.decoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+        },
+    )
 
 
-def _resume(path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> tuple[int, float, float]:
+def _resume(
+    path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, float, float]:
     """Load a checkpoint into the model, optimiser and generator: (step, seconds so far, last reported loss)."""
     state = load_tensors(path, "not valid nf2vec checkpoint")
     if state.get("run") != run_key:
-        raise NeuralShapesError(f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones")
+        raise NeuralShapesError(
+            f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones"
+        )
     try:
         model.encoder.load_state_dict(state["encoder"])
         model.decoder.load_state_dict(state["decoder"])
@@ -239,4 +279,6 @@ def _resume(path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim
         generator.set_state(state["generator"])
         return int(state["step"]), float(state["seconds"]), float(state["loss"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise NeuralShapesError(f"{path}: not a valid nf2vec checkpoint ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{path}: not a valid nf2vec checkpoint ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None

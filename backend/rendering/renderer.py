@@ -31,7 +31,12 @@ MAX_PIXELS = 64 * 1024 * 1024
 BLENDER_VIEW = (7.3589, -6.9258, 4.9583)  # direction from the target to Blender's default camera
 DEFAULT_COLOUR = (0.8, 0.8, 0.8)
 DEFAULT_SETTINGS = TraceSettings(epsilon=2e-4, occlusion_scale=0.1)  # lengths relative to the scene radius
-OPERATIONS = {"union": CSG.UNION, "intersection": CSG.INTERSECTION, "difference": CSG.DIFFERENCE, "smooth_union": CSG.SMOOTH_UNION}
+OPERATIONS = {
+    "union": CSG.UNION,
+    "intersection": CSG.INTERSECTION,
+    "difference": CSG.DIFFERENCE,
+    "smooth_union": CSG.SMOOTH_UNION,
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ class Camera:
         if matrix.shape != (4, 4) or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
             raise ValueError("camera matrix_world must be a finite, invertible 4x4 matrix")
         if self.type not in ("PERSP", "ORTHO") or self.sensor_fit not in ("AUTO", "HORIZONTAL", "VERTICAL"):
-            raise ValueError(f"camera type must be PERSP or ORTHO and sensor_fit AUTO, HORIZONTAL or VERTICAL, got {self.type}, {self.sensor_fit}")
+            raise ValueError(
+                f"camera type must be PERSP or ORTHO and sensor_fit AUTO, HORIZONTAL or VERTICAL, got {self.type}, {self.sensor_fit}"
+            )
         if min(self.lens, self.sensor_width, self.sensor_height, self.ortho_scale) <= 0:
             raise ValueError("camera lens, sensor sizes and ortho_scale must be positive")
         if not 0 <= self.clip_start < self.clip_end:
@@ -137,17 +144,25 @@ def surface_sphere(objects: list[SceneObject]) -> tuple[np.ndarray, float]:
     each shape (32^3, grown by one voxel); the bounding spheres where a shape's surface is empty."""
     points = []
     for obj in objects:
-        surface = extract_neural(obj.shape.architecture, obj.shape.weights, FRAMING_RESOLUTION, "dense", clip_radius=EXTRACTION_RADIUS)
+        surface = extract_neural(
+            obj.shape.architecture, obj.shape.weights, FRAMING_RESOLUTION, "dense", clip_radius=EXTRACTION_RADIUS
+        )
         vertices = surface.vertices if len(surface.vertices) else np.eye(3) * BOUNDING_RADIUS
         matrix = obj.shape_to_world()
         points.append(vertices @ matrix[:3, :3].T + matrix[:3, 3])
     points = np.concatenate(points)
-    voxel = 2.0 / (FRAMING_RESOLUTION - 1) * max(np.linalg.svd(o.shape_to_world()[:3, :3], compute_uv=False).max() for o in objects)
+    voxel = (
+        2.0
+        / (FRAMING_RESOLUTION - 1)
+        * max(np.linalg.svd(o.shape_to_world()[:3, :3], compute_uv=False).max() for o in objects)
+    )
     centre = (points.min(axis=0) + points.max(axis=0)) / 2
     return centre, float(np.linalg.norm(points - centre, axis=1).max() + voxel)
 
 
-def frame_objects(objects: list[SceneObject], width: int, height: int, lens: float = 50.0, direction=BLENDER_VIEW) -> Camera:
+def frame_objects(
+    objects: list[SceneObject], width: int, height: int, lens: float = 50.0, direction=BLENDER_VIEW
+) -> Camera:
     """A perspective camera looking at the objects' surfaces from ``direction`` so they fill the view."""
     if not objects:
         return Camera.look_at(np.asarray(direction, dtype=np.float64), np.zeros(3), lens=lens)
@@ -157,7 +172,9 @@ def frame_objects(objects: list[SceneObject], width: int, height: int, lens: flo
     distance = 1.02 * radius / np.sin(half)
     offset = np.asarray(direction, dtype=np.float64)
     position = centre + offset / np.linalg.norm(offset) * distance
-    return Camera.look_at(position, centre, lens=lens, clip_start=max(1e-4, (distance - radius) * 0.5), clip_end=(distance + radius) * 2)
+    return Camera.look_at(
+        position, centre, lens=lens, clip_start=max(1e-4, (distance - radius) * 0.5), clip_end=(distance + radius) * 2
+    )
 
 
 def render(scene: Scene, width: int, height: int, device: str | None = None) -> TraceResult:
@@ -172,7 +189,10 @@ def render(scene: Scene, width: int, height: int, device: str | None = None) -> 
     camera = scene.camera or frame_objects(scene.objects, width, height)
     architectures = {obj.shape.architecture for obj in scene.objects}
     if len(architectures) > 1:
-        raise NeuralShapesError("all shapes of a scene must share one architecture, got " + ", ".join(sorted(a.describe() for a in architectures)))
+        raise NeuralShapesError(
+            "all shapes of a scene must share one architecture, got "
+            + ", ".join(sorted(a.describe() for a in architectures))
+        )
     nets = list({id(obj.shape): obj.shape for obj in scene.objects}.values())
     row = {id(shape): i for i, shape in enumerate(nets)}
     net = neural_field(architectures.pop())
@@ -185,13 +205,19 @@ def render(scene: Scene, width: int, height: int, device: str | None = None) -> 
         colour=np.array([obj.colour for obj in scene.objects], dtype=np.float64),
         radius=np.full(len(scene.objects), EXTRACTION_RADIUS),
     )
-    settings = replace(scene.settings, epsilon=scene.settings.epsilon * radius, occlusion_scale=scene.settings.occlusion_scale * radius)
-    return trace(net, net.pack([shape.weights for shape in nets]), objects, camera.rays(width, height), settings, device)
+    settings = replace(
+        scene.settings, epsilon=scene.settings.epsilon * radius, occlusion_scale=scene.settings.occlusion_scale * radius
+    )
+    return trace(
+        net, net.pack([shape.weights for shape in nets]), objects, camera.rays(width, height), settings, device
+    )
 
 
 def check_size(width: int, height: int) -> None:
     if width < 0 or height < 0 or width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise ValueError(f"image size {width}x{height} is out of range (0 to {MAX_SIDE} per side, at most {MAX_PIXELS:,} pixels)")
+        raise ValueError(
+            f"image size {width}x{height} is out of range (0 to {MAX_SIDE} per side, at most {MAX_PIXELS:,} pixels)"
+        )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -219,4 +245,3 @@ def write_png(rgba: np.ndarray, path: Path) -> None:
     png = io.BytesIO()
     Image.fromarray(pixels, "RGBA").save(png, format="PNG")
     write_atomically(Path(path), png.getvalue())
-

@@ -69,8 +69,12 @@ class CameraSpec(_Strict):
 class ObjectSpec(_Strict):
     """A shape placed in the world."""
 
-    shape: str = Field(description="id of a shape in the library (a .h5 path relative to the scene file for render --scene)")
-    matrix_world: list[list[float]] | None = Field(None, description="4x4 from the shape's source frame to world; identity when left out")
+    shape: str = Field(
+        description="id of a shape in the library (a .h5 path relative to the scene file for render --scene)"
+    )
+    matrix_world: list[list[float]] | None = Field(
+        None, description="4x4 from the shape's source frame to world; identity when left out"
+    )
     operation: Literal["union", "intersection", "difference", "smooth_union"] = "union"
     smooth_radius: float = Field(0.0, ge=0, description="world units, for smooth_union")
     colour: Vector3 = DEFAULT_COLOUR
@@ -115,7 +119,11 @@ def build_scene(spec: SceneSpec, load_shape: Callable[[str], NeuralShape]) -> Sc
             matrix = np.eye(4) if entry.matrix_world is None else np.asarray(entry.matrix_world, dtype=np.float64)
             if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
                 raise ValueError(f"objects[{i}].matrix_world is not invertible")
-            objects.append(SceneObject(shapes[entry.shape], matrix, OPERATIONS[entry.operation], entry.smooth_radius, tuple(entry.colour)))
+            objects.append(
+                SceneObject(
+                    shapes[entry.shape], matrix, OPERATIONS[entry.operation], entry.smooth_radius, tuple(entry.colour)
+                )
+            )
         settings = replace(DEFAULT_SETTINGS, **spec.settings.model_dump())
         return Scene(objects, _camera(spec.camera), settings)
     except ValueError as error:

@@ -50,12 +50,16 @@ def open_service(settings: ServiceSettings) -> Service:
     token = load_or_create_token(settings.token_path)
     db = Database(settings.database_path)
     library = Library(db=db, shapes_dir=settings.shapes_dir)
-    uploads = Uploads(db=db, uploads_dir=settings.uploads_dir, max_faces=settings.max_faces, max_bytes=settings.max_upload_bytes)
+    uploads = Uploads(
+        db=db, uploads_dir=settings.uploads_dir, max_faces=settings.max_faces, max_bytes=settings.max_upload_bytes
+    )
     compute = ComputeQueue(settings.compute_slots, settings.compute_queue, settings.compute_deadline_seconds)
     fit = FitJob(library=library, uploads=uploads, fit_batch=settings.fit_batch, compute=compute)
     nf2vec = Nf2vec(library=library, spec=settings.nf2vec_model, decode=decode)
     nf2vec_jobs = Nf2vecJobs(nf2vec=nf2vec, library=library, uploads=uploads, compute=compute)
-    jobs = JobManager(db=db, kinds=[fit.kind(), *nf2vec_jobs.kinds()], workers=settings.workers, max_pending=settings.max_pending_jobs)
+    jobs = JobManager(
+        db=db, kinds=[fit.kind(), *nf2vec_jobs.kinds()], workers=settings.workers, max_pending=settings.max_pending_jobs
+    )
     recovery = library.recover()
     jobs_report = jobs.start()
     purged = uploads.purge(older_than_seconds=settings.upload_ttl_seconds, keep=jobs.pending_uploads())
@@ -63,7 +67,12 @@ def open_service(settings: ServiceSettings) -> Service:
         log.warning(
             "recovered: %d shape files re-indexed, %d rows without files dropped, %d unreadable files quarantined, "
             "%d interrupted jobs marked failed, %d queued jobs resumed, %d old uploads removed",
-            len(recovery.reindexed), len(recovery.dropped_rows), len(recovery.quarantined), jobs_report["interrupted"], jobs_report["resumed"], purged,
+            len(recovery.reindexed),
+            len(recovery.dropped_rows),
+            len(recovery.quarantined),
+            jobs_report["interrupted"],
+            jobs_report["resumed"],
+            purged,
         )
     return Service(settings, token, db, library, uploads, jobs, compute, recovery, nf2vec, nf2vec_jobs)
 

@@ -108,7 +108,9 @@ class Database:
             aside = _move_aside(self.path)
             log.warning(
                 "%s is not a valid SQLite database (%s): moved to %s; a new index is made and shapes are re-indexed from their .h5 files",
-                self.path, error, aside.name,
+                self.path,
+                error,
+                aside.name,
             )
             self._open_index()
 
@@ -122,7 +124,9 @@ class Database:
             if found is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(found[0]) != SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: index schema version {found[0]} is not supported (this service uses {SCHEMA_VERSION})")
+                raise RuntimeError(
+                    f"{self.path}: index schema version {found[0]} is not supported (this service uses {SCHEMA_VERSION})"
+                )
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (opened on first use)."""

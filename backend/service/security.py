@@ -53,8 +53,12 @@ def secure_data_dir(path: Path) -> None:
     try:
         os.chmod(path, 0o700)
     except OSError as error:
-        raise NeuralShapesError(f"data folder {path} can be read or written by others and cannot be made private ({error.strerror})") from None
-    log.warning("data folder %s could be read or written by others (mode %04o): set to 0700", path, stat.S_IMODE(info.st_mode))
+        raise NeuralShapesError(
+            f"data folder {path} can be read or written by others and cannot be made private ({error.strerror})"
+        ) from None
+    log.warning(
+        "data folder %s could be read or written by others (mode %04o): set to 0700", path, stat.S_IMODE(info.st_mode)
+    )
 
 
 class DataDirLock:
@@ -78,7 +82,9 @@ class DataDirLock:
                 holder = _read_pid(fd)
                 os.close(fd)
                 who = f"pid {holder}" if holder else "another process"
-                raise AlreadyServing(f"data folder {data_dir} is already served by {who}: stop that service first or use another --data-dir")
+                raise AlreadyServing(
+                    f"data folder {data_dir} is already served by {who}: stop that service first or use another --data-dir"
+                )
             time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)

@@ -68,7 +68,9 @@ def remove_leftovers(settings: ServiceSettings) -> None:
 def serve(settings: ServiceSettings, *, announce=print) -> None:
     """Serve until SIGINT / SIGTERM. The first line announced is ``listening on http://HOST:PORT``.
     :class:`~backend.service.security.AlreadyServing` when another process serves the folder."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     os.umask(0o077)  # index, shapes and uploads readable by this user only, like the folder
     secure_data_dir(settings.data_dir)
     lock = DataDirLock.acquire(settings.data_dir)
@@ -84,12 +86,22 @@ def _serve_locked(settings: ServiceSettings, announce) -> None:
     try:
         sock = bind(settings.host, settings.port)
         app = create_app(settings, service=service)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            server_header=False,
+        )
         server = uvicorn.Server(config)
         # Installed before the URL is announced, so a stop asked for before uvicorn runs still stops it
         # cleanly. uvicorn re-raises the signal that stopped it once it is done; with these handlers as
         # "the previous ones" that ends in a normal return (exit code 0) instead of a KeyboardInterrupt.
-        previous = {sig: signal.signal(sig, lambda *_: setattr(server, "should_exit", True)) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         write_service_file(settings.service_file_path, url_of(sock))
         announce(f"listening on {url_of(sock)}")
         announce(f"data folder {settings.data_dir}; token in {settings.token_path}")

@@ -48,8 +48,11 @@ class Architecture:
             raise ValueError(f"need at least one hidden layer of width >= 1, got {self.hidden_layers} x {self.width}")
         if self.activation not in ACTIVATIONS or self.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"unknown activation '{self.activation}' / output activation '{self.output_activation}'")
-        limits = (("hidden layers", self.hidden_layers, MAX_HIDDEN_LAYERS), ("width", self.width, MAX_WIDTH),
-                  ("parameters", self.parameter_count, MAX_PARAMETERS))
+        limits = (
+            ("hidden layers", self.hidden_layers, MAX_HIDDEN_LAYERS),
+            ("width", self.width, MAX_WIDTH),
+            ("parameters", self.parameter_count, MAX_PARAMETERS),
+        )
         over = [f"{name} {value:,} > {limit:,}" for name, value, limit in limits if value > limit]
         if over:
             raise ValueError(f"a {self.hidden_layers}x{self.width} network is too large: {', '.join(over)}")
@@ -57,7 +60,12 @@ class Architecture:
     @classmethod
     def for_activation(cls, activation: Activation = "relu", hidden_layers: int = 8, width: int = 32) -> Architecture:
         """The product's pairing: ReLU with a tanh output (the paper's), SIREN with a linear output."""
-        return cls(hidden_layers=hidden_layers, width=width, activation=activation, output_activation="tanh" if activation == "relu" else "none")
+        return cls(
+            hidden_layers=hidden_layers,
+            width=width,
+            activation=activation,
+            output_activation="tanh" if activation == "relu" else "none",
+        )
 
     @property
     def layer_sizes(self) -> list[int]:

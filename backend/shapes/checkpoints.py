@@ -74,7 +74,7 @@ def _decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return node
     if len(node) != 1:
         raise ValueError(f"malformed state tree node with keys {sorted(node)[:4]}")
-    (tag, content), = node.items()
+    ((tag, content),) = node.items()
     if tag == "tensor":
         return tensors[content]
     if tag == "dict":

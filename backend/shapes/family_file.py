@@ -75,7 +75,9 @@ def _read(f: h5py.File) -> ModelFamily:
     steps = int(number(attr(f, "inner_steps", ""), "inner_steps"))
     batch = int(number(attr(f, "inner_batch", ""), "inner_batch"))
     if not 0 <= steps <= MAX_INNER_STEPS or batch < 0 or (steps > 0 and (rates is None or batch == 0)):
-        raise NeuralShapesError(f"inner_steps {steps} / inner_batch {batch} do not match the stored inner learning rates")
+        raise NeuralShapesError(
+            f"inner_steps {steps} / inner_batch {batch} do not match the stored inner learning rates"
+        )
     provenance = read_text_attrs(f["provenance"], "provenance", ()) if "provenance" in f else {}
     family = ModelFamily(name, architecture, initial, rates, steps, batch, provenance)
     stored_id = text(attr(f, "family_id", ""), "family_id")
@@ -110,5 +112,7 @@ def resolve_family(spec: str | Path | None, architecture: Architecture = Archite
         return random_family(architecture, int(seed_text))
     family = read_family(Path(spec))
     if family.architecture != architecture and architecture != Architecture():
-        raise NeuralShapesError(f"{spec}: the family's architecture {family.architecture.describe()} is not the requested {architecture.describe()}")
+        raise NeuralShapesError(
+            f"{spec}: the family's architecture {family.architecture.describe()} is not the requested {architecture.describe()}"
+        )
     return family

@@ -55,7 +55,9 @@ def parse_h5(data: bytes, source: str, what: str, reader: Callable[[h5py.File], 
     except NeuralShapesError as error:
         raise NeuralShapesError(f"{source}: {error}") from None
     except Exception as error:  # h5py raises OSError/KeyError/ValueError for damaged files
-        raise NeuralShapesError(f"{source}: not a valid {what} file ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{source}: not a valid {what} file ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None
 
 
 class _Budget:
@@ -132,11 +134,15 @@ def _check_dataset(dataset: h5py.Dataset, where: str, budget: _Budget) -> None:
             raise NeuralShapesError(f"{where}: the '{name.decode(errors='replace')}' filter is not allowed (only gzip)")
     shape, dtype = dataset.shape, dataset.dtype
     if shape is None or dtype.kind not in "iuf" or h5py.check_enum_dtype(dtype) is not None:
-        raise NeuralShapesError(f"{where}: a dataset of type {dtype} and shape {shape} (only arrays of numbers are allowed)")
+        raise NeuralShapesError(
+            f"{where}: a dataset of type {dtype} and shape {shape} (only arrays of numbers are allowed)"
+        )
     declared = math.prod(shape) * dtype.itemsize
     budget.data_bytes += declared
     if budget.data_bytes > MAX_DATA_BYTES:
-        raise NeuralShapesError(f"{where}: declares {declared:,} bytes; a file may hold at most {MAX_DATA_BYTES:,} bytes of data")
+        raise NeuralShapesError(
+            f"{where}: declares {declared:,} bytes; a file may hold at most {MAX_DATA_BYTES:,} bytes of data"
+        )
     stored = dataset.id.get_storage_size()
     if layout == h5py.h5d.CHUNKED:
         chunk = plist.get_chunk()
@@ -148,7 +154,9 @@ def _check_dataset(dataset: h5py.Dataset, where: str, budget: _Budget) -> None:
         if written != expected:  # unwritten chunks read as the fill value: data that was never stored
             raise NeuralShapesError(f"{where}: {written} of its {expected} chunks are stored")
         if not filters and stored != expected * math.prod(chunk) * dtype.itemsize:
-            raise NeuralShapesError(f"{where}: stores {stored:,} bytes in chunks that hold {expected * math.prod(chunk) * dtype.itemsize:,}")
+            raise NeuralShapesError(
+                f"{where}: stores {stored:,} bytes in chunks that hold {expected * math.prod(chunk) * dtype.itemsize:,}"
+            )
     elif stored != declared:  # contiguous or compact: zero when never written
         raise NeuralShapesError(f"{where}: stores {stored:,} bytes but declares {declared:,}")
 

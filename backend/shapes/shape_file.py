@@ -116,7 +116,10 @@ def _read(f: h5py.File) -> NeuralShape:
     m = group(f, "metrics")
     # Chamfer is infinite for a shape whose zero level set is empty: a valid, if poor, result. Quality
     # metrics are NaN for a shape made without a reference surface (a weight-space in-between).
-    metrics = {key: number(m.attrs[key], f"metrics/{key}", allow_infinite=True, allow_nan=key in QUALITY_METRICS) for key in m.attrs}
+    metrics = {
+        key: number(m.attrs[key], f"metrics/{key}", allow_infinite=True, allow_nan=key in QUALITY_METRICS)
+        for key in m.attrs
+    }
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
         raise NeuralShapesError(f"metrics lack {', '.join(missing)}")

@@ -104,7 +104,9 @@ def one_round() -> list[dict]:
     rows.append(row)
     rows.append(timed_call("Check nf2vec", bpy.ops.neural.nf2vec_info, lambda: wm.neural_shapes_nf2vec))
     select(a, b, active=b)
-    rows.append(timed_job("Interpolate 1 (embedding)", bpy.ops.neural.interpolate, 1, count=1, t=0.5, space="embedding")[0])
+    rows.append(
+        timed_job("Interpolate 1 (embedding)", bpy.ops.neural.interpolate, 1, count=1, t=0.5, space="embedding")[0]
+    )
     select(a, b, active=b)
     rows.append(timed_job("Interpolate 5 (weights)", bpy.ops.neural.interpolate, 5, count=5, space="weights")[0])
     scene.cursor.location = (0.0, 2.0 * max(a.dimensions) + 1.0, 0.0)
@@ -112,13 +114,25 @@ def one_round() -> list[dict]:
     select(a)
     rows.append(timed_job("Complete", bpy.ops.neural.complete, 1)[0])
     select(a)
-    rows.append(timed_call("Find Similar (k=5)", bpy.ops.neural.find_similar,
-                           lambda: f"{len(wm.neural_shapes_similar)} listed", k=5))
+    rows.append(
+        timed_call(
+            "Find Similar (k=5)", bpy.ops.neural.find_similar, lambda: f"{len(wm.neural_shapes_similar)} listed", k=5
+        )
+    )
     select(a)
-    rows.append(timed_call("Classify", bpy.ops.neural.classify,
-                           lambda: ", ".join(f"{c.name} {c.probability:.2f}" for c in list(wm.neural_shapes_classes)[:2])))
+    rows.append(
+        timed_call(
+            "Classify",
+            bpy.ops.neural.classify,
+            lambda: ", ".join(f"{c.name} {c.probability:.2f}" for c in list(wm.neural_shapes_classes)[:2]),
+        )
+    )
     return rows
 
 
 rounds = [one_round() for _ in range(repeat)]
-print(json.dumps({"blender": bpy.app.version_string, "model": bpy.context.window_manager.neural_shapes_nf2vec, "rounds": rounds}))
+print(
+    json.dumps(
+        {"blender": bpy.app.version_string, "model": bpy.context.window_manager.neural_shapes_nf2vec, "rounds": rounds}
+    )
+)

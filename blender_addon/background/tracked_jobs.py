@@ -50,12 +50,16 @@ class TrackedJob:
     error: str = ""
     created: list[str] = field(default_factory=list)  # names of the neural objects made
     cancel_requested: bool = False
-    imported: list[tuple[StoredShape, str]] = field(default_factory=list)  # neural objects' shapes the submission imported
+    imported: list[tuple[StoredShape, str]] = field(
+        default_factory=list
+    )  # neural objects' shapes the submission imported
 
     @property
     def summary(self) -> str:
         """The last line shown once the run is over."""
-        return f"{self.verb} {len(self.created)} object(s)" if self.state == "succeeded" else f"{self.state}: {self.error}"
+        return (
+            f"{self.verb} {len(self.created)} object(s)" if self.state == "succeeded" else f"{self.state}: {self.error}"
+        )
 
 
 def follow(tracked: TrackedJob, job: Job) -> bool:
@@ -74,7 +78,9 @@ def build(tracked: TrackedJob, job: Job, shapes: list[FetchedShape], collection:
     tracked.state, tracked.progress = "succeeded", 1.0
 
 
-def wait_for_job(client: Client, tracked: TrackedJob, collection: bpy.types.Collection, timeout: float = 3600.0) -> TrackedJob:
+def wait_for_job(
+    client: Client, tracked: TrackedJob, collection: bpy.types.Collection, timeout: float = 3600.0
+) -> TrackedJob:
     """Block until the job is done and build its objects (scripts and ``blender -b``)."""
     job = client.wait(tracked.job_id, timeout=timeout, poll=POLL_SECONDS)
     follow(tracked, job)
@@ -96,9 +102,14 @@ def start(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[C
     """Follow ``tracked`` on a worker; ``submit(client)`` (HTTP only, returns the job id) runs there first
     when the job is not started yet. :class:`.LocalError` when a job runs already."""
     workers.start(
-        SLOT, lambda: _run(settings, tracked, submit), lambda result: _finish(tracked, result),
-        title="the job", pending="starting", line="stage",
-        failed=lambda text: _failed(tracked, text), progress=lambda: _show(tracked),
+        SLOT,
+        lambda: _run(settings, tracked, submit),
+        lambda result: _finish(tracked, result),
+        title="the job",
+        pending="starting",
+        line="stage",
+        failed=lambda text: _failed(tracked, text),
+        progress=lambda: _show(tracked),
     )
     _current[:] = [tracked]
     panel = state()
@@ -113,7 +124,9 @@ def cancel() -> None:
         _current[0].cancel_requested = True
 
 
-def _run(settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Client], str] | None) -> tuple[Job, list[FetchedShape]] | None:
+def _run(
+    settings: ConnectionSettings, tracked: TrackedJob, submit: Callable[[Client], str] | None
+) -> tuple[Job, list[FetchedShape]] | None:
     """The worker's part: submit, poll, cancel when asked, download; None when the job did not succeed."""
     client = workers.client(settings)
     if not tracked.job_id:

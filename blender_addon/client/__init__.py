@@ -6,7 +6,24 @@ from .errors import BadResponse, Interrupted, ServiceError, ServiceTimeout, Serv
 from .models import ClassProbability, Health, Job, MeshArrays, Nf2vecInfo, RenderedImage, Shape, SimilarShape, Upload
 
 __all__ = [
-    "API_VERSION", "BadResponse", "ClassProbability", "Client", "Health", "Interrupted", "Interrupter", "Job", "MeshArrays",
-    "Nf2vecInfo", "RenderedImage", "ServiceError", "ServiceTimeout", "ServiceUnreachable", "Shape", "SimilarShape", "Upload",
-    "VersionMismatch", "is_loopback_http", "service_url",
+    "API_VERSION",
+    "BadResponse",
+    "ClassProbability",
+    "Client",
+    "Health",
+    "Interrupted",
+    "Interrupter",
+    "Job",
+    "MeshArrays",
+    "Nf2vecInfo",
+    "RenderedImage",
+    "ServiceError",
+    "ServiceTimeout",
+    "ServiceUnreachable",
+    "Shape",
+    "SimilarShape",
+    "Upload",
+    "VersionMismatch",
+    "is_loopback_http",
+    "service_url",
 ]

@@ -53,7 +53,6 @@ MESH_FILE_FORMATS = ("obj", "ply", "stl", "off", "glb")
 HEALTH_TIMEOUT = 5.0  # seconds: /health does no work, a slower answer is not worth waiting for
 
 
-
 class Interrupter:
     """Breaks off, from any thread, the requests in flight of the clients made with it, and makes their
     later requests fail at once (Blender's unregister: no worker may stay blocked on a slow service)."""
@@ -109,7 +108,10 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
     # someone else's, could bounce the token anywhere.
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         fp.close()
-        raise BadResponse(code, f"{req.get_method()} {urllib.parse.urlsplit(req.full_url).path} answered with a redirect to {newurl}: not followed")
+        raise BadResponse(
+            code,
+            f"{req.get_method()} {urllib.parse.urlsplit(req.full_url).path} answered with a redirect to {newurl}: not followed",
+        )
 
 
 def _flat(values: Any, typecode: str) -> bytes:
@@ -155,13 +157,17 @@ class Client:
         self._opener = urllib.request.build_opener(*handlers)
 
     @classmethod
-    def from_data_dir(cls, base_url: str, data_dir: str | Path, timeout: float = 60.0, *, interrupter: Interrupter | None = None) -> Client:
+    def from_data_dir(
+        cls, base_url: str, data_dir: str | Path, timeout: float = 60.0, *, interrupter: Interrupter | None = None
+    ) -> Client:
         """A client with the token the service keeps in ``<data_dir>/token``."""
         token = (Path(data_dir) / "token").read_text(encoding="ascii").strip()
         return cls(base_url, token, timeout, interrupter=interrupter)
 
     @classmethod
-    def from_running_service(cls, data_dir: str | Path, timeout: float = 60.0, *, interrupter: Interrupter | None = None) -> Client:
+    def from_running_service(
+        cls, data_dir: str | Path, timeout: float = 60.0, *, interrupter: Interrupter | None = None
+    ) -> Client:
         """A client of the service that runs on ``data_dir``: its URL from ``<data_dir>/service.json``,
         trusted only once its process lives, the URL is loopback http and ``/health`` (asked without the
         token) says neural-shapes; :class:`ServiceUnreachable` otherwise."""
@@ -170,11 +176,15 @@ class Client:
         try:
             probe.identify()
         except (BadResponse, ServiceTimeout, ServiceUnreachable) as error:
-            raise ServiceUnreachable(0, f"no running service found for {data_dir}: {url} from service.json is stale ({error.detail})") from None
+            raise ServiceUnreachable(
+                0, f"no running service found for {data_dir}: {url} from service.json is stale ({error.detail})"
+            ) from None
         try:
             return cls.from_data_dir(url, data_dir, timeout, interrupter=interrupter)
         except OSError as error:
-            raise ServiceUnreachable(0, f"a service runs on {data_dir} but its token is not readable ({error.strerror or error})") from None
+            raise ServiceUnreachable(
+                0, f"a service runs on {data_dir} but its token is not readable ({error.strerror or error})"
+            ) from None
 
     # --- low level -------------------------------------------------------------------------------
 
@@ -218,15 +228,25 @@ class Client:
 
     def _failure(self, what: str, wait: float, error: Exception) -> ServiceError:
         """The kind of failure behind an exception of urllib / http.client / socket."""
-        reason = error.reason if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException) else error
+        reason = (
+            error.reason
+            if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException)
+            else error
+        )
         if self.interrupter is not None and self.interrupter.interrupted:
             return Interrupted(0, f"{what} broken off: the client is shutting down")
         if isinstance(reason, TimeoutError):
-            return ServiceTimeout(0, f"the service at {self.base_url} did not answer {what} within {wait:g} s (it may still be working on it)")
+            return ServiceTimeout(
+                0,
+                f"the service at {self.base_url} did not answer {what} within {wait:g} s (it may still be working on it)",
+            )
         if isinstance(reason, (ConnectionRefusedError, socket.gaierror)) or (
-            isinstance(error, urllib.error.URLError) and not isinstance(reason, (ConnectionError, http.client.HTTPException))
+            isinstance(error, urllib.error.URLError)
+            and not isinstance(reason, (ConnectionError, http.client.HTTPException))
         ):
-            return ServiceUnreachable(0, f"cannot reach the neural-shapes service at {self.base_url} ({_reason(reason)})")
+            return ServiceUnreachable(
+                0, f"cannot reach the neural-shapes service at {self.base_url} ({_reason(reason)})"
+            )
         # Connected, then cut off: the service died or dropped us mid-answer.
         return BadResponse(0, f"the connection to the service broke during {what} ({_reason(reason)})")
 
@@ -264,7 +284,10 @@ class Client:
         """:meth:`identify`, raising :class:`VersionMismatch` if the service speaks another API version."""
         health = self.identify()
         if health.api_version != API_VERSION:
-            raise VersionMismatch(0, f"the service speaks API version {health.api_version}, this client {API_VERSION}: update the older one")
+            raise VersionMismatch(
+                0,
+                f"the service speaks API version {health.api_version}, this client {API_VERSION}: update the older one",
+            )
         return health
 
     # --- uploads and jobs ------------------------------------------------------------------------
@@ -274,16 +297,22 @@ class Client:
         vertex_bytes = _flat(vertices, "f")
         body = vertex_bytes + _flat(faces, "i")
         query = {"format": "raw", "name": name, "vertex_count": len(vertex_bytes) // 12}
-        return self._model(Upload, "POST", "/v1/uploads", query=query, body=body, content_type="application/octet-stream")
+        return self._model(
+            Upload, "POST", "/v1/uploads", query=query, body=body, content_type="application/octet-stream"
+        )
 
     def upload_mesh_file(self, path: str | Path, *, name: str | None = None) -> Upload:
         """Stage a mesh file (OBJ, PLY, STL, OFF, GLB); the format comes from the suffix."""
         path = Path(path)
         format = path.suffix.lower().lstrip(".")
         if format not in MESH_FILE_FORMATS:
-            raise ServiceError(0, f"{path}: unsupported mesh format '{path.suffix}' (use {', '.join(MESH_FILE_FORMATS)})")
+            raise ServiceError(
+                0, f"{path}: unsupported mesh format '{path.suffix}' (use {', '.join(MESH_FILE_FORMATS)})"
+            )
         query = {"format": format, "name": name or path.stem}
-        return self._model(Upload, "POST", "/v1/uploads", query=query, body=path.read_bytes(), content_type="application/octet-stream")
+        return self._model(
+            Upload, "POST", "/v1/uploads", query=query, body=path.read_bytes(), content_type="application/octet-stream"
+        )
 
     def start_fit(
         self,
@@ -313,7 +342,14 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         return self._model(Job, "POST", f"/v1/jobs/{_quote(job_id)}/cancel")
 
-    def wait(self, job_id: str, *, timeout: float = 3600.0, poll: float = 0.25, on_progress: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 3600.0,
+        poll: float = 0.25,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Poll a job until it is done (any final state); :class:`ServiceTimeout` after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
@@ -343,19 +379,26 @@ class Client:
 
     def import_shape(self, data: bytes, *, name: str | None = None) -> Shape:
         """Add a ``.h5`` file's content to the library (validated by the service)."""
-        return self._model(Shape, "POST", "/v1/shapes/import", query={"name": name}, body=data, content_type="application/octet-stream")
+        return self._model(
+            Shape, "POST", "/v1/shapes/import", query={"name": name}, body=data, content_type="application/octet-stream"
+        )
 
-    def mesh(self, shape_id: str, *, resolution: int = 256, method: str = "sparse", frame: str = "source") -> MeshArrays:
+    def mesh(
+        self, shape_id: str, *, resolution: int = 256, method: str = "sparse", frame: str = "source"
+    ) -> MeshArrays:
         """Marching-cubes mesh of a shape (source frame by default) as flat arrays."""
         path = f"/v1/shapes/{_quote(shape_id)}/mesh"
-        _, headers, data = self.request("GET", path, query={"resolution": resolution, "method": method, "frame": frame, "format": "raw"})
+        _, headers, data = self.request(
+            "GET", path, query={"resolution": resolution, "method": method, "frame": frame, "format": "raw"}
+        )
         with _parsing(f"GET {path}"):
             return MeshArrays.from_raw(data, int(headers["x-vertex-count"]), int(headers["x-face-count"]))
 
     def mesh_file(self, shape_id: str, *, resolution: int = 256, method: str = "sparse", format: str = "obj") -> bytes:
         """Marching-cubes mesh of a shape in the source frame as a mesh file's bytes (obj, ply, stl or glb)."""
         return self.request(
-            "GET", f"/v1/shapes/{_quote(shape_id)}/mesh",
+            "GET",
+            f"/v1/shapes/{_quote(shape_id)}/mesh",
             query={"resolution": resolution, "method": method, "frame": "source", "format": format},
         )[2]
 
@@ -390,8 +433,16 @@ class Client:
         """The service's nf2vec model (a 503 :class:`ServiceError` while it has none)."""
         return self._model(Nf2vecInfo, "GET", "/v1/nf2vec")
 
-    def start_interpolate(self, a: str, b: str, *, times: list[float] | None = None, count: int | None = None, space: str = "embedding",
-                          decoder: str | None = None) -> Job:
+    def start_interpolate(
+        self,
+        a: str,
+        b: str,
+        *,
+        times: list[float] | None = None,
+        count: int | None = None,
+        space: str = "embedding",
+        decoder: str | None = None,
+    ) -> Job:
         """In-betweens of shapes ``a`` and ``b``: at each t of ``times`` (0 = a, 1 = b) or ``count`` evenly
         spaced; ``space``: "embedding" or "weights". The job's ``inputs["times"]`` follow its shapes' order.
         ``decoder`` on every nf2vec call: "latent" or "implicit"; None: the model's default (:meth:`nf2vec_info`)."""
@@ -402,21 +453,32 @@ class Client:
             body["count"] = count
         return self._model(Job, "POST", "/v1/nf2vec/interpolate", json_body=body)
 
-    def start_generate(self, count: int = 1, *, seed: int = 0, class_name: str | None = None, truncation: float | None = None,
-                       decoder: str | None = None) -> Job:
+    def start_generate(
+        self,
+        count: int = 1,
+        *,
+        seed: int = 0,
+        class_name: str | None = None,
+        truncation: float | None = None,
+        decoder: str | None = None,
+    ) -> Job:
         """``count`` new shapes (of ``class_name``, one of :meth:`nf2vec_info`'s classes; None: any); ``truncation``
         in [0, 1] (0: the class's typical shape; None: the service's default)."""
         body = {"count": count, "seed": seed, "class": class_name, "truncation": truncation, "decoder": decoder}
         return self._model(Job, "POST", "/v1/nf2vec/generate", json_body=body)
 
-    def start_complete(self, *, shape_id: str | None = None, upload_id: str | None = None, decoder: str | None = None) -> Job:
+    def start_complete(
+        self, *, shape_id: str | None = None, upload_id: str | None = None, decoder: str | None = None
+    ) -> Job:
         """Complete a partial shape: a library shape, or a staged mesh (fitted first, as ``outputs["fitted"]``)."""
         body = {"shape": shape_id} if shape_id is not None else {"upload": upload_id}
         return self._model(Job, "POST", "/v1/nf2vec/complete", json_body={**body, "decoder": decoder})
 
     def similar(self, shape_id: str, *, k: int = 5, decoder: str | None = None) -> list[SimilarShape]:
         """The ``k`` library shapes nearest to a shape (latent z, or nf2vec embeddings), nearest first."""
-        return self._models(SimilarShape, "GET", f"/v1/shapes/{_quote(shape_id)}/similar", key=None, query={"k": k, "decoder": decoder})
+        return self._models(
+            SimilarShape, "GET", f"/v1/shapes/{_quote(shape_id)}/similar", key=None, query={"k": k, "decoder": decoder}
+        )
 
     def classify(self, shape_id: str, *, decoder: str | None = None) -> list[ClassProbability]:
         """Every class the model knows with its probability, most likely first."""

@@ -46,7 +46,9 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "neural-shapes"
 
 
-def make_client(settings: ConnectionSettings, timeout: float = REQUEST_TIMEOUT, interrupter: Interrupter | None = None) -> Client:
+def make_client(
+    settings: ConnectionSettings, timeout: float = REQUEST_TIMEOUT, interrupter: Interrupter | None = None
+) -> Client:
     """A client for the configured service; :class:`ServiceError` with a plain message when it cannot be found."""
     if not settings.url:
         if settings.token:
@@ -58,7 +60,9 @@ def make_client(settings: ConnectionSettings, timeout: float = REQUEST_TIMEOUT, 
     try:
         return Client.from_data_dir(settings.url, settings.folder, timeout, interrupter=interrupter)
     except OSError as error:
-        raise ServiceError(0, f"no token given and none readable in {settings.folder} ({error.strerror or error})") from None
+        raise ServiceError(
+            0, f"no token given and none readable in {settings.folder} ({error.strerror or error})"
+        ) from None
 
 
 def check_connection(settings: ConnectionSettings, interrupter: Interrupter | None = None) -> str:
@@ -89,10 +93,18 @@ def start_service(
     # chatty service; read back when it fails to start.
     with tempfile.TemporaryFile() as log:
         try:
-            process = subprocess.Popen([*exe, "serve", "--port", "0", "--data-dir", str(data_dir)],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True)
+            process = subprocess.Popen(
+                [*exe, "serve", "--port", "0", "--data-dir", str(data_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         except OSError as error:
-            raise ServiceError(0, f"cannot run '{' '.join(exe)}' ({error.strerror or error}): set the backend command in the preferences") from None
+            raise ServiceError(
+                0,
+                f"cannot run '{' '.join(exe)}' ({error.strerror or error}): set the backend command in the preferences",
+            ) from None
         if spawned is not None:
             spawned.append(process)
         line = _first_line(process, timeout)  # the service prints its URL first
@@ -125,8 +137,9 @@ def stop_service(process: subprocess.Popen, timeout: float = 30.0) -> int:
 def _first_line(process: subprocess.Popen, timeout: float) -> str:
     """The first stdout line, or "" if none comes within ``timeout`` s (a thread: pipes cannot be polled on Windows)."""
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), name="neural-shapes-service-start", daemon=True)
+    reader = threading.Thread(
+        target=lambda: lines.append(process.stdout.readline()), name="neural-shapes-service-start", daemon=True
+    )
     reader.start()
     reader.join(timeout)
     return lines[0].strip() if lines else ""
-

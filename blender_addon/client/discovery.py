@@ -28,8 +28,14 @@ def is_loopback_http(url: str) -> bool:
     except ValueError:
         return False
     return (
-        parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS and port is not None and not parts.username
-        and parts.password is None and parts.path in ("", "/") and not parts.query and not parts.fragment
+        parts.scheme == "http"
+        and parts.hostname in LOOPBACK_HOSTS
+        and port is not None
+        and not parts.username
+        and parts.password is None
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
     )
 
 
@@ -79,11 +85,20 @@ def service_url(data_dir: str | Path) -> str:
         record = json.loads(path.read_text(encoding="utf-8"))
         url, pid = record["url"], record["pid"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ServiceUnreachable(0, f"no running service found for {data_dir} ({type(error).__name__}: {error})") from None
+        raise ServiceUnreachable(
+            0, f"no running service found for {data_dir} ({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(url, str) or not is_loopback_http(url):
-        raise ServiceUnreachable(0, f"no running service found for {data_dir}: service.json names {str(url)[:100]!r}, not a loopback http URL")
+        raise ServiceUnreachable(
+            0,
+            f"no running service found for {data_dir}: service.json names {str(url)[:100]!r}, not a loopback http URL",
+        )
     if not isinstance(pid, int) or isinstance(pid, bool) or not pid_alive(pid):
-        raise ServiceUnreachable(0, f"no running service found for {data_dir}: service.json is stale (process {pid} is gone)")
+        raise ServiceUnreachable(
+            0, f"no running service found for {data_dir}: service.json is stale (process {pid} is gone)"
+        )
     if lock_released(data_dir):
-        raise ServiceUnreachable(0, f"no running service found for {data_dir}: service.json is stale (no process holds service.lock)")
+        raise ServiceUnreachable(
+            0, f"no running service found for {data_dir}: service.json is stale (no process holds service.lock)"
+        )
     return url.rstrip("/")

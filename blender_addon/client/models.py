@@ -138,8 +138,12 @@ class MeshArrays:
     def from_raw(data: bytes, vertex_count: int, face_count: int) -> MeshArrays:
         v, f = 12 * vertex_count, 12 * face_count
         if len(data) != 2 * v + f:
-            raise ValueError(f"raw mesh of {len(data)} bytes does not match {vertex_count} vertices and {face_count} faces")
-        return MeshArrays(_native(array("f", data[:v])), _native(array("i", data[v : v + f])), _native(array("f", data[v + f :])))
+            raise ValueError(
+                f"raw mesh of {len(data)} bytes does not match {vertex_count} vertices and {face_count} faces"
+            )
+        return MeshArrays(
+            _native(array("f", data[:v])), _native(array("i", data[v : v + f])), _native(array("f", data[v + f :]))
+        )
 
     def numpy(self):
         import numpy as np

@@ -29,8 +29,11 @@ class NEURAL_OT_convert_selected(bpy.types.Operator):
         fit = {"target_surface_error": settings.target_error}
         try:
             meshes = collect_meshes(list(context.selected_objects), context.evaluated_depsgraph_get())
-            tracked_jobs.start(connection_settings(context), conversion_job(meshes, settings.resolution),
-                               lambda client: submit(client, meshes, fit))
+            tracked_jobs.start(
+                connection_settings(context),
+                conversion_job(meshes, settings.resolution),
+                lambda client: submit(client, meshes, fit),
+            )
         except (LocalError, ServiceError) as error:
             return report(self, error)
         self.report({"INFO"}, f"converting {len(meshes)} object(s)")

@@ -55,8 +55,15 @@ def _show_info(info: Nf2vecInfo) -> str:
 def _refresh_info(context: bpy.types.Context) -> None:
     """Ask for the nf2vec model on a worker: the panel's line and Generate's classes."""
     settings = connection_settings(context)
-    workers.start("nf2vec_info", lambda: workers.client(settings).nf2vec_info(), _show_info,
-                  title="Check nf2vec", pending="asking ...", line="nf2vec", failed=str)
+    workers.start(
+        "nf2vec_info",
+        lambda: workers.client(settings).nf2vec_info(),
+        _show_info,
+        title="Check nf2vec",
+        pending="asking ...",
+        line="nf2vec",
+        failed=str,
+    )
 
 
 def _active_neural(context: bpy.types.Context) -> bpy.types.Object:
@@ -95,13 +102,28 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
     bl_label = "Interpolate"
     bl_options = {"REGISTER", "UNDO"}
 
-    t: bpy.props.FloatProperty(name="t", description="Where the in-between lies: 0 is the first object, 1 the active one (when count is 1)",
-                               default=0.5, min=0.0, max=1.0, subtype="FACTOR")
-    count: bpy.props.IntProperty(name="Count", description="In-betweens, evenly spaced (1: the one at t)", default=1, min=1, max=32)
-    space: bpy.props.EnumProperty(name="Space", items=[
-        ("embedding", "Embedding", "Through the service's nf2vec decoder (latent family: instant; implicit: decode and fit, seconds per shape)"),
-        ("weights", "Weights", "Blend the networks' weights directly (instant, unmeasured quality)"),
-    ])
+    t: bpy.props.FloatProperty(
+        name="t",
+        description="Where the in-between lies: 0 is the first object, 1 the active one (when count is 1)",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    count: bpy.props.IntProperty(
+        name="Count", description="In-betweens, evenly spaced (1: the one at t)", default=1, min=1, max=32
+    )
+    space: bpy.props.EnumProperty(
+        name="Space",
+        items=[
+            (
+                "embedding",
+                "Embedding",
+                "Through the service's nf2vec decoder (latent family: instant; implicit: decode and fit, seconds per shape)",
+            ),
+            ("weights", "Weights", "Blend the networks' weights directly (instant, unmeasured quality)"),
+        ],
+    )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -122,7 +144,9 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return between(start, end, job.inputs["times"])
 
-        tracked = tracked_jobs.TrackedJob(place, context.scene.neural_shapes.resolution, verb="interpolated", undo="Interpolate Neural Shapes")
+        tracked = tracked_jobs.TrackedJob(
+            place, context.scene.neural_shapes.resolution, verb="interpolated", undo="Interpolate Neural Shapes"
+        )
 
         def submit(client: Client) -> str:
             ids = [_imported(client, stored, tracked) for stored in (a, b)]
@@ -140,7 +164,9 @@ class NEURAL_OT_generate(bpy.types.Operator):
 
     count: bpy.props.IntProperty(name="Count", default=1, min=1, max=32)
     seed: bpy.props.IntProperty(name="Seed", description="The same seed makes the same shapes", default=0, min=0)
-    class_name: bpy.props.EnumProperty(name="Class", description="What to make (the classes come from Check nf2vec)", items=_generate_classes)
+    class_name: bpy.props.EnumProperty(
+        name="Class", description="What to make (the classes come from Check nf2vec)", items=_generate_classes
+    )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -159,8 +185,12 @@ class NEURAL_OT_generate(bpy.types.Operator):
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return in_a_row(cursor, [s.centre for s in shapes], [s.size for s in shapes])
 
-        tracked = tracked_jobs.TrackedJob(place, context.scene.neural_shapes.resolution, verb="generated", undo="Generate Neural Shapes")
-        return _start_job(self, context, tracked, lambda client: client.start_generate(count, seed=seed, class_name=class_name).id)
+        tracked = tracked_jobs.TrackedJob(
+            place, context.scene.neural_shapes.resolution, verb="generated", undo="Generate Neural Shapes"
+        )
+        return _start_job(
+            self, context, tracked, lambda client: client.start_generate(count, seed=seed, class_name=class_name).id
+        )
 
 
 class NEURAL_OT_complete(bpy.types.Operator):
@@ -183,10 +213,17 @@ class NEURAL_OT_complete(bpy.types.Operator):
         def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
             return [matrix.copy() for _ in shapes]  # the completed shape lies in the partial's frame
 
-        tracked = tracked_jobs.TrackedJob(place, context.scene.neural_shapes.resolution, verb="completed", undo="Complete Neural Shape")
+        tracked = tracked_jobs.TrackedJob(
+            place, context.scene.neural_shapes.resolution, verb="completed", undo="Complete Neural Shape"
+        )
         if is_neural(obj):
             stored = stored_shape(obj)
-            return _start_job(self, context, tracked, lambda client: client.start_complete(shape_id=_imported(client, stored, tracked)).id)
+            return _start_job(
+                self,
+                context,
+                tracked,
+                lambda client: client.start_complete(shape_id=_imported(client, stored, tracked)).id,
+            )
         try:
             [mesh] = collect_meshes([obj], context.evaluated_depsgraph_get())
         except LocalError as error:
@@ -217,7 +254,14 @@ class NEURAL_OT_find_similar(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         k = self.k
-        return _ask_about_active(self, context, "similar", "Find Similar", lambda client, shape_id: client.similar(shape_id, k=k), _show_similar)
+        return _ask_about_active(
+            self,
+            context,
+            "similar",
+            "Find Similar",
+            lambda client, shape_id: client.similar(shape_id, k=k),
+            _show_similar,
+        )
 
 
 class NEURAL_OT_add_library_shape(bpy.types.Operator):
@@ -234,7 +278,11 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
         return not workers.busy("library")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings, shape_id, resolution = connection_settings(context), self.shape_id, context.scene.neural_shapes.resolution
+        settings, shape_id, resolution = (
+            connection_settings(context),
+            self.shape_id,
+            context.scene.neural_shapes.resolution,
+        )
         cursor = context.scene.cursor.location.copy()
 
         def done(shapes: list[FetchedShape]) -> str:
@@ -247,8 +295,13 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
             workers.undo_step("Add Library Shape")
             return f"added {obj.name}"
 
-        workers.start("library", lambda: fetch_shapes(workers.client(settings), [shape_id], resolution), done,
-                      title="Add Library Shape", pending="adding a library shape ...")
+        workers.start(
+            "library",
+            lambda: fetch_shapes(workers.client(settings), [shape_id], resolution),
+            done,
+            title="Add Library Shape",
+            pending="adding a library shape ...",
+        )
         return {"FINISHED"}
 
 
@@ -263,12 +316,18 @@ class NEURAL_OT_classify(bpy.types.Operator):
         return not workers.busy("classify")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        return _ask_about_active(self, context, "classify", "Classify", lambda client, shape_id: client.classify(shape_id), _show_classes)
+        return _ask_about_active(
+            self, context, "classify", "Classify", lambda client, shape_id: client.classify(shape_id), _show_classes
+        )
 
 
 def _ask_about_active(
-    operator: bpy.types.Operator, context: bpy.types.Context, slot: str, title: str,
-    ask: Callable[[Client, str], list], show: Callable[[StoredShape, list], str],
+    operator: bpy.types.Operator,
+    context: bpy.types.Context,
+    slot: str,
+    title: str,
+    ask: Callable[[Client, str], list],
+    show: Callable[[StoredShape, list], str],
 ) -> set[str]:
     """Find Similar and Classify: ``ask(client, shape_id)`` about the active neural object's shape on a
     worker (imported first if the service lacks it), then ``show`` the answer (main thread)."""
@@ -312,12 +371,15 @@ def _show_classes(stored: StoredShape, classes: list[ClassProbability]) -> str:
     return f"classified {stored.object_name}"
 
 
-def _start_job(operator: bpy.types.Operator, context: bpy.types.Context, tracked: tracked_jobs.TrackedJob,
-               submit: Callable[[Client], str]) -> set[str]:
+def _start_job(
+    operator: bpy.types.Operator,
+    context: bpy.types.Context,
+    tracked: tracked_jobs.TrackedJob,
+    submit: Callable[[Client], str],
+) -> set[str]:
     """Hand a job to :mod:`..background.tracked_jobs` (its submission on the worker); an error report when one runs already."""
     try:
         tracked_jobs.start(connection_settings(context), tracked, submit)
     except LocalError as error:
         return report(operator, error)
     return {"FINISHED"}
-

@@ -30,7 +30,11 @@ class NEURAL_OT_re_extract(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     method: bpy.props.EnumProperty(
-        name="Method", items=[("sparse", "Sparse", "Lipschitz octree, cost follows the surface"), ("dense", "Dense", "Every grid node")]
+        name="Method",
+        items=[
+            ("sparse", "Sparse", "Lipschitz octree, cost follows the surface"),
+            ("dense", "Dense", "Every grid node"),
+        ],
     )
 
     @classmethod
@@ -49,8 +53,13 @@ class NEURAL_OT_re_extract(bpy.types.Operator):
             workers.undo_step("Re-extract Neural Objects")
             return line
 
-        workers.start("re_extract", lambda: re_extract_remote(workers.client(settings), request), done,
-                      title="Re-extract", pending=f"re-extracting {len(targets)} object(s) ...")
+        workers.start(
+            "re_extract",
+            lambda: re_extract_remote(workers.client(settings), request),
+            done,
+            title="Re-extract",
+            pending=f"re-extracting {len(targets)} object(s) ...",
+        )
         return {"FINISHED"}
 
 
@@ -78,6 +87,11 @@ class NEURAL_OT_render_preview(bpy.types.Operator):
             image = show_preview(pixels)
             return f"rendered {len(objects)} neural object(s) into '{image.name}'"
 
-        workers.start("preview", lambda: render_remote(workers.client(settings), request), done,
-                      title="Render Preview", pending=f"rendering {request.width} x {request.height} ...")
+        workers.start(
+            "preview",
+            lambda: render_remote(workers.client(settings), request),
+            done,
+            title="Render Preview",
+            pending=f"rendering {request.width} x {request.height} ...",
+        )
         return {"FINISHED"}

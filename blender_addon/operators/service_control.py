@@ -15,7 +15,9 @@ from ..background import workers
 from ..client.connection import ConnectionSettings, check_connection, start_service, stop_service
 from ..settings import connection_settings, preferences
 
-_service: list[subprocess.Popen] = []  # the service processes this Blender started (a worker appends, the main thread stops)
+_service: list[
+    subprocess.Popen
+] = []  # the service processes this Blender started (a worker appends, the main thread stops)
 
 
 class NEURAL_OT_check_connection(bpy.types.Operator):
@@ -30,8 +32,14 @@ class NEURAL_OT_check_connection(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = connection_settings(context)
-        workers.start("connection", lambda: check_connection(settings, workers.interrupter()), str,
-                      title="Check Connection", pending="checking ...", line="status")
+        workers.start(
+            "connection",
+            lambda: check_connection(settings, workers.interrupter()),
+            str,
+            title="Check Connection",
+            pending="checking ...",
+            line="status",
+        )
         return {"FINISHED"}
 
 
@@ -47,8 +55,14 @@ class NEURAL_OT_start_service(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings, command = connection_settings(context), preferences(context).backend_command.strip()
-        workers.start("service", lambda: _start(settings, command), str,
-                      title="Start Service", pending="starting the service ...", line="status")
+        workers.start(
+            "service",
+            lambda: _start(settings, command),
+            str,
+            title="Start Service",
+            pending="starting the service ...",
+            line="status",
+        )
         return {"FINISHED"}
 
 
@@ -63,8 +77,14 @@ class NEURAL_OT_stop_service(bpy.types.Operator):
         return bool(_service) and not workers.busy("service")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        workers.start("service", lambda: f"service stopped (exit code {stop_services()})", str,
-                      title="Stop Service", pending="stopping the service ...", line="status")
+        workers.start(
+            "service",
+            lambda: f"service stopped (exit code {stop_services()})",
+            str,
+            title="Stop Service",
+            pending="stopping the service ...",
+            line="status",
+        )
         return {"FINISHED"}
 
 

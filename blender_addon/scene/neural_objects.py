@@ -49,10 +49,19 @@ def fetch_shapes(client: Client, shape_ids: list[str], resolution: int) -> list[
     for shape_id in shape_ids:
         shape = client.shape(shape_id)
         vertices, faces, _ = client.mesh(shape_id, resolution=resolution).numpy()
-        fetched.append(FetchedShape(
-            shape_id, shape.name, dict(shape.metrics), tuple(shape.transform["centre"]), 2 * NORMALISED_RADIUS / shape.transform["scale"],
-            vertices, faces, client.download_shape(shape_id), resolution,
-        ))
+        fetched.append(
+            FetchedShape(
+                shape_id,
+                shape.name,
+                dict(shape.metrics),
+                tuple(shape.transform["centre"]),
+                2 * NORMALISED_RADIUS / shape.transform["scale"],
+                vertices,
+                faces,
+                client.download_shape(shape_id),
+                resolution,
+            )
+        )
     return fetched
 
 
@@ -87,7 +96,9 @@ class StoredShape:
 
 def stored_shape(obj: bpy.types.Object) -> StoredShape:
     """Read a neural object's shape (main thread)."""
-    return StoredShape(obj.name, str(obj.get("neural_shape_id", "")), bytes(obj["neural_shape_h5"]), obj.name.removesuffix(" (neural)"))
+    return StoredShape(
+        obj.name, str(obj.get("neural_shape_id", "")), bytes(obj["neural_shape_h5"]), obj.name.removesuffix(" (neural)")
+    )
 
 
 def ensure_on_service(client: Client, stored: StoredShape) -> str:
@@ -193,12 +204,20 @@ def preview_request(scene: bpy.types.Scene, objects: list[bpy.types.Object]) -> 
         raise LocalError("no visible neural objects to render")
     scale = scene.render.resolution_percentage / 100
     specs = [
-        {"matrix_world": [list(row) for row in obj.matrix_world], "operation": obj.neural_shapes.operation,
-         "smooth_radius": obj.neural_shapes.smooth_radius}
+        {
+            "matrix_world": [list(row) for row in obj.matrix_world],
+            "operation": obj.neural_shapes.operation,
+            "smooth_radius": obj.neural_shapes.smooth_radius,
+        }
         for obj in objects
     ]
-    return Preview([stored_shape(obj) for obj in objects], specs, camera_spec(scene),
-                   max(1, int(scene.render.resolution_x * scale)), max(1, int(scene.render.resolution_y * scale)))
+    return Preview(
+        [stored_shape(obj) for obj in objects],
+        specs,
+        camera_spec(scene),
+        max(1, int(scene.render.resolution_x * scale)),
+        max(1, int(scene.render.resolution_y * scale)),
+    )
 
 
 def render_remote(client: Client, request: Preview) -> tuple[list[tuple[StoredShape, str]], np.ndarray]:

@@ -28,4 +28,7 @@ def in_a_row(location: Vector, centres: Sequence[Sequence[float]], sizes: Sequen
     """Shapes side by side along world X, the row centred on ``location``; ``sizes`` are their diameters."""
     step = max(sizes, default=0.0) * (1 + ROW_GAP)
     first = -(len(centres) - 1) / 2
-    return [centred_at(Vector(location) + Vector(((first + i) * step, 0.0, 0.0)), centre) for i, centre in enumerate(centres)]
+    return [
+        centred_at(Vector(location) + Vector(((first + i) * step, 0.0, 0.0)), centre)
+        for i, centre in enumerate(centres)
+    ]

@@ -66,7 +66,9 @@ def conversion_job(meshes: list[SourceMesh], resolution: int) -> TrackedJob:
     return TrackedJob(place=place, resolution=resolution, verb="converted", undo="Convert to Neural")
 
 
-def start_conversion(client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None) -> TrackedJob:
+def start_conversion(
+    client: Client, objects: list[bpy.types.Object], depsgraph, resolution: int, settings: dict | None = None
+) -> TrackedJob:
     """Collect, upload and start in one go (scripts and ``blender -b``); :class:`.LocalError` or
     :class:`.ServiceError` on failure."""
     meshes = collect_meshes(objects, depsgraph)

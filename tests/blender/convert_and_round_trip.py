@@ -37,7 +37,11 @@ report.update(
     progress=wm.neural_shapes.progress,
     objects=sorted(o.name for o in neural),
     matrix_error={
-        o.name: max(abs(a - b) for ra, rb in zip(o.matrix_world, bpy.data.objects[o.name.replace(" (neural)", "")].matrix_world) for a, b in zip(ra, rb))
+        o.name: max(
+            abs(a - b)
+            for ra, rb in zip(o.matrix_world, bpy.data.objects[o.name.replace(" (neural)", "")].matrix_world)
+            for a, b in zip(ra, rb)
+        )
         for o in neural
     },
     sizes={o.name: len(bytes(o["neural_shape_h5"])) for o in neural},
@@ -64,7 +68,11 @@ cube.select_set(True)
 bpy.context.scene.neural_shapes.resolution = 40
 assert bpy.ops.neural.re_extract(method="dense") == {"FINISHED"}
 tasks.finish()
-report["re_extract"] = {"new_id": cube["neural_shape_id"] != old_id, "faces_before": old_faces, "faces_after": len(cube.data.polygons)}
+report["re_extract"] = {
+    "new_id": cube["neural_shape_id"] != old_id,
+    "faces_before": old_faces,
+    "faces_after": len(cube.data.polygons),
+}
 
 # Preview from the scene camera, the cube subtracted from nothing else: just check both silhouettes appear.
 camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
@@ -83,8 +91,12 @@ import numpy as np  # noqa: E402
 pixels = np.empty(image.size[0] * image.size[1] * 4, dtype=np.float32)
 image.pixels.foreach_get(pixels)
 alpha = pixels.reshape(image.size[1], image.size[0], 4)[..., 3]
-report["preview"] = {"size": list(image.size), "coverage": float((alpha > 0.5).mean()),
-                     "left_half": float((alpha[:, :80] > 0.5).mean()), "right_half": float((alpha[:, 80:] > 0.5).mean())}
+report["preview"] = {
+    "size": list(image.size),
+    "coverage": float((alpha > 0.5).mean()),
+    "left_half": float((alpha[:, :80] > 0.5).mean()),
+    "right_half": float((alpha[:, 80:] > 0.5).mean()),
+}
 
 # Append the neural object into another file: the shape travels with it.
 bpy.ops.wm.save_mainfile()

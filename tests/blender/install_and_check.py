@@ -20,15 +20,25 @@ prefs.token = token
 result = bpy.ops.neural.check_connection()  # returns at once: a worker asks the service
 sys.modules[f"{package}.background.workers"].finish()  # what the timer does in the UI
 SUBPANELS = ("service", "convert", "object", "nf2vec")
-print(json.dumps({
-    "panel": hasattr(bpy.types, "VIEW3D_PT_neural_shapes"),
-    "subpanels": {name: getattr(getattr(bpy.types, f"VIEW3D_PT_neural_shapes_{name}", None), "bl_parent_id", None) for name in SUBPANELS},
-    "properties": {  # the add-on's properties on each type: one group each, nothing loose
-        kind.__name__: {name: type(prop).__name__ + ":" + getattr(prop, "fixed_type", prop).identifier
-                        for name, prop in kind.bl_rna.properties.items() if name.startswith("neural")}
-        for kind in (bpy.types.Scene, bpy.types.Object, bpy.types.WindowManager)
-    },
-    "operator": hasattr(bpy.ops.neural, "check_connection"),
-    "result": sorted(result),
-    "status": bpy.context.window_manager.neural_shapes.status,
-}))
+print(
+    json.dumps(
+        {
+            "panel": hasattr(bpy.types, "VIEW3D_PT_neural_shapes"),
+            "subpanels": {
+                name: getattr(getattr(bpy.types, f"VIEW3D_PT_neural_shapes_{name}", None), "bl_parent_id", None)
+                for name in SUBPANELS
+            },
+            "properties": {  # the add-on's properties on each type: one group each, nothing loose
+                kind.__name__: {
+                    name: type(prop).__name__ + ":" + getattr(prop, "fixed_type", prop).identifier
+                    for name, prop in kind.bl_rna.properties.items()
+                    if name.startswith("neural")
+                }
+                for kind in (bpy.types.Scene, bpy.types.Object, bpy.types.WindowManager)
+            },
+            "operator": hasattr(bpy.ops.neural, "check_connection"),
+            "result": sorted(result),
+            "status": bpy.context.window_manager.neural_shapes.status,
+        }
+    )
+)

@@ -40,8 +40,12 @@ def run_job(operator, **options) -> dict:
     before = set(bpy.data.objects)
     pressed = press(operator, **options)
     made = sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
-    return {"pressed": pressed, "stage": wm.neural_shapes.stage, "objects": [o.name for o in made],
-            "locations": [list(o.matrix_world.translation) for o in made]}
+    return {
+        "pressed": pressed,
+        "stage": wm.neural_shapes.stage,
+        "objects": [o.name for o in made],
+        "locations": [list(o.matrix_world.translation) for o in made],
+    }
 
 
 def select(*objects, active=None) -> None:
@@ -64,8 +68,12 @@ def proxy_centre(obj) -> list[float]:
 report = {"info": press(bpy.ops.neural.nf2vec_info), "nf2vec_line": wm.neural_shapes.nf2vec}
 sphere = add_library_shape("sphere", (-3.0, 0.0, 0.0))
 cube = add_library_shape("cube", (3.0, 0.0, 1.0))
-report["added"] = {"names": [sphere.name, cube.name], "sphere_centre": proxy_centre(sphere), "cube_centre": proxy_centre(cube),
-                   "ids": [sphere["neural_shape_id"], cube["neural_shape_id"]]}
+report["added"] = {
+    "names": [sphere.name, cube.name],
+    "sphere_centre": proxy_centre(sphere),
+    "cube_centre": proxy_centre(cube),
+    "ids": [sphere["neural_shape_id"], cube["neural_shape_id"]],
+}
 
 select(sphere, cube, active=cube)
 report["interpolate_weights"] = run_job(bpy.ops.neural.interpolate, count=3, space="weights")

@@ -77,12 +77,14 @@ pressed = {name: press(name) for name in BUTTONS}
 tasks.finish()
 image = bpy.data.images.get("Neural Preview")
 report["slow"] = {
-    "pressed": pressed, "all_done_after": time.perf_counter() - started,
+    "pressed": pressed,
+    "all_done_after": time.perf_counter() - started,
     "image_size": list(image.size) if image else None,
     "similar_rows": [[item.name, item.distance] for item in wm.neural_shapes.similar],
     "classes": [[item.name, item.probability] for item in wm.neural_shapes.classes],
     "faces_after": len(bpy.data.objects["slow"].data.polygons),
-    "stage": wm.neural_shapes.stage, "status": wm.neural_shapes.status,
+    "stage": wm.neural_shapes.stage,
+    "status": wm.neural_shapes.status,
 }
 
 # One by one, to read each button's own line: good answers, then broken ones (each task fails with one
@@ -98,7 +100,9 @@ for fault in ("fine", "dies", "truncated", "badjson", "badjob"):
         tasks.finish()
         lines[name] = getattr(wm.neural_shapes, line)
     report[fault] = {
-        "lines": lines, "objects_added": neural_count() - before, "busy_after": tasks.busy(),
+        "lines": lines,
+        "objects_added": neural_count() - before,
+        "busy_after": tasks.busy(),
         "buttons_free": {name: operator.poll() for name, (operator, _, _) in BUTTONS.items()},
     }
 
@@ -112,7 +116,9 @@ tick = tasks.tick
 started = time.perf_counter()
 bpy.ops.preferences.addon_disable(module=package)
 report["unregister"] = {
-    "busy_before": busy_before, "seconds": time.perf_counter() - started, "timer_registered": bpy.app.timers.is_registered(tick),
+    "busy_before": busy_before,
+    "seconds": time.perf_counter() - started,
+    "timer_registered": bpy.app.timers.is_registered(tick),
     "threads": [t.name for t in threading.enumerate() if t.name.startswith("neural-shapes")],
 }
 print(json.dumps(report))

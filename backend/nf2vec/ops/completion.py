@@ -50,12 +50,23 @@ def complete(
     name = f"{partial.name}-completed"
     provenance = [derived_provenance("complete", name, [partial], tools.model)]
     report = progress or (lambda fraction, message: None)
-    [completed] = shapes_from_embeddings(tools, code, [name], [IDENTITY], provenance, settings,
-                                         lambda fraction, message: report(0.95 * fraction, message), cancel)
+    [completed] = shapes_from_embeddings(
+        tools,
+        code,
+        [name],
+        [IDENTITY],
+        provenance,
+        settings,
+        lambda fraction, message: report(0.95 * fraction, message),
+        cancel,
+    )
     report(0.95, "placing the completed shape over the partial")
     scale, offset = register(partial, completed)
     # x_completed = scale * x_partial + offset, and x_partial = s_p (x_source - c_p): compose the frames.
-    frame = Similarity(scale=scale * partial.transform.scale, centre=partial.transform.centre - offset / (scale * partial.transform.scale))
+    frame = Similarity(
+        scale=scale * partial.transform.scale,
+        centre=partial.transform.centre - offset / (scale * partial.transform.scale),
+    )
     report(1.0, "done")
     return replace(completed, transform=frame)
 

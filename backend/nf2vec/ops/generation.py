@@ -42,5 +42,7 @@ def generate(
     label = f"{class_name}-" if class_name else ""
     names = [f"generated-{label}{seed}-{index}" for index in range(count)]
     details = {"seed": str(seed), "class": class_name or "", "truncation": f"{truncation:g}"}
-    provenance = [derived_provenance("generate", name, [], tools.model, index=str(i), **details) for i, name in enumerate(names)]
+    provenance = [
+        derived_provenance("generate", name, [], tools.model, index=str(i), **details) for i, name in enumerate(names)
+    ]
     return shapes_from_embeddings(tools, codes, names, [frame] * count, provenance, settings, progress, cancel)

@@ -52,17 +52,33 @@ def interpolate(
         raise NeuralShapesError("interpolation needs at least one finite t")
     for shape in (a, b):
         if shape.family_id != family.family_id:
-            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}; interpolation works on "
-                                    f"shapes of family {family.family_id}")
+            raise NeuralShapesError(
+                f"shape '{shape.name}' is of family {shape.family_id}; interpolation works on "
+                f"shapes of family {family.family_id}"
+            )
     names = [f"{a.name}-{b.name}-t{round(t * 1000):03d}" for t in times]
     frames = [interpolated_frame(a.transform, b.transform, t) for t in times]
-    provenance = [derived_provenance(f"interpolate-{space}", name, [a, b], model, t=f"{t:g}") for name, t in zip(names, times)]
+    provenance = [
+        derived_provenance(f"interpolate-{space}", name, [a, b], model, t=f"{t:g}") for name, t in zip(names, times)
+    ]
     if space == "weights":
-        return [_weight_in_between(a, b, t, name, frame, extra) for t, name, frame, extra in zip(times, names, frames, provenance)]
+        return [
+            _weight_in_between(a, b, t, name, frame, extra)
+            for t, name, frame, extra in zip(times, names, frames, provenance)
+        ]
     ends = embed(model, [a, b])
     codes = np.stack([(1.0 - t) * ends[0] + t * ends[1] for t in times]).astype(np.float32)
-    return shapes_from_embeddings(tools, codes, names, frames, provenance, settings, progress, cancel,
-                                  anchors=[(ends[0], a.weights), (ends[1], b.weights)])
+    return shapes_from_embeddings(
+        tools,
+        codes,
+        names,
+        frames,
+        provenance,
+        settings,
+        progress,
+        cancel,
+        anchors=[(ends[0], a.weights), (ends[1], b.weights)],
+    )
 
 
 def interpolated_frame(a: Similarity, b: Similarity, t: float) -> Similarity:
@@ -71,7 +87,9 @@ def interpolated_frame(a: Similarity, b: Similarity, t: float) -> Similarity:
     return Similarity(scale=scale, centre=(1.0 - t) * a.centre + t * b.centre)
 
 
-def _weight_in_between(a: NeuralShape, b: NeuralShape, t: float, name: str, frame: Similarity, provenance: dict[str, str]) -> NeuralShape:
+def _weight_in_between(
+    a: NeuralShape, b: NeuralShape, t: float, name: str, frame: Similarity, provenance: dict[str, str]
+) -> NeuralShape:
     weights = [((1 - t) * wa + t * wb, (1 - t) * ba + t * bb) for (wa, ba), (wb, bb) in zip(a.weights, b.weights)]
     weights = [(w.astype(np.float32), bias.astype(np.float32)) for w, bias in weights]
     nan = float("nan")

@@ -183,14 +183,25 @@ def generate_latent(
         if len(kept) == count:
             break
     else:
-        raise NeuralShapesError(f"{count - len(kept)} of {count} sampled latents decoded to no surface in {MAX_DRAWS} draws")
+        raise NeuralShapesError(
+            f"{count - len(kept)} of {count} sampled latents decoded to no surface in {MAX_DRAWS} draws"
+        )
     label = f"{class_name}-" if class_name else ""
     identity = latent_id(latent)
     shapes = []
     for index, (z_row, draw) in enumerate(kept):
         name = f"generated-{label}{seed}-{index}"
-        provenance = latent_provenance("generate-latent", name, [], identity, seed=str(seed), index=str(index),
-                                       draw=str(draw), truncation=f"{truncation:g}", **{"class": class_name or ""})
+        provenance = latent_provenance(
+            "generate-latent",
+            name,
+            [],
+            identity,
+            seed=str(seed),
+            index=str(index),
+            draw=str(draw),
+            truncation=f"{truncation:g}",
+            **{"class": class_name or ""},
+        )
         with torch.no_grad():
             flat = latent.flat(torch.from_numpy(z_row)[None])[0].numpy()
         shapes.append(_shape(latent, name, flat, frame, provenance))
@@ -238,7 +249,9 @@ class LatentCompletionSettings:
     # 11 held-out cuts (one per class, class prior): 1,000 steps, 16,384 observed and prior samples, margin 0.1:
     # 0.041; 600 steps, margin 0.05: 0.045; the fitted partial 0.063. (300 steps with 2,048 / 8,192 samples lost
     # to the fitted partial on 8 of 11 cuts with the preview model.)
-    fuse: FitSettings = field(default_factory=lambda: FitSettings(max_steps=1000, eval_every=1000, target_surface_error=0.0))
+    fuse: FitSettings = field(
+        default_factory=lambda: FitSettings(max_steps=1000, eval_every=1000, target_surface_error=0.0)
+    )
     seed: int = 0
 
 
@@ -290,7 +303,11 @@ def complete_latent(
         raise NeuralShapesError(f"the fuse fit needs family {latent.family_id}, got {family.family_id}")
     context, targets, surface = _context(points, normals, sdf, settings)
     candidates = [class_name] if isinstance(class_name, str) else class_name
-    labels = None if candidates is None else torch.cat([_class_labels(latent.prior, name, settings.yaw_starts) for name in candidates])
+    labels = (
+        None
+        if candidates is None
+        else torch.cat([_class_labels(latent.prior, name, settings.yaw_starts) for name in candidates])
+    )
     z, log_scale, offset, yaw, losses, start_labels = _map_fit(latent, context, targets, labels, settings)
     best = int(np.argmin(losses))
     scale, rotation = math.exp(log_scale[best]), _yaw_matrix(torch.tensor([yaw[best]]))[0].numpy().astype(np.float64)
@@ -298,11 +315,15 @@ def complete_latent(
     chosen = "" if start_labels is None else latent.prior.class_names[int(start_labels[best])]
     details = {"class": chosen, "yaw": f"{yaw[best]:.4f}", "scale": f"{scale:.4f}", "data_loss": f"{losses[best]:.5f}"}
     fell_back = not losses[best] <= settings.fallback_residual  # NaN falls back too
-    report = CompletionReport(float(losses[best]), losses, float(yaw[best]), scale, offset[best].astype(np.float64), fell_back, 0.0)
+    report = CompletionReport(
+        float(losses[best]), losses, float(yaw[best]), scale, offset[best].astype(np.float64), fell_back, 0.0
+    )
 
     def fall_back() -> tuple[NeuralShape, CompletionReport]:
         report.fell_back, report.seconds = True, time.perf_counter() - started
-        provenance = latent_provenance("complete-latent", name, [partial], latent_id(latent), fell_back="true", **details)
+        provenance = latent_provenance(
+            "complete-latent", name, [partial], latent_id(latent), fell_back="true", **details
+        )
         return replace(partial, name=name, provenance=provenance), report
 
     if fell_back:
@@ -311,17 +332,28 @@ def complete_latent(
     # the decoded whole stays inside the bounding sphere.
     shift = rotation.T @ offset[best].astype(np.float64)
     prior_flat = latent.flat(torch.from_numpy(z[best])[None]).detach()
-    fuse_context, fuse_targets, _ = _context(points, normals, sdf, replace(settings, context_points=settings.fuse_points))
-    data, fuse_metrics = _fuse_samples(latent, prior_flat, rotation, scale, shift, fuse_context, fuse_targets, surface, settings)
+    fuse_context, fuse_targets, _ = _context(
+        points, normals, sdf, replace(settings, context_points=settings.fuse_points)
+    )
+    data, fuse_metrics = _fuse_samples(
+        latent, prior_flat, rotation, scale, shift, fuse_context, fuse_targets, surface, settings
+    )
     [result] = train_shapes(family, [data], replace(settings.fuse, seed=settings.seed))
-    metrics = {**NOT_MEASURED, "final_loss": result.final_loss, "fit_seconds": time.perf_counter() - started,
-               "steps": float(result.steps)}
+    metrics = {
+        **NOT_MEASURED,
+        "final_loss": result.final_loss,
+        "fit_seconds": time.perf_counter() - started,
+        "steps": float(result.steps),
+    }
     if fuse_metrics is not None:
         metrics["surface_error"] = float(np.abs(evaluate_sdf(latent.architecture, result.weights, fuse_metrics)).mean())
         # The seen side must stay the partial's: a fuse that follows the visible surface worse than the partial's
         # own net (distances in the completed frame are s times the partial's) means the prior pulled it away.
         seen = float(np.abs(evaluate_sdf(partial.architecture, partial.weights, surface)).mean())
-        details["visible_error"], details["partial_visible_error"] = f"{metrics['surface_error'] / scale:.5f}", f"{seen:.5f}"
+        details["visible_error"], details["partial_visible_error"] = (
+            f"{metrics['surface_error'] / scale:.5f}",
+            f"{seen:.5f}",
+        )
         if not metrics["surface_error"] / scale <= settings.visible_tolerance * seen + settings.visible_slack:
             return fall_back()
     # x_out = s p_scale (x_source - p_centre) + shift = (s p_scale) (x_source - (p_centre - shift / (s p_scale))).
@@ -332,8 +364,9 @@ def complete_latent(
     return NeuralShape(name, latent.architecture, latent.family_id, result.weights, frame, metrics, provenance), report
 
 
-def _context(points: np.ndarray, normals: np.ndarray | None, sdf: np.ndarray | None,
-             settings: LatentCompletionSettings) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+def _context(
+    points: np.ndarray, normals: np.ndarray | None, sdf: np.ndarray | None, settings: LatentCompletionSettings
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
     """Context points (m, 3) and target distances (m,) in the partial's frame, and the surface points (n, 3) when known."""
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0 or not np.isfinite(points).all():
@@ -364,8 +397,13 @@ def _yaw_matrix(yaw: torch.Tensor) -> torch.Tensor:
     return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], 1).reshape(-1, 3, 3)
 
 
-def _map_fit(latent: LatentFamily, context: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor | None,
-             settings: LatentCompletionSettings) -> tuple[np.ndarray, ...]:
+def _map_fit(
+    latent: LatentFamily,
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    labels: torch.Tensor | None,
+    settings: LatentCompletionSettings,
+) -> tuple[np.ndarray, ...]:
     """MAP of (z, log s, offset, yaw) from each start (``yaw_starts`` yaws per class label in ``labels``
     (c * yaw_starts,), or of the overall prior), all starts one batch; after ``prune_after`` steps only the
     ``kept_starts`` best go on.
@@ -389,8 +427,12 @@ def _map_fit(latent: LatentFamily, context: torch.Tensor, targets: torch.Tensor,
 
     def run(steps: int) -> None:
         z, log_scale, offset, yaw = (value.requires_grad_() for value in state)
-        optimizer = torch.optim.Adam([{"params": [z], "lr": settings.latent_learning_rate},
-                                      {"params": [log_scale, offset, yaw], "lr": settings.pose_learning_rate}])
+        optimizer = torch.optim.Adam(
+            [
+                {"params": [z], "lr": settings.latent_learning_rate},
+                {"params": [log_scale, offset, yaw], "lr": settings.pose_learning_rate},
+            ]
+        )
         for _ in range(steps):
             loss = (trimmed_loss(*state) + settings.prior_weight * (((z - mean) / std) ** 2).mean(1)).sum()
             optimizer.zero_grad(set_to_none=True)
@@ -410,9 +452,17 @@ def _map_fit(latent: LatentFamily, context: torch.Tensor, targets: torch.Tensor,
     return (*(value.detach().numpy().astype(np.float32) for value in (*state, final)), labels)
 
 
-def _fuse_samples(latent: LatentFamily, prior_flat: torch.Tensor, rotation: np.ndarray, scale: float, shift: np.ndarray,
-                  context: torch.Tensor, targets: torch.Tensor, surface: np.ndarray | None,
-                  settings: LatentCompletionSettings) -> tuple[TrainingData, np.ndarray | None]:
+def _fuse_samples(
+    latent: LatentFamily,
+    prior_flat: torch.Tensor,
+    rotation: np.ndarray,
+    scale: float,
+    shift: np.ndarray,
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    surface: np.ndarray | None,
+    settings: LatentCompletionSettings,
+) -> tuple[TrainingData, np.ndarray | None]:
     """The fuse fit's samples in the completed frame: the observed context (distances times s) and the decoded
     prior's samples farther than ``prior_margin`` from it; plus the observed surface points there, when known."""
     observed = scale * context.numpy().astype(np.float64) + shift
@@ -451,7 +501,9 @@ def latent_id(latent: LatentFamily) -> str:
     return f"latent-{digest.hexdigest()[:12]}"
 
 
-def latent_provenance(operation: str, source_name: str, inputs: list[NeuralShape], identity: str, **details: str) -> dict[str, str]:
+def latent_provenance(
+    operation: str, source_name: str, inputs: list[NeuralShape], identity: str, **details: str
+) -> dict[str, str]:
     """Provenance of a shape made by a latent operation: what was done, to which inputs, with which latent family.
 
     ``source_sha256`` hashes the operation, the inputs' weights and the details, so the same request is recognisable.
@@ -461,9 +513,16 @@ def latent_provenance(operation: str, source_name: str, inputs: list[NeuralShape
         digest.update(flatten(shape.weights).tobytes())
     for key in sorted(details):
         digest.update(f"{key}={details[key]}".encode())
-    return {"source_name": source_name, "source_sha256": digest.hexdigest(), "tool_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"), "operation": operation,
-            "inputs": ",".join(shape.name for shape in inputs), "latent_family": identity, **details}
+    return {
+        "source_name": source_name,
+        "source_sha256": digest.hexdigest(),
+        "tool_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "operation": operation,
+        "inputs": ",".join(shape.name for shape in inputs),
+        "latent_family": identity,
+        **details,
+    }
 
 
 def class_probabilities(prior: LatentPrior, z: np.ndarray, class_means: torch.Tensor | None = None) -> np.ndarray:
@@ -493,11 +552,17 @@ def _class_labels(prior: LatentPrior, class_name: str | None, count: int) -> tor
 def _check_family(latent: LatentFamily, shapes: list[NeuralShape]) -> None:
     for shape in shapes:
         if shape.family_id != latent.family_id:
-            raise NeuralShapesError(f"shape '{shape.name}' is of family {shape.family_id}; this latent family "
-                                    f"decodes to family {latent.family_id}")
+            raise NeuralShapesError(
+                f"shape '{shape.name}' is of family {shape.family_id}; this latent family "
+                f"decodes to family {latent.family_id}"
+            )
 
 
-def _shape(latent: LatentFamily, name: str, flat: np.ndarray, frame: Similarity, provenance: dict[str, str]) -> NeuralShape:
+def _shape(
+    latent: LatentFamily, name: str, flat: np.ndarray, frame: Similarity, provenance: dict[str, str]
+) -> NeuralShape:
     """A decoded shape: no fit, no reference surface (quality metrics NaN)."""
     metrics = {**NOT_MEASURED, "final_loss": 0.0, "fit_seconds": 0.0, "steps": 0.0}
-    return NeuralShape(name, latent.architecture, latent.family_id, unflatten(latent.architecture, flat), frame, metrics, provenance)
+    return NeuralShape(
+        name, latent.architecture, latent.family_id, unflatten(latent.architecture, flat), frame, metrics, provenance
+    )

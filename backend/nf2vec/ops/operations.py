@@ -134,7 +134,9 @@ def complete(
     latent = tools.require_latent()
     if latent.prior.class_names and class_name is None:
         [probabilities] = class_probabilities(latent.prior, encode(tools, [partial]), _class_means(tools))
-        candidates: str | list[str] | None = [latent.prior.class_names[i] for i in np.argsort(-probabilities)[:COMPLETION_CLASSES]]
+        candidates: str | list[str] | None = [
+            latent.prior.class_names[i] for i in np.argsort(-probabilities)[:COMPLETION_CLASSES]
+        ]
     else:
         candidates = class_name
     report = progress or (lambda fraction, message: None)
@@ -145,7 +147,9 @@ def complete(
         raise NeuralShapesError(f"shape '{partial.name}' has no surface to complete")
     points, normals = surface_points_and_normals(surface, SURFACE_POINTS)
     report(0.1, f"completing '{partial.name}'")
-    completed, _ = complete_latent(latent, tools.family, partial, points, normals, class_name=candidates, settings=latent_settings)
+    completed, _ = complete_latent(
+        latent, tools.family, partial, points, normals, class_name=candidates, settings=latent_settings
+    )
     _done(progress)
     return completed
 
@@ -159,8 +163,9 @@ def encode(tools: Nf2vecTools, shapes: list[NeuralShape], decoder: str | None = 
     return encode_latent(tools.latent_encoder, latent, shapes)
 
 
-def similar(tools: Nf2vecTools, query: NeuralShape, library: list[NeuralShape], k: int = 5,
-            decoder: str | None = None) -> list[Neighbour]:
+def similar(
+    tools: Nf2vecTools, query: NeuralShape, library: list[NeuralShape], k: int = 5, decoder: str | None = None
+) -> list[Neighbour]:
     """The ``k`` library shapes nearest to ``query`` by L2 distance between codes (:func:`encode`), nearest first."""
     codes = encode(tools, [query, *library], decoder)
     return nearest(codes[0], codes[1:], k)

@@ -67,7 +67,9 @@ class Nf2vecTools:
             raise NeuralShapesError(f"decoder must be 'latent' or 'implicit', got '{choice}'")
         if choice == "latent" and self.latent is None:
             missing = [name for name in (LATENT_NAME, ENCODER_NAME) if not (self.folder / name).is_file()]
-            raise NeuralShapesError(f"the latent decoder needs {' and '.join(missing)} in the nf2vec model folder {self.folder}")
+            raise NeuralShapesError(
+                f"the latent decoder needs {' and '.join(missing)} in the nf2vec model folder {self.folder}"
+            )
         return choice
 
     def z_sampler(self) -> ZSampler:

@@ -92,11 +92,20 @@ def train_classifier(
     if len(class_names) < 2:
         raise NeuralShapesError(f"a classifier needs at least two classes, got {list(class_names)}")
     torch.manual_seed(settings.seed)
-    classifier = EmbeddingClassifier(settings, tuple(class_names), Standardiser.of(data),
-                                     _network(settings, data.shape[1], len(class_names)))
-    plan = Minibatches(settings.epochs, settings.batch_size, settings.learning_rate, settings.weight_decay,
-                       one_cycle=True, seed=settings.seed)
-    record = train_supervised(classifier.network, classifier.standardiser(data), targets, F.cross_entropy, plan, progress, cancel)
+    classifier = EmbeddingClassifier(
+        settings, tuple(class_names), Standardiser.of(data), _network(settings, data.shape[1], len(class_names))
+    )
+    plan = Minibatches(
+        settings.epochs,
+        settings.batch_size,
+        settings.learning_rate,
+        settings.weight_decay,
+        one_cycle=True,
+        seed=settings.seed,
+    )
+    record = train_supervised(
+        classifier.network, classifier.standardiser(data), targets, F.cross_entropy, plan, progress, cancel
+    )
     accuracy = float((classifier.predict(data.numpy()).argmax(axis=1) == targets.numpy()).mean())
     classifier.training = {**record, "embeddings": len(data), "train_accuracy": accuracy}
     return classifier
@@ -112,8 +121,13 @@ def load_classifier(folder: Path, model: Nf2vecModel) -> EmbeddingClassifier:
 
     def build(content: TaskFile) -> EmbeddingClassifier:
         settings = ClassifierSettings(**content.config)
-        return EmbeddingClassifier(settings, tuple(content.class_names), Standardiser(content.embedding_size),
-                                   _network(settings, content.embedding_size, len(content.class_names)), content.training)
+        return EmbeddingClassifier(
+            settings,
+            tuple(content.class_names),
+            Standardiser(content.embedding_size),
+            _network(settings, content.embedding_size, len(content.class_names)),
+            content.training,
+        )
 
     return load_task_file(folder, TASK, model, build)
 

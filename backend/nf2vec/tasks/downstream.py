@@ -48,11 +48,15 @@ def as_labels(labels: np.ndarray, class_names: Sequence[str], count: int) -> tor
     """``labels`` (count,) class indices into ``class_names`` as int64, each class used at least once."""
     array = np.asarray(labels)
     if array.shape != (count,) or not np.issubdtype(array.dtype, np.integer):
-        raise NeuralShapesError(f"labels: need {count} integer class indices, got an array of shape {array.shape} ({array.dtype})")
+        raise NeuralShapesError(
+            f"labels: need {count} integer class indices, got an array of shape {array.shape} ({array.dtype})"
+        )
     if len(set(class_names)) != len(class_names) or not class_names:
         raise NeuralShapesError(f"class names must be distinct and not empty, got {list(class_names)}")
     if array.min() < 0 or array.max() >= len(class_names):
-        raise NeuralShapesError(f"labels must be between 0 and {len(class_names) - 1} (one per class name), got {array.min()}..{array.max()}")
+        raise NeuralShapesError(
+            f"labels must be between 0 and {len(class_names) - 1} (one per class name), got {array.min()}..{array.max()}"
+        )
     unused = [name for label, name in enumerate(class_names) if not (array == label).any()]
     if unused:
         raise NeuralShapesError(f"class '{unused[0]}' has no embeddings; leave out classes without examples")
@@ -127,7 +131,11 @@ def train_supervised(
     per_epoch = count // batch
     total = plan.epochs * per_epoch
     optimizer = torch.optim.AdamW(network.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, plan.learning_rate, total_steps=total) if plan.one_cycle else None
+    schedule = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, plan.learning_rate, total_steps=total)
+        if plan.one_cycle
+        else None
+    )
     generator = torch.Generator().manual_seed(plan.seed)
     every = report_every(total)
     network.train()

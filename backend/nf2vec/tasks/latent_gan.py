@@ -66,7 +66,14 @@ class LatentGanSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        sizes = (self.noise_size, *self.generator_hidden, *self.critic_hidden, self.steps, self.critic_steps, self.batch_size)
+        sizes = (
+            self.noise_size,
+            *self.generator_hidden,
+            *self.critic_hidden,
+            self.steps,
+            self.critic_steps,
+            self.batch_size,
+        )
         if min(sizes) < 1 or not self.gradient_penalty >= 0 or not self.learning_rate > 0:
             raise ValueError(f"latent GAN sizes and steps must be positive, the learning rate too, got {self}")
 
@@ -144,12 +151,19 @@ def train_latent_gan(
         raise NeuralShapesError("a conditional GAN needs both labels and class names, an unconditional one neither")
     classes = tuple(class_names or ())
     torch.manual_seed(settings.seed)
-    gan = LatentGan(settings, classes, standardiser or Standardiser.of(data), generator_network(settings, data.shape[1], len(classes)))
+    gan = LatentGan(
+        settings,
+        classes,
+        standardiser or Standardiser.of(data),
+        generator_network(settings, data.shape[1], len(classes)),
+    )
     real = gan.standardiser(data)
     label_of_row = torch.zeros(len(data), dtype=torch.long) if labels is None else as_labels(labels, classes, len(data))
     critic = mlp((data.shape[1] + len(classes), *settings.critic_hidden, 1))
-    generator_optimiser, critic_optimiser = (torch.optim.Adam(net.parameters(), lr=settings.learning_rate, betas=(0.5, 0.9))
-                                             for net in (gan.generator, critic))
+    generator_optimiser, critic_optimiser = (
+        torch.optim.Adam(net.parameters(), lr=settings.learning_rate, betas=(0.5, 0.9))
+        for net in (gan.generator, critic)
+    )
     draws = torch.Generator().manual_seed(settings.seed)
     batch = min(settings.batch_size, len(data))
 
@@ -157,15 +171,22 @@ def train_latent_gan(
         """Real rows, their one-hot classes, and the generator's input for rows of the same classes."""
         rows = torch.randint(len(data), (batch,), generator=draws)
         condition = _one_hot(label_of_row[rows], len(classes))
-        return real[rows], condition, torch.cat([torch.randn(batch, settings.noise_size, generator=draws), condition], dim=1)
+        return (
+            real[rows],
+            condition,
+            torch.cat([torch.randn(batch, settings.noise_size, generator=draws), condition], dim=1),
+        )
 
     every = report_every(settings.steps)
     sums, since = dict.fromkeys(("critic", "wasserstein", "generator"), 0.0), 0
     figures = dict.fromkeys(sums, float("nan"))
     nets, optimisers = (gan.generator, critic), (generator_optimiser, critic_optimiser)
     run_key = _run_key(real, label_of_row, classes, settings)
-    done, seconds = (_resume(checkpoint, run_key, nets, optimisers, draws) if checkpoint is not None and checkpoint.exists()
-                     else (0, 0.0))
+    done, seconds = (
+        _resume(checkpoint, run_key, nets, optimisers, draws)
+        if checkpoint is not None and checkpoint.exists()
+        else (0, 0.0)
+    )
     started = time.perf_counter() - seconds
     for step in range(done + 1, settings.steps + 1):
         check_cancel(cancel, "training cancelled")
@@ -187,13 +208,24 @@ def train_latent_gan(
             if progress is not None:
                 progress(TaskProgress(step, settings.steps, figures))
         if checkpoint is not None and step % checkpoint_every == 0 and step < settings.steps:
-            save_tensors(checkpoint, {"run": run_key, "step": step, "seconds": time.perf_counter() - started,
-                                      "nets": [net.state_dict() for net in nets],
-                                      "optimisers": [optimiser.state_dict() for optimiser in optimisers],
-                                      "draws": draws.get_state()})
+            save_tensors(
+                checkpoint,
+                {
+                    "run": run_key,
+                    "step": step,
+                    "seconds": time.perf_counter() - started,
+                    "nets": [net.state_dict() for net in nets],
+                    "optimisers": [optimiser.state_dict() for optimiser in optimisers],
+                    "draws": draws.get_state(),
+                },
+            )
     gan.generator.eval()
-    gan.training = {"steps": settings.steps, "seconds": round(time.perf_counter() - started, 2), "embeddings": len(data),
-                    **{f"final_{key}": value for key, value in figures.items()}}
+    gan.training = {
+        "steps": settings.steps,
+        "seconds": round(time.perf_counter() - started, 2),
+        "embeddings": len(data),
+        **{f"final_{key}": value for key, value in figures.items()},
+    }
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return gan
@@ -206,13 +238,20 @@ def _run_key(real: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...],
     return json.dumps({"settings": kept, "classes": list(classes), "data": digest}, sort_keys=True)
 
 
-def _resume(path: Path, run_key: str, nets: tuple[torch.nn.Module, ...], optimisers: tuple[torch.optim.Optimizer, ...],
-            draws: torch.Generator) -> tuple[int, float]:
+def _resume(
+    path: Path,
+    run_key: str,
+    nets: tuple[torch.nn.Module, ...],
+    optimisers: tuple[torch.optim.Optimizer, ...],
+    draws: torch.Generator,
+) -> tuple[int, float]:
     """Load a checkpoint into the nets, optimisers and draws: (generator steps done, seconds so far)."""
     failure = "not a valid GAN training checkpoint"
     state = load_tensors(path, failure)
     if state.get("run") != run_key:
-        raise NeuralShapesError(f"{path}: checkpoint of another run (data or settings differ); delete it or pass the same ones")
+        raise NeuralShapesError(
+            f"{path}: checkpoint of another run (data or settings differ); delete it or pass the same ones"
+        )
     try:
         for net, net_state in zip(nets, state["nets"], strict=True):
             net.load_state_dict(net_state)
@@ -234,8 +273,13 @@ def load_gan(folder: Path, model: Nf2vecModel) -> LatentGan:
 
     def build(content: TaskFile) -> LatentGan:
         settings = LatentGanSettings(**content.config)
-        return LatentGan(settings, tuple(content.class_names), Standardiser(content.embedding_size),
-                         generator_network(settings, content.embedding_size, len(content.class_names)), content.training)
+        return LatentGan(
+            settings,
+            tuple(content.class_names),
+            Standardiser(content.embedding_size),
+            generator_network(settings, content.embedding_size, len(content.class_names)),
+            content.training,
+        )
 
     return load_task_file(folder, TASK, model, build)
 
@@ -250,8 +294,9 @@ def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
     return F.one_hot(labels, classes).float() if classes else torch.zeros(len(labels), 0)
 
 
-def _gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, condition: torch.Tensor,
-                      draws: torch.Generator) -> torch.Tensor:
+def _gradient_penalty(
+    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, condition: torch.Tensor, draws: torch.Generator
+) -> torch.Tensor:
     """Mean (|grad critic| - 1)^2 at random points between real and generated rows (the class held fixed)."""
     mix = torch.rand(len(real), 1, generator=draws)
     between = (mix * real + (1 - mix) * fake).requires_grad_(True)

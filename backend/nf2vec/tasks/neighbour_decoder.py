@@ -64,8 +64,10 @@ class Anchors(torch.nn.Module):
 
     def parameters_of(self, rows: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Float32 weights and biases of the anchors ``rows``, ready for :func:`batched_forward`."""
-        return ([getattr(self, f"weight_{i}")[rows].float() for i in range(self.layers)],
-                [getattr(self, f"bias_{i}")[rows].float() for i in range(self.layers)])
+        return (
+            [getattr(self, f"weight_{i}")[rows].float() for i in range(self.layers)],
+            [getattr(self, f"bias_{i}")[rows].float() for i in range(self.layers)],
+        )
 
 
 @dataclass
@@ -85,7 +87,9 @@ class NeighbourDecoder:
     def parts(self) -> dict[str, torch.nn.Module]:
         return {"anchors": self.anchors}
 
-    def field(self, embedding: np.ndarray, points: np.ndarray, extra: list[tuple[np.ndarray, Weights]] = ()) -> np.ndarray:
+    def field(
+        self, embedding: np.ndarray, points: np.ndarray, extra: list[tuple[np.ndarray, Weights]] = ()
+    ) -> np.ndarray:
         """The decoded field of ``embedding`` (e,) at ``points`` (q, 3), normalised frame -> (q,) float32.
 
         ``extra``: more anchors (embedding, weights) for this call only.
@@ -95,15 +99,21 @@ class NeighbourDecoder:
         with torch.inference_mode():
             for start in range(0, len(points), POINTS_PER_CALL):
                 chunk = torch.as_tensor(points[start : start + POINTS_PER_CALL], dtype=torch.float32)[None]
-                out[start : start + chunk.shape[1]] = batched_forward(self.architecture, weights, biases, chunk)[0].numpy()
+                out[start : start + chunk.shape[1]] = batched_forward(self.architecture, weights, biases, chunk)[
+                    0
+                ].numpy()
         return out
 
-    def blended_parameters(self, embedding: np.ndarray, extra: list[tuple[np.ndarray, Weights]] = ()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def blended_parameters(
+        self, embedding: np.ndarray, extra: list[tuple[np.ndarray, Weights]] = ()
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Weights (1, out, in) and biases (1, out) per layer of the decoded net of ``embedding`` (e,)."""
         weights, biases, distances = self._nearest(torch.as_tensor(embedding, dtype=torch.float32), extra)
         blend = torch.softmax(-distances / self.anchors.temperature, dim=0)
-        return ([(blend[:, None, None] * w).sum(dim=0, keepdim=True) for w in weights],
-                [(blend[:, None] * b).sum(dim=0, keepdim=True) for b in biases])
+        return (
+            [(blend[:, None, None] * w).sum(dim=0, keepdim=True) for w in weights],
+            [(blend[:, None] * b).sum(dim=0, keepdim=True) for b in biases],
+        )
 
     def _nearest(self, embedding: torch.Tensor, extra: list[tuple[np.ndarray, Weights]]):
         """Weights and biases of the k nearest anchors (stored and extra) and their squared distances."""
@@ -120,8 +130,13 @@ class NeighbourDecoder:
         return weights, biases, distances
 
 
-def build_neighbour_decoder(embeddings: np.ndarray, weights: list[Weights], names: list[str], architecture: Architecture,
-                            settings: NeighbourSettings = NeighbourSettings()) -> NeighbourDecoder:
+def build_neighbour_decoder(
+    embeddings: np.ndarray,
+    weights: list[Weights],
+    names: list[str],
+    architecture: Architecture,
+    settings: NeighbourSettings = NeighbourSettings(),
+) -> NeighbourDecoder:
     """Anchors from training shapes: embeddings (n, e) and their weights; at least two."""
     if len(embeddings) < 2 or len(embeddings) != len(weights):
         raise NeuralShapesError(f"the neighbour decoder needs two or more shapes with embeddings, got {len(weights)}")

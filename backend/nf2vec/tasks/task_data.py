@@ -37,7 +37,9 @@ def shape_classes(shapes: list[NeuralShape], manifest: Manifest) -> tuple[np.nda
     for shape in shapes:
         source = shape.provenance.get("source_name", "")
         if source not in class_of:
-            raise NeuralShapesError(f"shape '{shape.name}': its source mesh '{source}' has no class in the collection manifest of {manifest.root}")
+            raise NeuralShapesError(
+                f"shape '{shape.name}': its source mesh '{source}' has no class in the collection manifest of {manifest.root}"
+            )
         names.append(class_of[source])
     present = [name for name in manifest.classes if name in set(names)]
     return np.array([present.index(name) for name in names], dtype=np.int64), present
@@ -62,6 +64,8 @@ def completion_pairs(partial: list[NeuralShape], complete: list[NeuralShape], ma
             pairs.partial.append(shape)
             pairs.complete.append(whole)
     if not pairs.partial:
-        raise NeuralShapesError(f"no (partial, complete) pairs: none of the {len(partial)} partial shapes was cut, according to "
-                                f"{manifest.root / MANIFEST_NAME}, from a mesh one of the {len(complete)} complete shapes was fitted to")
+        raise NeuralShapesError(
+            f"no (partial, complete) pairs: none of the {len(partial)} partial shapes was cut, according to "
+            f"{manifest.root / MANIFEST_NAME}, from a mesh one of the {len(complete)} complete shapes was fitted to"
+        )
     return pairs

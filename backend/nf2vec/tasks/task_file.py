@@ -69,15 +69,24 @@ def save_task_file(folder: Path, task: str, network: TaskNetwork, class_names: S
     """Write ``network`` as ``folder/<task>.safetensors`` (atomically) next to the nf2vec model in ``folder``."""
     model = load_model(folder)
     if network.embedding_size != model.config.embedding_size:
-        raise NeuralShapesError(f"{folder}: the {task} reads embeddings of size {network.embedding_size}, "
-                                f"the nf2vec model there makes {model.config.embedding_size}")
+        raise NeuralShapesError(
+            f"{folder}: the {task} reads embeddings of size {network.embedding_size}, "
+            f"the nf2vec model there makes {model.config.embedding_size}"
+        )
     path = task_path(folder, task)
-    save_tensors(path, {
-        "format": FORMAT_PREFIX + task, "version": VERSION,
-        "family_id": model.family_id, "embedding_size": network.embedding_size,
-        "config": asdict(network.settings), "class_names": list(class_names),
-        "state": {name: part.state_dict() for name, part in network.parts().items()}, "training": network.training,
-    })
+    save_tensors(
+        path,
+        {
+            "format": FORMAT_PREFIX + task,
+            "version": VERSION,
+            "family_id": model.family_id,
+            "embedding_size": network.embedding_size,
+            "config": asdict(network.settings),
+            "class_names": list(class_names),
+            "state": {name: part.state_dict() for name, part in network.parts().items()},
+            "training": network.training,
+        },
+    )
     return path
 
 
@@ -88,17 +97,29 @@ def load_task_file(folder: Path, task: str, model: Nf2vecModel, build: Callable[
     path = task_path(folder, task)
     data = load_tensors(path, f"not a valid nf2vec {task} file")
     if data.get("format") != FORMAT_PREFIX + task or data.get("version") != VERSION:
-        raise NeuralShapesError(f"{path}: not an nf2vec {task} file (format {data.get('format')!r} "
-                                f"version {data.get('version')!r}, expected {FORMAT_PREFIX + task!r} version {VERSION})")
+        raise NeuralShapesError(
+            f"{path}: not an nf2vec {task} file (format {data.get('format')!r} "
+            f"version {data.get('version')!r}, expected {FORMAT_PREFIX + task!r} version {VERSION})"
+        )
     if data.get("family_id") != model.family_id:
-        raise NeuralShapesError(f"{path}: made for nf2vec embeddings of family {data.get('family_id')}, "
-                                f"the model embeds family {model.family_id}")
+        raise NeuralShapesError(
+            f"{path}: made for nf2vec embeddings of family {data.get('family_id')}, "
+            f"the model embeds family {model.family_id}"
+        )
     if data.get("embedding_size") != model.config.embedding_size:
-        raise NeuralShapesError(f"{path}: reads embeddings of size {data.get('embedding_size')}, "
-                                f"the model makes {model.config.embedding_size}")
+        raise NeuralShapesError(
+            f"{path}: reads embeddings of size {data.get('embedding_size')}, "
+            f"the model makes {model.config.embedding_size}"
+        )
     try:
-        network = build(TaskFile(model.config.embedding_size, dict(data["config"]),
-                                 [str(name) for name in data["class_names"]], dict(data["training"])))
+        network = build(
+            TaskFile(
+                model.config.embedding_size,
+                dict(data["config"]),
+                [str(name) for name in data["class_names"]],
+                dict(data["training"]),
+            )
+        )
         parts, state = network.parts(), dict(data["state"])
         if set(state) != set(parts):
             raise KeyError(f"parts {sorted(state)}, expected {sorted(parts)}")
@@ -107,4 +128,6 @@ def load_task_file(folder: Path, task: str, model: Nf2vecModel, build: Callable[
             part.eval()
         return network
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise NeuralShapesError(f"{path}: weights and config do not fit ({type(error).__name__}: {error})".splitlines()[0]) from None
+        raise NeuralShapesError(
+            f"{path}: weights and config do not fit ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None

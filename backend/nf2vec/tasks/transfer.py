@@ -50,7 +50,9 @@ class TransferSettings:
 
     def __post_init__(self) -> None:
         if self.layers < 2 or min(self.hidden or 1, self.epochs, self.batch_size) < 1 or not self.learning_rate > 0:
-            raise ValueError(f"transfer network needs 2+ layers and positive sizes, epochs and learning rate, got {self}")
+            raise ValueError(
+                f"transfer network needs 2+ layers and positive sizes, epochs and learning rate, got {self}"
+            )
 
 
 @dataclass
@@ -90,15 +92,31 @@ def train_transfer(
     ("identity_mse"), the baseline the network has to beat."""
     source, target = as_embeddings(inputs, "transfer inputs"), as_embeddings(targets, "transfer targets")
     if source.shape != target.shape:
-        raise NeuralShapesError(f"transfer inputs {tuple(source.shape)} and targets {tuple(target.shape)} must pair up one to one")
+        raise NeuralShapesError(
+            f"transfer inputs {tuple(source.shape)} and targets {tuple(target.shape)} must pair up one to one"
+        )
     torch.manual_seed(settings.seed)
-    transfer = TransferNet(settings, Standardiser.of(source), Standardiser.of(target), _network(settings, source.shape[1]))
-    plan = Minibatches(settings.epochs, settings.batch_size, settings.learning_rate, settings.weight_decay,
-                       one_cycle=False, seed=settings.seed)
-    record = train_supervised(transfer.network, transfer.inputs(source), transfer.targets(target), F.mse_loss, plan, progress, cancel)
+    transfer = TransferNet(
+        settings, Standardiser.of(source), Standardiser.of(target), _network(settings, source.shape[1])
+    )
+    plan = Minibatches(
+        settings.epochs,
+        settings.batch_size,
+        settings.learning_rate,
+        settings.weight_decay,
+        one_cycle=False,
+        seed=settings.seed,
+    )
+    record = train_supervised(
+        transfer.network, transfer.inputs(source), transfer.targets(target), F.mse_loss, plan, progress, cancel
+    )
     mapped = torch.from_numpy(transfer.apply(source.numpy()))
-    transfer.training = {**record, "pairs": len(source), "mse": float(F.mse_loss(mapped, target)),
-                         "identity_mse": float(F.mse_loss(source, target))}
+    transfer.training = {
+        **record,
+        "pairs": len(source),
+        "mse": float(F.mse_loss(mapped, target)),
+        "identity_mse": float(F.mse_loss(source, target)),
+    }
     return transfer
 
 

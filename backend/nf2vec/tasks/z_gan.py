@@ -43,7 +43,9 @@ class ZGan:
     """A GAN generating z of one latent family (see the module docstring)."""
 
     gan: LatentGan  # over z standardised by the latent family's overall prior; conditional when it has classes
-    centres: torch.Tensor  # (c, k) float32: each class's prior mean, where truncation 0 lands ((1, k) the overall mean without classes)
+    centres: (
+        torch.Tensor
+    )  # (c, k) float32: each class's prior mean, where truncation 0 lands ((1, k) the overall mean without classes)
     latent_digest: str  # of the latent family it was trained for
 
     @property
@@ -62,11 +64,15 @@ def training_labels(latent: LatentFamily, collection: Path | None = None) -> np.
     if latent.labels is not None:
         return latent.labels.numpy()
     if collection is None:
-        raise NeuralShapesError("the latent family keeps no class of each training shape; pass the collection whose manifest has them")
+        raise NeuralShapesError(
+            "the latent family keeps no class of each training shape; pass the collection whose manifest has them"
+        )
     class_of = {Path(item.file).stem: item.class_name for item in read_manifest(collection).items}
     missing = [name for name in latent.names if class_of.get(name) not in latent.prior.class_names]
     if missing:
-        raise NeuralShapesError(f"training shape '{missing[0]}' has no class of the latent family in {collection} ({len(missing)} such)")
+        raise NeuralShapesError(
+            f"training shape '{missing[0]}' has no class of the latent family in {collection} ({len(missing)} such)"
+        )
     return np.array([latent.prior.class_names.index(class_of[name]) for name in latent.names], dtype=np.int64)
 
 
@@ -95,8 +101,17 @@ def train_z_gan(
     standardiser.mean.copy_(prior.mean)
     standardiser.scale.copy_(prior.std)
     output.mkdir(parents=True, exist_ok=True)
-    gan = train_latent_gan(latent.latents.numpy(), labels, list(prior.class_names) if prior.class_names else None,
-                           settings, progress, cancel, standardiser, output / CHECKPOINT_NAME, checkpoint_every)
+    gan = train_latent_gan(
+        latent.latents.numpy(),
+        labels,
+        list(prior.class_names) if prior.class_names else None,
+        settings,
+        progress,
+        cancel,
+        standardiser,
+        output / CHECKPOINT_NAME,
+        checkpoint_every,
+    )
     z_gan = ZGan(gan, _centres(latent), latent_digest(latent))
     save_z_gan(output, z_gan)
     return z_gan
@@ -132,11 +147,21 @@ def save_z_gan(folder: Path, z_gan: ZGan) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / Z_GAN_NAME
     gan = z_gan.gan
-    save_tensors(path, {
-        "format": FORMAT, "version": VERSION, "latent_digest": z_gan.latent_digest, "k": gan.embedding_size,
-        "class_names": list(gan.class_names), "settings": asdict(gan.settings), "centres": z_gan.centres,
-        "standardiser": gan.standardiser.state_dict(), "generator": gan.generator.state_dict(), "training": gan.training,
-    })
+    save_tensors(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "latent_digest": z_gan.latent_digest,
+            "k": gan.embedding_size,
+            "class_names": list(gan.class_names),
+            "settings": asdict(gan.settings),
+            "centres": z_gan.centres,
+            "standardiser": gan.standardiser.state_dict(),
+            "generator": gan.generator.state_dict(),
+            "training": gan.training,
+        },
+    )
     return path
 
 
@@ -146,10 +171,14 @@ def load_z_gan(folder: Path, latent: LatentFamily) -> ZGan:
     path = Path(folder) / Z_GAN_NAME
     data = load_tensors(path, "not a valid z GAN file")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise NeuralShapesError(f"{path}: not a z GAN file (format {data.get('format')!r} version "
-                                f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})")
+        raise NeuralShapesError(
+            f"{path}: not a z GAN file (format {data.get('format')!r} version "
+            f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})"
+        )
     if data.get("latent_digest") != latent_digest(latent):
-        raise NeuralShapesError(f"{path}: trained for another latent family than {Path(folder) / 'latent.safetensors'}; retrain it")
+        raise NeuralShapesError(
+            f"{path}: trained for another latent family than {Path(folder) / 'latent.safetensors'}; retrain it"
+        )
     try:
         settings, k = LatentGanSettings(**data["settings"]), int(data["k"])
         class_names = tuple(str(name) for name in data["class_names"])

@@ -27,14 +27,20 @@ def mesh_response(mesh: trimesh.Trimesh, format: str, name: str) -> Response:
     normals = np.ascontiguousarray(mesh.vertex_normals if len(vertices) else np.zeros((0, 3)), dtype="<f4")
     counts = {"X-Vertex-Count": str(len(vertices)), "X-Face-Count": str(len(faces))}
     if format == "raw":
-        return Response(vertices.tobytes() + faces.tobytes() + normals.tobytes(), media_type="application/octet-stream", headers=counts)
+        return Response(
+            vertices.tobytes() + faces.tobytes() + normals.tobytes(),
+            media_type="application/octet-stream",
+            headers=counts,
+        )
     if format == "npz":
         buffer = io.BytesIO()
         np.savez(buffer, vertices=vertices, faces=faces, normals=normals)
         return Response(buffer.getvalue(), media_type="application/octet-stream", headers=counts)
     data = mesh.export(file_type=format)
     data = data.encode() if isinstance(data, str) else data
-    return Response(data, media_type=_MESH_MEDIA[format], headers={**counts, "Content-Disposition": attachment(f"{name}.{format}")})
+    return Response(
+        data, media_type=_MESH_MEDIA[format], headers={**counts, "Content-Disposition": attachment(f"{name}.{format}")}
+    )
 
 
 def image_response(result: TraceResult, format: str) -> Response:
@@ -43,9 +49,19 @@ def image_response(result: TraceResult, format: str) -> Response:
     if format == "png":
         return Response(png_bytes(result.rgba), media_type="image/png", headers=size)
     if format == "rgba":
-        return Response(np.ascontiguousarray(result.rgba, dtype="<f4").tobytes(), media_type="application/octet-stream", headers=size)
+        return Response(
+            np.ascontiguousarray(result.rgba, dtype="<f4").tobytes(),
+            media_type="application/octet-stream",
+            headers=size,
+        )
     buffer = io.BytesIO()
-    np.savez(buffer, rgba=result.rgba.astype("<f4"), depth=result.depth.astype("<f4"), normal=result.normal.astype("<f4"), object_id=result.object_id.astype("<i4"))
+    np.savez(
+        buffer,
+        rgba=result.rgba.astype("<f4"),
+        depth=result.depth.astype("<f4"),
+        normal=result.normal.astype("<f4"),
+        object_id=result.object_id.astype("<i4"),
+    )
     return Response(buffer.getvalue(), media_type="application/octet-stream", headers=size)
 
 

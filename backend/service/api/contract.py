@@ -19,22 +19,24 @@ from backend.service.services.uploads import MESH_FORMATS
 ERROR = {"$ref": "#/components/schemas/ErrorPublic"}
 DESCRIPTIONS = {
     400: "bad input: a Host header that is not one loopback name, a malformed Content-Length or id in a body, an "
-         "invalid mesh, `.h5` file or scene",
+    "invalid mesh, `.h5` file or scene",
     401: "missing or wrong token",
     403: "a browser's request (it carries `Origin` or `Sec-Fetch-Site` other than `none`)",
     404: "no shape, job or upload with a given id (an id in the path that is not 32 lowercase hex characters "
-         "matches no route, also 404)",
+    "matches no route, also 404)",
     409: "the request does not fit the state (cancelling a job that already ended)",
     413: "a body over the size limit, or a request over a cost limit",
     415: "the body has the wrong `Content-Type`",
     422: "the request does not match the schema (`detail` names the fields); for nf2vec also a shape of another "
-         "model family",
+    "model family",
     429: "too many jobs queued or running; try again later",
     500: "a bug; it is logged and the service keeps running",
     503: "the service cannot serve this now (nf2vec without a model or network, or the compute queue is full); "
-         "`Retry-After` says when to try again where it is known",
+    "`Retry-After` says when to try again where it is known",
 }
-RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 0}}}
+RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 0}}
+}
 BINARY_BODY = {"type": "string", "format": "binary"}
 
 # Statuses that depend on the state of the service or on ids inside a body, per operation; the statuses
@@ -86,12 +88,20 @@ def complete_document(schema: dict[str, Any], binary_paths: tuple[str, ...]) -> 
                 if parameter["in"] == "path" and parameter["name"].endswith("_id"):
                     parameter["schema"]["pattern"] = ID_PATTERN  # checked by the service (400), not pydantic
             if path in binary_paths:
-                operation["requestBody"] = {"required": True, "content": {"application/octet-stream": {"schema": BINARY_BODY}}}
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/octet-stream": {"schema": BINARY_BODY}},
+                }
             responses = operation.setdefault("responses", {})
             for status in sorted(operation_statuses(method, path, operation)):
-                answer: dict[str, Any] = {"description": DESCRIPTIONS[status], "content": {"application/json": {"schema": ERROR}}}
+                answer: dict[str, Any] = {
+                    "description": DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": ERROR}},
+                }
                 if status == 401:
-                    answer["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}}
+                    answer["headers"] = {
+                        "WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}
+                    }
                 if status == 503:
                     answer["headers"] = RETRY_AFTER
                 responses[str(status)] = answer

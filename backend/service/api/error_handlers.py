@@ -18,7 +18,13 @@ from backend.service.errors import Busy, Conflict, NotFound, QueueFull, TooLarge
 log = logging.getLogger(__name__)
 PATH_ID = ID_PATTERN.strip("^$")  # every path parameter is an id
 STATUS = (
-    (NotFound, 404), (Conflict, 409), (Busy, 429), (TooLarge, 413), (Unprocessable, 422), (Unavailable, 503), (NeuralShapesError, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Busy, 429),
+    (TooLarge, 413),
+    (Unprocessable, 422),
+    (Unavailable, 503),
+    (NeuralShapesError, 400),
 )
 
 

@@ -20,7 +20,9 @@ from backend.service.security import token_matches
 
 PUBLIC_PATHS = ("/health",)
 BAD_HOST = "the Host header must be one loopback name (127.0.0.1, localhost or [::1])"
-FROM_BROWSER = "cross-origin and other requests from web pages are refused (this service is for local programs, not web pages)"
+FROM_BROWSER = (
+    "cross-origin and other requests from web pages are refused (this service is for local programs, not web pages)"
+)
 BAD_TOKEN = "missing or wrong token: send 'Authorization: Bearer <token>' (the token is in <data-dir>/token)"
 GUARD_MESSAGES = (BAD_HOST, FROM_BROWSER, BAD_TOKEN)
 
@@ -82,7 +84,9 @@ class Guard:
         if from_browser(headers):
             return await _reject(send, 403, FROM_BROWSER)
         authorizations = headers.get("authorization", [])
-        if path not in PUBLIC_PATHS and not (len(authorizations) == 1 and token_matches(self.token(), authorizations[0])):
+        if path not in PUBLIC_PATHS and not (
+            len(authorizations) == 1 and token_matches(self.token(), authorizations[0])
+        ):
             return await _reject(send, 401, BAD_TOKEN, bearer=True)
         limit = self.limit_for(path)
         lengths = headers.get("content-length", [])
@@ -91,7 +95,9 @@ class Guard:
             if len(set(lengths)) != 1 or not _digits(length):
                 return await _reject(send, 400, "malformed Content-Length header")
             if int(length) > limit:
-                return await _reject(send, 413, f"request body of {int(length):,} bytes is larger than the limit of {limit:,} bytes")
+                return await _reject(
+                    send, 413, f"request body of {int(length):,} bytes is larger than the limit of {limit:,} bytes"
+                )
         received = 0
 
         async def counted_receive():

@@ -85,7 +85,11 @@ class FitSettingsCreate(_In):
 
 
 class ArchitectureCreate(_In):
-    model_config = ConfigDict(json_schema_extra={"description": f"at most {MAX_PARAMETERS:,} parameters in all (1024 wide: up to 4 hidden layers)"})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": f"at most {MAX_PARAMETERS:,} parameters in all (1024 wide: up to 4 hidden layers)"
+        }
+    )
 
     hidden_layers: Integer = Field(8, ge=1, le=MAX_HIDDEN_LAYERS)
     width: Integer = Field(32, ge=1, le=MAX_WIDTH)
@@ -156,8 +160,10 @@ class ShapeList(BaseModel):
 
 
 Nf2vecDecoderField = Literal["latent", "implicit"] | None
-DECODER_DESCRIPTION = ("latent (nets of the latent family, no refit) or implicit (nf2vec's decoder, decode and fit); "
-                       "none: the model's default (GET /v1/nf2vec)")
+DECODER_DESCRIPTION = (
+    "latent (nets of the latent family, no refit) or implicit (nf2vec's decoder, decode and fit); "
+    "none: the model's default (GET /v1/nf2vec)"
+)
 
 
 class InterpolateJobCreate(_In):
@@ -167,7 +173,9 @@ class InterpolateJobCreate(_In):
 
     a: Id
     b: Id
-    times: list[Annotated[float, Field(ge=-1.0, le=2.0)]] | None = Field(None, min_length=1, max_length=MAX_NF2VEC_SHAPES)
+    times: list[Annotated[float, Field(ge=-1.0, le=2.0)]] | None = Field(
+        None, min_length=1, max_length=MAX_NF2VEC_SHAPES
+    )
     count: json_integer(ge=1, le=MAX_NF2VEC_SHAPES) | None = None
     space: Literal["embedding", "weights"] = "embedding"
     decoder: Nf2vecDecoderField = Field(None, description=DECODER_DESCRIPTION)
@@ -184,10 +192,15 @@ class GenerateJobCreate(_In):
 
     count: Integer = Field(1, ge=1, le=MAX_NF2VEC_SHAPES)
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
-    class_name: str | None = Field(None, alias="class", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$",
-                                   description="a class from GET /v1/nf2vec; none: any")
-    truncation: float | None = Field(None, ge=0.0, le=1.0, description="0 the class's typical "
-                                     "shape, 1 its full spread; none: 1")
+    class_name: str | None = Field(
+        None,
+        alias="class",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$",
+        description="a class from GET /v1/nf2vec; none: any",
+    )
+    truncation: float | None = Field(
+        None, ge=0.0, le=1.0, description="0 the class's typical shape, 1 its full spread; none: 1"
+    )
     decoder: Nf2vecDecoderField = Field(None, description=DECODER_DESCRIPTION)
 
 
@@ -222,7 +235,9 @@ class Nf2vecPublic(BaseModel):
     decoder: Literal["latent", "implicit"] = Field(description="the decoder used when a request names none")
     decoders: list[Literal["latent", "implicit"]] = Field(description="the decoders the model folder can serve")
     tasks: Nf2vecTasks = Field(description="which operations the default decoder can serve")
-    classes: list[str] = Field(description="classes generate can be asked for with the default decoder (empty: unconditional)")
+    classes: list[str] = Field(
+        description="classes generate can be asked for with the default decoder (empty: unconditional)"
+    )
 
 
 class SimilarShape(BaseModel):

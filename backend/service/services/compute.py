@@ -105,7 +105,9 @@ class ComputeQueue:
         granted = loop.create_future()
         waiter = self._join(lambda: loop.call_soon_threadsafe(_resolve, granted), request=True)
         gone = asyncio.ensure_future(disconnected())
-        gone.add_done_callback(lambda _: setattr(stop, "client_left", True))  # a running worker sees it at its next check
+        gone.add_done_callback(
+            lambda _: setattr(stop, "client_left", True)
+        )  # a running worker sees it at its next check
         try:
             if not waiter.granted:
                 try:
@@ -148,7 +150,8 @@ class ComputeQueue:
                 if self._waiting_requests >= self.max_waiting:
                     raise QueueFull(
                         f"{self._waiting_requests} mesh / render requests are already waiting for "
-                        f"{self.slots} compute slot{'s' if self.slots > 1 else ''}; try again later", self._retry_after(),
+                        f"{self.slots} compute slot{'s' if self.slots > 1 else ''}; try again later",
+                        self._retry_after(),
                     )
                 self._waiting_requests += 1
             self._line.append(waiter)

@@ -49,7 +49,9 @@ class FitJob:
         upload_ids: list[str] = list(inputs["uploads"])
         settings = FitSettings(**inputs.get("settings", {}))
         arch = inputs.get("architecture", {})
-        architecture = Architecture.for_activation(arch.get("activation", "relu"), arch.get("hidden_layers", 8), arch.get("width", 32))
+        architecture = Architecture.for_activation(
+            arch.get("activation", "relu"), arch.get("hidden_layers", 8), arch.get("width", 32)
+        )
         family = resolve_family(inputs.get("family", "default"), architecture)
         resolution = int(inputs.get("resolution", 128))
         half = bool(inputs.get("half_precision", False))
@@ -79,13 +81,23 @@ class FitJob:
                 if event.stage == "done":
                     fraction = SAMPLING_SHARE + FITTING_SHARE
                 mesh_progress[index] = fraction
-                report(f"fitting meshes {start + 1}-{start + len(group)} of {count}: step {event.step}, surface error {event.surface_error:.4f}")
+                report(
+                    f"fitting meshes {start + 1}-{start + len(group)} of {count}: step {event.step}, surface error {event.surface_error:.4f}"
+                )
 
             def on_evaluating(offset: int, start: int = start) -> None:
                 report(f"evaluating and storing {start + offset + 1}/{count}")
 
-            fits = fit_and_evaluate(family, meshes, settings, resolution=resolution, progress=on_progress,
-                                    evaluating=on_evaluating, cancel=context.cancel, compute_slot=self.compute)
+            fits = fit_and_evaluate(
+                family,
+                meshes,
+                settings,
+                resolution=resolution,
+                progress=on_progress,
+                evaluating=on_evaluating,
+                cancel=context.cancel,
+                compute_slot=self.compute,
+            )
             for fit in fits:
                 upload_id = group[fit.index]
                 mesh_progress[start + fit.index] = 1.0  # stored or failed: either way done
@@ -112,7 +124,9 @@ class FitJob:
         return {}
 
 
-def check_fit_cost(*, meshes: int, fit_batch: int, batch_size: int, width: int, hidden_layers: int, samples: int) -> None:
+def check_fit_cost(
+    *, meshes: int, fit_batch: int, batch_size: int, width: int, hidden_layers: int, samples: int
+) -> None:
     """Refuse (:class:`Unprocessable`, 422) a fit whose memory passes ``MAX_FIT_ACTIVATIONS`` or
     ``MAX_FIT_SAMPLES``; ``fit_batch`` meshes at most are fitted together."""
     together = min(meshes, fit_batch)

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
-INTERRUPTED = "interrupted: the service stopped while this job ran; finished outputs are kept, submit it again for the rest"
+INTERRUPTED = (
+    "interrupted: the service stopped while this job ran; finished outputs are kept, submit it again for the rest"
+)
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes (stage changes are written at once)
 
 
@@ -56,7 +58,9 @@ class JobContext:
             return
         self._last_write, self._last_stage = now, stage
         fraction = min(max(float(fraction), 0.0), 1.0)
-        self._manager.db.execute("UPDATE jobs SET progress = ?, stage = ? WHERE id = ?", (fraction, stage[:500], self.job_id))
+        self._manager.db.execute(
+            "UPDATE jobs SET progress = ?, stage = ? WHERE id = ?", (fraction, stage[:500], self.job_id)
+        )
 
     def add_output(self, key: str, value: Any) -> None:
         """Append ``value`` to the list ``outputs[key]`` and store it now (kept if the job dies later)."""
@@ -155,7 +159,8 @@ class JobManager:
             if pending >= self.max_pending:
                 raise Busy(f"{pending} jobs are queued or running, the limit is {self.max_pending}; try again later")
             conn.execute(
-                "INSERT INTO jobs (id, kind, state, created, inputs) VALUES (?, ?, 'queued', ?, ?)", (job_id, kind, utc_now(), to_json(inputs))
+                "INSERT INTO jobs (id, kind, state, created, inputs) VALUES (?, ?, 'queued', ?, ?)",
+                (job_id, kind, utc_now(), to_json(inputs)),
             )
         self._pool.submit(self._run, job_id)
         return self.get(job_id)
@@ -167,7 +172,9 @@ class JobManager:
             raise NotFound(f"no job with id {job_id}")
         return _public(row)
 
-    def list(self, *, state: str | None = None, kind: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+    def list(
+        self, *, state: str | None = None, kind: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict], int]:
         """Jobs, newest first, and the total count (filtered by state / kind when given)."""
         if state is not None and state not in STATES:
             raise NeuralShapesError(f"unknown job state '{state}' (known: {', '.join(STATES)})")
@@ -179,7 +186,9 @@ class JobManager:
             where.append("kind = ?")
             params.append(kind)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.db.all(f"SELECT * FROM jobs {clause} ORDER BY created DESC, id LIMIT ? OFFSET ?", (*params, limit, offset))
+        rows = self.db.all(
+            f"SELECT * FROM jobs {clause} ORDER BY created DESC, id LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
         total = self.db.one(f"SELECT COUNT(*) AS n FROM jobs {clause}", tuple(params))["n"]
         return [_public(r) for r in rows], total
 
@@ -224,7 +233,8 @@ class JobManager:
             self._cancel[job_id] = event
         try:
             claimed = self.db.execute(
-                "UPDATE jobs SET state = 'running', started = ?, stage = 'starting' WHERE id = ? AND state = 'queued'", (utc_now(), job_id)
+                "UPDATE jobs SET state = 'running', started = ?, stage = 'starting' WHERE id = ? AND state = 'queued'",
+                (utc_now(), job_id),
             ).rowcount
             if not claimed:
                 return  # cancelled while queued
@@ -234,7 +244,10 @@ class JobManager:
             try:
                 outputs = self.kinds[row["kind"]].run(context)
             except Cancelled:
-                if self._closing and not self.db.one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))["cancel_requested"]:
+                if (
+                    self._closing
+                    and not self.db.one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))["cancel_requested"]
+                ):
                     self._finish(job_id, "failed", error=INTERRUPTED, outputs=context.outputs)
                 else:
                     self._finish(job_id, "cancelled", stage="cancelled", outputs=context.outputs)
@@ -242,14 +255,30 @@ class JobManager:
                 self._finish(job_id, "failed", error=str(error), outputs=context.outputs)
             except Exception as error:
                 log.exception("job %s failed", job_id)
-                self._finish(job_id, "failed", error=f"internal error: {type(error).__name__}: {error}".splitlines()[0], outputs=context.outputs)
+                self._finish(
+                    job_id,
+                    "failed",
+                    error=f"internal error: {type(error).__name__}: {error}".splitlines()[0],
+                    outputs=context.outputs,
+                )
             else:
-                self._finish(job_id, "succeeded", stage="done", outputs={**context.outputs, **(outputs or {})}, progress=1.0)
+                self._finish(
+                    job_id, "succeeded", stage="done", outputs={**context.outputs, **(outputs or {})}, progress=1.0
+                )
         finally:
             with self._lock:
                 self._cancel.pop(job_id, None)
 
-    def _finish(self, job_id: str, state: str, *, outputs: dict, error: str | None = None, stage: str | None = None, progress: float | None = None) -> None:
+    def _finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        outputs: dict,
+        error: str | None = None,
+        stage: str | None = None,
+        progress: float | None = None,
+    ) -> None:
         self.db.execute(
             "UPDATE jobs SET state = ?, error = ?, outputs = ?, finished = ?, stage = COALESCE(?, stage), progress = COALESCE(?, progress) WHERE id = ?",
             (state, error, to_json(outputs), utc_now(), stage, progress, job_id),

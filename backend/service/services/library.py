@@ -73,7 +73,14 @@ def _loads(text: str):
 
 def _architecture_json(shape: NeuralShape) -> str:
     arch = shape.architecture
-    return to_json({"layer_sizes": arch.layer_sizes, "activation": arch.activation, "output_activation": arch.output_activation, "parameters": arch.parameter_count})
+    return to_json(
+        {
+            "layer_sizes": arch.layer_sizes,
+            "activation": arch.activation,
+            "output_activation": arch.output_activation,
+            "parameters": arch.parameter_count,
+        }
+    )
 
 
 class Library:
@@ -158,7 +165,11 @@ class Library:
         """The public record plus the transform and provenance read from the file."""
         record = _public(self._row(shape_id))
         shape = self.load(shape_id)
-        record["transform"] = {"scale": shape.transform.scale, "centre": shape.transform.centre.tolist(), "source_to_normalised": shape.transform.matrix().tolist()}
+        record["transform"] = {
+            "scale": shape.transform.scale,
+            "centre": shape.transform.centre.tolist(),
+            "source_to_normalised": shape.transform.matrix().tolist(),
+        }
         record["provenance"] = dict(shape.provenance)
         return record
 

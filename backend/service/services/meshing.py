@@ -43,8 +43,12 @@ async def extract_shape_mesh(
     def work() -> trimesh.Trimesh:
         try:
             return extract_mesh(
-                shape.architecture, shape.weights, resolution, method=method,
-                transform=shape.transform if frame == "source" else None, device=default_device(),
+                shape.architecture,
+                shape.weights,
+                resolution,
+                method=method,
+                transform=shape.transform if frame == "source" else None,
+                device=default_device(),
             )
         except ValueError as error:
             raise NeuralShapesError(str(error)) from None

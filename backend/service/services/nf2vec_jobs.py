@@ -53,13 +53,18 @@ class Nf2vecJobs:
         return [
             JobKind(name="interpolate", run=self.run_interpolate),
             JobKind(name="generate", run=self.run_generate),
-            JobKind(name="complete", run=self.run_complete, uploads=lambda inputs: [inputs["upload"]] if inputs.get("upload") else []),
+            JobKind(
+                name="complete",
+                run=self.run_complete,
+                uploads=lambda inputs: [inputs["upload"]] if inputs.get("upload") else [],
+            ),
         ]
 
     # --- checks before a job is queued ----------------------------------------------------------
 
-    def interpolate_inputs(self, *, a: str, b: str, times: list[float] | None, count: int | None, space: str,
-                           decoder: str | None = None) -> dict:
+    def interpolate_inputs(
+        self, *, a: str, b: str, times: list[float] | None, count: int | None, space: str, decoder: str | None = None
+    ) -> dict:
         """Inputs of an interpolation: ``times``, or ``count`` evenly spaced in-betweens."""
         decoder = self.nf2vec.decoder("interpolate", decoder)
         for shape_id in (a, b):
@@ -67,8 +72,15 @@ class Nf2vecJobs:
         times = list(times) if times is not None else in_between_times(count)
         return {"a": a, "b": b, "times": times, "space": space, "decoder": decoder}
 
-    def generate_inputs(self, *, count: int, seed: int, class_name: str | None, truncation: float | None = None,
-                        decoder: str | None = None) -> dict:
+    def generate_inputs(
+        self,
+        *,
+        count: int,
+        seed: int,
+        class_name: str | None,
+        truncation: float | None = None,
+        decoder: str | None = None,
+    ) -> dict:
         decoder = self.nf2vec.decoder("generate", decoder)
         if class_name is not None:
             classes = generation_classes(self.nf2vec.tools(), decoder)
@@ -90,15 +102,33 @@ class Nf2vecJobs:
     def run_interpolate(self, context: JobContext) -> dict:
         inputs = context.inputs
         a, b = self.nf2vec.shape(inputs["a"]), self.nf2vec.shape(inputs["b"])
-        shapes = interpolate(self.nf2vec.tools(), a, b, inputs["times"], inputs["space"], self._decoder(inputs, "interpolate"),
-                             self.nf2vec.decode, context.progress, context.cancel)
+        shapes = interpolate(
+            self.nf2vec.tools(),
+            a,
+            b,
+            inputs["times"],
+            inputs["space"],
+            self._decoder(inputs, "interpolate"),
+            self.nf2vec.decode,
+            context.progress,
+            context.cancel,
+        )
         self._store(context, shapes)
         return {}
 
     def run_generate(self, context: JobContext) -> dict:
         inputs = context.inputs
-        shapes = generate(self.nf2vec.tools(), inputs["count"], inputs["seed"], inputs["class"], inputs.get("truncation"),
-                          self._decoder(inputs, "generate"), self.nf2vec.decode, context.progress, context.cancel)
+        shapes = generate(
+            self.nf2vec.tools(),
+            inputs["count"],
+            inputs["seed"],
+            inputs["class"],
+            inputs.get("truncation"),
+            self._decoder(inputs, "generate"),
+            self.nf2vec.decode,
+            context.progress,
+            context.cancel,
+        )
         self._store(context, shapes)
         return {}
 
@@ -115,7 +145,9 @@ class Nf2vecJobs:
                 context.progress(UPLOAD_FIT_SHARE + (1 - UPLOAD_FIT_SHARE) * fraction, stage)
         else:
             partial = self.nf2vec.shape(inputs["shape"])
-        completed = complete(self.nf2vec.tools(), partial, surface, decoder, self.nf2vec.decode, progress, context.cancel)
+        completed = complete(
+            self.nf2vec.tools(), partial, surface, decoder, self.nf2vec.decode, progress, context.cancel
+        )
         self._store(context, [completed])
         if inputs.get("upload"):
             try:
@@ -137,13 +169,24 @@ class Nf2vecJobs:
 
         def on_fit(event: FitProgress) -> None:
             if event.stage == "fitting":
-                context.progress(UPLOAD_FIT_SHARE * min(event.step / settings.fit.max_steps, 1.0), f"fitting '{mesh.name}': step {event.step}")
+                context.progress(
+                    UPLOAD_FIT_SHARE * min(event.step / settings.fit.max_steps, 1.0),
+                    f"fitting '{mesh.name}': step {event.step}",
+                )
 
         def on_evaluating(_: int) -> None:
             context.progress(UPLOAD_FIT_SHARE, f"evaluating and storing '{mesh.name}'")
 
-        [fit] = fit_and_evaluate(tools.family, [mesh], settings.fit, resolution=settings.evaluation_resolution, progress=on_fit,
-                                 evaluating=on_evaluating, cancel=context.cancel, compute_slot=self.compute)
+        [fit] = fit_and_evaluate(
+            tools.family,
+            [mesh],
+            settings.fit,
+            resolution=settings.evaluation_resolution,
+            progress=on_fit,
+            evaluating=on_evaluating,
+            cancel=context.cancel,
+            compute_slot=self.compute,
+        )
         if fit.error is not None:
             raise fit.error
         context.add_output("fitted", self.library.add(fit.shape, job_id=context.job_id)["id"])

@@ -93,8 +93,10 @@ class Nf2vec:
         tools = self.tools()
         name, loader = TASKS[operation]
         if not task_path(tools.folder, name).is_file():
-            raise Unavailable(f"{operation} is not available: the nf2vec model {tools.model.model_id} has no {name} network "
-                              f"({task_path(tools.folder, name)})")
+            raise Unavailable(
+                f"{operation} is not available: the nf2vec model {tools.model.model_id} has no {name} network "
+                f"({task_path(tools.folder, name)})"
+            )
         with self._lock:
             try:
                 return tools.task(name, loader)
@@ -128,8 +130,10 @@ class Nf2vec:
         family_id = self.tools().family.family_id
         shape = self.library.load(shape_id)
         if shape.family_id != family_id:
-            raise Unprocessable(f"shape {shape_id} ('{shape.name}') is of model family {shape.family_id}; "
-                                f"the nf2vec model works on shapes of family {family_id}")
+            raise Unprocessable(
+                f"shape {shape_id} ('{shape.name}') is of model family {shape.family_id}; "
+                f"the nf2vec model works on shapes of family {family_id}"
+            )
         return shape
 
     def similar(self, shape_id: str, k: int, decoder: str | None = None) -> list[dict]:
@@ -143,12 +147,17 @@ class Nf2vec:
         if not others:
             return []
         neighbours = nearest(codes[shape_id], np.stack([codes[row["id"]] for row in others]), k)
-        return [{"id": others[n.index]["id"], "name": others[n.index]["name"], "distance": n.distance} for n in neighbours]
+        return [
+            {"id": others[n.index]["id"], "name": others[n.index]["name"], "distance": n.distance} for n in neighbours
+        ]
 
     def classify(self, shape_id: str, decoder: str | None = None) -> list[dict]:
         """Every class the decoder knows with its probability, most likely first: ``[{"class", "probability"}]``."""
         decoder = self.decoder("classify", decoder)
-        return [{"class": name, "probability": p} for name, p in operations.classify(self.tools(), self.shape(shape_id), decoder)]
+        return [
+            {"class": name, "probability": p}
+            for name, p in operations.classify(self.tools(), self.shape(shape_id), decoder)
+        ]
 
     def _embed(self, decoder: Nf2vecDecoder, shape_ids: list[str]) -> dict[str, np.ndarray]:
         """Codes by shape id, computed once per (shape, model, decoder): shapes never change under an id.

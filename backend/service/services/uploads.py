@@ -150,7 +150,9 @@ class Uploads:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 missing = [key for key in rows if f"{key}.npy" not in archive.namelist()]
                 if missing:
-                    raise NeuralShapesError(f"{name}: the .npz lacks the array(s) {', '.join(missing)} (needs vertices (v, 3) and faces (f, 3))")
+                    raise NeuralShapesError(
+                        f"{name}: the .npz lacks the array(s) {', '.join(missing)} (needs vertices (v, 3) and faces (f, 3))"
+                    )
                 for key, limit in rows.items():
                     _check_npy_member(archive.getinfo(f"{key}.npy"), archive, limit, name)
             # Only the two checked members are read (NpzFile loads members on access).
@@ -159,7 +161,9 @@ class Uploads:
         except NeuralShapesError:
             raise
         except Exception as error:  # noqa: BLE001 (zipfile / np.load: BadZipFile, ValueError, OSError, zlib errors for damage)
-            raise NeuralShapesError(one_line(f"{name}: cannot read the .npz ({type(error).__name__}: {error})")) from None
+            raise NeuralShapesError(
+                one_line(f"{name}: cannot read the .npz ({type(error).__name__}: {error})")
+            ) from None
         return vertices, faces
 
 
@@ -168,7 +172,9 @@ def _check_npy_member(info: zipfile.ZipInfo, archive: zipfile.ZipFile, max_rows:
     n <= ``max_rows`` and the zip directory's unpacked size is exactly that header plus that data."""
     key = info.filename.removesuffix(".npy")
     if info.file_size > NPY_HEADER_BYTES + 3 * 8 * max_rows:  # 8 bytes: the widest number type accepted
-        raise TooLarge(f"{name}: the .npz member {key} unpacks to {info.file_size:,} bytes, more than {max_rows:,} rows of 3 numbers need")
+        raise TooLarge(
+            f"{name}: the .npz member {key} unpacks to {info.file_size:,} bytes, more than {max_rows:,} rows of 3 numbers need"
+        )
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version not in ((1, 0), (2, 0)):
@@ -179,13 +185,17 @@ def _check_npy_member(info: zipfile.ZipInfo, archive: zipfile.ZipFile, max_rows:
     kinds = "iu" if key == "faces" else "iuf"
     if dtype.kind not in kinds or dtype.itemsize > 8:
         what = "an integer" if key == "faces" else "a real number"
-        raise NeuralShapesError(f"{name}: the .npz member {key} must be {what} array of at most 8 bytes per item, got dtype {dtype}")
+        raise NeuralShapesError(
+            f"{name}: the .npz member {key} must be {what} array of at most 8 bytes per item, got dtype {dtype}"
+        )
     if len(shape) != 2 or shape[1] != 3:
         raise NeuralShapesError(f"{name}: the .npz member {key} must have shape (n, 3), got {shape}")
     if shape[0] > max_rows:
         raise TooLarge(f"{name}: the .npz member {key} has {shape[0]:,} rows, more than the limit of {max_rows:,}")
     if info.file_size != header_bytes + shape[0] * 3 * dtype.itemsize:
-        raise NeuralShapesError(f"{name}: the .npz member {key} holds {info.file_size:,} bytes, not the {shape} {dtype} its header declares")
+        raise NeuralShapesError(
+            f"{name}: the .npz member {key} holds {info.file_size:,} bytes, not the {shape} {dtype} its header declares"
+        )
 
 
 def parse_raw_mesh(data: bytes, vertex_count: int | None) -> tuple[np.ndarray, np.ndarray]:

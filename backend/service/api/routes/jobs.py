@@ -28,8 +28,12 @@ def start_fit(body: FitJobCreate, service: ServiceDep) -> dict:
     if len(body.uploads) > limit:
         raise TooLarge(f"{len(body.uploads)} meshes in one job, the limit is {limit}")
     check_fit_cost(
-        meshes=len(body.uploads), fit_batch=service.settings.fit_batch, batch_size=body.settings.batch_size,
-        width=body.architecture.width, hidden_layers=body.architecture.hidden_layers, samples=body.settings.samples,
+        meshes=len(body.uploads),
+        fit_batch=service.settings.fit_batch,
+        batch_size=body.settings.batch_size,
+        width=body.architecture.width,
+        hidden_layers=body.architecture.hidden_layers,
+        samples=body.settings.samples,
     )
     for upload_id in body.uploads:
         service.uploads.get(upload_id)  # 400 / 404 now rather than a failed job later
@@ -57,5 +61,3 @@ def get_job(job_id: str, service: ServiceDep) -> dict:
 def cancel_job(job_id: str, service: ServiceDep) -> dict:
     """Queued jobs end at once; running ones stop at their next check (state stays running until then)."""
     return service.jobs.cancel(job_id)
-
-

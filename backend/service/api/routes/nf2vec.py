@@ -33,16 +33,18 @@ def nf2vec_info(service: ServiceDep) -> dict:
 @router.post("/nf2vec/interpolate", status_code=202, response_model=JobPublic, dependencies=[JsonBody])
 def start_interpolate(body: InterpolateJobCreate, service: ServiceDep) -> dict:
     """In-betweens of two shapes in embedding or weight space; poll ``GET /v1/jobs/{id}``."""
-    inputs = service.nf2vec_jobs.interpolate_inputs(a=body.a, b=body.b, times=body.times, count=body.count, space=body.space,
-                                                    decoder=body.decoder)
+    inputs = service.nf2vec_jobs.interpolate_inputs(
+        a=body.a, b=body.b, times=body.times, count=body.count, space=body.space, decoder=body.decoder
+    )
     return service.jobs.submit("interpolate", inputs)
 
 
 @router.post("/nf2vec/generate", status_code=202, response_model=JobPublic, dependencies=[JsonBody])
 def start_generate(body: GenerateJobCreate, service: ServiceDep) -> dict:
     """New shapes sampled from the model; poll ``GET /v1/jobs/{id}``."""
-    inputs = service.nf2vec_jobs.generate_inputs(count=body.count, seed=body.seed, class_name=body.class_name,
-                                                 truncation=body.truncation, decoder=body.decoder)
+    inputs = service.nf2vec_jobs.generate_inputs(
+        count=body.count, seed=body.seed, class_name=body.class_name, truncation=body.truncation, decoder=body.decoder
+    )
     return service.jobs.submit("generate", inputs)
 
 
@@ -54,8 +56,12 @@ def start_complete(body: CompleteJobCreate, service: ServiceDep) -> dict:
 
 
 @router.get("/shapes/{shape_id}/similar", response_model=list[SimilarShape])
-def similar_shapes(shape_id: str, service: ServiceDep, k: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS)] = 5,
-                   decoder: DecoderQuery = None) -> list[dict]:
+def similar_shapes(
+    shape_id: str,
+    service: ServiceDep,
+    k: Annotated[int, Query(ge=1, le=MAX_NEIGHBOURS)] = 5,
+    decoder: DecoderQuery = None,
+) -> list[dict]:
     """The k library shapes nearest by the decoder's codes (of the model's family, the shape left out)."""
     return service.nf2vec.similar(shape_id, k, decoder)
 

@@ -22,5 +22,7 @@ router = APIRouter(prefix="/v1", tags=["render"])
 async def render_scene(request: Request, body: RenderRequest, service: ServiceDep) -> Response:
     """Camera + objects with transforms and CSG -> PNG, float32 RGBA or an .npz of every pass. Runs
     through the compute queue: stopped at the server's deadline or when the client disconnects."""
-    result = await render_request(body, library=service.library, compute=service.compute, disconnected=lambda: client_disconnected(request))
+    result = await render_request(
+        body, library=service.library, compute=service.compute, disconnected=lambda: client_disconnected(request)
+    )
     return await run_in_threadpool(image_response, result, body.format)

@@ -23,7 +23,9 @@ def list_shapes(service: ServiceDep, limit: Limit = 100, offset: Offset = 0) -> 
 
 
 @router.post("/import", status_code=201, response_model=ShapePublic, dependencies=[BinaryBody])
-async def import_shape(request: Request, service: ServiceDep, name: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+async def import_shape(
+    request: Request, service: ServiceDep, name: Annotated[str | None, Query(max_length=200)] = None
+) -> dict:
     """Import a ``.h5`` neural shape file (body: its bytes); it is validated and re-written."""
     data = await request.body()
     return await run_in_threadpool(lambda: service.library.import_bytes(data, name=name))
@@ -44,7 +46,9 @@ def download_shape(shape_id: str, service: ServiceDep) -> Response:
     """The ``.h5`` file."""
     record = service.library.get(shape_id)
     data = service.library.file_path(shape_id).read_bytes()
-    return Response(data, media_type="application/x-hdf5", headers={"Content-Disposition": attachment(f"{record['name']}.h5")})
+    return Response(
+        data, media_type="application/x-hdf5", headers={"Content-Disposition": attachment(f"{record['name']}.h5")}
+    )
 
 
 @router.get("/{shape_id}/mesh", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
@@ -53,7 +57,12 @@ async def shape_mesh(
     shape_id: str,
     service: ServiceDep,
     resolution: Annotated[
-        int, Query(ge=8, le=MAX_MESH_RESOLUTION, description=f"grid points per axis; at most {MAX_DENSE_RESOLUTION} with method=dense")
+        int,
+        Query(
+            ge=8,
+            le=MAX_MESH_RESOLUTION,
+            description=f"grid points per axis; at most {MAX_DENSE_RESOLUTION} with method=dense",
+        ),
     ] = 256,
     method: Literal["sparse", "dense"] = "sparse",
     frame: Annotated[Literal["source", "normalised"], Query(description="source: the fitted mesh's frame")] = "source",
@@ -62,7 +71,12 @@ async def shape_mesh(
     """Marching-cubes mesh of the zero level set (see docs/api.md for the raw layout). Runs through the
     compute queue: stopped at the server's deadline or when the client disconnects."""
     name, mesh = await extract_shape_mesh(
-        shape_id, library=service.library, compute=service.compute, resolution=resolution, method=method, frame=frame,
+        shape_id,
+        library=service.library,
+        compute=service.compute,
+        resolution=resolution,
+        method=method,
+        frame=frame,
         disconnected=lambda: client_disconnected(request),
     )
     return await run_in_threadpool(mesh_response, mesh, format, name)

@@ -25,7 +25,9 @@ async def upload_mesh(
 ) -> dict:
     """Check, normalise and stage one mesh (body: the raw arrays, an .npz or a mesh file)."""
     data = await request.body()
-    return await run_in_threadpool(lambda: service.uploads.add(data, format=format, name=name, vertex_count=vertex_count))
+    return await run_in_threadpool(
+        lambda: service.uploads.add(data, format=format, name=name, vertex_count=vertex_count)
+    )
 
 
 @router.get("/{upload_id}", response_model=UploadPublic)
