@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import trimesh
 
+from backend.datasets.generators import GENERATORS, MIN_FACES
 from backend.datasets.procedural import (
-    _GENERATORS,
     CLASSES,
     MANIFEST_NAME,
-    MIN_FACES,
     make_collection,
     make_shape,
     read_manifest,
@@ -125,7 +124,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
 def _up_and_facing(mesh: trimesh.Trimesh, seed: int, class_name: str) -> tuple[float, float]:
     """Tilt of the shape's Z axis from +Z and its yaw from the unturned shape's, in degrees, found by
     matching the rotated shape's principal axes to the unturned one (same generator draws)."""
-    plain = _GENERATORS[class_name](np.random.default_rng(seed))
+    plain = GENERATORS[class_name](np.random.default_rng(seed))
     a, b = plain.vertices - plain.vertices.mean(0), mesh.vertices - mesh.vertices.mean(0)
     u, _, vt = np.linalg.svd(a.T @ b)  # Kabsch: b ~ a @ R with R = u @ vt (same vertex order)
     rotation = u @ vt

@@ -102,15 +102,8 @@ def status_of(call) -> int:
 # --- service basics ------------------------------------------------------------------------------
 
 
-def test_health_versions_and_openapi(server, client):
-    status, health = raw(server, "GET", "/health", {"Host": f"localhost:{server.port}"})
-    assert status == 200 and health["api_version"] == 1 and health["version"]
-    assert set(health) == {"status", "service", "version", "api_version"}  # nothing private
+def test_the_client_checks_the_version(client):  # the routes themselves: tests/test_api_routes.py
     assert client.check_version().api_version == 1
-    assert raw(server, "GET", "/openapi.json", {"Host": f"127.0.0.1:{server.port}"})[0] == 401
-    status, schema = raw(server, "GET", "/openapi.json", authed(server))
-    assert status == 200 and "/v1/jobs/fit" in schema["paths"] and "/v1/render" in schema["paths"]
-    assert raw(server, "GET", "/docs", authed(server))[0] == 404
 
 
 def test_token_file_is_private_and_service_file_names_the_url(server):

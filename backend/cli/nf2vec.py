@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backend.cli.output import err, fail, finite_or_none, out
+from backend.cli.output import err, fail, finite_or_none, out, shape_files
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
 from backend.fitting.batched import fit_shapes
@@ -134,8 +134,8 @@ def similar_command(
     as_json: AsJson = False,
 ) -> None:
     """The library shapes nearest to QUERY (latent z, or nf2vec's embedding)."""
-    files = [file for path in library for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
     try:
+        files = shape_files(library)
         tools = load_tools(model)
         neighbours = similar(tools, _read(query), [_read(file) for file in files], k, decoder)
     except NeuralShapesError as error:

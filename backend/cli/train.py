@@ -25,7 +25,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backend.cli.output import err, fail, out
+from backend.cli.output import err, fail, out, shape_files
 from backend.datasets.partials import read_partials_manifest
 from backend.datasets.procedural import MANIFEST_NAME, read_manifest
 from backend.errors import NeuralShapesError
@@ -406,8 +406,7 @@ def train_latent_encoder_command(
 
 def _shapes_of_one_family(paths: list[Path], family: str) -> tuple[list[NeuralShape], ModelFamily]:
     """The shape files (folders expanded to their .h5 files) and their family, checked to be ``family``."""
-    files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
-    shapes = [read_shape(file) for file in files]
+    shapes = [read_shape(file) for file in shape_files(paths)]
     chosen = resolve_family(family, shapes[0].architecture if shapes else Architecture())
     one_family(shapes, chosen)
     return shapes, chosen
@@ -639,10 +638,7 @@ def train_completion_command(
 
 
 def _read_shapes(paths: list[Path]) -> list[NeuralShape]:
-    files = [file for path in paths for file in (sorted(path.glob("*.h5")) if path.is_dir() else [path])]
-    if not files:
-        raise NeuralShapesError(f"no neural shape files (.h5) in {', '.join(map(str, paths))}")
-    return [read_shape(file) for file in files]
+    return [read_shape(file) for file in shape_files(paths)]
 
 
 def _embedded(model_dir: Path, paths: list[Path]) -> tuple[list[NeuralShape], np.ndarray]:

@@ -40,13 +40,10 @@ import torch.nn.functional as F
 from backend.errors import NeuralShapesError, check_cancel
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
-from backend.nf2vec.latent_training import LatentProgress
+from backend.nf2vec.latent_training import LatentProgress, sampled_shapes
 from backend.nf2vec.training import (
-    Nf2vecProgress,
     ShapeSamples,
-    TrainSettings,
     _draw,  # train-nf2vec's draw of a shape's mesh samples, shared
-    shape_samples,
 )
 from backend.shapes.architecture import Architecture, ModelFamily
 from backend.shapes.checkpoints import load_tensors, save_tensors
@@ -203,20 +200,7 @@ def latent_encoder_data(
         raise NeuralShapesError(
             f"shape '{missing[0]}' has no latent in the latent family ({len(missing)} such); train-latent on it first"
         )
-    report = progress or (lambda _: None)
-
-    def relay(event: Nf2vecProgress) -> None:
-        report(LatentProgress("sampling", event.step, event.total))
-
-    samples = shape_samples(
-        shapes,
-        collection,
-        cache,
-        TrainSettings(
-            samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed
-        ),
-        relay,
-    )
+    samples = sampled_shapes(shapes, collection, cache, settings, progress)
     targets = latent.latents[[row_of[shape.name] for shape in shapes]].clone()
     shape_of_mesh = {shape.provenance.get("source_sha256"): index for index, shape in enumerate(shapes)}
     refit_shapes = []

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -100,6 +101,37 @@ class LatentTrainingData:
     class_names: list[str] | None = None
 
 
+class SamplingSettings(Protocol):
+    """What drawing a shape's samples needs from a trainer's settings (LatentSettings, EncoderSettings)."""
+
+    samples_per_shape: int
+    uniform_fraction: float
+    seed: int
+
+
+def sampling_relay(
+    progress: Callable[[LatentProgress], None] | None,
+) -> Callable[[Nf2vecProgress | MetaProgress], None]:
+    """Sampling progress (of train-nf2vec's or meta-train's samplers) reported as ``LatentProgress("sampling", ...)``."""
+    report = progress or (lambda _: None)
+    return lambda event: report(LatentProgress("sampling", event.step, event.total))
+
+
+def sampled_shapes(
+    shapes: list[NeuralShape],
+    collection: Path,
+    cache: Path,
+    settings: SamplingSettings,
+    progress: Callable[[LatentProgress], None] | None = None,
+) -> ShapeSamples:
+    """The shapes' signed-distance samples, found and cached as train-nf2vec does
+    (:func:`backend.nf2vec.training.shape_samples`), drawn with ``settings``' sample count, uniform fraction and seed."""
+    sampling = TrainSettings(
+        samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed
+    )
+    return shape_samples(shapes, collection, cache, sampling, sampling_relay(progress))
+
+
 def latent_training_data(
     shapes: list[NeuralShape],
     collection: Path,
@@ -116,20 +148,8 @@ def latent_training_data(
     gets the class of its source mesh there (one of them missing is a one-line error); unfitted meshes are
     named by their file stem.
     """
-    report = progress or (lambda _: None)
-
-    def relay(event: Nf2vecProgress | MetaProgress) -> None:
-        report(LatentProgress("sampling", event.step, event.total))
-
-    fitted_samples = shape_samples(
-        shapes,
-        collection,
-        cache,
-        TrainSettings(
-            samples_per_shape=settings.samples_per_shape, uniform_fraction=settings.uniform_fraction, seed=settings.seed
-        ),
-        relay,
-    )
+    relay = sampling_relay(progress)
+    fitted_samples = sampled_shapes(shapes, collection, cache, settings, progress)
     meshes, mesh_of_shape = fitted_samples.meshes, fitted_samples.mesh_of_shape
     extra = list(unfitted or [])
     if extra:
