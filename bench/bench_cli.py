@@ -4,8 +4,9 @@
 
 Each command runs once to warm the caches (Python bytecode, Warp's kernel cache, the file cache), then
 ``--repeats`` times; the table gives the median wall time of the whole process, as a shell loop or a
-``blender -b`` script pays it. The in-process rows time only the work (extraction at 256^3, one 512x512
-frame) with everything imported and compiled, so the difference is what starting a process costs.
+``blender -b`` script pays it. The in-process rows time only the work (extraction at 256^3 and writing the
+OBJ, one 512x512 frame and its PNG) with everything imported and compiled, so the difference is what
+starting a process costs.
 Without ``--shape`` a neural shape is first fitted to samples/mug.obj (not timed). Targets (issue 15):
 ``--help`` and ``info`` <= 0.4 s, ``mesh --resolution 256`` and ``render --size 512x512`` <= 1.2 s.
 """
@@ -83,7 +84,8 @@ def main() -> None:
     process_seconds = {name: median_seconds(whole_process(argv), args.repeats) for name, argv in commands.items()}
 
     from backend.meshes.extraction import extract_surface
-    from backend.rendering.renderer import Scene, SceneObject, frame_objects, render
+    from backend.meshes.writing import write_mesh_file
+    from backend.rendering.renderer import Scene, SceneObject, frame_objects, render, write_png
     from backend.shapes.shape_file import read_shape
     from kernels.device import default_device
 
@@ -91,13 +93,17 @@ def main() -> None:
     device = default_device()
     scene = Scene([SceneObject(shape)])
     scene = Scene(scene.objects, frame_objects(scene.objects, 512, 512))
+
+    def mesh_to_file(path: Path) -> None:
+        surface = extract_surface(shape.architecture, shape.weights, 256, transform=shape.transform, device=device)
+        write_mesh_file(path, surface.vertices, surface.faces, surface.normals)
+
     in_process = {
         "neural-shapes mesh SHAPE.h5 --resolution 256": median_seconds(
-            lambda: extract_surface(shape.architecture, shape.weights, 256, transform=shape.transform, device=device),
-            args.repeats,
+            lambda: mesh_to_file(work / "in-process.obj"), args.repeats
         ),
         "neural-shapes render SHAPE.h5 --size 512x512": median_seconds(
-            lambda: render(scene, 512, 512, device), args.repeats
+            lambda: write_png(render(scene, 512, 512, device).rgba, work / "in-process.png"), args.repeats
         ),
     }
     targets = {"neural-shapes --help": 0.4, "neural-shapes info SHAPE.h5": 0.4}

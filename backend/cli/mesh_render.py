@@ -1,4 +1,5 @@
-"""The ``render`` and ``mesh`` commands, on the Warp kernels; ``backend.cli`` registers them.
+"""The ``render`` and ``mesh`` commands, on the Warp kernels; ``backend.cli`` registers them. Each imports
+only its own half (the tracer or marching cubes), so neither pays for the other at start-up.
 
 Failures are one line naming the file and the cause, as in the other commands.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -16,20 +17,11 @@ from backend.cli.output import err, fail
 from backend.errors import NeuralShapesError
 from backend.meshes.extraction import extract_surface
 from backend.meshes.writing import WRITABLE_MESH_SUFFIXES, write_mesh_file
-from backend.rendering.renderer import (
-    Camera,
-    Scene,
-    SceneObject,
-    frame_objects,
-    parse_size,
-    scene_sphere,
-    write_png,
-)
-from backend.rendering.renderer import (
-    render as render_scene,
-)
 from backend.shapes.shape_file import read_shape
 from kernels.device import default_device
+
+if TYPE_CHECKING:
+    from backend.rendering.renderer import Camera, Scene
 
 
 def _triple(text: str, option: str) -> np.ndarray:
@@ -71,6 +63,9 @@ def render(
     device: Annotated[str | None, typer.Option(help="Warp device (cpu, cuda:0); default: CUDA when present.")] = None,
 ) -> None:
     """Sphere-trace neural shapes into a PNG; with no camera given the shapes are framed automatically."""
+    from backend.rendering.renderer import Scene, SceneObject, parse_size, write_png
+    from backend.rendering.renderer import render as render_scene
+
     try:
         if output.suffix.lower() != ".png":
             raise ValueError(f"{output}: the output must be a .png file")
@@ -101,6 +96,8 @@ def render(
 
 def _camera(scene: Scene, width: int, height: int, position: str | None, target: str | None, lens: float) -> Camera:
     """The automatic framing, with the position and / or the look-at point replaced where given."""
+    from backend.rendering.renderer import Camera, frame_objects, scene_sphere
+
     framed = frame_objects(scene.objects, width, height, lens=lens)
     if position is None and target is None:
         return framed
