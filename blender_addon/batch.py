@@ -26,7 +26,13 @@ from blender_addon.client.client import Client, ServiceError
 from blender_addon.client.connection import default_data_dir, start_service
 from blender_addon.errors import LocalError, one_line
 
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
+MESH_SUFFIXES = (
+    ".obj",
+    ".ply",
+    ".stl",
+    ".off",
+    ".glb",
+)  # what Blender's own importers read (the backend is not importable here)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -23,7 +23,7 @@ from backend.files import safe_file_stem
 from backend.fitting.batched import fit_shapes
 from backend.fitting.pipeline import fitted_shape
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import MESH_SUFFIXES, load_mesh_file
+from backend.meshes.loading import READABLE_MESH_SUFFIXES, load_mesh_file
 from backend.meshes.writing import write_mesh_file
 from backend.nf2vec.decoding import DecodeSettings, OperationProgress
 from backend.nf2vec.ops.interpolation import in_between_times
@@ -113,7 +113,7 @@ def complete_command(
     """Complete a partial shape (latent family: fitted to its visible surface; implicit: the transfer network)."""
 
     def run(tools: Nf2vecTools, report: OperationProgress) -> list[NeuralShape]:
-        if partial.suffix.lower() != ".h5" and partial.suffix.lower() in MESH_SUFFIXES:
+        if partial.suffix.lower() != ".h5" and partial.suffix.lower() in READABLE_MESH_SUFFIXES:
             mesh = load_mesh_file(partial)
             tools.decoder(decoder)  # a bad choice fails before the fit
             report(0.0, f"fitting {partial.name}")

@@ -25,7 +25,7 @@ from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes
 from backend.shapes.frame import BOUNDING_RADIUS, Similarity
 
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+READABLE_MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 DEFAULT_MAX_FACES = 2_000_000
 MAX_SCENE_PARTS = 50_000  # glTF nodes + primitives: trimesh builds Python objects per part (~20 us each)
 
@@ -53,7 +53,9 @@ def find_mesh_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in MESH_SUFFIXES and p.is_file()))
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in READABLE_MESH_SUFFIXES and p.is_file())
+            )
         else:
             found.append(path)
     return found
@@ -71,9 +73,9 @@ def load_mesh_file(
     and the cause for anything unusable.
     """
     path = Path(path)
-    if path.suffix.lower() not in MESH_SUFFIXES:
+    if path.suffix.lower() not in READABLE_MESH_SUFFIXES:
         raise NeuralShapesError(
-            f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(MESH_SUFFIXES)})"
+            f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(READABLE_MESH_SUFFIXES)})"
         )
     data = read_file_bytes(path)
     loaded = read_trimesh(
@@ -105,7 +107,7 @@ def load_mesh_bytes(
     (glTF side files, OBJ materials) are not resolved, which is why text glTF is not accepted here.
     """
     label = label or name
-    if f".{file_type}" not in MESH_SUFFIXES or file_type == "gltf":
+    if f".{file_type}" not in READABLE_MESH_SUFFIXES or file_type == "gltf":
         raise NeuralShapesError(f"{label}: unknown mesh format '{file_type}' (expected obj, ply, stl, off or glb)")
     loaded = read_trimesh(
         data, file_type, label=label, folder=None, max_faces=max_faces, max_vertices=vertex_limit(max_faces)
