@@ -394,6 +394,12 @@ def normalise_mesh(
     if not keep.any():
         raise NeuralShapesError(f"{label}: all {len(faces)} faces are degenerate (zero area)")
     mesh = trimesh.Trimesh(vertices, faces[keep], process=True)  # also merges duplicate vertices
+    if mesh.is_watertight and not (mesh.is_winding_consistent and mesh.volume > 0):
+        # A closed surface whose faces disagree on which side is out (or all point in): pseudo normals and
+        # winding numbers both follow face orientation, so such a mesh would fit as a shell full of holes
+        # or inside out. trimesh makes each body's winding consistent through face adjacency and turns it
+        # outward by the sign of its volume.
+        trimesh.repair.fix_normals(mesh, multibody=True)
     if transform is None:
         transform = bounding_similarity(mesh.vertices, label)
     sha = source_sha256 or hashlib.sha256(vertices.tobytes() + faces.tobytes()).hexdigest()
