@@ -1,6 +1,6 @@
 """Start-up cost of the ``neural-shapes`` command line: whole processes next to the work they do in process.
 
-    .venv/bin/python bench/bench_cli.py [--shape SHAPE.h5] [--repeats 5]
+    .venv/bin/python bench/bench_cli.py [--shape SHAPE.h5] [--repeats 9]
 
 Each command runs once to warm the caches (Python bytecode, Warp's kernel cache, the file cache), then
 ``--repeats`` times; the table gives the median wall time of the whole process, as a shell loop or a
@@ -51,7 +51,7 @@ def whole_process(args: list[str]) -> Callable[[], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=Path, help="A neural shape file (default: one fitted to samples/mug.obj).")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     shape_path = args.shape

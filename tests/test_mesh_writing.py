@@ -13,7 +13,7 @@ def printf_obj(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | No
     if normals is None:
         lines += ["f %d %d %d" % tuple(f + 1) for f in faces]
     else:
-        lines += ["vn %.6f %.6f %.6f" % tuple(n) for n in normals]
+        lines += ["vn %.4f %.4f %.4f" % tuple(n) for n in normals]
         lines += ["f %d//%d %d//%d %d//%d" % tuple(np.repeat(f + 1, 2)) for f in faces]
     return ("\n".join(lines) + "\n").replace("-0.00000000 ", "0.00000000 ").encode()
 
@@ -29,7 +29,7 @@ def test_obj_text_is_printf_text(with_normals):
     written = obj_bytes(vertices, faces, normals)
     expected = printf_obj(vertices, faces, normals)
     # printf keeps the sign of a value that rounds to zero ("-0.00000000"); the writer drops it.
-    assert written.replace(b"-0.000000", b"0.000000") == expected.replace(b"-0.000000", b"0.000000")
+    assert written.replace(b"-0.0000", b"0.0000") == expected.replace(b"-0.0000", b"0.0000")
 
 
 def test_trimesh_reads_back_positions_faces_and_normals(tmp_path):
@@ -39,7 +39,7 @@ def test_trimesh_reads_back_positions_faces_and_normals(tmp_path):
     back = trimesh.load(path, process=False)
     assert np.allclose(back.vertices, mesh.vertices * 3 - 1, atol=1e-8)
     assert (back.faces == mesh.faces).all()
-    assert np.allclose(back.vertex_normals, mesh.vertex_normals, atol=1e-6)
+    assert np.allclose(back.vertex_normals, mesh.vertex_normals, atol=1e-4)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 

@@ -10,6 +10,7 @@ file and the cause.
 from __future__ import annotations
 
 import ast
+import gc
 import importlib
 import importlib.util
 import os
@@ -101,6 +102,8 @@ class LazyCommands(TyperGroup):
             stand_in.rich_help_panel = entry.panel  # type: ignore[attr-defined]  # read by typer's help
             return stand_in
         function = getattr(importlib.import_module(entry.module), entry.function)
+        gc.freeze()  # what start-up made lives as long as the process: later collections need not walk it
+        gc.enable()  # the command itself may make cycles worth collecting (see NeuralShapesApp)
         single = typer.Typer()
         single.command(cmd_name, rich_help_panel=entry.panel)(function)
         return typer.main.get_command(single)
@@ -119,11 +122,13 @@ class NeuralShapesApp(typer.Typer):
 
     Finalising Python after Warp (and torch) have loaded their native libraries takes 0.2-0.3 s, a
     quarter of a ``mesh`` or ``render`` call, and a finished command needs none of it: every output is
-    written, synced and closed before the command returns. Tests drive the app through typer's
-    ``CliRunner``, which never calls this.
+    written, synced and closed before the command returns. Likewise the cyclic garbage collector is off
+    while the command's modules import (imports make many objects and no garbage; ~0.1 s) and back on
+    before the command runs. Tests drive the app through typer's ``CliRunner``, which never calls this.
     """
 
     def __call__(self, *args, **kwargs) -> None:
+        gc.disable()  # no cycle collection while modules import (~0.1 s of a command's start); on again after
         try:
             super().__call__(*args, **kwargs)
             code = 0

@@ -19,7 +19,8 @@ WRITABLE_MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
 def obj_bytes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None) -> bytes:
     """Wavefront OBJ text: vertices (v, 3), faces (f, 3) 0-based, optional unit vertex normals (v, 3).
 
-    Coordinates are written with 8 decimals (trimesh's default), normals with 6; faces refer to the
+    Coordinates are written with 8 decimals (trimesh's default), unit normals with 4 (as Blender's OBJ
+    exporter writes them: finer than shading can show); faces refer to the
     normal of the same index (``f a//a b//b c//c``).
     """
     vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
@@ -29,7 +30,7 @@ def obj_bytes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | Non
     text = [_lines([b"v", *[item for axis in range(3) for item in (b" ", _decimal(vertices[:, axis], 8))]])]
     if normals is not None:
         normals = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
-        text.append(_lines([b"vn", *[item for axis in range(3) for item in (b" ", _decimal(normals[:, axis], 6))]]))
+        text.append(_lines([b"vn", *[item for axis in range(3) for item in (b" ", _decimal(normals[:, axis], 4))]]))
         corners = [_integer(faces[:, corner]) for corner in range(3)]
         text.append(_lines([b"f", *[item for corner in corners for item in (b" ", corner, b"//", corner)]]))
     else:
