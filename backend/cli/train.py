@@ -55,7 +55,29 @@ from backend.shapes.architecture import Architecture, ModelFamily
 from backend.shapes.family_file import resolve_family
 from backend.shapes.shape_file import NeuralShape, read_shape
 
+# Defaults of every training command come from the settings they fill.
 DEFAULTS = MetaSettings()
+SETTINGS = TrainSettings()
+SIZES = Nf2vecConfig()
+LATENT = LatentSettings()
+ENCODER = EncoderSettings()
+GAN = LatentGanSettings()
+CLASSIFIER = ClassifierSettings()
+TRANSFER = TransferSettings()
+
+# Options several commands share, written once.
+Shapes = Annotated[
+    list[Path], typer.Argument(help="Neural shape files (.h5) of the model's family, or folders of them.")
+]
+ModelDir = Annotated[
+    Path, typer.Option("--model", help="The nf2vec model folder (from train-nf2vec); the network is written into it.")
+]
+Collection = Annotated[
+    Path, typer.Option(help="The collection folder whose manifest gives each shape's class, by its source mesh.")
+]
+Seed = Annotated[int, typer.Option(help="Seed of the initial network and the draws.")]
+ShapesFamily = Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")]
+SamplesPerShape = Annotated[int, typer.Option(help="Importance samples cached per source mesh.")]
 
 
 def meta_train_command(
@@ -139,12 +161,6 @@ def meta_train_command(
     )
 
 
-SETTINGS = TrainSettings()
-SIZES = Nf2vecConfig()
-LATENT = LatentSettings()
-ENCODER = EncoderSettings()
-
-
 def train_nf2vec_command(
     paths: Annotated[list[Path], typer.Argument(help="Neural shape files (.h5) of one family, or folders of them.")],
     collection: Annotated[
@@ -157,9 +173,7 @@ def train_nf2vec_command(
     shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = SETTINGS.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Query points per shape per step.")] = SETTINGS.points_per_shape,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = SETTINGS.learning_rate,
-    samples_per_shape: Annotated[
-        int, typer.Option(help="Importance samples cached per source mesh.")
-    ] = SETTINGS.samples_per_shape,
+    samples_per_shape: SamplesPerShape = SETTINGS.samples_per_shape,
     samples_cache: Annotated[
         Path | None,
         typer.Option(
@@ -184,9 +198,7 @@ def train_nf2vec_command(
     loss: Annotated[
         str, typer.Option(help="l1 on signed distance, or bce on the clamped distance (the paper's).")
     ] = SIZES.loss,
-    family: Annotated[
-        str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")
-    ] = "default",
+    family: ShapesFamily = "default",
     absolute_weights: Annotated[
         bool,
         typer.Option(
@@ -268,16 +280,12 @@ def train_latent_command(
             help="Meshes (files or folders, repeatable) trained on without a fitted net; their latents start at 0."
         ),
     ] = None,
-    samples_per_shape: Annotated[
-        int, typer.Option(help="Importance samples cached per source mesh.")
-    ] = LATENT.samples_per_shape,
+    samples_per_shape: SamplesPerShape = LATENT.samples_per_shape,
     samples_cache: Annotated[
         Path | None,
         typer.Option(help="Samples cache file (default: the one train-nf2vec uses in the collection folder)."),
     ] = None,
-    family: Annotated[
-        str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")
-    ] = "default",
+    family: ShapesFamily = "default",
     seed: Annotated[int, typer.Option(help="Seed of the draws and the samples.")] = LATENT.seed,
 ) -> None:
     """Train a latent family w(z) = theta + z B of the shapes' nets (an auto-decoder; resumes an interrupted run)."""
@@ -353,16 +361,12 @@ def train_latent_encoder_command(
     yaw_fraction: Annotated[
         float, typer.Option(help="Fraction of the nets drawn that are turned by a random yaw.")
     ] = ENCODER.yaw_fraction,
-    samples_per_shape: Annotated[
-        int, typer.Option(help="Importance samples cached per source mesh.")
-    ] = ENCODER.samples_per_shape,
+    samples_per_shape: SamplesPerShape = ENCODER.samples_per_shape,
     samples_cache: Annotated[
         Path | None,
         typer.Option(help="Samples cache file (default: the one train-latent uses in the collection folder)."),
     ] = None,
-    family: Annotated[
-        str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")
-    ] = "default",
+    family: ShapesFamily = "default",
     seed: Annotated[
         int, typer.Option(help="Seed of the encoder's initial weights, the draws and the samples.")
     ] = ENCODER.seed,
@@ -442,22 +446,6 @@ def _sampling_and_training_bar(command: str, steps: int) -> Iterator[Callable[[N
                 err.print(f"{command}: {event.stage} {status}", highlight=False)
 
         yield show
-
-
-GAN = LatentGanSettings()
-CLASSIFIER = ClassifierSettings()
-TRANSFER = TransferSettings()
-
-Shapes = Annotated[
-    list[Path], typer.Argument(help="Neural shape files (.h5) of the model's family, or folders of them.")
-]
-ModelDir = Annotated[
-    Path, typer.Option("--model", help="The nf2vec model folder (from train-nf2vec); the network is written into it.")
-]
-Collection = Annotated[
-    Path, typer.Option(help="The collection folder whose manifest gives each shape's class, by its source mesh.")
-]
-Seed = Annotated[int, typer.Option(help="Seed of the initial network and the draws.")]
 
 
 def build_neighbour_decoder_command(
