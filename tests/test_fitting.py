@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 
 import pytest
 import trimesh
 
 from backend.errors import Cancelled
-from backend.fitting.batched import FitSettings, fit_shapes
+from backend.fitting.batched import FitSettings, fit_shapes, sample_shape, train_shapes
 from backend.fitting.pipeline import fit_and_evaluate
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error, surface_samples
@@ -60,6 +62,19 @@ def test_batched_fit_matches_single_fits(meshes):
         e_together, e_alone = true_error(family, together, mesh), true_error(family, alone, mesh)
         assert together.steps == alone.steps == 300
         assert e_together < 1.3 * e_alone + 1e-3, (mesh.name, e_together, e_alone)
+
+
+def test_each_shape_of_a_batch_reports_its_own_cost(meshes):
+    """fit_seconds is a shape's sampling plus its share of the batched steps: a batch's shapes add up to its
+    wall time instead of each reporting all of it (issue 16)."""
+    family = random_family(Architecture(hidden_layers=2, width=16))
+    short = FitSettings(samples=20_000, batch_size=1024, eval_every=50, max_steps=100, target_surface_error=0.0)
+    data = [replace(sample_shape(mesh, short, index), sample_seconds=0.0) for index, mesh in enumerate(meshes)]
+    started = time.perf_counter()
+    results = train_shapes(family, data, short)
+    wall = time.perf_counter() - started
+    assert sum(r.fit_seconds for r in results) == pytest.approx(wall, rel=0.1, abs=0.05)
+    assert all(r.fit_seconds < 0.75 * wall for r in results)
 
 
 def test_cancel():

@@ -62,7 +62,9 @@ class FitProgress:
 
 @dataclass
 class FitResult:
-    """One fitted shape. fit_seconds = its own sampling time + wall time of the batched steps it took part in."""
+    """One fitted shape. fit_seconds = its own cost: its sampling time plus its share of the batched steps
+    (each stretch of steps split evenly among the shapes still fitting), so a batch's shapes add up to
+    its wall time instead of each reporting all of it."""
 
     weights: Weights
     steps: int
@@ -153,7 +155,8 @@ def train_shapes(
     stale = torch.zeros(count, dtype=torch.long)
     learning_rate = torch.full((count,), settings.learning_rate)
     loss_sum, window_steps = torch.zeros(count), 0
-    started = time.perf_counter()
+    shared_seconds = [0.0] * count
+    window_started = time.perf_counter()
     while len(active) > 0:
         check_cancel(cancel, "fit cancelled")
         step += 1
@@ -167,6 +170,10 @@ def train_shapes(
             continue
         with torch.no_grad():
             errors = model(held_out[active]).abs().mean(dim=1)
+        now = time.perf_counter()
+        for shape in active.tolist():  # the steps since the last evaluation served these shapes alike
+            shared_seconds[shape] += (now - window_started) / len(active)
+        window_started = now
         finished = torch.zeros(len(active), dtype=torch.bool)
         for row, shape in enumerate(active.tolist()):
             error = float(errors[row])
@@ -191,7 +198,7 @@ def train_shapes(
                 results[shape] = FitResult(
                     weights=model.shape_weights(row),
                     steps=step,
-                    fit_seconds=sample_seconds[shape] + time.perf_counter() - started,
+                    fit_seconds=sample_seconds[shape] + shared_seconds[shape],
                     final_loss=window_loss,
                     surface_error_estimate=error,
                     stop_reason=reason,
