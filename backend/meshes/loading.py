@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 import trimesh
 
 from backend.errors import NeuralShapesError
@@ -394,12 +396,7 @@ def normalise_mesh(
     if not keep.any():
         raise NeuralShapesError(f"{label}: all {len(faces)} faces are degenerate (zero area)")
     mesh = trimesh.Trimesh(vertices, faces[keep], process=True)  # also merges duplicate vertices
-    if mesh.is_watertight and not (mesh.is_winding_consistent and mesh.volume > 0):
-        # A closed surface whose faces disagree on which side is out (or all point in): pseudo normals and
-        # winding numbers both follow face orientation, so such a mesh would fit as a shell full of holes
-        # or inside out. trimesh makes each body's winding consistent through face adjacency and turns it
-        # outward by the sign of its volume.
-        trimesh.repair.fix_normals(mesh, multibody=True)
+    mesh = oriented_outward(mesh)
     if transform is None:
         transform = bounding_similarity(mesh.vertices, label)
     sha = source_sha256 or hashlib.sha256(vertices.tobytes() + faces.tobytes()).hexdigest()
@@ -411,6 +408,64 @@ def normalise_mesh(
         source_sha256=sha,
         clean=bool(mesh.is_watertight and mesh.is_winding_consistent and mesh.body_count == 1 and mesh.volume > 0),
     )
+
+
+def oriented_outward(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """The mesh with every connected piece's faces wound alike and pointing out.
+
+    Pseudo normals and winding numbers both follow face orientation: a mesh whose faces disagree on which
+    side is out fits as a shell full of holes, one wound inward fits inside out. Faces are made to agree
+    along shared edges (closed and open pieces alike; a breadth-first walk over the face adjacency, in
+    scipy, since trimesh's own repair walks face by face in Python: 18 s for 330 K faces), then each
+    piece is turned so that its signed volume about its own centre (the divergence theorem over its faces;
+    meaningful for closed pieces and for open ones with holes) is positive.
+    """
+    faces = np.asarray(mesh.faces)
+    pairs = mesh.face_adjacency  # faces meeting at an edge of exactly two faces
+    graph = scipy.sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(faces),) * 2)
+    _, piece = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    if not mesh.is_winding_consistent:
+        faces = np.where(
+            _disagreeing(faces, pairs, mesh.face_adjacency_edges, graph, piece)[:, None], faces[:, ::-1], faces
+        )
+    corners = np.asarray(mesh.vertices)[faces]
+    count = np.bincount(piece)
+    centre = np.stack([np.bincount(piece, weights=corners[:, :, axis].mean(axis=1)) for axis in range(3)], 1)
+    corners = corners - (centre / count[:, None])[piece][:, None, :]
+    signed = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2]))
+    inward = np.bincount(piece, weights=signed) < 0
+    if mesh.is_winding_consistent and not inward.any():
+        return mesh
+    faces = np.where(inward[piece][:, None], faces[:, ::-1], faces)
+    return trimesh.Trimesh(mesh.vertices, faces, process=False)
+
+
+def _disagreeing(
+    faces: np.ndarray, pairs: np.ndarray, shared: np.ndarray, graph: scipy.sparse.coo_matrix, piece: np.ndarray
+) -> np.ndarray:
+    """Per face, whether it must turn over to agree with the first face of its piece (a breadth-first walk)."""
+    # Two faces agree when they run along their shared edge (u, v) in opposite directions.
+    runs = [_runs_along(faces[pairs[:, side]], shared) for side in (0, 1)]
+    disagree = np.concatenate([runs[0] == runs[1]] * 2)
+    size = np.int64(len(faces))
+    key = np.concatenate([pairs[:, 0] * size + pairs[:, 1], pairs[:, 1] * size + pairs[:, 0]])
+    by_key = np.argsort(key)
+    key, disagree = key[by_key], disagree[by_key]
+    flip = np.zeros(len(faces), dtype=bool)
+    for root in np.unique(piece, return_index=True)[1]:
+        order, parent = scipy.sparse.csgraph.breadth_first_order(graph, root, directed=False)
+        children = order[1:]
+        parents = parent[children].astype(np.int64)
+        differs = disagree[np.searchsorted(key, parents * size + children)]
+        for child, parent_face, turn in zip(children.tolist(), parents.tolist(), differs.tolist()):
+            flip[child] = flip[parent_face] ^ turn  # parents come first in breadth-first order
+    return flip
+
+
+def _runs_along(faces: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Whether each face (n, 3) has the directed edge u -> v of its row in ``edges`` (n, 2)."""
+    at = np.argmax(faces == edges[:, :1], axis=1)
+    return faces[np.arange(len(faces)), (at + 1) % 3] == edges[:, 1]
 
 
 def bounding_similarity(vertices: np.ndarray, label: str) -> Similarity:
