@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,18 @@ def test_help_on_every_command():
     for command in ("fit", "eval", "mesh", "info", "render", "serve"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+def test_commands_run_in_process_leave_the_interpreter_to_exit_cleanly(tmp_path):
+    """In-process callers (CliRunner, scripts) keep the interpreter's own garbage collection and teardown:
+    only the program (NeuralShapesApp) changes them. Freezing the collector inside a process that later
+    finalises h5py's objects from a failed read crashed it at exit."""
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 20)
+    script = (
+        "from typer.testing import CliRunner; from backend.cli import app;"
+        f"result = CliRunner().invoke(app, ['render', {str(corrupt)!r}, '-o', {str(tmp_path / 'a.png')!r}]);"
+        "assert result.exit_code == 1, result.output"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])

@@ -102,8 +102,9 @@ class LazyCommands(TyperGroup):
             stand_in.rich_help_panel = entry.panel  # type: ignore[attr-defined]  # read by typer's help
             return stand_in
         function = getattr(importlib.import_module(entry.module), entry.function)
-        gc.freeze()  # what start-up made lives as long as the process: later collections need not walk it
-        gc.enable()  # the command itself may make cycles worth collecting (see NeuralShapesApp)
+        if not gc.isenabled():  # the program turned the collector off for its start-up (NeuralShapesApp)
+            gc.freeze()  # what start-up made lives as long as the process: later collections need not walk it
+            gc.enable()  # the command itself may make cycles worth collecting
         single = typer.Typer()
         single.command(cmd_name, rich_help_panel=entry.panel)(function)
         return typer.main.get_command(single)
