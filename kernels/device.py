@@ -5,12 +5,14 @@ CUDA is used automatically when present; ``NEURAL_SHAPES_DEVICE`` (``cpu`` or ``
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import warp as wp
 
@@ -41,9 +43,28 @@ def default_device(override: str | None = None) -> str:
     return "cuda:0" if wp.is_cuda_available() else "cpu"
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" in microseconds, or "max PERIOD"
+
+
+def available_cores() -> int:
+    """CPU cores this process may actually use: its affinity mask (taskset, a scheduler's pinning), capped by
+    a cgroup v2 CPU quota (containers, CI runners), which ``os.cpu_count`` reports neither of; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def cpu_workers() -> int:
     """Threads used to split one CPU launch: Warp runs a CPU launch on one thread but releases the GIL."""
-    return max(1, min(os.cpu_count() or 1, 16))
+    return min(available_cores(), 16)
 
 
 def run_chunked(

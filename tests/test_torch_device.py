@@ -1,10 +1,13 @@
-"""The trainers' torch device choice: CUDA when present, NEURAL_SHAPES_DEVICE overrides, bad names refused."""
+"""The trainers' torch device choice (CUDA when present, NEURAL_SHAPES_DEVICE overrides, bad names refused)
+and the CPU threads torch and Warp may use (affinity mask, cgroup quota)."""
 
 import pytest
 import torch
 
+from backend import torch_device
 from backend.errors import NeuralShapesError
 from backend.torch_device import training_device
+from kernels import device
 
 
 def test_default_is_cuda_exactly_when_torch_sees_one(monkeypatch):
@@ -22,3 +25,31 @@ def test_the_variable_overrides_and_bad_names_are_one_line_errors(monkeypatch):
         monkeypatch.setenv("NEURAL_SHAPES_DEVICE", "cuda:0")
         with pytest.raises(NeuralShapesError, match="no CUDA device"):
             training_device()
+
+
+def test_available_cores_follow_affinity_and_the_cgroup_quota(monkeypatch, tmp_path):
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(device, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert device.available_cores() == 6  # no cgroup file: the affinity mask
+    cpu_max.write_text("max 100000\n")
+    assert device.available_cores() == 6
+    cpu_max.write_text("150000 100000\n")  # 1.5 cores of quota: two threads may run
+    assert device.available_cores() == 2 and device.cpu_workers() == 2
+    cpu_max.write_text("20000 100000\n")
+    assert device.available_cores() == 1
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {3})
+    cpu_max.write_text("max 100000\n")
+    assert device.available_cores() == 1
+
+
+def test_torch_threads_shrink_to_the_available_cores_and_never_grow(monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(torch_device, "available_cores", lambda: 1)
+        torch.set_num_threads(2)
+        assert torch_device.limit_torch_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(torch_device, "available_cores", lambda: 8)
+        assert torch_device.limit_torch_threads() == 1  # a smaller setting stays
+    finally:
+        torch.set_num_threads(threads)

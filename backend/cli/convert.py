@@ -37,6 +37,7 @@ from backend.meshes.point_clouds import load_point_cloud
 from backend.shapes.architecture import Architecture
 from backend.shapes.family_file import resolve_family
 from backend.shapes.shape_file import read_shape, write_shape
+from backend.torch_device import limit_torch_threads
 
 
 def fit(
@@ -118,6 +119,7 @@ def fit(
                     err.print(f"{source.name}: {status}", highlight=False)
 
         try:
+            limit_torch_threads()
             outcomes = convert_files(
                 sources,
                 output,
@@ -216,6 +218,7 @@ def fit_points_command(
         output.mkdir(parents=True, exist_ok=True)
     except (NeuralShapesError, OSError) as error:
         fail(str(error))
+    limit_torch_threads()
     rows, failures = [], 0
     for path in paths:
         try:

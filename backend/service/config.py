@@ -3,7 +3,6 @@ several instances can run side by side."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ def default_data_dir() -> Path:
 
 
 def default_torch_threads() -> int:
-    """Leave one core to the HTTP side on machines with more than one."""
-    return max(1, (os.cpu_count() or 1) - 1)
+    """Leave one of the cores this process may use to the HTTP side, where there is more than one."""
+    from kernels.device import available_cores  # Warp only when a service starts, not for --help
+
+    return max(1, available_cores() - 1)
 
 
 @dataclass(frozen=True)
