@@ -425,9 +425,7 @@ def oriented_outward(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     graph = scipy.sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(faces),) * 2)
     _, piece = scipy.sparse.csgraph.connected_components(graph, directed=False)
     if not mesh.is_winding_consistent:
-        faces = np.where(
-            _disagreeing(faces, pairs, mesh.face_adjacency_edges, graph, piece)[:, None], faces[:, ::-1], faces
-        )
+        faces = np.where(_disagreeing(faces, pairs, mesh.face_adjacency_edges, piece)[:, None], faces[:, ::-1], faces)
     corners = np.asarray(mesh.vertices)[faces]
     count = np.bincount(piece)
     centre = np.stack([np.bincount(piece, weights=corners[:, :, axis].mean(axis=1)) for axis in range(3)], 1)
@@ -440,9 +438,7 @@ def oriented_outward(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return trimesh.Trimesh(mesh.vertices, faces, process=False)
 
 
-def _disagreeing(
-    faces: np.ndarray, pairs: np.ndarray, shared: np.ndarray, graph: scipy.sparse.coo_matrix, piece: np.ndarray
-) -> np.ndarray:
+def _disagreeing(faces: np.ndarray, pairs: np.ndarray, shared: np.ndarray, piece: np.ndarray) -> np.ndarray:
     """Per face, whether it must turn over to agree with the first face of its piece (a breadth-first walk)."""
     # Two faces agree when they run along their shared edge (u, v) in opposite directions.
     runs = [_runs_along(faces[pairs[:, side]], shared) for side in (0, 1)]
@@ -451,15 +447,21 @@ def _disagreeing(
     key = np.concatenate([pairs[:, 0] * size + pairs[:, 1], pairs[:, 1] * size + pairs[:, 0]])
     by_key = np.argsort(key)
     key, disagree = key[by_key], disagree[by_key]
-    flip = np.zeros(len(faces), dtype=bool)
-    for root in np.unique(piece, return_index=True)[1]:
-        order, parent = scipy.sparse.csgraph.breadth_first_order(graph, root, directed=False)
-        children = order[1:]
-        parents = parent[children].astype(np.int64)
-        differs = disagree[np.searchsorted(key, parents * size + children)]
-        for child, parent_face, turn in zip(children.tolist(), parents.tolist(), differs.tolist()):
-            flip[child] = flip[parent_face] ^ turn  # parents come first in breadth-first order
-    return flip
+    # One walk over every piece: an extra node (index ``size``) joins each piece's first face, so the walk
+    # costs one pass over the faces however many pieces there are.
+    roots = np.unique(piece, return_index=True)[1]
+    rows, cols = np.concatenate([pairs[:, 0], np.full(len(roots), size)]), np.concatenate([pairs[:, 1], roots])
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(size + 1, size + 1))
+    order, parent = scipy.sparse.csgraph.breadth_first_order(graph, size, directed=False)
+    children = order[1:]
+    parents = parent[children].astype(np.int64)
+    differs = np.zeros(len(children), dtype=bool)  # a piece's first face keeps its orientation
+    inner = parents != size
+    differs[inner] = disagree[np.searchsorted(key, parents[inner] * size + children[inner])]
+    flip = np.zeros(size + 1, dtype=bool)
+    for child, parent_face, turn in zip(children.tolist(), parents.tolist(), differs.tolist()):
+        flip[child] = flip[parent_face] ^ turn  # parents come first in breadth-first order
+    return flip[:size]
 
 
 def _runs_along(faces: np.ndarray, edges: np.ndarray) -> np.ndarray:
