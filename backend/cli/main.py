@@ -142,11 +142,7 @@ class NeuralShapesApp(typer.Typer):
         os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
-app = NeuralShapesApp(
-    cls=LazyCommands,
-    no_args_is_help=True,
-    help="Turn meshes into weight-encoded neural implicits (neural SDFs), evaluate and mesh them.",
-)
+app = NeuralShapesApp(cls=LazyCommands, no_args_is_help=True)  # its help: the callback's docstring
 
 
 def _print_version(value: bool) -> None:
