@@ -6,6 +6,7 @@ family and its encoder. Results decoded from it are crude shapes; tests use it f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from backend.nf2vec.tasks.latent_gan import LatentGanSettings, save_gan, train_l
 from backend.nf2vec.tasks.neighbour_decoder import build_neighbour_decoder, save_neighbour_decoder
 from backend.nf2vec.tasks.transfer import TransferSettings, save_transfer, train_transfer
 from backend.nf2vec.training import TrainSettings, shape_samples, train_nf2vec
+from backend.shapes.checkpoints import save_tensors
 from backend.shapes.family_file import resolve_family
 from backend.shapes.shape_file import NeuralShape, write_shape
 from tests.conftest import one_torch_thread
@@ -52,13 +54,14 @@ MESHES = {
 }
 CLASS_OF = {"sphere": "round", "ring": "round", "cone": "round", "cube": "boxy", "slab": "boxy", "rod": "boxy"}
 CLASSES = ["round", "boxy"]
-# A few seconds each: mechanics only (the latent family's shapes are crude).
+# A few seconds each: mechanics only (the latent family's shapes are crude); points and samples per shape as
+# nf2vec's quick training. The latent tests train longer from these: replace(QUICK_LATENT, steps=...).
 QUICK_LATENT = LatentSettings(
     k=4,
     steps=60,
     shapes_per_step=6,
-    points_per_shape=1024,
-    samples_per_shape=8192,
+    points_per_shape=QUICK_TRAIN.points_per_shape,
+    samples_per_shape=QUICK_TRAIN.samples_per_shape,
     subspace_learning_rate=3e-4,
     latent_learning_rate=3e-3,
     checkpoint_every=1000,
@@ -74,6 +77,33 @@ QUICK_ENCODER = EncoderSettings(
     checkpoint_every=1000,
     report_every=1000,
 )
+
+
+def write_meshes(collection: Path, makers: dict[str, Callable[[], trimesh.Trimesh]] = MESHES) -> None:
+    """Make the folder ``collection`` and write each of ``makers``' meshes into it as ``NAME.ply``."""
+    collection.mkdir(parents=True)
+    for name, make in makers.items():
+        make().export(collection / f"{name}.ply")
+
+
+def write_shapes(folder: Path, shapes: list[NeuralShape]) -> None:
+    """Make the folder ``folder`` and write each shape into it as ``NAME.h5`` (what the commands read)."""
+    folder.mkdir(parents=True)
+    for shape in shapes:
+        write_shape(folder / f"{shape.name}.h5", shape)
+
+
+def check_damaged_file_refused(path: Path, refused: Callable[[str], None], kind: str, other_format: str) -> None:
+    """Damage the good tools-folder file at ``path`` three ways (cut in half, a pickle instead of safetensors,
+    another file's ``other_format``) and call ``refused(match)`` after each: its loader must refuse it with a
+    line naming the file's ``kind`` ("z GAN": "not a valid z GAN file", "not a z GAN file")."""
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    refused(f"not a valid {kind} file")
+    path.write_bytes(b"\x80\x04not a pickle we would ever load")
+    refused(f"not a valid {kind} file")
+    save_tensors(path, {"format": other_format, "version": 1})
+    refused(f"not a {kind} file")
 
 
 def fit_primitives(collection: Path, names: list[str], seed: int = 0) -> list[NeuralShape]:
@@ -92,15 +122,11 @@ def fit_primitives(collection: Path, names: list[str], seed: int = 0) -> list[Ne
 
 def build_toolkit(root: Path) -> tuple[Nf2vecTools, list[NeuralShape], Path]:
     """Write meshes to root/meshes, shapes to root/shapes and a complete tools folder to root/model."""
-    collection, shapes_dir, folder = root / "meshes", root / "shapes", root / "model"
-    collection.mkdir(parents=True)
-    shapes_dir.mkdir()
-    for name, make in MESHES.items():
-        make().export(collection / f"{name}.ply")
+    collection, folder = root / "meshes", root / "model"
+    write_meshes(collection)
     with one_torch_thread():  # tiny tensors
         shapes = fit_primitives(collection, list(MESHES))
-        for shape in shapes:
-            write_shape(shapes_dir / f"{shape.name}.h5", shape)
+        write_shapes(root / "shapes", shapes)
         samples = shape_samples(shapes, collection, root / "samples.h5", QUICK_TRAIN)
         model = train_nf2vec(shapes, samples, folder, resolve_family("default"), TINY, QUICK_TRAIN)
         codes = embed(model, shapes)

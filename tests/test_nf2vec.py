@@ -21,7 +21,7 @@ from backend.shapes.checkpoints import save_tensors
 from backend.shapes.family_file import resolve_family
 from backend.shapes.shape_file import read_shape, write_shape
 from tests.conftest import run_cli
-from tests.nf2vec_toolkit import MESHES, QUICK_TRAIN, TINY, fit_primitives
+from tests.nf2vec_toolkit import MESHES, QUICK_TRAIN, TINY, fit_primitives, write_meshes, write_shapes
 
 FAMILY = resolve_family("default")
 
@@ -34,13 +34,9 @@ def fitted(tmp_path_factory):
     """A folder of six meshes, their quick fits (written as .h5) and a second fit of the ring (other seed)."""
     root = tmp_path_factory.mktemp("nf2vec")
     collection, shapes_dir = root / "meshes", root / "shapes"
-    collection.mkdir()
-    shapes_dir.mkdir()
-    for name, make in MESHES.items():
-        make().export(collection / f"{name}.ply")
+    write_meshes(collection)
     shapes = fit_primitives(collection, list(MESHES), seed=0)
-    for shape in shapes:
-        write_shape(shapes_dir / f"{shape.name}.h5", shape)
+    write_shapes(shapes_dir, shapes)
     [refit] = fit_primitives(collection, ["ring"], seed=1)
     return root, collection, shapes_dir, shapes, refit
 

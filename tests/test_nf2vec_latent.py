@@ -30,17 +30,21 @@ from backend.nf2vec.latent import (
 )
 from backend.nf2vec.latent_training import (
     CHECKPOINT_NAME,
-    LatentSettings,
     latent_training_data,
     principal_subspace,
     train_latent,
 )
-from backend.shapes.checkpoints import save_tensors
 from backend.shapes.family_file import resolve_family
 from backend.shapes.network import evaluate_sdf
-from backend.shapes.shape_file import write_shape
 from tests.conftest import run_cli
-from tests.nf2vec_toolkit import MESHES, fit_primitives
+from tests.nf2vec_toolkit import (
+    MESHES,
+    QUICK_LATENT,
+    check_damaged_file_refused,
+    fit_primitives,
+    write_meshes,
+    write_shapes,
+)
 
 FAMILY = resolve_family("default")
 ARCH = FAMILY.architecture
@@ -50,17 +54,7 @@ HELD_OUT = {
     "disc": lambda: trimesh.creation.cylinder(radius=0.5, height=0.3),
 }
 UNFITTED = "capsule"  # trained on with no fitted net: its latent starts at 0
-QUICK = LatentSettings(
-    k=4,
-    steps=150,
-    shapes_per_step=7,
-    points_per_shape=1024,
-    samples_per_shape=8192,
-    subspace_learning_rate=3e-4,
-    latent_learning_rate=3e-3,
-    checkpoint_every=50,
-    report_every=10,
-)
+QUICK = replace(QUICK_LATENT, steps=150, shapes_per_step=7, checkpoint_every=50, report_every=10)
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
@@ -70,15 +64,12 @@ def toy(tmp_path_factory):
     """Six fitted primitives to train on (+ an unfitted capsule), two fitted held-out shapes, their samples."""
     root = tmp_path_factory.mktemp("latent")
     collection, shapes_dir = root / "meshes", root / "shapes"
-    collection.mkdir()
-    shapes_dir.mkdir()
-    makers = {**MESHES, **HELD_OUT, UNFITTED: lambda: trimesh.creation.capsule(height=0.6, radius=0.25)}
-    for name, make in makers.items():
-        make().export(collection / f"{name}.ply")
+    write_meshes(
+        collection, {**MESHES, **HELD_OUT, UNFITTED: lambda: trimesh.creation.capsule(height=0.6, radius=0.25)}
+    )
     shapes = fit_primitives(collection, [*MESHES, *HELD_OUT])
     train, held = shapes[: len(MESHES)], shapes[len(MESHES) :]
-    for shape in train:
-        write_shape(shapes_dir / f"{shape.name}.h5", shape)
+    write_shapes(shapes_dir, train)
     cache = root / "samples.h5"
     data = latent_training_data(train, collection, cache, QUICK, unfitted=[collection / f"{UNFITTED}.ply"])
     held_samples = latent_training_data(held, collection, cache, QUICK).samples.meshes
@@ -249,14 +240,7 @@ def test_foreign_and_corrupt_latent_files_are_refused_in_one_line(trained, tmp_p
         assert str(tmp_path / LATENT_NAME) in str(caught.value) and "\n" not in str(caught.value)
 
     refused("of family .*, not of other-000000000000", "other-000000000000")
-    path = tmp_path / LATENT_NAME
-    good = path.read_bytes()
-    path.write_bytes(good[: len(good) // 2])
-    refused("not a valid latent family file")
-    path.write_bytes(b"\x80\x04not a pickle we would ever load")
-    refused("not a valid latent family file")
-    save_tensors(path, {"format": "neural-shapes/nf2vec-gan", "version": 1})
-    refused("not a latent family file")
+    check_damaged_file_refused(tmp_path / LATENT_NAME, refused, "latent family", "neural-shapes/nf2vec-gan")
     save_latent(tmp_path, replace(end, basis=end.basis[:, :100]))
     refused("basis is not a finite tensor of shape")
     save_latent(tmp_path, replace(end, theta=end.theta * float("nan")))

@@ -20,7 +20,6 @@ from backend.nf2vec.latent import LatentFitSettings, flat_forward, flatten, save
 from backend.nf2vec.latent_encoder import (
     CHECKPOINT_NAME,
     ENCODER_NAME,
-    EncoderSettings,
     RefineSettings,
     encode_latent,
     flat_matrices,
@@ -31,38 +30,18 @@ from backend.nf2vec.latent_encoder import (
     train_latent_encoder,
     yaw_nets,
 )
-from backend.nf2vec.latent_training import LatentSettings, latent_training_data, train_latent
+from backend.nf2vec.latent_training import latent_training_data, train_latent
 from backend.shapes.architecture import random_family
 from backend.shapes.checkpoints import save_tensors
 from backend.shapes.family_file import resolve_family
-from backend.shapes.shape_file import write_shape
 from tests.conftest import run_cli
-from tests.nf2vec_toolkit import MESHES, fit_primitives
+from tests.nf2vec_toolkit import MESHES, QUICK_ENCODER, QUICK_LATENT, fit_primitives, write_meshes, write_shapes
 
 FAMILY = resolve_family("default")
 ARCH = FAMILY.architecture
 HELD_OUT = {"bar": lambda: trimesh.creation.box(extents=(1.0, 0.5, 0.5))}  # between the cube, the rod and the slab
-LATENT = LatentSettings(
-    k=4,
-    steps=150,
-    shapes_per_step=6,
-    points_per_shape=1024,
-    samples_per_shape=8192,
-    subspace_learning_rate=3e-4,
-    latent_learning_rate=3e-3,
-    checkpoint_every=1000,
-    report_every=50,
-)
-QUICK = EncoderSettings(
-    stages=(64, 64),
-    steps=300,
-    shapes_per_step=8,
-    points_per_shape=1024,
-    learning_rate=2e-3,
-    samples_per_shape=LATENT.samples_per_shape,
-    checkpoint_every=100,
-    report_every=10,
-)
+LATENT = replace(QUICK_LATENT, steps=150, report_every=50)
+QUICK = replace(QUICK_ENCODER, stages=(64, 64), steps=300, shapes_per_step=8, checkpoint_every=100, report_every=10)
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"), pytest.mark.slow]
 
@@ -73,9 +52,7 @@ def toy(tmp_path_factory):
     a latent family of the first fits, the encoder's data and the encoder after 0 and QUICK.steps steps."""
     root = tmp_path_factory.mktemp("latent_encoder")
     collection = root / "meshes"
-    collection.mkdir()
-    for name, make in {**MESHES, **HELD_OUT}.items():
-        make().export(collection / f"{name}.ply")
+    write_meshes(collection, {**MESHES, **HELD_OUT})
     train, refits, unseen_refits = (fit_primitives(collection, list(MESHES), seed=seed) for seed in (0, 1, 2))
     held = fit_primitives(collection, list(HELD_OUT))
     cache = root / "samples.h5"
@@ -219,10 +196,8 @@ def test_foreign_and_corrupt_encoder_files_are_refused_in_one_line(toy, tmp_path
 
 def test_train_latent_encoder_command_end_to_end(toy, tmp_path):
     shapes_dir, refits_dir, model = tmp_path / "shapes", tmp_path / "refits", tmp_path / "model"
-    for folder, shapes in ((shapes_dir, toy["train"]), (refits_dir, toy["refits"])):
-        folder.mkdir()
-        for shape in shapes:
-            write_shape(folder / f"{shape.name}.h5", shape)
+    write_shapes(shapes_dir, toy["train"])
+    write_shapes(refits_dir, toy["refits"])
     save_latent(model, toy["latent"])
     result = run_cli(
         "train-latent-encoder",

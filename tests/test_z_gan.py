@@ -30,9 +30,9 @@ from backend.nf2vec.tasks.z_gan import (
     z_gan_sampler,
 )
 from backend.nf2vec.training import ShapeSamples
-from backend.shapes.checkpoints import save_tensors
 from backend.shapes.family_file import resolve_family
 from tests.conftest import run_cli
+from tests.nf2vec_toolkit import check_damaged_file_refused
 
 FAMILY = resolve_family("default")
 CLASSES = ["a", "b"]
@@ -141,13 +141,7 @@ def test_file_round_trip_and_refusals_in_one_line(trained, tmp_path):
     refused("No such file|not found|does not exist|cannot read")
     save_z_gan(tmp_path, z_gan)
     refused("trained for another latent family", _toy_latent(seed=1))
-    good = path.read_bytes()
-    path.write_bytes(good[: len(good) // 2])
-    refused("not a valid z GAN file")
-    path.write_bytes(b"\x80\x04not a pickle we would ever load")
-    refused("not a valid z GAN file")
-    save_tensors(path, {"format": "neural-shapes/nf2vec-latent-encoder", "version": 1})
-    refused("not a z GAN file")
+    check_damaged_file_refused(path, refused, "z GAN", "neural-shapes/nf2vec-latent-encoder")
     save_z_gan(tmp_path, replace(z_gan, centres=z_gan.centres[:, :2]))
     refused("malformed z GAN .*centres")
 
