@@ -330,65 +330,51 @@ def defective_h5(base: bytes, defect: str, rng: np.random.Generator) -> bytes:
         return base
     buffer = io.BytesIO(base)
     with h5py.File(buffer, "r+") as f:
-        layers = sorted(f["weights"].keys())
-        layer = f["weights"][layers[int(rng.integers(len(layers)))]]
+        weights = f["weights"]
         if defect == "drop-attr":
-            holder = f[str(rng.choice(["/", "transform", "family"]))]
+            holder = f[str(rng.choice(["/", "weights", "provenance"]))]
             if holder.attrs:
                 del holder.attrs[str(rng.choice(list(holder.attrs)))]
         elif defect == "drop-group":
-            del f[str(rng.choice(["weights", "transform", "metrics", "provenance", "family"]))]
+            del f[str(rng.choice(["weights", "provenance"]))]
         elif defect == "attr-type":
-            holder = f[str(rng.choice(["/", "transform", "architecture"]))]
+            holder = f[str(rng.choice(["/", "weights", "provenance"]))]
             key = str(rng.choice(list(holder.attrs)))
             holder.attrs[key] = [np.arange(3), np.float64(np.nan), b"\xff\xfe", "x" * 1000, np.zeros((2, 2))][
                 int(rng.integers(5))
             ]
         elif defect == "weights-nan":
-            data = layer["weight"][()]
-            data.flat[int(rng.integers(data.size))] = rng.choice([np.nan, np.inf])
-            layer["weight"][...] = data
-        elif defect == "weights-shape":
-            shape = layer["weight"].shape
-            del layer["weight"]
-            layer.create_dataset("weight", data=np.zeros((shape[0] + int(rng.integers(1, 5)), shape[1]), np.float32))
-        elif defect == "weights-dtype":
-            data = layer["weight"][()]
-            del layer["weight"]
-            layer.create_dataset("weight", data=data.astype(str(rng.choice(["<i8", "<c8", "|S4", "<f8", "|b1"]))))
+            weights[int(rng.integers(weights.size))] = rng.choice([np.nan, np.inf])
+        elif defect in ("weights-shape", "weights-dtype", "external-link", "soft-link", "external-storage"):
+            size = weights.size
+            del f["weights"]  # with its metrics: the structure or the weights are refused first
+            if defect == "weights-shape":
+                f.create_dataset("weights", data=np.zeros(size + int(rng.integers(-4, 5)) or 1, np.float32))
+            elif defect == "weights-dtype":
+                dtype = str(rng.choice(["<i8", "<c8", "|S4", "<f8", "|b1"]))
+                f.create_dataset("weights", data=np.zeros(size).astype(dtype))
+            elif defect == "external-link":
+                f["weights"] = h5py.ExternalLink("/etc/hostname", "/x")
+            elif defect == "soft-link":
+                f["weights"] = h5py.SoftLink("/provenance")
+            else:
+                f.create_dataset(
+                    "weights", shape=(size,), dtype="<f4", external=[("/etc/hostname", 0, h5py.h5f.UNLIMITED)]
+                )
         elif defect == "huge-width":  # the architecture asks for a net far over the parameter bound
             width = int(rng.choice([0, -1, 1025, 10**6, 2**40]))
-            f["architecture"].attrs["layer_sizes"] = np.array([3, width, width, 1], dtype=np.int64)
-        elif defect == "external-link":
-            del layer["weight"]
-            layer["weight"] = h5py.ExternalLink("/etc/hostname", "/x")
-        elif defect == "soft-link":
-            target = layer["bias"].name
-            del layer["weight"]
-            layer["weight"] = h5py.SoftLink(target)
-        elif defect == "external-storage":
-            shape = layer["weight"].shape
-            del layer["weight"]
-            layer.create_dataset(
-                "weight", shape=shape, dtype="<f4", external=[("/etc/hostname", 0, h5py.h5f.UNLIMITED)]
-            )
+            f.attrs["layer_sizes"] = np.array([3, width, width, 1], dtype=np.int64)
         elif defect == "format-version":
-            f.attrs["format_version"] = int(rng.choice([0, 2, 999, -1]))
+            f.attrs["format_version"] = int(rng.choice([0, 1, 3, 999, -1]))
         elif defect == "name":
             names = ["../../evil", "/abs/evil", "", np.bytes_(b"\0x"), "a\nb", "x" * 60_000, np.bytes_(b"\xff\xfe")]
             f.attrs["name"] = names[int(rng.integers(len(names)))]
         elif defect == "unallocated":  # declared huge, never written: reads as fill values
-            shape = layer["weight"].shape
-            del layer["weight"]
-            layer.create_dataset(
-                "weight",
-                shape=(shape[0] * int(rng.choice([1, 1000])), shape[1]),
-                dtype="<f4",
-                chunks=True,
-                compression="gzip",
-            )
+            size = weights.size * int(rng.choice([1, 1000]))
+            del f["weights"]
+            f.create_dataset("weights", shape=(size,), dtype="<f4", chunks=True, compression="gzip")
         elif defect == "huge-attr":
-            f["metrics"].attrs["surface_error"] = np.zeros(int(rng.choice([10, 8000])))  # attributes stop at 64 KiB
+            weights.attrs["surface_error"] = np.zeros(int(rng.choice([10, 8000])))  # attributes stop at 64 KiB
     return buffer.getvalue()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -36,16 +38,16 @@ def test_round_trip(tmp_path, family):
 
 
 def _damage_nan(f):
-    f["initial_weights/layer_00/weight"][0, 0] = np.nan
+    f["initial_weights"][0] = np.nan
 
 
 def _damage_shape(f):
-    del f["inner_learning_rates/layer_01/bias"]
-    f["inner_learning_rates/layer_01"].create_dataset("bias", data=np.zeros(7, np.float32))
+    del f["inner_learning_rates"]
+    f.create_dataset("inner_learning_rates", data=np.zeros(7, np.float32))
 
 
 def _damage_altered(f):
-    f["initial_weights/layer_02/bias"][0] += 1.0
+    f["initial_weights"][200] += 1.0
 
 
 def _damage_rates_missing(f):
@@ -108,6 +110,16 @@ def test_family_names():
     assert resolve_family(None, sine).family_id == random_family(sine, 0).family_id  # no bundled SIREN family
     with pytest.raises(NeuralShapesError, match="non-negative integer"):
         resolve_family("random:x")
+
+
+def test_format_version_1_files_are_still_read():
+    """tests/data/family_v1.h5: a 2 x 8 meta-learned family as the tool wrote it before format version 2."""
+    family = read_family(Path(__file__).parent / "data" / "family_v1.h5")
+    assert family.architecture == Architecture(hidden_layers=2, width=8) and family.is_meta_learned
+    np.testing.assert_array_equal(
+        family.initial_weights[2][0], random_family(family.architecture, seed=3).initial_weights[2][0]
+    )
+    np.testing.assert_array_equal(family.inner_learning_rates[1][1], np.full(8, 0.02, np.float32))
 
 
 def test_family_file_of_another_architecture_is_refused(tmp_path):

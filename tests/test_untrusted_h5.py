@@ -25,14 +25,16 @@ from tests.test_shape_file import make_shape
 
 pytestmark = pytest.mark.service
 
-WEIGHT = "weights/layer_01/weight"  # (32, 32) float32 in the default architecture: 4096 bytes
+WEIGHT = "weights"  # the flat weights of the default architecture: 7,553 float32, 30,212 bytes
+WEIGHT_SHAPE = (7553,)
+WEIGHT_BYTES = 30_212
 
 
 @pytest.fixture
 def secret(tmp_path) -> Path:
-    """A local file a hostile shape would like to copy: 4096 bytes that read as finite float32s."""
+    """A local file a hostile shape would like to copy: bytes that read as finite float32s, as many as the weights."""
     path = tmp_path / "secret-token"
-    path.write_bytes(np.random.default_rng(7).uniform(-1, 1, 1024).astype(np.float32).tobytes())
+    path.write_bytes(np.random.default_rng(7).uniform(-1, 1, WEIGHT_SHAPE).astype(np.float32).tobytes())
     return path
 
 
@@ -54,11 +56,11 @@ def refused(path: Path, read: Callable[[Path], object] = read_shape) -> str:
 
 
 def external_storage(secret: Path, weight: str = WEIGHT) -> Callable[[h5py.File], None]:
-    """The exploit of issue 13: a weight whose bytes are stored in another (local) file."""
+    """The exploit of issue 13: weights whose bytes are stored in another (local) file."""
 
     def edit(f: h5py.File) -> None:
         del f[weight]
-        f.create_dataset(weight, shape=(32, 32), dtype="f4", external=[(str(secret), 0, 4096)])
+        f.create_dataset(weight, shape=WEIGHT_SHAPE, dtype="f4", external=[(str(secret), 0, WEIGHT_BYTES)])
 
     return edit
 
@@ -75,7 +77,7 @@ def test_external_storage_is_refused_and_the_secret_never_read(tmp_path, secret)
 def test_links_are_refused(tmp_path):
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
-        f["data"] = np.zeros((32, 32), np.float32)
+        f["data"] = np.zeros(WEIGHT_SHAPE, np.float32)
 
     def replace_weight(link) -> Callable[[h5py.File], None]:
         def edit(f: h5py.File) -> None:
@@ -86,25 +88,25 @@ def test_links_are_refused(tmp_path):
 
     cases = [
         (lambda f: h5py.ExternalLink(str(other), "/data"), "external link (to another file) is not allowed"),
-        (lambda f: h5py.SoftLink("/weights/layer_02/weight"), "soft link is not allowed"),
+        (lambda f: h5py.SoftLink("/provenance"), "soft link is not allowed"),
     ]
     for link, reason in cases:
         assert f"{WEIGHT}: a {reason}" in refused(hostile(tmp_path, replace_weight(link)))
     # A second hard link to one object (here a group linked into itself: a cycle).
-    message = refused(hostile(tmp_path, lambda f: f["weights/layer_01"].__setitem__("loop", f["weights"])))
-    assert "weights: an object with 2 hard links (one allowed)" in message
+    message = refused(hostile(tmp_path, lambda f: f["provenance"].__setitem__("loop", f["provenance"])))
+    assert "provenance: an object with 2 hard links (one allowed)" in message
 
 
 def test_virtual_dataset_is_refused(tmp_path, secret):
     source = tmp_path / "source.h5"
     with h5py.File(source, "w") as f:
-        f["data"] = np.frombuffer(secret.read_bytes(), np.float32).reshape(32, 32)
+        f["data"] = np.frombuffer(secret.read_bytes(), np.float32)
 
     def edit(f: h5py.File) -> None:
         del f[WEIGHT]
-        layout = h5py.VirtualLayout(shape=(32, 32), dtype="f4")
-        layout[:] = h5py.VirtualSource(str(source), "data", shape=(32, 32))
-        f["weights/layer_01"].create_virtual_dataset("weight", layout)
+        layout = h5py.VirtualLayout(shape=WEIGHT_SHAPE, dtype="f4")
+        layout[:] = h5py.VirtualSource(str(source), "data", shape=WEIGHT_SHAPE)
+        f.create_virtual_dataset(WEIGHT, layout)
 
     assert f"{WEIGHT}: a virtual dataset" in refused(hostile(tmp_path, edit))
 
@@ -122,7 +124,7 @@ def test_filters_other_than_gzip_are_refused(tmp_path, options, name):
     def edit(f: h5py.File) -> None:
         values = f[WEIGHT][()]
         del f[WEIGHT]
-        f["weights/layer_01"].create_dataset("weight", data=values, **options)
+        f.create_dataset(WEIGHT, data=values, **options)
 
     assert f"{WEIGHT}: the '{name}' filter is not allowed (only gzip)" in refused(hostile(tmp_path, edit))
 
@@ -131,8 +133,10 @@ def test_gzip_weights_are_accepted(tmp_path):
     def edit(f: h5py.File) -> None:
         values = f[WEIGHT][()]
         del f[WEIGHT]
-        f["weights/layer_01"].create_dataset("weight", data=values, compression="gzip", chunks=(8, 32))
+        f.create_dataset(WEIGHT, data=values, compression="gzip", chunks=(1024,))
+        f[WEIGHT].attrs.update(metrics)
 
+    metrics = make_shape().metrics
     shape = read_shape(hostile(tmp_path, edit))
     np.testing.assert_array_equal(shape.weights[1][0], make_shape().weights[1][0])
 
@@ -140,13 +144,13 @@ def test_gzip_weights_are_accepted(tmp_path):
 def test_unwritten_data_is_refused(tmp_path):
     def never_written(f: h5py.File) -> None:
         del f[WEIGHT]
-        f["weights/layer_01"].create_dataset("weight", shape=(32, 32), dtype="f4")
+        f.create_dataset(WEIGHT, shape=WEIGHT_SHAPE, dtype="f4")
 
     def half_written(f: h5py.File) -> None:
         del f[WEIGHT]
-        f["weights/layer_01"].create_dataset("weight", shape=(32, 32), dtype="f4", chunks=(16, 32))[:16] = 0.5
+        f.create_dataset(WEIGHT, shape=WEIGHT_SHAPE, dtype="f4", chunks=(4096,))[:4096] = 0.5
 
-    assert f"{WEIGHT}: stores 0 bytes but declares 4,096" in refused(hostile(tmp_path, never_written))
+    assert f"{WEIGHT}: stores 0 bytes but declares {WEIGHT_BYTES:,}" in refused(hostile(tmp_path, never_written))
     assert f"{WEIGHT}: 1 of its 2 chunks are stored" in refused(hostile(tmp_path, half_written))
 
 
@@ -174,7 +178,7 @@ def test_attributes_are_bounded(tmp_path):
             lambda f: f["provenance"].attrs.__setitem__("notes", "x" * (MAX_TEXT_BYTES + 1)),
             f"/provenance attribute 'notes': text of {MAX_TEXT_BYTES + 1} bytes",
         ),
-        (lambda f: f["metrics"].attrs.__setitem__("many", np.zeros(1000)), "/metrics attribute 'many': shape (1000,)"),
+        (lambda f: f[WEIGHT].attrs.__setitem__("many", np.zeros(1000)), "/weights attribute 'many': shape (1000,)"),
         (lambda f: f.attrs.__setitem__("ref", f["weights"].ref), "/ attribute 'ref': type object"),
     ]
     for edit, reason in cases:
@@ -200,10 +204,10 @@ def test_too_many_objects_are_refused(tmp_path):
 )
 def test_the_network_size_limits_of_fitting_apply_to_files(tmp_path, hidden, width, reason):
     def edit(f: h5py.File) -> None:
-        f["architecture"].attrs["layer_sizes"] = np.array([3] + [width] * hidden + [1])
+        f.attrs["layer_sizes"] = np.array([3] + [width] * hidden + [1])
 
     message = refused(hostile(tmp_path, edit))
-    assert "architecture/layer_sizes" in message and reason in message
+    assert "layer_sizes" in message and reason in message
     with pytest.raises(ValueError, match="too large"):
         Architecture(hidden_layers=hidden, width=width)
 
@@ -224,7 +228,7 @@ def test_cli_fit_refuses_a_network_over_the_limit(tmp_path):
 
 
 def test_family_files_are_checked_alike(tmp_path, secret):
-    weight = "initial_weights/layer_01/weight"
+    weight = "initial_weights"
     path = hostile(tmp_path, external_storage(secret, weight), family_to_bytes(random_family(Architecture(), seed=3)))
     assert f"{weight}: data stored in an external file" in refused(path, read_family)
 

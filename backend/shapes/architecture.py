@@ -84,6 +84,22 @@ class Architecture:
 Weights = list[tuple[np.ndarray, np.ndarray]]  # per layer: weight (out, in), bias (out,), float32
 
 
+def flatten(weights: Weights) -> np.ndarray:
+    """Flat weights (P,) float32 of one net: per layer weight (out, in) row-major, then bias (out,)."""
+    return np.concatenate([part.astype(np.float32).ravel() for layer in weights for part in layer])
+
+
+def unflatten(architecture: Architecture, flat: np.ndarray) -> Weights:
+    """The inverse of :func:`flatten`: flat (P,) -> per layer weight (out, in) and bias (out,), float32 copies."""
+    sizes, out, start = architecture.layer_sizes, [], 0
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        weight = flat[start : start + fan_out * fan_in].reshape(fan_out, fan_in)
+        start += fan_out * fan_in
+        out.append((weight.astype(np.float32, copy=True), flat[start : start + fan_out].astype(np.float32, copy=True)))
+        start += fan_out
+    return out
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """An architecture with the initial weights every shape of the family starts from."""

@@ -17,20 +17,25 @@ from backend.shapes.architecture import Architecture, ModelFamily, random_family
 from backend.shapes.h5_io import (
     attr,
     check_format,
+    group,
+    new_group,
     new_h5_file,
     number,
     parse_h5,
     read_architecture,
+    read_layered_weights,
     read_text_attrs,
     read_weights,
     text,
     text_value,
     write_architecture,
+    write_text_attrs,
     write_weights,
 )
 
 FORMAT_NAME = "neural-shapes/model-family"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; version 1 (docs/format.md) is still read
+READABLE_VERSIONS = (1, 2)
 MAX_INNER_STEPS = 1000
 BUNDLED_DIR = Path(__file__).resolve().parent / "families"
 DEFAULT_FAMILY_FILE = BUNDLED_DIR / "default.h5"
@@ -44,15 +49,13 @@ def family_to_bytes(family: ModelFamily) -> bytes:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["name"] = text_value(family.name)
         f.attrs["family_id"] = text_value(family.family_id)
+        f.attrs["inner_steps"] = int(family.inner_steps)
+        f.attrs["inner_batch"] = int(family.inner_batch)
         write_architecture(f, family.architecture)
         write_weights(f, "initial_weights", family.initial_weights)
         if family.inner_learning_rates is not None:
             write_weights(f, "inner_learning_rates", family.inner_learning_rates)
-        f.attrs["inner_steps"] = int(family.inner_steps)
-        f.attrs["inner_batch"] = int(family.inner_batch)
-        p = f.create_group("provenance")
-        for key, value in family.provenance.items():
-            p.attrs[key] = text_value(value)
+        write_text_attrs(new_group(f, "provenance"), family.provenance)
     return buffer.getvalue()
 
 
@@ -67,11 +70,16 @@ def read_family(path: Path) -> ModelFamily:
 
 
 def _read(f: h5py.File) -> ModelFamily:
-    check_format(f, FORMAT_NAME, FORMAT_VERSION, "model family")
+    version = check_format(f, FORMAT_NAME, READABLE_VERSIONS, "model family")
     name = text(attr(f, "name", ""), "name")
-    architecture = read_architecture(f)
-    initial = read_weights(f, "initial_weights", architecture)
-    rates = read_weights(f, "inner_learning_rates", architecture) if "inner_learning_rates" in f else None
+    if version == 1:  # the architecture in a group of its own, weights per layer
+        architecture = read_architecture(group(f, "architecture"), "architecture")
+        read = read_layered_weights
+    else:
+        architecture = read_architecture(f)
+        read = read_weights
+    initial = read(f, "initial_weights", architecture)
+    rates = read(f, "inner_learning_rates", architecture) if "inner_learning_rates" in f else None
     steps = int(number(attr(f, "inner_steps", ""), "inner_steps"))
     batch = int(number(attr(f, "inner_batch", ""), "inner_batch"))
     if not 0 <= steps <= MAX_INNER_STEPS or batch < 0 or (steps > 0 and (rates is None or batch == 0)):

@@ -29,6 +29,8 @@ from backend.shapes.architecture import (
     OUTPUT_ACTIVATIONS,
     Architecture,
     Weights,
+    flatten,
+    unflatten,
 )
 
 T = TypeVar("T")
@@ -36,12 +38,13 @@ T = TypeVar("T")
 # What a file may hold at most. The largest legal file (a meta-learned family of MAX_PARAMETERS: weights
 # and as many learning rates, float32, 62 hidden layers) has ~260 objects and 32 MB of data.
 MAX_OBJECTS = 1024  # groups and datasets
-MAX_DEPTH = 8  # nested groups (ours nest 3 deep)
+MAX_DEPTH = 8  # nested groups (ours nest 1 deep, 3 in format version 1)
 MAX_ATTRIBUTES = 4096
 MAX_ATTRIBUTE_ELEMENTS = 256  # values in one attribute (layer sizes: at most 64)
 MAX_TEXT_BYTES = 1 << 20  # one string attribute (a family's provenance holds its meta-training history)
 MAX_DATA_BYTES = 2 * 4 * MAX_PARAMETERS + (1 << 20)  # declared bytes of all datasets together
 MAX_CHUNKS = 65_536  # chunks of all datasets together (each costs an index lookup)
+COMPACT_ATTRIBUTES = 32  # attributes an object we write keeps in its own header
 _LINK_KINDS = {h5py.h5l.TYPE_SOFT: "soft link", h5py.h5l.TYPE_EXTERNAL: "external link (to another file)"}
 
 
@@ -164,8 +167,25 @@ def _check_dataset(dataset: h5py.Dataset, where: str, budget: _Budget) -> None:
 def new_h5_file(buffer: io.BytesIO) -> h5py.File:
     """An ``.h5`` file for writing into ``buffer``, laid out compactly: HDF5's newest object headers
     (``libver="latest"``, readable by HDF5 1.10 and later) take about a third less space than the
-    default ones, which matters in files of 30 kB of weights."""
-    return h5py.File(buffer, "w", libver="latest")
+    default ones, and the root keeps its attributes in its own header (:func:`_compact_attributes`)."""
+    access = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    access.set_fileobj_driver(h5py.h5fd.fileobj_driver, buffer)
+    access.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    creation = _compact_attributes(h5py.h5p.create(h5py.h5p.FILE_CREATE))
+    return h5py.File(h5py.h5f.create(b"in-memory", h5py.h5f.ACC_TRUNC, fcpl=creation, fapl=access))
+
+
+def new_group(parent: h5py.Group, name: str) -> h5py.Group:
+    """A group whose attributes stay in its own header (:func:`_compact_attributes`)."""
+    creation = _compact_attributes(h5py.h5p.create(h5py.h5p.GROUP_CREATE))
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=creation))
+
+
+def _compact_attributes(creation: h5py.h5p.PropOCID) -> h5py.h5p.PropOCID:
+    """Up to COMPACT_ATTRIBUTES attributes in the object's header: past HDF5's default of 8 they move to a
+    heap and an index of their own, 1.8 kB, which matters in files of 30 kB of weights."""
+    creation.set_attr_phase_change(COMPACT_ATTRIBUTES, COMPACT_ATTRIBUTES - 1)
+    return creation
 
 
 def text_value(value: str) -> np.ndarray:
@@ -203,33 +223,37 @@ def number(value, where: str, allow_infinite: bool = False, allow_nan: bool = Fa
     return float(array)
 
 
-def check_format(f: h5py.File, format_name: str, version: int, what: str) -> None:
-    """The root's ``format`` and ``format_version`` attributes must name this format and version."""
+def check_format(f: h5py.File, format_name: str, versions: tuple[int, ...], what: str) -> int:
+    """The root's ``format`` and ``format_version`` attributes must name this format and one of ``versions``;
+    returns the version."""
     if text(attr(f, "format", ""), "format") != format_name:
         raise NeuralShapesError(f"not a {what} file (format is not '{format_name}')")
     found = int(number(attr(f, "format_version", ""), "format_version"))
-    if found != version:
-        raise NeuralShapesError(f"format version {found} is not supported (this tool reads version {version})")
+    if found not in versions:
+        readable = " and ".join(str(version) for version in versions)
+        raise NeuralShapesError(f"format version {found} is not supported (this tool reads version {readable})")
+    return found
 
 
-def write_architecture(f: h5py.Group, architecture: Architecture) -> None:
-    a = f.create_group("architecture")
-    a.attrs["layer_sizes"] = np.asarray(architecture.layer_sizes, dtype=np.int64)
-    a.attrs["activation"] = text_value(architecture.activation)
-    a.attrs["output_activation"] = text_value(architecture.output_activation)
-    a.attrs["sine_w0"] = float(architecture.sine_w0)
+def write_architecture(holder: h5py.Group, architecture: Architecture) -> None:
+    """The architecture as attributes of ``holder`` (the root since format version 2)."""
+    holder.attrs["layer_sizes"] = np.asarray(architecture.layer_sizes, dtype=np.int64)
+    holder.attrs["activation"] = text_value(architecture.activation)
+    holder.attrs["output_activation"] = text_value(architecture.output_activation)
+    holder.attrs["sine_w0"] = float(architecture.sine_w0)
 
 
-def read_architecture(f: h5py.Group) -> Architecture:
-    a = group(f, "architecture")
-    sizes = np.asarray(attr(a, "layer_sizes", "architecture"))
+def read_architecture(holder: h5py.Group, where: str = "") -> Architecture:
+    """The architecture in the attributes of ``holder``, whose path ``where`` error messages name."""
+    path = f"{where}/" if where else ""
+    sizes = np.asarray(attr(holder, "layer_sizes", where))
     if sizes.ndim != 1 or not 3 <= len(sizes) <= MAX_HIDDEN_LAYERS + 2 or not np.issubdtype(sizes.dtype, np.integer):
-        raise NeuralShapesError(f"architecture/layer_sizes must list 3 to {MAX_HIDDEN_LAYERS + 2} integer sizes")
+        raise NeuralShapesError(f"{path}layer_sizes must list 3 to {MAX_HIDDEN_LAYERS + 2} integer sizes")
     width = int(sizes[1])
     if sizes[0] != 3 or sizes[-1] != 1 or not (sizes[1:-1] == width).all() or width < 1:
-        raise NeuralShapesError(f"architecture/layer_sizes {sizes.tolist()} is not 3 -> equal hidden widths -> 1")
-    activation = text(attr(a, "activation", "architecture"), "architecture/activation")
-    output_activation = text(attr(a, "output_activation", "architecture"), "architecture/output_activation")
+        raise NeuralShapesError(f"{path}layer_sizes {sizes.tolist()} is not 3 -> equal hidden widths -> 1")
+    activation = text(attr(holder, "activation", where), f"{path}activation")
+    output_activation = text(attr(holder, "output_activation", where), f"{path}output_activation")
     if activation not in ACTIVATIONS or output_activation not in OUTPUT_ACTIVATIONS:
         raise NeuralShapesError(f"unknown activation '{activation}' or output activation '{output_activation}'")
     try:  # the architecture enforces the size limits that fitting has too
@@ -238,23 +262,30 @@ def read_architecture(f: h5py.Group) -> Architecture:
             width=width,
             activation=activation,
             output_activation=output_activation,
-            sine_w0=number(attr(a, "sine_w0", "architecture"), "architecture/sine_w0"),
+            sine_w0=number(attr(holder, "sine_w0", where), f"{path}sine_w0"),
         )
     except ValueError as error:
-        raise NeuralShapesError(f"architecture/layer_sizes: {error}") from None
+        raise NeuralShapesError(f"{path}layer_sizes: {error}") from None
 
 
-def write_weights(f: h5py.Group, name: str, weights: Weights, dtype: type = np.float32) -> None:
-    """``name/layer_NN/{weight, bias}`` datasets, as ``torch.nn.Linear`` stores them."""
-    w = f.create_group(name)
-    for layer, (weight, bias) in enumerate(weights):
-        g = w.create_group(f"layer_{layer:02d}")
-        g.create_dataset("weight", data=np.asarray(weight).astype(dtype))
-        g.create_dataset("bias", data=np.asarray(bias).astype(dtype))
+def write_weights(f: h5py.Group, name: str, weights: Weights, dtype: type = np.float32) -> h5py.Dataset:
+    """One flat dataset ``name`` (P,): per layer the weight (out, in) row-major, then the bias (out,), as
+    ``torch.nn.Linear`` stores them (:func:`backend.shapes.architecture.flatten`)."""
+    creation = _compact_attributes(h5py.h5p.create(h5py.h5p.DATASET_CREATE))
+    return f.create_dataset(name, data=flatten(weights).astype(dtype), dcpl=creation)
 
 
 def read_weights(f: h5py.Group, name: str, architecture: Architecture) -> Weights:
-    """Weights of ``architecture`` from ``name/layer_NN``: exact layer set, shapes, float dtypes, finite values."""
+    """Weights of ``architecture`` from the flat dataset ``name``: its length, a float dtype, finite values."""
+    if name not in f or not isinstance(f[name], h5py.Dataset):
+        raise NeuralShapesError(f"missing dataset {name}")
+    values = _float_values(f[name], name, (architecture.parameter_count,))
+    return unflatten(architecture, values)
+
+
+def read_layered_weights(f: h5py.Group, name: str, architecture: Architecture) -> Weights:
+    """Weights of format version 1 files, ``name/layer_NN/{weight, bias}``: exact layer set, shapes, float
+    dtypes, finite values."""
     w = group(f, name)
     sizes = architecture.layer_sizes
     expected = [f"layer_{i:02d}" for i in range(len(sizes) - 1)]
@@ -263,17 +294,20 @@ def read_weights(f: h5py.Group, name: str, architecture: Architecture) -> Weight
     weights: Weights = []
     for layer, key in enumerate(expected):
         fan_in, fan_out = sizes[layer], sizes[layer + 1]
-        weight = _float_dataset(w[key], f"{name}/{key}", "weight", (fan_out, fan_in))
-        bias = _float_dataset(w[key], f"{name}/{key}", "bias", (fan_out,))
+        weight = _layer_dataset(w[key], f"{name}/{key}", "weight", (fan_out, fan_in))
+        bias = _layer_dataset(w[key], f"{name}/{key}", "bias", (fan_out,))
         weights.append((weight, bias))
     return weights
 
 
-def _float_dataset(layer: h5py.Group, where: str, key: str, shape: tuple[int, ...]) -> np.ndarray:
+def _layer_dataset(layer: h5py.Group, where: str, key: str, shape: tuple[int, ...]) -> np.ndarray:
     where = f"{where}/{key}"
     if not isinstance(layer, h5py.Group) or key not in layer or not isinstance(layer[key], h5py.Dataset):
         raise NeuralShapesError(f"missing dataset {where}")
-    dataset = layer[key]
+    return _float_values(layer[key], where, shape)
+
+
+def _float_values(dataset: h5py.Dataset, where: str, shape: tuple[int, ...]) -> np.ndarray:
     if dataset.shape != shape:
         raise NeuralShapesError(f"{where} has shape {dataset.shape}, expected {shape}")
     if dataset.dtype not in (np.float16, np.float32):
@@ -282,6 +316,11 @@ def _float_dataset(layer: h5py.Group, where: str, key: str, shape: tuple[int, ..
     if not np.isfinite(values).all():
         raise NeuralShapesError(f"{where} holds NaN or infinite values")
     return values
+
+
+def write_text_attrs(g: h5py.Group, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        g.attrs[key] = text_value(value)
 
 
 def read_text_attrs(g: h5py.Group, where: str, required: tuple[str, ...]) -> dict[str, str]:

@@ -21,20 +21,24 @@ from backend.shapes.h5_io import (
     attr,
     check_format,
     group,
+    new_group,
     new_h5_file,
     number,
     parse_h5,
     read_architecture,
+    read_layered_weights,
     read_text_attrs,
     read_weights,
     text,
     text_value,
     write_architecture,
+    write_text_attrs,
     write_weights,
 )
 
 FORMAT_NAME = "neural-shapes/neural-sdf"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; version 1 (docs/format.md) is still read
+READABLE_VERSIONS = (1, 2)
 REQUIRED_METRICS = ("surface_error", "final_loss", "chamfer", "fscore", "fit_seconds", "steps")
 QUALITY_METRICS = ("surface_error", "chamfer", "fscore")  # measured against a reference surface
 PROVENANCE_KEYS = ("source_name", "source_sha256", "tool_version", "created")
@@ -84,44 +88,49 @@ def _write(f: h5py.File, shape: NeuralShape, dtype: type) -> None:
     f.attrs["format"] = text_value(FORMAT_NAME)
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["name"] = text_value(shape.name)
+    f.attrs["family_id"] = text_value(shape.family_id)
     write_architecture(f, shape.architecture)
-    f.create_group("family").attrs["family_id"] = text_value(shape.family_id)
-    t = f.create_group("transform")
-    t.attrs["scale"] = float(shape.transform.scale)
-    t.attrs["centre"] = np.asarray(shape.transform.centre, dtype=np.float64)
-    t.create_dataset("source_to_normalised", data=shape.transform.matrix())
-    write_weights(f, "weights", shape.weights, dtype)
-    m = f.create_group("metrics")
-    for key, value in shape.metrics.items():
-        m.attrs[key] = float(value)
-    p = f.create_group("provenance")
-    for key, value in shape.provenance.items():
-        p.attrs[key] = text_value(value)
+    f.attrs["scale"] = float(shape.transform.scale)
+    f.attrs["centre"] = np.asarray(shape.transform.centre, dtype=np.float64)
+    weights = write_weights(f, "weights", shape.weights, dtype)
+    for key, value in shape.metrics.items():  # how well these weights fit: on the weights themselves
+        weights.attrs[key] = float(value)
+    write_text_attrs(new_group(f, "provenance"), shape.provenance)
 
 
 def _read(f: h5py.File) -> NeuralShape:
-    check_format(f, FORMAT_NAME, FORMAT_VERSION, "neural shape")
+    version = check_format(f, FORMAT_NAME, READABLE_VERSIONS, "neural shape")
     name = text(attr(f, "name", ""), "name")
-    architecture = read_architecture(f)
-    family_id = text(attr(group(f, "family"), "family_id", "family"), "family/family_id")
+    if version == 1:  # architecture, family, transform and metrics in groups of their own, weights per layer
+        architecture = read_architecture(group(f, "architecture"), "architecture")
+        family_id = text(attr(group(f, "family"), "family_id", "family"), "family/family_id")
+        transform = _read_transform(group(f, "transform"), "transform")
+        weights = read_layered_weights(f, "weights", architecture)
+        metrics_holder, metrics_path = group(f, "metrics"), "metrics"
+    else:
+        architecture = read_architecture(f)
+        family_id = text(attr(f, "family_id", ""), "family_id")
+        transform = _read_transform(f, "")
+        weights = read_weights(f, "weights", architecture)
+        metrics_holder, metrics_path = f["weights"], "weights"
 
-    t = group(f, "transform")
-    scale = number(attr(t, "scale", "transform"), "transform/scale")
-    centre = np.asarray(attr(t, "centre", "transform"), dtype=np.float64)
-    if not scale > 0 or centre.shape != (3,) or not np.isfinite(centre).all():
-        raise NeuralShapesError("transform must have a positive scale and a finite 3-vector centre")
-    transform = Similarity(scale=scale, centre=centre)
-
-    weights = read_weights(f, "weights", architecture)
-    m = group(f, "metrics")
     # Chamfer is infinite for a shape whose zero level set is empty: a valid, if poor, result. Quality
     # metrics are NaN for a shape made without a reference surface (a weight-space in-between).
     metrics = {
-        key: number(m.attrs[key], f"metrics/{key}", allow_infinite=True, allow_nan=key in QUALITY_METRICS)
-        for key in m.attrs
+        key: number(value, f"{metrics_path}/{key}", allow_infinite=True, allow_nan=key in QUALITY_METRICS)
+        for key, value in metrics_holder.attrs.items()
     }
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
-        raise NeuralShapesError(f"metrics lack {', '.join(missing)}")
+        raise NeuralShapesError(f"{metrics_path} lacks the metrics {', '.join(missing)}")
     provenance = read_text_attrs(group(f, "provenance"), "provenance", PROVENANCE_KEYS)
     return NeuralShape(name, architecture, family_id, weights, transform, metrics, provenance)
+
+
+def _read_transform(holder: h5py.Group, where: str) -> Similarity:
+    path = f"{where}/" if where else ""
+    scale = number(attr(holder, "scale", where), f"{path}scale")
+    centre = np.asarray(attr(holder, "centre", where), dtype=np.float64)
+    if not scale > 0 or centre.shape != (3,) or not np.isfinite(centre).all():
+        raise NeuralShapesError(f"{path}scale and centre must be a positive number and a finite 3-vector")
+    return Similarity(scale=scale, centre=centre)
