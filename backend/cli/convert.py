@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from backend.cli.output import err, fail, finite_or_none, out
+from backend.cli.output import err, fail, failing_on, finite_or_none, out, progress_bar, settings_from
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitSettings
@@ -77,30 +76,14 @@ def fit(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table."""
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         architecture = Architecture.for_activation(activation, hidden_layers, width)
         chosen = resolve_family(family, architecture)
-        settings = FitSettings(
-            samples=samples,
-            beta=beta,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            target_surface_error=target,
-            max_steps=max_steps,
-            seed=seed,
-        )
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
+        settings = settings_from(FitSettings, locals(), target_surface_error=target)
     sources = find_mesh_files(paths)
     if not sources:
         fail("no mesh files found in " + ", ".join(map(str, paths)))
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=err,
-    ) as bar:
+    with progress_bar() as bar:
         tasks = {s: bar.add_task(s.name, total=settings.max_steps, status="waiting") for s in sources}
 
         def show(source: Path, event: FitProgress) -> None:

@@ -6,14 +6,15 @@ failures are one line, as in the other commands.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from backend.cli.output import err, fail, out
+from backend.cli.output import err, fail, out, progress_bar
 from backend.datasets.partials import make_partials
 from backend.datasets.procedural import CLASSES, MANIFEST_NAME, ORIENTATIONS, Manifest, make_collection
 from backend.errors import NeuralShapesError
@@ -41,21 +42,9 @@ def make_collection_command(
     """Generate closed meshes of procedural classes plus manifest.json (labels, seeds); re-running resumes."""
     chosen = [name.strip() for name in classes.split(",")] if classes is not None else None
     started = time.perf_counter()
-    # Transient: the bar goes away at the end, so an error line or the summary is what stays on stderr.
-    with Progress(
-        TextColumn("meshes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
-        task = bar.add_task("meshes", total=count)
+    with _meshes_bar(count) as show:
         try:
-            manifest = make_collection(
-                out_dir,
-                count,
-                seed,
-                chosen,
-                messy_fraction,
-                progress=lambda done, _: bar.update(task, completed=done),
-                orientation=orientation,
-            )
+            manifest = make_collection(out_dir, count, seed, chosen, messy_fraction, show, orientation=orientation)
         except ValueError as error:
             fail(str(error))
         except OSError as error:
@@ -67,6 +56,15 @@ def make_collection_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@contextmanager
+def _meshes_bar(total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A bar of meshes done on stderr, gone at the end (so an error line or the summary is what stays), and
+    the ``progress(done, total)`` callback that moves it."""
+    with progress_bar("meshes", status=False, counts=True, transient=True) as bar:
+        task = bar.add_task("meshes", total=total)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _summary(manifest: Manifest) -> Table:
@@ -94,19 +92,9 @@ def make_partials_command(
 ) -> None:
     """Partial meshes: each collection mesh minus the faces beyond a random plane or inside a random sphere; re-running resumes."""
     started = time.perf_counter()
-    with Progress(
-        TextColumn("meshes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
-        task = bar.add_task("meshes", total=None)
+    with _meshes_bar() as show:
         try:
-            manifest = make_partials(
-                collection,
-                out_dir,
-                per_mesh,
-                limit,
-                seed,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+            manifest = make_partials(collection, out_dir, per_mesh, limit, seed, progress=show)
         except NeuralShapesError as error:
             fail(str(error))
         except OSError as error:

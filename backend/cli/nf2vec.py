@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backend.cli.output import err, fail, finite_or_none, out, shape_files
+from backend.cli.output import fail, finite_or_none, out, progress_bar, shape_files
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
 from backend.fitting.batched import fit_shapes
@@ -182,9 +181,7 @@ def _read(path: Path) -> NeuralShape:
 
 def _run(model: str, operation: Callable[[Nf2vecTools, OperationProgress], list[NeuralShape]]) -> list[NeuralShape]:
     """Load the model and run ``operation`` with a progress bar on stderr; a one-line error exits 1."""
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
+    with progress_bar(status=False, transient=True) as bar:
         task = bar.add_task("loading the nf2vec model", total=1.0)
 
         def report(fraction: float, message: str) -> None:

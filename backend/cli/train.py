@@ -23,9 +23,8 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backend.cli.output import err, fail, out, shape_files
+from backend.cli.output import err, fail, failing_on, out, print_result, progress_bar, settings_from, shape_files
 from backend.datasets.partials import read_partials_manifest
 from backend.datasets.procedural import MANIFEST_NAME, read_manifest
 from backend.errors import NeuralShapesError
@@ -78,6 +77,15 @@ Collection = Annotated[
 Seed = Annotated[int, typer.Option(help="Seed of the initial network and the draws.")]
 ShapesFamily = Annotated[str, typer.Option(help="The shapes' model family: 'default' (bundled), or a FAMILY.h5.")]
 SamplesPerShape = Annotated[int, typer.Option(help="Importance samples cached per source mesh.")]
+SamplesCache = Annotated[
+    Path | None,
+    typer.Option(
+        help="Samples cache file (default: samples-N-uniformF-seedS.h5 in the collection folder, which train-nf2vec, "
+        "train-latent and train-latent-encoder share); meshes cached there may be absent."
+    ),
+]
+Steps = Annotated[int, typer.Option(help="Training steps.")]
+LearningRate = Annotated[float, typer.Option(help="AdamW learning rate.")]
 
 
 def meta_train_command(
@@ -101,7 +109,7 @@ def meta_train_command(
     seed: Annotated[int, typer.Option(help="Seed of the starting weights and of the task draws.")] = DEFAULTS.seed,
 ) -> None:
     """Meta-train a family: initial weights + per-parameter inner learning rates for few-step fitting."""
-    try:
+    with failing_on():
         manifest = read_manifest(collection)
         excluded = [c for c in exclude_classes.split(",") if c]
         unknown = sorted(set(excluded) - set(manifest.classes))
@@ -112,27 +120,10 @@ def meta_train_command(
         paths = manifest.mesh_paths(exclude=excluded)
         if not paths:
             raise NeuralShapesError(f"{collection}: no meshes left to train on")
-        settings = MetaSettings(
-            inner_steps=inner_steps,
-            inner_batch=inner_batch,
-            meta_batch=meta_batch,
-            outer_steps=steps,
-            outer_learning_rate=learning_rate,
-            samples_per_shape=samples_per_shape,
-            first_order=first_order,
-            seed=seed,
-        )
-    except NeuralShapesError as error:
-        fail(str(error))
+        settings = settings_from(MetaSettings, locals(), outer_steps=steps, outer_learning_rate=learning_rate)
     cache = manifest.root / f"samples-{samples_per_shape}-seed{seed}.h5"
     checkpoint = output.with_name(output.name + ".checkpoint.safetensors")
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=err,
-    ) as bar:
+    with progress_bar() as bar:
         sampling = bar.add_task("sampling", total=len(paths), status="")
         training = bar.add_task("meta-training", total=steps, status="")
 
@@ -149,11 +140,9 @@ def meta_train_command(
                     err.print(f"meta-train: {status}", highlight=False)
             bar.update(training, completed=event.step, status=status)
 
-        try:
+        with failing_on():
             samples = collection_samples(paths, cache, settings, progress=show)
             family = meta_train(samples, output, settings, name=name, checkpoint=checkpoint, progress=show)
-        except NeuralShapesError as error:
-            fail(str(error))
     checkpoint.unlink(missing_ok=True)
     out.print(
         f"wrote {output}: family {family.family_id}, {family.inner_steps} inner steps, "
@@ -169,17 +158,12 @@ def train_nf2vec_command(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="The model folder to write (config.json + weights.safetensors).")
     ],
-    steps: Annotated[int, typer.Option(help="Training steps.")] = SETTINGS.steps,
+    steps: Steps = SETTINGS.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = SETTINGS.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Query points per shape per step.")] = SETTINGS.points_per_shape,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = SETTINGS.learning_rate,
+    learning_rate: LearningRate = SETTINGS.learning_rate,
     samples_per_shape: SamplesPerShape = SETTINGS.samples_per_shape,
-    samples_cache: Annotated[
-        Path | None,
-        typer.Option(
-            help="Samples cache file (default: samples-N-uniformF-seedS.h5 in the collection folder); meshes cached there may be absent."
-        ),
-    ] = None,
+    samples_cache: SamplesCache = None,
     paper_sizes: Annotated[
         bool,
         typer.Option("--paper-sizes", help="The paper's sizes: encoder 512,512,1024, embedding 1024, decoder 4x512."),
@@ -209,7 +193,7 @@ def train_nf2vec_command(
     seed: Annotated[int, typer.Option(help="Seed of the initial networks, the draws and the samples.")] = SETTINGS.seed,
 ) -> None:
     """Train nf2vec: an encoder from shape weights to embeddings, with an implicit decoder."""
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         sizes = (
             Nf2vecConfig.paper()
             if paper_sizes
@@ -222,24 +206,12 @@ def train_nf2vec_command(
             )
         )
         config = replace(sizes, loss=loss, relative_to_family=not absolute_weights)
-        settings = TrainSettings(
-            steps=steps,
-            shapes_per_step=shapes_per_step,
-            points_per_shape=points_per_shape,
-            learning_rate=learning_rate,
-            samples_per_shape=samples_per_shape,
-            seed=seed,
-        )
+        settings = settings_from(TrainSettings, locals())
         shapes, chosen = _shapes_of_one_family(paths, family)
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
     cache = samples_cache or _default_cache(collection, samples_per_shape, settings.uniform_fraction, seed)
-    with _sampling_and_training_bar("train-nf2vec", steps) as show:
-        try:
-            samples = shape_samples(shapes, collection, cache, settings, progress=show)
-            model = train_nf2vec(shapes, samples, output, chosen, config, settings, progress=show)
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _sampling_and_training_bar("train-nf2vec", steps) as show, failing_on():
+        samples = shape_samples(shapes, collection, cache, settings, progress=show)
+        model = train_nf2vec(shapes, samples, output, chosen, config, settings, progress=show)
     out.print(
         f"wrote {output}: nf2vec for family {model.family_id}, {len(shapes)} shapes, {model.training['steps']} steps, "
         f"loss {model.training['final_loss']:.4f}, {model.training['seconds']} s of training"
@@ -261,7 +233,7 @@ def train_latent_command(
         ),
     ],
     k: Annotated[int, typer.Option("--k", help="Latent size (needs at least k + 1 fitted shapes).")] = LATENT.k,
-    steps: Annotated[int, typer.Option(help="Training steps.")] = LATENT.steps,
+    steps: Steps = LATENT.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Shapes per step.")] = LATENT.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Sample points per shape per step.")] = LATENT.points_per_shape,
     subspace_learning_rate: Annotated[
@@ -281,53 +253,30 @@ def train_latent_command(
         ),
     ] = None,
     samples_per_shape: SamplesPerShape = LATENT.samples_per_shape,
-    samples_cache: Annotated[
-        Path | None,
-        typer.Option(help="Samples cache file (default: the one train-nf2vec uses in the collection folder)."),
-    ] = None,
+    samples_cache: SamplesCache = None,
     family: ShapesFamily = "default",
     seed: Annotated[int, typer.Option(help="Seed of the draws and the samples.")] = LATENT.seed,
 ) -> None:
     """Train a latent family w(z) = theta + z B of the shapes' nets (an auto-decoder; resumes an interrupted run)."""
-    try:
-        settings = LatentSettings(
-            k=k,
-            steps=steps,
-            shapes_per_step=shapes_per_step,
-            points_per_shape=points_per_shape,
-            subspace_learning_rate=subspace_learning_rate,
-            latent_learning_rate=latent_learning_rate,
-            prior_weight=prior_weight,
-            weight_pull=weight_pull,
-            samples_per_shape=samples_per_shape,
-            seed=seed,
-        )
+    with failing_on(ValueError, NeuralShapesError):
+        settings = settings_from(LatentSettings, locals())
         shapes, chosen = _shapes_of_one_family(paths, family)
         check_latent_size(k, len(shapes))  # before sampling, which can take minutes
         if (output / FAMILY_NAME).exists():
             read_folder_family(output, chosen.family_id)  # a folder of another family: one line naming it
         manifest = read_manifest(collection) if (collection / MANIFEST_NAME).is_file() else None
         extra = find_mesh_files(unfitted or [])
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
     cache = samples_cache or _default_cache(collection, samples_per_shape, settings.uniform_fraction, seed)
-    with _sampling_and_training_bar("train-latent", steps) as show:
-        try:
-            data = latent_training_data(shapes, collection, cache, settings, extra, manifest, progress=show)
-            latent = train_latent(data, output, chosen.family_id, chosen.architecture, settings, progress=show)
-            write_folder_family(
-                output, chosen
-            )  # the folder then holds (or names) the base family its latents decode to
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _sampling_and_training_bar("train-latent", steps) as show, failing_on():
+        data = latent_training_data(shapes, collection, cache, settings, extra, manifest, progress=show)
+        latent = train_latent(data, output, chosen.family_id, chosen.architecture, settings, progress=show)
+        write_folder_family(output, chosen)  # the folder then holds (or names) the base family its latents decode to
     record = latent.training
     classes = f", prior of {len(latent.prior.class_names)} classes" if latent.prior.class_names else ""
-    out.print(
+    print_result(
         f"wrote {output / 'latent.safetensors'}: latent family k {latent.k} of family {latent.family_id}, "
         f"{record['shapes']} shapes ({record['fitted_shapes']} fitted){classes}, {record['steps']} steps, "
         f"loss {record['final_loss']:.4f}, {record['seconds']} s of training",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -351,10 +300,10 @@ def train_latent_encoder_command(
             help="Other fits (other seeds) of the same meshes (files or folders, repeatable); each learns its first fit's latent."
         ),
     ] = None,
-    steps: Annotated[int, typer.Option(help="Training steps.")] = ENCODER.steps,
+    steps: Steps = ENCODER.steps,
     shapes_per_step: Annotated[int, typer.Option(help="Nets per step.")] = ENCODER.shapes_per_step,
     points_per_shape: Annotated[int, typer.Option(help="Sample points per net per step.")] = ENCODER.points_per_shape,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = ENCODER.learning_rate,
+    learning_rate: LearningRate = ENCODER.learning_rate,
     encoder_stages: Annotated[
         str, typer.Option(help="Comma-separated sizes of the encoder stages before the head to k.")
     ] = ",".join(map(str, ENCODER.stages)),
@@ -362,49 +311,32 @@ def train_latent_encoder_command(
         float, typer.Option(help="Fraction of the nets drawn that are turned by a random yaw.")
     ] = ENCODER.yaw_fraction,
     samples_per_shape: SamplesPerShape = ENCODER.samples_per_shape,
-    samples_cache: Annotated[
-        Path | None,
-        typer.Option(help="Samples cache file (default: the one train-latent uses in the collection folder)."),
-    ] = None,
+    samples_cache: SamplesCache = None,
     family: ShapesFamily = "default",
     seed: Annotated[
         int, typer.Option(help="Seed of the encoder's initial weights, the draws and the samples.")
     ] = ENCODER.seed,
 ) -> None:
     """Distil nf2vec's weight encoder into the latent family: weights -> z (resumes an interrupted run)."""
-    try:
-        settings = EncoderSettings(
-            stages=tuple(int(size) for size in encoder_stages.split(",") if size),
-            steps=steps,
-            shapes_per_step=shapes_per_step,
-            points_per_shape=points_per_shape,
-            learning_rate=learning_rate,
-            yaw_fraction=yaw_fraction,
-            samples_per_shape=samples_per_shape,
-            seed=seed,
+    with failing_on(ValueError, NeuralShapesError):
+        settings = settings_from(
+            EncoderSettings, locals(), stages=tuple(int(size) for size in encoder_stages.split(",") if size)
         )
         if not settings.stages:
             raise ValueError("--encoder-stages needs at least one size")
         shapes, chosen = _shapes_of_one_family(paths, family)
         refit_shapes = _shapes_of_one_family(refits, family)[0] if refits else []
         latent = load_latent(model, chosen.family_id)
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
     cache = samples_cache or _default_cache(collection, samples_per_shape, settings.uniform_fraction, seed)
-    with _sampling_and_training_bar("train-latent-encoder", steps) as show:
-        try:
-            data = latent_encoder_data(shapes, latent, collection, cache, settings, refit_shapes, progress=show)
-            encoder = train_latent_encoder(data, latent, chosen, model, settings, progress=show)
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _sampling_and_training_bar("train-latent-encoder", steps) as show, failing_on():
+        data = latent_encoder_data(shapes, latent, collection, cache, settings, refit_shapes, progress=show)
+        encoder = train_latent_encoder(data, latent, chosen, model, settings, progress=show)
     record = encoder.training
     inputs = record["inputs"]
-    out.print(
+    print_result(
         f"wrote {model / 'latent_encoder.safetensors'}: encoder to the k {encoder.k} latents of family {encoder.family_id}, "
         f"{record['shapes']} shapes ({inputs['fitted']} fitted, {inputs['refits']} re-fits, {inputs['decoded']} decoded nets), "
         f"{record['steps']} steps, field L1 {record['final_loss']:.4f}, {record['seconds']} s of training",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -424,13 +356,7 @@ def _default_cache(collection: Path, samples_per_shape: int, uniform_fraction: f
 @contextmanager
 def _sampling_and_training_bar(command: str, steps: int) -> Iterator[Callable[[Nf2vecProgress | LatentProgress], None]]:
     """Bars for sampling meshes and training on stderr, and the callback that moves them (a line per report in a log)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=err,
-    ) as bar:
+    with progress_bar() as bar:
         sampling = bar.add_task("sampling", total=None, status="")
         training = bar.add_task("training", total=steps, status="")
 
@@ -454,7 +380,7 @@ def build_neighbour_decoder_command(
     k: Annotated[int, typer.Option("-k", help="Anchors blended per decoded embedding.")] = NeighbourSettings.k,
 ) -> None:
     """Keep the shapes as anchors of the neighbour decoder (neighbours.safetensors in the model folder)."""
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         shapes, embeddings = _embedded(model_dir, paths)
         decoder = build_neighbour_decoder(
             embeddings,
@@ -464,13 +390,9 @@ def build_neighbour_decoder_command(
             NeighbourSettings(k=k),
         )
         path = save_neighbour_decoder(model_dir, decoder)
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
-    out.print(
+    print_result(
         f"wrote {path}: neighbour decoder over {len(shapes)} anchors, k {k}, "
         f"temperature {decoder.training['temperature']:.4g}",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -491,24 +413,17 @@ def train_gan_command(
     """Train a latent GAN that generates embeddings (gan.safetensors in the model folder)."""
     if conditional and collection is None:
         fail("a conditional GAN needs --collection for the shapes' classes (or pass --unconditional)")
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         settings = LatentGanSettings(steps=steps, seed=seed)
         shapes, embeddings = _embedded(model_dir, paths)
         labels, class_names = shape_classes(shapes, read_manifest(collection)) if conditional else (None, None)
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
-    with _training_bar("train-gan") as show:
-        try:
-            gan = train_latent_gan(embeddings, labels, class_names, settings, progress=show)
-            path = save_gan(model_dir, gan)
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _training_bar("train-gan") as show, failing_on():
+        gan = train_latent_gan(embeddings, labels, class_names, settings, progress=show)
+        path = save_gan(model_dir, gan)
     kind = f"conditional on {len(gan.class_names)} classes" if gan.class_names else "unconditional"
-    out.print(
+    print_result(
         f"wrote {path}: latent GAN ({kind}) on {len(shapes)} embeddings, {gan.training['steps']} steps, "
         f"Wasserstein estimate {gan.training['final_wasserstein']:.4f}, {gan.training['seconds']} s",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -531,24 +446,17 @@ def train_z_gan_command(
     seed: Seed = Z_GAN_SETTINGS.seed,
 ) -> None:
     """Train the class-conditional GAN on the latent family's z (z_gan.safetensors; resumes an interrupted run)."""
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         settings = replace(Z_GAN_SETTINGS, steps=steps, seed=seed)
         latent = load_latent(model_dir)
         labels = training_labels(latent, collection)
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
-    with _training_bar("train-z-gan") as show:
-        try:
-            z_gan = train_z_gan(latent, model_dir, labels, settings, progress=show)
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _training_bar("train-z-gan") as show, failing_on():
+        z_gan = train_z_gan(latent, model_dir, labels, settings, progress=show)
     record = z_gan.gan.training
-    out.print(
+    print_result(
         f"wrote {model_dir / Z_GAN_NAME}: GAN on the k {latent.k} latents of {record['embeddings']} shapes, "
         f"{len(z_gan.class_names)} classes, {record['steps']} steps, Wasserstein estimate {record['final_wasserstein']:.4f}, "
         f"{record['seconds']} s",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -560,24 +468,17 @@ def train_classifier_command(
     seed: Seed = CLASSIFIER.seed,
 ) -> None:
     """Train a classifier of embeddings (classifier.safetensors in the model folder)."""
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         settings = ClassifierSettings(epochs=epochs, seed=seed)
         shapes, embeddings = _embedded(model_dir, paths)
         labels, class_names = shape_classes(shapes, read_manifest(collection))
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
-    with _training_bar("train-classifier") as show:
-        try:
-            classifier = train_classifier(embeddings, labels, class_names, settings, progress=show)
-            path = save_classifier(model_dir, classifier)
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _training_bar("train-classifier") as show, failing_on():
+        classifier = train_classifier(embeddings, labels, class_names, settings, progress=show)
+        path = save_classifier(model_dir, classifier)
     record = classifier.training
-    out.print(
+    print_result(
         f"wrote {path}: classifier of {len(class_names)} classes on {len(shapes)} embeddings, train accuracy "
         f"{record['train_accuracy']:.1%}, loss {record['final_loss']:.4f}, {record['seconds']} s",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -596,32 +497,25 @@ def train_completion_command(
     seed: Seed = TRANSFER.seed,
 ) -> None:
     """Train the completion network: partial shape embedding -> complete shape embedding (transfer.safetensors in the model folder)."""
-    try:
+    with failing_on(ValueError, NeuralShapesError):
         settings = TransferSettings(epochs=epochs, seed=seed)
         model = load_model(model_dir)
         pairs = completion_pairs(
             _read_shapes([partials]), _read_shapes([complete]), read_partials_manifest(partials_manifest)
         )
         inputs, targets = embed(model, pairs.partial), embed(model, pairs.complete)
-    except (ValueError, NeuralShapesError) as error:
-        fail(str(error))
     if pairs.unpaired:
         err.print(
             f"left out {len(pairs.unpaired)} partial shape(s) without a complete one, the first '{pairs.unpaired[0]}'",
             highlight=False,
         )
-    with _training_bar("train-completion") as show:
-        try:
-            transfer = train_transfer(inputs, targets, settings, progress=show)
-            path = save_transfer(model_dir, transfer)
-        except NeuralShapesError as error:
-            fail(str(error))
+    with _training_bar("train-completion") as show, failing_on():
+        transfer = train_transfer(inputs, targets, settings, progress=show)
+        path = save_transfer(model_dir, transfer)
     record = transfer.training
-    out.print(
+    print_result(
         f"wrote {path}: completion network on {len(pairs.partial)} pairs, mean squared error {record['mse']:.4g} "
         f"(partial embeddings unchanged: {record['identity_mse']:.4g}), {record['seconds']} s",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
@@ -639,9 +533,7 @@ def _embedded(model_dir: Path, paths: list[Path]) -> tuple[list[NeuralShape], np
 @contextmanager
 def _training_bar(command: str) -> Iterator[Callable[[TaskProgress], None]]:
     """A progress bar on stderr and the callback that moves it (a line per report when stderr is a log)."""
-    with Progress(
-        TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err
-    ) as bar:
+    with progress_bar("training") as bar:
         task = bar.add_task("training", total=None, status="")
 
         def show(event: TaskProgress) -> None:
