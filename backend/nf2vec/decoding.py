@@ -180,6 +180,19 @@ def derived_provenance(
     for shape in inputs:
         for weight, bias in shape.weights:
             digest.update(weight.tobytes() + bias.tobytes())
+    return operation_provenance(operation, source_name, inputs, digest, {"nf2vec_model": model.model_id}, details)
+
+
+def operation_provenance(
+    operation: str,
+    source_name: str,
+    inputs: list[NeuralShape],
+    digest: hashlib._Hash,
+    made_with: dict[str, str],
+    details: dict[str, str],
+) -> dict[str, str]:
+    """The provenance fields of a shape an operation made (``made_with``: the model it used). ``digest``, fed
+    the operation and the inputs' weights, takes the details too and becomes ``source_sha256``."""
     for key in sorted(details):
         digest.update(f"{key}={details[key]}".encode())
     return {
@@ -189,6 +202,6 @@ def derived_provenance(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "operation": operation,
         "inputs": ",".join(shape.name for shape in inputs),
-        "nf2vec_model": model.model_id,
+        **made_with,
         **details,
     }

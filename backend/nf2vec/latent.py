@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from backend.errors import NeuralShapesError
+from backend.nf2vec.resumable import read_versioned
 from backend.shapes.architecture import Architecture, Weights
-from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.checkpoints import save_tensors
 from backend.shapes.network import batched_forward
 
 FORMAT = "neural-shapes/nf2vec-latent"
@@ -264,12 +265,7 @@ def load_latent(folder: Path, family_id: str | None = None) -> LatentFamily:
     one-line :class:`NeuralShapesError` naming the file.
     """
     path = Path(folder) / LATENT_NAME
-    data = load_tensors(path, "not a valid latent family file")
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise NeuralShapesError(
-            f"{path}: not a latent family file (format {data.get('format')!r} version "
-            f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})"
-        )
+    data = read_versioned(path, "latent family", FORMAT, VERSION)
     if family_id is not None and data.get("family_id") != family_id:
         raise NeuralShapesError(f"{path}: a latent family of family {data.get('family_id')}, not of {family_id}")
     try:

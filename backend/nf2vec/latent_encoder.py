@@ -23,10 +23,8 @@ Points are in the normalised frame; signed distances are negative inside.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
@@ -41,12 +39,13 @@ from backend.errors import NeuralShapesError, check_cancel
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
 from backend.nf2vec.latent_training import LatentProgress, sampled_shapes
+from backend.nf2vec.resumable import LossReports, checkpoint_key, read_versioned, resume_checkpoint
 from backend.nf2vec.training import (
     ShapeSamples,
     _draw,  # train-nf2vec's draw of a shape's mesh samples, shared
 )
 from backend.shapes.architecture import Architecture, ModelFamily
-from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.checkpoints import save_tensors
 from backend.shapes.frame import CUBE_HALF_SIZE
 from backend.shapes.shape_file import NeuralShape
 from backend.torch_device import training_device
@@ -296,16 +295,14 @@ def train_latent_encoder(
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = output / CHECKPOINT_NAME
     run_key = _run_key(data, encoder, settings)
-    step, seconds, loss_value = 0, 0.0, float("nan")
-    if checkpoint.exists():
-        step, seconds, loss_value = _resume(checkpoint, run_key, encoder.net, optimizer, generator)
+    run = LossReports.of(settings, report, LatentProgress)
+    _resume(checkpoint, run_key, run, encoder.net, optimizer, generator)
     theta, basis = latent.theta.detach().to(device), latent.basis.detach().to(device)
     inputs, targets = data.inputs.to(device), data.targets.to(device)
     count = len(data.inputs)
     batch_size = min(settings.shapes_per_step, count)
-    started, running, reported = time.perf_counter() - seconds, 0.0, 0
     encoder.net.train()
-    while step < settings.steps:
+    while run.step < settings.steps:
         check_cancel(cancel, "latent encoder training cancelled")
         batch = torch.randperm(count, generator=generator)[:batch_size]
         shape = data.shape_of_input[batch]
@@ -322,31 +319,14 @@ def train_latent_encoder(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
-        running, reported = running + field_l1.item(), reported + 1
-        if step % settings.report_every == 0 or step == settings.steps:
-            loss_value, running, reported = running / reported, 0.0, 0
-            report(LatentProgress("training", step, settings.steps, loss_value))
-        if step % settings.checkpoint_every == 0 and step < settings.steps:
-            save_tensors(
-                checkpoint,
-                {
-                    "run": run_key,
-                    "step": step,
-                    "seconds": time.perf_counter() - started,
-                    "loss": loss_value,
-                    "encoder": encoder.net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                },
-            )
+        if run.step_done(field_l1.item()):
+            state = {"encoder": encoder.net.state_dict(), "optimizer": optimizer.state_dict()}
+            save_tensors(checkpoint, {**run.checkpoint(run_key), **state, "generator": generator.get_state()})
     encoder.net.eval().cpu()
     encoder.reference = encoder.reference.cpu()
     encoder.class_means = encoded_class_means(encoder, latent, data)
     encoder.training = {
-        "steps": step,
-        "seconds": round(time.perf_counter() - started, 1),
-        "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
+        **run.record(),
         "shapes": len(data.names),
         "inputs": dict(data.counts),
         "settings": asdict(settings),
@@ -358,45 +338,32 @@ def train_latent_encoder(
 
 def _run_key(data: EncoderTrainingData, encoder: LatentEncoder, settings: EncoderSettings) -> str:
     """What a checkpoint must match to be resumed: inputs, targets, latent family and settings (not the step count)."""
-    kept = {
-        key: value
-        for key, value in asdict(settings).items()
-        if key not in ("steps", "checkpoint_every", "report_every")
-    }
     digest = hashlib.sha256(
         data.inputs.numpy().tobytes() + data.targets.numpy().tobytes() + data.shape_of_input.numpy().tobytes()
     ).hexdigest()
-    return json.dumps(
-        {
-            "settings": kept,
-            "shapes": data.names,
-            "inputs": digest,
-            "family": encoder.family_id,
-            "latent": encoder.latent_digest,
-            "meshes": data.samples.meshes.names,
-            "mesh_of_shape": data.samples.mesh_of_shape.tolist(),
-        },
-        sort_keys=True,
+    meshes = {"meshes": data.samples.meshes.names, "mesh_of_shape": data.samples.mesh_of_shape.tolist()}
+    return checkpoint_key(
+        settings, shapes=data.names, inputs=digest, family=encoder.family_id, latent=encoder.latent_digest, **meshes
     )
 
 
 def _resume(
-    path: Path, run_key: str, net: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> tuple[int, float, float]:
-    """Load a checkpoint into the net, optimiser and generator: (step, seconds so far, last reported loss)."""
-    failure = "not a valid latent encoder checkpoint"
-    state = load_tensors(path, failure)
-    if state.get("run") != run_key:
-        raise NeuralShapesError(
-            f"{path}: checkpoint of another run (shapes, latents or settings differ); delete it or pass the same ones"
-        )
-    try:
+    path: Path,
+    run_key: str,
+    run: LossReports,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
+    """Load the checkpoint, if there is one, into the run's bookkeeping, the net, optimiser and generator."""
+
+    def restore(state: dict) -> None:
         net.load_state_dict(state["encoder"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        return int(state["step"]), float(state["seconds"]), float(state["loss"])
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise NeuralShapesError(f"{path}: {failure} ({type(error).__name__}: {error})".splitlines()[0]) from None
+        run.resume(state)
+
+    resume_checkpoint(path, run_key, "latent encoder", "shapes, latents or settings", restore)
 
 
 # --- using it ----------------------------------------------------------------------------------------
@@ -509,12 +476,7 @@ def load_latent_encoder(folder: Path, latent: LatentFamily) -> LatentEncoder:
     another family or distilled into another latent family, or weights that do not fit, is a one-line
     :class:`NeuralShapesError` naming the file."""
     path = Path(folder) / ENCODER_NAME
-    data = load_tensors(path, "not a valid latent encoder file")
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise NeuralShapesError(
-            f"{path}: not a latent encoder file (format {data.get('format')!r} version "
-            f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})"
-        )
+    data = read_versioned(path, "latent encoder", FORMAT, VERSION)
     if data.get("family_id") != latent.family_id:
         raise NeuralShapesError(
             f"{path}: a latent encoder of family {data.get('family_id')}, not of {latent.family_id}"

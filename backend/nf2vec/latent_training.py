@@ -20,10 +20,8 @@ removed at the end, so an interrupted run resumes and ends exactly as an uninter
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from backend.datasets.procedural import Manifest
 from backend.errors import NeuralShapesError, check_cancel
 from backend.fitting.meta_learning import CollectionSamples, MetaProgress, MetaSettings, collection_samples
 from backend.nf2vec.latent import LatentFamily, estimate_prior, flat_forward, flatten, save_latent
+from backend.nf2vec.resumable import LossReports, checkpoint_key, resume_checkpoint
 from backend.nf2vec.training import (
     Nf2vecProgress,
     ShapeSamples,
@@ -45,7 +44,7 @@ from backend.nf2vec.training import (
     shape_samples,
 )
 from backend.shapes.architecture import Architecture
-from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.checkpoints import save_tensors
 from backend.shapes.shape_file import NeuralShape
 from backend.torch_device import training_device
 
@@ -244,14 +243,11 @@ def train_latent(
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = output / CHECKPOINT_NAME
     run_key = _run_key(data, family_id, settings)
-    step, seconds, loss_value = 0, 0.0, float("nan")
-    if checkpoint.exists():
-        step, seconds, loss_value = _resume(
-            checkpoint, run_key, [theta, basis, latents], subspace_optimizer, latent_optimizer, generator
-        )
+    run = LossReports.of(settings, report, LatentProgress)
+    optimizers = {"subspace_optimizer": subspace_optimizer, "latent_optimizer": latent_optimizer}
+    _resume(checkpoint, run_key, run, [theta, basis, latents], optimizers, generator)
     batch_size = min(settings.shapes_per_step, count)
-    started, running, reported = time.perf_counter() - seconds, 0.0, 0
-    while step < settings.steps:
+    while run.step < settings.steps:
         check_cancel(cancel, "latent training cancelled")
         batch = torch.randperm(count, generator=generator)[:batch_size]
         points, sdf = (tensor.to(device) for tensor in _draw(data.samples, batch, settings.points_per_shape, generator))
@@ -269,26 +265,12 @@ def train_latent(
         loss.backward()
         subspace_optimizer.step()
         latent_optimizer.step()
-        step += 1
-        running, reported = running + data_loss.item(), reported + 1
-        if step % settings.report_every == 0 or step == settings.steps:
-            loss_value, running, reported = running / reported, 0.0, 0
-            report(LatentProgress("training", step, settings.steps, loss_value))
-        if step % settings.checkpoint_every == 0 and step < settings.steps:
+        if run.step_done(data_loss.item()):
+            state = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
+            tensors = [theta.detach(), basis.detach(), latents.detach()]
             save_tensors(
-                checkpoint,
-                {
-                    "run": run_key,
-                    "step": step,
-                    "seconds": time.perf_counter() - started,
-                    "loss": loss_value,
-                    "tensors": [theta.detach(), basis.detach(), latents.detach()],
-                    "subspace_optimizer": subspace_optimizer.state_dict(),
-                    "latent_optimizer": latent_optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                },
+                checkpoint, {**run.checkpoint(run_key), "tensors": tensors, **state, "generator": generator.get_state()}
             )
-    seconds = time.perf_counter() - started
     trained = latents.detach().cpu().clone()
     latent = LatentFamily(
         family_id,
@@ -299,9 +281,7 @@ def train_latent(
         trained,
         list(data.names),
         {
-            "steps": step,
-            "seconds": round(seconds, 1),
-            "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
+            **run.record(),
             "shapes": count,
             "fitted_shapes": int(data.fitted.sum()),
             "settings": asdict(settings),
@@ -315,50 +295,32 @@ def train_latent(
 
 def _run_key(data: LatentTrainingData, family_id: str, settings: LatentSettings) -> str:
     """What a checkpoint must match to be resumed: shapes, their fitted weights, classes and settings (not the step count)."""
-    kept = {
-        key: value
-        for key, value in asdict(settings).items()
-        if key not in ("steps", "checkpoint_every", "report_every")
-    }
     digest = hashlib.sha256(data.weights.numpy().tobytes() + data.fitted.numpy().tobytes()).hexdigest()
-    return json.dumps(
-        {
-            "settings": kept,
-            "shapes": data.names,
-            "weights": digest,
-            "family": family_id,
-            "meshes": data.samples.meshes.names,
-            "mesh_of_shape": data.samples.mesh_of_shape.tolist(),
-        },
-        sort_keys=True,
-    )
+    meshes = {"meshes": data.samples.meshes.names, "mesh_of_shape": data.samples.mesh_of_shape.tolist()}
+    return checkpoint_key(settings, shapes=data.names, weights=digest, family=family_id, **meshes)
 
 
 def _resume(
     path: Path,
     run_key: str,
+    run: LossReports,
     tensors: list[torch.Tensor],
-    subspace_optimizer: torch.optim.Optimizer,
-    latent_optimizer: torch.optim.Optimizer,
+    optimizers: dict[str, torch.optim.Optimizer],
     generator: torch.Generator,
-) -> tuple[int, float, float]:
-    """Load a checkpoint into the tensors, optimisers and generator: (step, seconds so far, last reported loss)."""
-    failure = "not a valid latent training checkpoint"
-    state = load_tensors(path, failure)
-    if state.get("run") != run_key:
-        raise NeuralShapesError(
-            f"{path}: checkpoint of another run (shapes or settings differ); delete it or pass the same ones"
-        )
-    try:
+) -> None:
+    """Load the checkpoint, if there is one, into the run's bookkeeping, the tensors, optimisers (by name) and
+    generator."""
+
+    def restore(state: dict) -> None:
         saved = state["tensors"]
         if len(saved) != len(tensors) or any(s.shape != t.shape for s, t in zip(saved, tensors)):
             raise ValueError("tensors of other shapes")
         with torch.no_grad():
             for tensor, value in zip(tensors, saved):
                 tensor.copy_(value)
-        subspace_optimizer.load_state_dict(state["subspace_optimizer"])
-        latent_optimizer.load_state_dict(state["latent_optimizer"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state[name])
         generator.set_state(state["generator"])
-        return int(state["step"]), float(state["seconds"]), float(state["loss"])
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise NeuralShapesError(f"{path}: {failure} ({type(error).__name__}: {error})".splitlines()[0]) from None
+        run.resume(state)
+
+    resume_checkpoint(path, run_key, "latent training", "shapes or settings", restore)

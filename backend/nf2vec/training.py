@@ -14,9 +14,6 @@ steps and removed at the end, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ from backend.fitting.meta_learning import CollectionSamples, MetaProgress, MetaS
 from backend.nf2vec.config import Nf2vecConfig
 from backend.nf2vec.decoder import sdf_loss
 from backend.nf2vec.model import Nf2vecModel, new_model, save_model, write_folder_family
+from backend.nf2vec.resumable import LossReports, checkpoint_key
 from backend.shapes.architecture import ModelFamily
 from backend.shapes.checkpoints import load_tensors, save_tensors
 from backend.shapes.shape_file import NeuralShape
@@ -141,37 +139,22 @@ def train_nf2vec(
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = output / CHECKPOINT_NAME
     run_key = _run_key(shapes, config, settings)
-    step, seconds, loss_value = 0, 0.0, float("nan")
-    if checkpoint.exists():
-        step, seconds, loss_value = _resume(checkpoint, run_key, model, optimizer, generator)
+    run = LossReports.of(settings, report, Nf2vecProgress)
+    _resume(checkpoint, run_key, run, model, optimizer, generator)
     model.encoder.train()
     model.decoder.train()
-    started, running, count = time.perf_counter() - seconds, 0.0, 0
-    while step < settings.steps:
+    while run.step < settings.steps:
         batch = torch.randint(len(shapes), (settings.shapes_per_step,), generator=generator)
         points, sdf = _draw(samples, batch, settings.points_per_shape, generator)
         loss = sdf_loss(model.decoder(points, model.encoder(matrices[batch])), sdf, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
-        running, count = running + loss.item(), count + 1
-        if step % settings.report_every == 0 or step == settings.steps:
-            loss_value, running, count = running / count, 0.0, 0
-            report(Nf2vecProgress("training", step, settings.steps, loss_value))
-        if step % settings.checkpoint_every == 0 and step < settings.steps:
-            _save_checkpoint(
-                checkpoint, run_key, step, time.perf_counter() - started, loss_value, model, optimizer, generator
-            )
+        if run.step_done(loss.item()):
+            _save_checkpoint(checkpoint, run.checkpoint(run_key), model, optimizer, generator)
     model.encoder.eval()
     model.decoder.eval()
-    model.training = {
-        "steps": step,
-        "seconds": round(time.perf_counter() - started, 1),
-        "final_loss": None if math.isnan(loss_value) else loss_value,  # JSON has no NaN
-        "shapes": len(shapes),
-        "settings": asdict(settings),
-    }
+    model.training = {**run.record(), "shapes": len(shapes), "settings": asdict(settings)}
     save_model(output, model)
     write_folder_family(output, family)  # the folder then holds (or names) all its operations need
     checkpoint.unlink(missing_ok=True)
@@ -227,34 +210,16 @@ def _draw(
 
 def _run_key(shapes: list[NeuralShape], config: Nf2vecConfig, settings: TrainSettings) -> str:
     """What a checkpoint must match to be resumed (the step count may grow between runs)."""
-    kept = {
-        key: value
-        for key, value in asdict(settings).items()
-        if key not in ("steps", "checkpoint_every", "report_every")
-    }
-    return json.dumps(
-        {"config": asdict(config), "settings": kept, "shapes": [s.name for s in shapes], "family": shapes[0].family_id},
-        sort_keys=True,
-    )
+    return checkpoint_key(settings, config=asdict(config), shapes=[s.name for s in shapes], family=shapes[0].family_id)
 
 
 def _save_checkpoint(
-    path: Path,
-    run_key: str,
-    step: int,
-    seconds: float,
-    loss: float,
-    model: Nf2vecModel,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    path: Path, run: dict, model: Nf2vecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> None:
     save_tensors(
         path,
         {
-            "run": run_key,
-            "step": step,
-            "seconds": seconds,
-            "loss": loss,
+            **run,
             "encoder": model.encoder.state_dict(),
             "decoder": model.decoder.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -264,9 +229,16 @@ def _save_checkpoint(
 
 
 def _resume(
-    path: Path, run_key: str, model: Nf2vecModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> tuple[int, float, float]:
-    """Load a checkpoint into the model, optimiser and generator: (step, seconds so far, last reported loss)."""
+    path: Path,
+    run_key: str,
+    run: LossReports,
+    model: Nf2vecModel,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
+    """Load the checkpoint, if there is one, into the run's bookkeeping, the model, optimiser and generator."""
+    if not path.exists():
+        return
     state = load_tensors(path, "not valid nf2vec checkpoint")
     if state.get("run") != run_key:
         raise NeuralShapesError(
@@ -277,7 +249,7 @@ def _resume(
         model.decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        return int(state["step"]), float(state["seconds"]), float(state["loss"])
+        run.resume(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise NeuralShapesError(
             f"{path}: not a valid nf2vec checkpoint ({type(error).__name__}: {error})".splitlines()[0]

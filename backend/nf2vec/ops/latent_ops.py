@@ -23,7 +23,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -31,9 +30,9 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from backend import __version__
 from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitSettings, TrainingData, train_shapes
+from backend.nf2vec.decoding import operation_provenance
 from backend.nf2vec.latent import LatentFamily, LatentPrior, flat_forward, flatten, unflatten
 from backend.nf2vec.ops.interpolation import interpolated_frame
 from backend.shapes.architecture import ModelFamily
@@ -511,18 +510,7 @@ def latent_provenance(
     digest = hashlib.sha256(f"{operation}/{identity}".encode())
     for shape in inputs:
         digest.update(flatten(shape.weights).tobytes())
-    for key in sorted(details):
-        digest.update(f"{key}={details[key]}".encode())
-    return {
-        "source_name": source_name,
-        "source_sha256": digest.hexdigest(),
-        "tool_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "operation": operation,
-        "inputs": ",".join(shape.name for shape in inputs),
-        "latent_family": identity,
-        **details,
-    }
+    return operation_provenance(operation, source_name, inputs, digest, {"latent_family": identity}, details)
 
 
 def class_probabilities(prior: LatentPrior, z: np.ndarray, class_means: torch.Tensor | None = None) -> np.ndarray:

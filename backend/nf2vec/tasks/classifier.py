@@ -31,7 +31,7 @@ from backend.nf2vec.tasks.downstream import (
     mlp,
     train_supervised,
 )
-from backend.nf2vec.tasks.task_file import TaskFile, load_task_file, save_task_file
+from backend.nf2vec.tasks.task_file import load_classes_task, save_task_file
 
 TASK = "classifier"
 
@@ -95,14 +95,7 @@ def train_classifier(
     classifier = EmbeddingClassifier(
         settings, tuple(class_names), Standardiser.of(data), _network(settings, data.shape[1], len(class_names))
     )
-    plan = Minibatches(
-        settings.epochs,
-        settings.batch_size,
-        settings.learning_rate,
-        settings.weight_decay,
-        one_cycle=True,
-        seed=settings.seed,
-    )
+    plan = Minibatches.of(settings, one_cycle=True)
     record = train_supervised(
         classifier.network, classifier.standardiser(data), targets, F.cross_entropy, plan, progress, cancel
     )
@@ -118,18 +111,7 @@ def save_classifier(folder: Path, classifier: EmbeddingClassifier) -> Path:
 
 def load_classifier(folder: Path, model: Nf2vecModel) -> EmbeddingClassifier:
     """Read ``folder/classifier.safetensors`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
-
-    def build(content: TaskFile) -> EmbeddingClassifier:
-        settings = ClassifierSettings(**content.config)
-        return EmbeddingClassifier(
-            settings,
-            tuple(content.class_names),
-            Standardiser(content.embedding_size),
-            _network(settings, content.embedding_size, len(content.class_names)),
-            content.training,
-        )
-
-    return load_task_file(folder, TASK, model, build)
+    return load_classes_task(folder, TASK, model, EmbeddingClassifier, ClassifierSettings, _network)
 
 
 def _network(settings: ClassifierSettings, embedding_size: int, classes: int) -> torch.nn.Module:

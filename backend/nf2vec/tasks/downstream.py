@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,6 +113,18 @@ class Minibatches:
     weight_decay: float
     one_cycle: bool
     seed: int
+
+    @classmethod
+    def of(cls, settings: Any, one_cycle: bool) -> Minibatches:
+        """The plan of a task's ``settings`` (its epochs, batch size, learning rate, weight decay and seed)."""
+        return cls(
+            settings.epochs,
+            settings.batch_size,
+            settings.learning_rate,
+            settings.weight_decay,
+            one_cycle,
+            settings.seed,
+        )
 
 
 def train_supervised(

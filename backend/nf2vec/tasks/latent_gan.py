@@ -45,7 +45,7 @@ from backend.nf2vec.tasks.downstream import (
     mlp,
     report_every,
 )
-from backend.nf2vec.tasks.task_file import TaskFile, load_task_file, save_task_file
+from backend.nf2vec.tasks.task_file import load_classes_task, save_task_file
 from backend.shapes.checkpoints import load_tensors, save_tensors
 
 TASK = "gan"
@@ -270,18 +270,7 @@ def save_gan(folder: Path, gan: LatentGan) -> Path:
 
 def load_gan(folder: Path, model: Nf2vecModel) -> LatentGan:
     """Read ``folder/gan.safetensors`` for ``model``'s embeddings; a bad file is a one-line :class:`NeuralShapesError`."""
-
-    def build(content: TaskFile) -> LatentGan:
-        settings = LatentGanSettings(**content.config)
-        return LatentGan(
-            settings,
-            tuple(content.class_names),
-            Standardiser(content.embedding_size),
-            generator_network(settings, content.embedding_size, len(content.class_names)),
-            content.training,
-        )
-
-    return load_task_file(folder, TASK, model, build)
+    return load_classes_task(folder, TASK, model, LatentGan, LatentGanSettings, generator_network)
 
 
 def generator_network(settings: LatentGanSettings, embedding_size: int, classes: int) -> torch.nn.Module:

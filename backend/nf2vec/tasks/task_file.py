@@ -27,7 +27,9 @@ import torch
 
 from backend.errors import NeuralShapesError
 from backend.nf2vec.model import Nf2vecModel, load_model
-from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.nf2vec.resumable import read_versioned
+from backend.nf2vec.tasks.downstream import Standardiser
+from backend.shapes.checkpoints import save_tensors
 
 FORMAT_PREFIX = "neural-shapes/nf2vec-"
 VERSION = 1
@@ -48,6 +50,7 @@ class TaskNetwork(Protocol):
 
 
 N = TypeVar("N", bound=TaskNetwork)
+S = TypeVar("S")  # a settings dataclass
 
 
 @dataclass
@@ -95,12 +98,7 @@ def load_task_file(folder: Path, task: str, model: Nf2vecModel, build: Callable[
     its parts get the saved weights and eval mode. A missing, corrupt or foreign file, another family or
     embedding size, or a config or weights that do not fit is a one-line :class:`NeuralShapesError`."""
     path = task_path(folder, task)
-    data = load_tensors(path, f"not a valid nf2vec {task} file")
-    if data.get("format") != FORMAT_PREFIX + task or data.get("version") != VERSION:
-        raise NeuralShapesError(
-            f"{path}: not an nf2vec {task} file (format {data.get('format')!r} "
-            f"version {data.get('version')!r}, expected {FORMAT_PREFIX + task!r} version {VERSION})"
-        )
+    data = read_versioned(path, f"nf2vec {task}", FORMAT_PREFIX + task, VERSION, article="an")
     if data.get("family_id") != model.family_id:
         raise NeuralShapesError(
             f"{path}: made for nf2vec embeddings of family {data.get('family_id')}, "
@@ -131,3 +129,22 @@ def load_task_file(folder: Path, task: str, model: Nf2vecModel, build: Callable[
         raise NeuralShapesError(
             f"{path}: weights and config do not fit ({type(error).__name__}: {error})".splitlines()[0]
         ) from None
+
+
+def load_classes_task(
+    folder: Path,
+    task: str,
+    model: Nf2vecModel,
+    kind: Callable[[S, tuple[str, ...], Standardiser, torch.nn.Module, dict[str, Any]], N],
+    settings_of: Callable[..., S],
+    network: Callable[[S, int, int], torch.nn.Module],
+) -> N:
+    """:func:`load_task_file` of a network on standardised embeddings and class names (the classifier, the
+    latent GAN): ``kind(settings, class_names, standardiser, network(settings, embedding_size, classes), training)``."""
+
+    def build(content: TaskFile) -> N:
+        settings = settings_of(**content.config)
+        size, classes = content.embedding_size, tuple(content.class_names)
+        return kind(settings, classes, Standardiser(size), network(settings, size, len(classes)), content.training)
+
+    return load_task_file(folder, task, model, build)

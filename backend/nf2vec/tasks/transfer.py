@@ -99,14 +99,7 @@ def train_transfer(
     transfer = TransferNet(
         settings, Standardiser.of(source), Standardiser.of(target), _network(settings, source.shape[1])
     )
-    plan = Minibatches(
-        settings.epochs,
-        settings.batch_size,
-        settings.learning_rate,
-        settings.weight_decay,
-        one_cycle=False,
-        seed=settings.seed,
-    )
+    plan = Minibatches.of(settings, one_cycle=False)
     record = train_supervised(
         transfer.network, transfer.inputs(source), transfer.targets(target), F.mse_loss, plan, progress, cancel
     )

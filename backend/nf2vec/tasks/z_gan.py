@@ -26,9 +26,10 @@ from backend.errors import NeuralShapesError
 from backend.nf2vec.latent import LatentFamily
 from backend.nf2vec.latent_encoder import latent_digest
 from backend.nf2vec.ops.latent_ops import ZSampler
+from backend.nf2vec.resumable import read_versioned
 from backend.nf2vec.tasks.downstream import Standardiser, TaskProgress
 from backend.nf2vec.tasks.latent_gan import LatentGan, LatentGanSettings, generator_network, train_latent_gan
-from backend.shapes.checkpoints import load_tensors, save_tensors
+from backend.shapes.checkpoints import save_tensors
 
 FORMAT = "neural-shapes/nf2vec-z-gan"
 VERSION = 1
@@ -169,12 +170,7 @@ def load_z_gan(folder: Path, latent: LatentFamily) -> ZGan:
     """Read ``folder/z_gan.safetensors`` for ``latent``: a missing, corrupt or foreign file, one trained for
     another latent family, or weights that do not fit, is a one-line :class:`NeuralShapesError` naming the file."""
     path = Path(folder) / Z_GAN_NAME
-    data = load_tensors(path, "not a valid z GAN file")
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise NeuralShapesError(
-            f"{path}: not a z GAN file (format {data.get('format')!r} version "
-            f"{data.get('version')!r}, expected {FORMAT!r} version {VERSION})"
-        )
+    data = read_versioned(path, "z GAN", FORMAT, VERSION)
     if data.get("latent_digest") != latent_digest(latent):
         raise NeuralShapesError(
             f"{path}: trained for another latent family than {Path(folder) / 'latent.safetensors'}; retrain it"
