@@ -65,11 +65,26 @@ _vec27 = wp.types.vector(length=27, dtype=wp.float32)  # per grid node of a stri
 _vec27i = wp.types.vector(length=27, dtype=wp.int32)
 
 
+@wp.struct
+class _Tables:
+    # Per cube edge its lower corner, upper corner and axis (as ``_EDGES``); Warp's case -> triangle tables.
+    edge_lower: wp.array(dtype=wp.int32)
+    edge_upper: wp.array(dtype=wp.int32)
+    edge_axis: wp.array(dtype=wp.int32)
+    case_range: wp.array(dtype=wp.int32)
+    triangles: wp.array(dtype=wp.int32)
+
+
 @functools.cache
-def _triangle_tables(device: str) -> tuple[wp.array, wp.array]:
-    """Warp's marching-cubes case -> triangle tables, cached per device."""
-    tables = (_MC.CASE_TO_TRI_RANGE, _MC.TRI_LOCAL_INDICES)
-    return tuple(wp.array(table, dtype=wp.int32, device=device) for table in tables)
+def _tables(device: str) -> _Tables:
+    """The cube's edge and triangle tables on ``device``, cached per device."""
+    tables = _Tables()
+    tables.edge_lower, tables.edge_upper, tables.edge_axis = (
+        wp.array([edge[i] for edge in _EDGES], dtype=wp.int32, device=device) for i in range(3)
+    )
+    tables.case_range = wp.array(_MC.CASE_TO_TRI_RANGE, dtype=wp.int32, device=device)
+    tables.triangles = wp.array(_MC.TRI_LOCAL_INDICES, dtype=wp.int32, device=device)
+    return tables
 
 
 # --- node stores ---------------------------------------------------------------------------------
@@ -88,14 +103,36 @@ class NodeState(IntEnum):
     KNOWN = 3  # evaluated (or copied from the coarser level)
 
 
+@wp.struct
+class _Nodes:
+    # A node store as kernels see it (``_Store``): its brick table, bricks per axis, and per node a value and state.
+    table: wp.array(dtype=wp.int32)
+    bricks: int
+    values: wp.array(dtype=float)
+    state: wp.array(dtype=wp.int32)
+
+
+@wp.struct
+class _Chunk:
+    # One launch's share of the cells (from ``offset``) and where it queues store nodes: its region of
+    # ``queued`` from ``base``, counted by ``counters[index]``.
+    cells: wp.array(dtype=wp.vec3i)
+    offset: int
+    index: int
+    base: int
+    counters: wp.array(dtype=wp.int32)
+    queued: wp.array(dtype=wp.int32)
+
+
 @wp.func
-def _slot(table: wp.array(dtype=wp.int32), bricks: int, n: wp.vec3i) -> int:
+def _slot(store: _Nodes, n: wp.vec3i) -> int:
     # Pool index of node n in a store; -1 when n lies outside it or its brick is not allocated.
     size = wp.static(BRICK)
+    bricks = store.bricks
     top = bricks * size
     slot = int(-1)
     if n[0] >= 0 and n[1] >= 0 and n[2] >= 0 and n[0] < top and n[1] < top and n[2] < top:
-        brick = table[((n[0] / size) * bricks + n[1] / size) * bricks + n[2] / size]
+        brick = store.table[((n[0] / size) * bricks + n[1] / size) * bricks + n[2] / size]
         if brick >= 0:
             slot = ((brick * size + n[0] % size) * size + n[1] % size) * size + n[2] % size
     return slot
@@ -116,10 +153,10 @@ def _coarse_index(cells_per_axis: int, shift: int, c: wp.vec3i) -> int:
 
 
 @wp.func
-def _corner_values(table: wp.array(dtype=wp.int32), bricks: int, values: wp.array(dtype=float), c: wp.vec3i) -> _vec8:
+def _corner_values(store: _Nodes, c: wp.vec3i) -> _vec8:
     v = _vec8()
     for k in range(8):
-        v[k] = values[_slot(table, bricks, c + _corner(k))]
+        v[k] = store.values[_slot(store, c + _corner(k))]
     return v
 
 
@@ -176,44 +213,33 @@ def _coarse_cells_kernel(cells_per_axis: int, out_cells: wp.array(dtype=wp.vec3i
 
 
 @wp.func
-def _push(i: int, chunk: int, base: int, counters: wp.array(dtype=wp.int32), out_nodes: wp.array(dtype=wp.int32)):
-    # Append node i to the queue of this launch's chunk (region from ``base``).
-    out_nodes[base + wp.atomic_add(counters, chunk, 1)] = i
+def _push(chunk: _Chunk, i: int):
+    # Append node i to the queue of this launch's chunk.
+    chunk.queued[chunk.base + wp.atomic_add(chunk.counters, chunk.index, 1)] = i
+
+
+@wp.func
+def _claim(store: _Nodes, i: int, state: int) -> bool:
+    # Move unseen node i to ``state``; whether this thread did (another may have seen it first).
+    return wp.atomic_cas(store.state, i, wp.static(NodeState.UNSEEN), state) == wp.static(NodeState.UNSEEN)
 
 
 @wp.kernel(enable_backward=False)
-def _claim_corners_kernel(
-    offset: int,
-    chunk: int,
-    per_cell: int,
-    cells: wp.array(dtype=wp.vec3i),
-    table: wp.array(dtype=wp.int32),
-    bricks: int,
-    parent_table: wp.array(dtype=wp.int32),
-    parent_bricks: int,
-    parent_values: wp.array(dtype=float),
-    use_parent: bool,
-    state: wp.array(dtype=wp.int32),
-    values: wp.array(dtype=float),
-    counters: wp.array(dtype=wp.int32),
-    out_nodes: wp.array(dtype=wp.int32),
-):
+def _claim_corners_kernel(chunk: _Chunk, store: _Nodes, parent: _Nodes, use_parent: bool):
     # Each unseen corner of a cell is copied from the parent level (all coordinates even) or queued for evaluation.
-    c = cells[offset + wp.tid()]
+    c = chunk.cells[chunk.offset + wp.tid()]
     for k in range(8):
         n = c + _corner(k)
-        i = _slot(table, bricks, n)
-        if wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.NEEDED)) == wp.static(
-            NodeState.UNSEEN
-        ):
+        i = _slot(store, n)
+        if _claim(store, i, wp.static(NodeState.NEEDED)):
             j = int(-1)
             if use_parent and (n[0] & 1) == 0 and (n[1] & 1) == 0 and (n[2] & 1) == 0:
-                j = _slot(parent_table, parent_bricks, wp.vec3i(n[0] >> 1, n[1] >> 1, n[2] >> 1))
+                j = _slot(parent, wp.vec3i(n[0] >> 1, n[1] >> 1, n[2] >> 1))
             if j >= 0:
-                values[i] = parent_values[j]
-                state[i] = wp.static(NodeState.KNOWN)
+                store.values[i] = parent.values[j]
+                store.state[i] = wp.static(NodeState.KNOWN)
             else:
-                _push(i, chunk, offset * per_cell, counters, out_nodes)
+                _push(chunk, i)
 
 
 @wp.kernel(enable_backward=False)
@@ -280,8 +306,7 @@ def _store_coarse_kernel(
 @wp.kernel(enable_backward=False)
 def _local_bound_kernel(
     cells: wp.array(dtype=wp.vec3i),
-    table: wp.array(dtype=wp.int32),
-    bricks: int,
+    store: _Nodes,
     norms: wp.array(dtype=float),
     margin: float,
     fixed: float,
@@ -295,7 +320,7 @@ def _local_bound_kernel(
     else:
         g = float(0.0)
         for k in range(8):
-            g = wp.max(g, norms[_slot(table, bricks, cells[t] + _corner(k))])
+            g = wp.max(g, norms[_slot(store, cells[t] + _corner(k))])
         out_bounds[t] = scale * wp.max(1.0, margin * g)
 
 
@@ -308,24 +333,27 @@ def _steepest(v: _vec8) -> float:
     return wp.max(x, wp.max(y, z))
 
 
+@wp.struct
+class _Bounds:
+    # Lipschitz bounds of the coarse cells (``per_axis``^3) for cells of a level ``shift`` halvings finer,
+    # raised to ``refine`` x the steepest secant slope a cell shows.
+    coarse: wp.array(dtype=float)
+    per_axis: int
+    shift: int
+    refine: float
+
+
 @wp.func
-def _cell_bound(
-    bounds: wp.array(dtype=float), cells_per_axis: int, shift: int, c: wp.vec3i, v: _vec8, refine: float, edge: float
-) -> float:
-    # The coarse cell's bound, raised to ``refine`` x the steepest secant slope seen on this cell's edges.
-    return wp.max(bounds[_coarse_index(cells_per_axis, shift, c)], refine * _steepest(v) / edge)
+def _cell_bound(bounds: _Bounds, c: wp.vec3i, v: _vec8, edge: float) -> float:
+    # The bound of cell c (corner values v, edge length ``edge``): its coarse cell's, raised by its own slopes.
+    return wp.max(bounds.coarse[_coarse_index(bounds.per_axis, bounds.shift, c)], bounds.refine * _steepest(v) / edge)
 
 
 @wp.kernel(enable_backward=False)
 def _children_kernel(
     cells: wp.array(dtype=wp.vec3i),
-    table: wp.array(dtype=wp.int32),
-    bricks: int,
-    values: wp.array(dtype=float),
-    bounds: wp.array(dtype=float),
-    coarse_cells: int,
-    shift: int,
-    refine: float,
+    store: _Nodes,
+    bounds: _Bounds,
     edge: float,
     limit: int,
     out_flags: wp.array(dtype=wp.int32),
@@ -336,9 +364,9 @@ def _children_kernel(
     # bound (raised by its own secant slopes) is passed on to the coarse cell for the finer levels.
     t = wp.tid()
     c = cells[t]
-    v = _corner_values(table, bricks, values, c)
-    bound = _cell_bound(bounds, coarse_cells, shift, c, v, refine, edge)
-    wp.atomic_max(out_bounds, _coarse_index(coarse_cells, shift, c), bound)
+    v = _corner_values(store, c)
+    bound = _cell_bound(bounds, c, v, edge)
+    wp.atomic_max(out_bounds, _coarse_index(bounds.per_axis, bounds.shift, c), bound)
     reach = bound * edge * 0.5 * wp.sqrt(3.0)
     for k in range(8):
         child = c * 2 + _corner(k)
@@ -355,65 +383,42 @@ def _compact_children_kernel(
     scan: wp.array(dtype=wp.int32),
     out_children: wp.array(dtype=wp.vec3i),
 ):
-    # Flagged children (8 per cell, in ``_corner`` order) into a list.
+    # Flagged children (8 per cell, in ``_corner`` order: its half-size cells, or a stride-2 cell's grid cells) into a list.
     t = wp.tid()
     if flags[t] != 0:
         out_children[scan[t] - 1] = cells[t / 8] * 2 + _corner(t % 8)
 
 
 @wp.kernel(enable_backward=False)
-def _mark_cells_kernel(
-    cells: wp.array(dtype=wp.vec3i), table: wp.array(dtype=wp.int32), bricks: int, out_flags: wp.array(dtype=wp.int32)
-):
-    out_flags[_slot(table, bricks, cells[wp.tid()])] = 1
+def _mark_cells_kernel(cells: wp.array(dtype=wp.vec3i), store: _Nodes, out_flags: wp.array(dtype=wp.int32)):
+    out_flags[_slot(store, cells[wp.tid()])] = 1
 
 
 @wp.func
-def _queue(
-    state: wp.array(dtype=wp.int32),
-    i: int,
-    chunk: int,
-    base: int,
-    counters: wp.array(dtype=wp.int32),
-    out_nodes: wp.array(dtype=wp.int32),
-):
+def _queue(store: _Nodes, i: int, chunk: _Chunk):
     # Queue an inferred node for evaluation (once); the plain read first spares most nodes the atomic.
-    if state[i] == wp.static(NodeState.INFERRED):  # noqa: SIM102
-        if wp.atomic_cas(state, i, wp.static(NodeState.INFERRED), wp.static(NodeState.NEEDED)) == wp.static(
+    if store.state[i] == wp.static(NodeState.INFERRED):  # noqa: SIM102
+        if wp.atomic_cas(store.state, i, wp.static(NodeState.INFERRED), wp.static(NodeState.NEEDED)) == wp.static(
             NodeState.INFERRED
         ):
-            _push(i, chunk, base, counters, out_nodes)
+            _push(chunk, i)
 
 
 @wp.kernel(enable_backward=False)
 def _resolve_grid_nodes_kernel(
-    offset: int,
-    chunk: int,
-    per_cell: int,
-    cells: wp.array(dtype=wp.vec3i),
-    band_table: wp.array(dtype=wp.int32),
-    band_bricks: int,
-    band_values: wp.array(dtype=float),
-    bounds: wp.array(dtype=float),
-    coarse_cells: int,
-    shift: int,
-    refine: float,
+    chunk: _Chunk,
+    band: _Nodes,
+    bounds: _Bounds,
     spacing: float,
     limit: int,
-    table: wp.array(dtype=wp.int32),
-    bricks: int,
-    state: wp.array(dtype=wp.int32),
-    values: wp.array(dtype=float),
-    counters: wp.array(dtype=wp.int32),
-    out_nodes: wp.array(dtype=wp.int32),
+    grid: _Nodes,
 ):
     # The 27 grid nodes of a kept stride-2 cell: its corners are copied; a node at distance d = sqrt(odd
     # coordinates) * spacing from its nearest corners takes the sign of one with |f| > L * d (value
     # sign * (|f| - L d), a lower bound); the others are queued for evaluation.
-    c = cells[offset + wp.tid()]
-    base = offset * per_cell
-    corners = _corner_values(band_table, band_bricks, band_values, c)
-    bound = _cell_bound(bounds, coarse_cells, shift, c, corners, refine, 2.0 * spacing) * spacing
+    c = chunk.cells[chunk.offset + wp.tid()]
+    corners = _corner_values(band, c)
+    bound = _cell_bound(bounds, c, corners, 2.0 * spacing) * spacing
     for ox in range(3):
         for oy in range(3):
             for oz in range(3):
@@ -423,15 +428,11 @@ def _resolve_grid_nodes_kernel(
                     and c[1] * 2 + wp.max(oy - 1, 0) <= limit
                     and c[2] * 2 + wp.max(oz - 1, 0) <= limit
                 ):
-                    i = _slot(table, bricks, c * 2 + wp.vec3i(ox, oy, oz))
+                    i = _slot(grid, c * 2 + wp.vec3i(ox, oy, oz))
                     odd = (ox & 1) + (oy & 1) + (oz & 1)
                     if odd == 0:
-                        if wp.atomic_cas(
-                            state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.KNOWN)
-                        ) == wp.static(NodeState.UNSEEN):
-                            values[i] = band_values[
-                                _slot(band_table, band_bricks, c + wp.vec3i(ox / 2, oy / 2, oz / 2))
-                            ]
+                        if _claim(grid, i, wp.static(NodeState.KNOWN)):
+                            grid.values[i] = band.values[_slot(band, c + wp.vec3i(ox / 2, oy / 2, oz / 2))]
                     else:
                         reach = bound * wp.sqrt(float(odd))
                         lower_bound = float(0.0)
@@ -447,18 +448,14 @@ def _resolve_grid_nodes_kernel(
                                 lower_bound = wp.abs(corners[k]) - reach
                                 inferred = wp.where(corners[k] >= 0.0, lower_bound, -lower_bound)
                         if lower_bound > 0.0:
-                            if wp.atomic_cas(
-                                state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.INFERRED)
-                            ) == wp.static(NodeState.UNSEEN):
-                                values[i] = inferred
+                            if _claim(grid, i, wp.static(NodeState.INFERRED)):
+                                grid.values[i] = inferred
                         else:
-                            old = wp.atomic_cas(state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.NEEDED))
+                            old = wp.atomic_cas(grid.state, i, wp.static(NodeState.UNSEEN), wp.static(NodeState.NEEDED))
                             if old == wp.static(NodeState.UNSEEN):
-                                _push(i, chunk, base, counters, out_nodes)
+                                _push(chunk, i)
                             elif old == wp.static(NodeState.INFERRED):
-                                _queue(
-                                    state, i, chunk, base, counters, out_nodes
-                                )  # another cell's bound inferred it, this one cannot
+                                _queue(grid, i, chunk)  # another cell's bound inferred it, this one cannot
 
 
 @wp.func
@@ -469,27 +466,11 @@ def _node_27(q: wp.vec3i, k: int) -> int:
 
 
 @wp.kernel(enable_backward=False)
-def _classify_kernel(
-    offset: int,
-    chunk: int,
-    per_cell: int,
-    cells: wp.array(dtype=wp.vec3i),
-    table: wp.array(dtype=wp.int32),
-    bricks: int,
-    values: wp.array(dtype=float),
-    state: wp.array(dtype=wp.int32),
-    edge_lower: wp.array(dtype=wp.int32),
-    edge_upper: wp.array(dtype=wp.int32),
-    limit: int,
-    out_flags: wp.array(dtype=wp.int32),
-    counters: wp.array(dtype=wp.int32),
-    out_nodes: wp.array(dtype=wp.int32),
-):
+def _classify_kernel(chunk: _Chunk, grid: _Nodes, tables: _Tables, limit: int, out_flags: wp.array(dtype=wp.int32)):
     # The 8 grid cells of each kept stride-2 cell: flag those with a sign change and queue the inferred
     # ends of their crossing edges (vertices interpolate evaluated values only).
-    t = offset + wp.tid()
-    base = offset * per_cell
-    c = cells[t] * 2
+    t = chunk.offset + wp.tid()
+    c = chunk.cells[t] * 2
     slots = _vec27i()
     nodes = _vec27()
     for ox in range(3):
@@ -498,8 +479,8 @@ def _classify_kernel(
                 n = c + wp.vec3i(ox, oy, oz)
                 if n[0] <= limit + 1 and n[1] <= limit + 1 and n[2] <= limit + 1:
                     j = (ox * 3 + oy) * 3 + oz
-                    slots[j] = _slot(table, bricks, n)
-                    nodes[j] = values[slots[j]]
+                    slots[j] = _slot(grid, n)
+                    nodes[j] = grid.values[slots[j]]
     for q in range(8):
         o = _corner(q)
         cell = c + o
@@ -512,40 +493,40 @@ def _classify_kernel(
             if code != 0 and code != 255:
                 flag = 1
                 for e in range(12):
-                    a = edge_lower[e]
-                    b = edge_upper[e]
+                    a = tables.edge_lower[e]
+                    b = tables.edge_upper[e]
                     if _crosses(v[a], v[b]):
-                        _queue(state, slots[_node_27(o, a)], chunk, base, counters, out_nodes)
-                        _queue(state, slots[_node_27(o, b)], chunk, base, counters, out_nodes)
+                        _queue(grid, slots[_node_27(o, a)], chunk)
+                        _queue(grid, slots[_node_27(o, b)], chunk)
         out_flags[8 * t + q] = flag
 
 
 @wp.kernel(enable_backward=False)
-def _compact_crossing_kernel(
-    cells: wp.array(dtype=wp.vec3i),
-    flags: wp.array(dtype=wp.int32),
-    scan: wp.array(dtype=wp.int32),
-    table: wp.array(dtype=wp.int32),
-    bricks: int,
-    out_cells: wp.array(dtype=wp.vec3i),
-    out_slots: wp.array(dtype=_vec8i),
-):
-    # Flagged grid cells (8 per stride-2 cell) with the store slots of their corners.
-    t = wp.tid()
-    if flags[t] != 0:
-        o = _corner(t % 8)
-        slots = _vec8i()
-        for k in range(8):
-            slots[k] = _slot(table, bricks, cells[t / 8] * 2 + o + _corner(k))
-        out_cells[scan[t] - 1] = cells[t / 8] * 2 + o
-        out_slots[scan[t] - 1] = slots
+def _corner_slots_kernel(cells: wp.array(dtype=wp.vec3i), store: _Nodes, out_slots: wp.array(dtype=_vec8i)):
+    # The store slots of each cell's 8 corners.
+    slots = _vec8i()
+    for k in range(8):
+        slots[k] = _slot(store, cells[wp.tid()] + _corner(k))
+    out_slots[wp.tid()] = slots
+
+
+@wp.struct
+class _Surface:
+    # What the surface kernels read: the crossing grid cells, the store slots of their corners, the store's
+    # values, the last grid cell per axis, and the cube's tables.
+    cells: wp.array(dtype=wp.vec3i)
+    slots: wp.array(dtype=_vec8i)
+    values: wp.array(dtype=float)
+    limit: int
+    tables: _Tables
 
 
 @wp.func
-def _gather(values: wp.array(dtype=float), slots: _vec8i) -> _vec8:
+def _gather(surface: _Surface, t: int) -> _vec8:
+    # Corner values of crossing cell t.
     v = _vec8()
     for k in range(8):
-        v[k] = values[slots[k]]
+        v[k] = surface.values[surface.slots[t][k]]
     return v
 
 
@@ -563,16 +544,8 @@ def _owns(c: wp.vec3i, n: wp.vec3i, axis: int, limit: int) -> bool:
 @wp.kernel(enable_backward=False)
 def _count_kernel(
     offset: int,
-    cells: wp.array(dtype=wp.vec3i),
-    slots: wp.array(dtype=_vec8i),
-    values: wp.array(dtype=float),
-    edge_lower: wp.array(dtype=wp.int32),
-    edge_upper: wp.array(dtype=wp.int32),
-    edge_axis: wp.array(dtype=wp.int32),
-    case_range: wp.array(dtype=wp.int32),
-    limit: int,
-    band_table: wp.array(dtype=wp.int32),
-    band_bricks: int,
+    surface: _Surface,
+    band: _Nodes,
     band_kept: wp.array(dtype=wp.int32),
     out_vertices: wp.array(dtype=wp.int32),
     out_faces: wp.array(dtype=wp.int32),
@@ -582,16 +555,17 @@ def _count_kernel(
     # with a sign change whose neighbour is a grid cell outside the kept stride-2 cells (the surface would
     # leave the band there: a region pruned with too small a bound).
     t = offset + wp.tid()
-    c = cells[t]
-    v = _gather(values, slots[t])
+    c = surface.cells[t]
+    v = _gather(surface, t)
+    tables, limit = surface.tables, surface.limit
     count = int(0)
     for e in range(12):
-        a = edge_lower[e]
-        if _crosses(v[a], v[edge_upper[e]]) and _owns(c, c + _corner(a), edge_axis[e], limit):
+        a = tables.edge_lower[e]
+        if _crosses(v[a], v[tables.edge_upper[e]]) and _owns(c, c + _corner(a), tables.edge_axis[e], limit):
             count += 1
     code = _case(v)
     out_vertices[t] = count
-    out_faces[t] = (case_range[code + 1] - case_range[code]) / 3
+    out_faces[t] = (tables.case_range[code + 1] - tables.case_range[code]) / 3
     open_faces = int(0)
     for axis in range(3):
         for side in range(2):
@@ -609,7 +583,7 @@ def _count_kernel(
                     wp.where(axis == 0, step, 0), wp.where(axis == 1, step, 0), wp.where(axis == 2, step, 0)
                 )
                 if n[axis] >= 0 and n[axis] <= limit:
-                    j = _slot(band_table, band_bricks, wp.vec3i(n[0] >> 1, n[1] >> 1, n[2] >> 1))
+                    j = _slot(band, wp.vec3i(n[0] >> 1, n[1] >> 1, n[2] >> 1))
                     if j < 0 or band_kept[j] == 0:
                         open_faces += 1
     out_open[t] = open_faces
@@ -618,13 +592,7 @@ def _count_kernel(
 @wp.kernel(enable_backward=False)
 def _emit_vertices_kernel(
     offset: int,
-    cells: wp.array(dtype=wp.vec3i),
-    slots: wp.array(dtype=_vec8i),
-    values: wp.array(dtype=float),
-    edge_lower: wp.array(dtype=wp.int32),
-    edge_upper: wp.array(dtype=wp.int32),
-    edge_axis: wp.array(dtype=wp.int32),
-    limit: int,
+    surface: _Surface,
     first: wp.array(dtype=wp.int32),
     lower: wp.vec3,
     spacing: float,
@@ -633,14 +601,15 @@ def _emit_vertices_kernel(
 ):
     # Owned crossing edges get a vertex at the linear zero crossing, interpolated as the dense extraction does.
     t = offset + wp.tid()
-    c = cells[t]
-    corner_slots = slots[t]
-    v = _gather(values, corner_slots)
+    c = surface.cells[t]
+    corner_slots = surface.slots[t]
+    v = _gather(surface, t)
+    tables, limit = surface.tables, surface.limit
     k = first[t]
     for e in range(12):
-        a = edge_lower[e]
-        b = edge_upper[e]
-        axis = edge_axis[e]
+        a = tables.edge_lower[e]
+        b = tables.edge_upper[e]
+        axis = tables.edge_axis[e]
         n0 = c + _corner(a)
         if _crosses(v[a], v[b]) and _owns(c, n0, axis, limit):
             n1 = c + _corner(b)
@@ -654,34 +623,24 @@ def _emit_vertices_kernel(
 @wp.kernel(enable_backward=False)
 def _emit_faces_kernel(
     offset: int,
-    slots: wp.array(dtype=_vec8i),
-    values: wp.array(dtype=float),
-    edge_lower: wp.array(dtype=wp.int32),
-    edge_axis: wp.array(dtype=wp.int32),
-    case_range: wp.array(dtype=wp.int32),
-    triangles: wp.array(dtype=wp.int32),
+    surface: _Surface,
     first: wp.array(dtype=wp.int32),
     edge_vertex: wp.array(dtype=wp.int32),
     out_indices: wp.array(dtype=wp.int32),
 ):
     # Triangles of each crossing cell from Warp's case table, on the welded edge vertices.
     t = offset + wp.tid()
-    corner_slots = slots[t]
-    code = _case(_gather(values, corner_slots))
-    start = case_range[code]
+    corner_slots = surface.slots[t]
+    code = _case(_gather(surface, t))
+    tables = surface.tables
+    start = tables.case_range[code]
     base = 3 * first[t]
-    for i in range(start, case_range[code + 1]):
-        e = triangles[i]
-        out_indices[base + i - start] = edge_vertex[3 * corner_slots[edge_lower[e]] + edge_axis[e]]
+    for i in range(start, tables.case_range[code + 1]):
+        e = tables.triangles[i]
+        out_indices[base + i - start] = edge_vertex[3 * corner_slots[tables.edge_lower[e]] + tables.edge_axis[e]]
 
 
 # --- host side -----------------------------------------------------------------------------------
-
-
-@functools.cache
-def _edge_tables(device: str) -> tuple[wp.array, wp.array, wp.array]:
-    """Per cube edge: lower corner, upper corner, axis (as ``_EDGES``), cached per device."""
-    return tuple(wp.array([edge[i] for edge in _EDGES], dtype=wp.int32, device=device) for i in range(3))
 
 
 def _scan(flags: wp.array) -> tuple[wp.array, int]:
@@ -691,6 +650,20 @@ def _scan(flags: wp.array) -> tuple[wp.array, int]:
     return scan, int(scan[-1:].numpy()[0]) if flags.shape[0] else 0
 
 
+def _flagged_children(cells: wp.array, flags: wp.array) -> wp.array:
+    """The children of ``cells`` (8 per cell, in ``_corner`` order) whose flag is set, in order."""
+    scan, total = _scan(flags)
+    children = wp.empty(total, dtype=wp.vec3i, device=cells.device)
+    wp.launch(
+        _compact_children_kernel,
+        dim=flags.shape[0],
+        inputs=[cells, flags, scan],
+        outputs=[children],
+        device=cells.device,
+    )
+    return children
+
+
 def _offsets(counts: wp.array) -> tuple[wp.array, int]:
     """Exclusive scan of int32 counts and their total (host sync)."""
     first = wp.empty_like(counts)
@@ -698,7 +671,14 @@ def _offsets(counts: wp.array) -> tuple[wp.array, int]:
     return first, int(first[-1:].numpy()[0] + counts[-1:].numpy()[0]) if counts.shape[0] else 0
 
 
-def _launch_queueing(kernel, cells: wp.array, per_cell: int, inputs: list, outputs: list) -> tuple[wp.array, int]:
+def _bounds(coarse: wp.array, per_axis: int, shift: int, refine: float) -> _Bounds:
+    """The coarse cells' bounds as kernels read them, for cells ``shift`` halvings finer."""
+    bounds = _Bounds()
+    bounds.coarse, bounds.per_axis, bounds.shift, bounds.refine = coarse, per_axis, shift, refine
+    return bounds
+
+
+def _launch_queueing(kernel, cells: wp.array, per_cell: int, inputs: list) -> tuple[wp.array, int]:
     """Launch a kernel that queues up to ``per_cell`` store nodes per cell: (queued nodes, count).
 
     The cells are split in chunks, one per CPU thread (one launch on a GPU), each queueing into its own
@@ -712,20 +692,17 @@ def _launch_queueing(kernel, cells: wp.array, per_cell: int, inputs: list, outpu
     counters = wp.zeros(chunks, dtype=wp.int32, device=device)
     queued = wp.empty(max(1, n * per_cell), dtype=wp.int32, device=device)
 
-    def run(chunk: int) -> None:
-        start, stop = chunk * size, min(n, (chunk + 1) * size)
-        wp.launch(
-            kernel,
-            dim=stop - start,
-            inputs=[start, chunk, per_cell, *inputs],
-            outputs=[*outputs, counters, queued],
-            device=device,
-        )
+    def run(index: int) -> None:
+        start, stop = index * size, min(n, (index + 1) * size)
+        chunk = _Chunk()
+        chunk.cells, chunk.offset, chunk.index, chunk.base = cells, start, index, start * per_cell
+        chunk.counters, chunk.queued = counters, queued
+        wp.launch(kernel, dim=stop - start, inputs=[chunk, *inputs], device=device)
 
     run_chunked(
         str(device),
         chunks,
-        lambda first, last: [run(chunk) for chunk in range(first, last)],
+        lambda first, last: [run(index) for index in range(first, last)],
         chunks_per_worker=1,
         min_chunk=1,
     )
@@ -777,12 +754,14 @@ class _Store:
         self.values = wp.empty(size, dtype=float, device=device)
         self.state = wp.zeros(size, dtype=wp.int32, device=device)
         self.norms = wp.empty(size if norms else 0, dtype=float, device=device)
+        self.nodes = _Nodes()  # what kernels read
+        self.nodes.table, self.nodes.bricks = self.table, self.bricks
+        self.nodes.values, self.nodes.state = self.values, self.state
 
     def claim_corners(self, cells: wp.array, parent: "_Store | None") -> tuple[wp.array, int]:
         """Copy the corners of ``cells`` from ``parent`` where it has them; the rest: (queued nodes, count)."""
         source = parent or self
-        inputs = [cells, self.table, self.bricks, source.table, source.bricks, source.values, parent is not None]
-        return _launch_queueing(_claim_corners_kernel, cells, 8, inputs, [self.state, self.values])
+        return _launch_queueing(_claim_corners_kernel, cells, 8, [self.nodes, source.nodes, parent is not None])
 
 
 @dataclass
@@ -895,7 +874,7 @@ def find_band(
     wp.launch(
         _local_bound_kernel,
         dim=cells.shape[0],
-        inputs=[cells, store.table, store.bricks, store.norms, margin, float(lipschitz or 0.0), scale],
+        inputs=[cells, store.nodes, store.norms, margin, float(lipschitz or 0.0), scale],
         outputs=[bounds],
         device=device,
     )
@@ -909,13 +888,8 @@ def find_band(
             dim=cells.shape[0],
             inputs=[
                 cells,
-                store.table,
-                store.bricks,
-                store.values,
-                bounds,
-                per_axis,
-                coarse_level - level,
-                refine,
+                store.nodes,
+                _bounds(bounds, per_axis, coarse_level - level, refine),
                 stride * sampler.spacing,
                 limit // half,
             ],
@@ -923,13 +897,9 @@ def find_band(
             device=device,
         )
         bounds = next_bounds
-        scan, total = _scan(flags)
-        if total == 0:
+        children = _flagged_children(cells, flags)
+        if children.shape[0] == 0:
             return None
-        children = wp.empty(total, dtype=wp.vec3i, device=device)
-        wp.launch(
-            _compact_children_kernel, dim=flags.shape[0], inputs=[cells, flags, scan], outputs=[children], device=device
-        )
         child_store = _Store(half, limit // half + 2, children)
         nodes, count = child_store.claim_corners(children, store)
         sampler.evaluate(child_store, nodes, count)
@@ -937,50 +907,22 @@ def find_band(
 
     # Kept stride-2 cells -> the grid nodes inside them -> crossing grid cells.
     kept = wp.zeros(store.values.shape[0], dtype=wp.int32, device=device)
-    wp.launch(
-        _mark_cells_kernel, dim=cells.shape[0], inputs=[cells, store.table, store.bricks], outputs=[kept], device=device
-    )
+    wp.launch(_mark_cells_kernel, dim=cells.shape[0], inputs=[cells, store.nodes], outputs=[kept], device=device)
     grid = _Store(1, resolution, cells, scale=2, span=2)
     nodes, count = _launch_queueing(
         _resolve_grid_nodes_kernel,
         cells,
         19,
-        [
-            cells,
-            store.table,
-            store.bricks,
-            store.values,
-            bounds,
-            per_axis,
-            coarse_level - 1,
-            refine,
-            sampler.spacing,
-            limit,
-            grid.table,
-            grid.bricks,
-        ],
-        [grid.state, grid.values],
+        [store.nodes, _bounds(bounds, per_axis, coarse_level - 1, refine), sampler.spacing, limit, grid.nodes],
     )
     sampler.evaluate(grid, nodes, count)
-    edge_lower, edge_upper, _ = _edge_tables(str(device))
     flags = wp.empty(8 * cells.shape[0], dtype=wp.int32, device=device)
-    nodes, count = _launch_queueing(
-        _classify_kernel,
-        cells,
-        19,
-        [cells, grid.table, grid.bricks, grid.values, grid.state, edge_lower, edge_upper, limit],
-        [flags],
-    )
+    nodes, count = _launch_queueing(_classify_kernel, cells, 19, [grid.nodes, _tables(str(device)), limit, flags])
     flips = sampler.evaluate(grid, nodes, count, check=True)
-    scan, total = _scan(flags)
-    crossing = wp.empty(total, dtype=wp.vec3i, device=device)
-    slots = wp.empty(total, dtype=_vec8i, device=device)
+    crossing = _flagged_children(cells, flags)
+    slots = wp.empty(crossing.shape[0], dtype=_vec8i, device=device)
     wp.launch(
-        _compact_crossing_kernel,
-        dim=flags.shape[0],
-        inputs=[cells, flags, scan, grid.table, grid.bricks],
-        outputs=[crossing, slots],
-        device=device,
+        _corner_slots_kernel, dim=crossing.shape[0], inputs=[crossing, grid.nodes], outputs=[slots], device=device
     )
     return Band(crossing, slots, grid, store, kept, flips)
 
@@ -994,11 +936,10 @@ def band_surface(band: Band, resolution: int, lower: float, upper: float) -> tup
     None when a crossing cell has an open face (the surface leaves the band: a wrongly pruned region).
     Launches are split over CPU threads (these kernels write disjoint outputs, no atomics).
     """
-    cells, slots, grid = band.cells, band.slots, band.grid
-    device = cells.device
-    edge_lower, edge_upper, edge_axis = _edge_tables(str(device))
-    case_range, triangles = _triangle_tables(str(device))
-    n, limit = cells.shape[0], resolution - 2
+    grid, device, n = band.grid, band.cells.device, band.cells.shape[0]
+    surface = _Surface()
+    surface.cells, surface.slots, surface.values = band.cells, band.slots, grid.values
+    surface.limit, surface.tables = resolution - 2, _tables(str(device))
     spacing = _vertex_spacing(resolution, lower, upper)
 
     def chunked(kernel, inputs, outputs):
@@ -1013,19 +954,7 @@ def band_surface(band: Band, resolution: int, lower: float, upper: float) -> tup
     vertex_counts, face_counts, open_faces = (wp.empty(n, dtype=wp.int32, device=device) for _ in range(3))
     chunked(
         _count_kernel,
-        [
-            cells,
-            slots,
-            grid.values,
-            edge_lower,
-            edge_upper,
-            edge_axis,
-            case_range,
-            limit,
-            band.coarse.table,
-            band.coarse.bricks,
-            band.kept,
-        ],
+        [surface, band.coarse.nodes, band.kept],
         [vertex_counts, face_counts, open_faces],
     )
     if open_faces.numpy().any():  # host sync
@@ -1036,24 +965,13 @@ def band_surface(band: Band, resolution: int, lower: float, upper: float) -> tup
     edge_vertex = wp.empty(3 * grid.values.shape[0], dtype=wp.int32, device=device)
     chunked(
         _emit_vertices_kernel,
-        [
-            cells,
-            slots,
-            grid.values,
-            edge_lower,
-            edge_upper,
-            edge_axis,
-            limit,
-            first_vertex,
-            wp.vec3(lower, lower, lower),
-            spacing,
-        ],
+        [surface, first_vertex, wp.vec3(lower, lower, lower), spacing],
         [vertices, edge_vertex],
     )
     indices = wp.empty(3 * face_count, dtype=wp.int32, device=device)
     chunked(
         _emit_faces_kernel,
-        [slots, grid.values, edge_lower, edge_axis, case_range, triangles, first_face, edge_vertex],
+        [surface, first_face, edge_vertex],
         [indices],
     )
     return vertices, indices
