@@ -15,7 +15,7 @@ line's ``mesh`` starts without them (:func:`extract_surface`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,17 +105,10 @@ def extract_surface(
     return ExtractedSurface(vertices, faces, normals)
 
 
-def extract_mesh(
-    architecture: Architecture,
-    weights: Weights,
-    resolution: int,
-    *,
-    method: str = "sparse",
-    transform: Similarity | None = None,
-    device: str | None = None,
-) -> trimesh.Trimesh:
-    """:func:`extract_surface` as a trimesh (unprocessed: vertices and faces as extracted)."""
+def extract_mesh(architecture: Architecture, weights: Weights, resolution: int, **options: Any) -> trimesh.Trimesh:
+    """:func:`extract_surface` (the same keyword ``options``) as a trimesh (unprocessed: vertices and faces as
+    extracted)."""
     import trimesh
 
-    surface = extract_surface(architecture, weights, resolution, method=method, transform=transform, device=device)
+    surface = extract_surface(architecture, weights, resolution, **options)
     return trimesh.Trimesh(surface.vertices, surface.faces, vertex_normals=surface.normals, process=False)

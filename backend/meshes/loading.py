@@ -80,14 +80,7 @@ def load_mesh_file(
             f"{path}: unknown mesh format '{path.suffix}' (expected one of {', '.join(READABLE_MESH_SUFFIXES)})"
         )
     data = read_file_bytes(path)
-    loaded = read_trimesh(
-        data,
-        path.suffix[1:].lower(),
-        label=str(path),
-        folder=path.parent,
-        max_faces=max_faces,
-        max_vertices=vertex_limit(max_faces),
-    )
+    loaded = read_trimesh_file(path, data, max_faces, vertex_limit(max_faces))
     vertices, faces = _triangles(loaded, str(path))
     return normalise_mesh(
         vertices,
@@ -124,6 +117,19 @@ def vertex_limit(max_faces: int) -> int:
     """The vertex limit that goes with a face limit: a triangle soup (STL, unindexed glTF) has three
     vertices per face, so more than that means vertices no face uses (bloat, or a file built to exhaust memory)."""
     return 3 * max_faces
+
+
+def read_trimesh_file(path: Path, data: bytes, max_faces: int, max_vertices: int):
+    """:func:`read_trimesh` of ``data``, the bytes of the file at ``path``: named by it, its type from its
+    suffix, glTF side files read only from its folder."""
+    return read_trimesh(
+        data,
+        path.suffix[1:].lower(),
+        label=str(path),
+        folder=path.parent,
+        max_faces=max_faces,
+        max_vertices=max_vertices,
+    )
 
 
 def read_trimesh(data: bytes, file_type: str, *, label: str, folder: Path | None, max_faces: int, max_vertices: int):

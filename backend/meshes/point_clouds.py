@@ -16,7 +16,7 @@ import trimesh
 
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes
-from backend.meshes.loading import bounding_similarity, one_line, read_trimesh
+from backend.meshes.loading import bounding_similarity, one_line, read_trimesh_file
 from backend.shapes.frame import Similarity
 
 POINT_SUFFIXES = (".ply", ".xyz", ".txt", ".obj", ".off", ".stl", ".glb", ".gltf")
@@ -85,14 +85,7 @@ def _parse(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
             raise NeuralShapesError(f"{path}: expected 3 or 6 numbers per line, found {table.shape[1]}")
         return table[:, :3], (table[:, 3:] if table.shape[1] == 6 else None)
     # The same guarded parse as meshes: glTF sized before it is read, side files only from its folder.
-    loaded = read_trimesh(
-        data,
-        path.suffix[1:].lower(),
-        label=str(path),
-        folder=path.parent,
-        max_faces=MAX_POINTS,
-        max_vertices=MAX_POINTS,
-    )
+    loaded = read_trimesh_file(path, data, max_faces=MAX_POINTS, max_vertices=MAX_POINTS)
     if isinstance(loaded, trimesh.Scene):
         loaded = loaded.to_geometry()
     points = np.asarray(loaded.vertices, dtype=np.float64)
