@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 
 from .background import tracked_jobs
-from .properties import NeuralShapesState
+from .properties import NeuralShapesState, state
 from .scene.neural_objects import is_neural
 
 TOP_CLASSES = 5  # rows of Classify's list shown
@@ -19,32 +19,36 @@ class _Sidebar:
     bl_category = "Neural Shapes"
 
 
+class _SubPanel(_Sidebar):
+    """One task's sub-panel of the Neural Shapes panel."""
+
+    bl_parent_id = PARENT
+
+
 class VIEW3D_PT_neural_shapes(_Sidebar, bpy.types.Panel):
     bl_label = "Neural Shapes"
 
     def draw(self, context: bpy.types.Context) -> None:
-        panel = context.window_manager.neural_shapes
+        panel = state(context)
         _draw_job(self.layout, panel)
         if panel.message:
             self.layout.label(text=panel.message)
 
 
-class VIEW3D_PT_neural_shapes_service(_Sidebar, bpy.types.Panel):
+class VIEW3D_PT_neural_shapes_service(_SubPanel, bpy.types.Panel):
     bl_label = "Service"
-    bl_parent_id = PARENT
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        layout.label(text=context.window_manager.neural_shapes.status or "service not checked yet", icon="URL")
+        layout.label(text=state(context).status or "service not checked yet", icon="URL")
         row = layout.row(align=True)
         row.operator("neural.check_connection")
         row.operator("neural.start_service", text="Start")
         row.operator("neural.stop_service", text="Stop")
 
 
-class VIEW3D_PT_neural_shapes_convert(_Sidebar, bpy.types.Panel):
+class VIEW3D_PT_neural_shapes_convert(_SubPanel, bpy.types.Panel):
     bl_label = "Convert"
-    bl_parent_id = PARENT
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -54,9 +58,8 @@ class VIEW3D_PT_neural_shapes_convert(_Sidebar, bpy.types.Panel):
         layout.operator("neural.convert_selected", icon="MESH_ICOSPHERE")
 
 
-class VIEW3D_PT_neural_shapes_object(_Sidebar, bpy.types.Panel):
+class VIEW3D_PT_neural_shapes_object(_SubPanel, bpy.types.Panel):
     bl_label = "Neural Object"
-    bl_parent_id = PARENT
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -71,15 +74,14 @@ class VIEW3D_PT_neural_shapes_object(_Sidebar, bpy.types.Panel):
         layout.operator("neural.render_preview", icon="RENDER_STILL")
 
 
-class VIEW3D_PT_neural_shapes_nf2vec(_Sidebar, bpy.types.Panel):
+class VIEW3D_PT_neural_shapes_nf2vec(_SubPanel, bpy.types.Panel):
     """nf2vec: the model, the operators, and the lists Find Similar and Classify fill."""
 
     bl_label = "nf2vec"
-    bl_parent_id = PARENT
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        panel = context.window_manager.neural_shapes
+        panel = state(context)
         row = layout.row(align=True)
         row.label(text=f"nf2vec: {panel.nf2vec or 'not checked yet'}")
         row.operator("neural.nf2vec_info", text="", icon="FILE_REFRESH")
@@ -126,7 +128,7 @@ def _draw_job(layout: bpy.types.UILayout, panel: NeuralShapesState) -> None:
 
 def draw_status_bar(self, context: bpy.types.Context) -> None:
     """Appended to the status bar: the running job's progress."""
-    panel = context.window_manager.neural_shapes
+    panel = state(context)
     if not tracked_jobs.busy() or not panel.stage:
         return
     if hasattr(self.layout, "progress"):

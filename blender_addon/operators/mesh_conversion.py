@@ -11,18 +11,15 @@ from ..errors import LocalError, report
 from ..properties import state
 from ..scene.source_meshes import collect_meshes, conversion_job, submit
 from ..settings import connection_settings
+from .base import ServiceJob
 
 
-class NEURAL_OT_convert_selected(bpy.types.Operator):
+class NEURAL_OT_convert_selected(ServiceJob, bpy.types.Operator):
     """Fit a neural shape to every selected mesh object (modifiers applied) in one batched job"""
 
     bl_idname = "neural.convert_selected"
     bl_label = "Convert Selected to Neural"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not tracked_jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.neural_shapes

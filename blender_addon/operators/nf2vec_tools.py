@@ -35,6 +35,7 @@ from ..scene.neural_objects import (
 from ..scene.placement import between, centred_at, in_a_row
 from ..scene.source_meshes import collect_meshes
 from ..settings import connection_settings
+from .base import AsksFirst, ServiceJob, WorkerTask
 
 ANY_CLASS = ("any", "Any", "Any class the generator makes")
 # Blender keeps no reference to dynamic enum items: they must live here. Refreshed by the info request.
@@ -80,22 +81,19 @@ def _imported(client: Client, stored: StoredShape, tracked: tracked_jobs.Tracked
     return shape_id
 
 
-class NEURAL_OT_nf2vec_info(bpy.types.Operator):
+class NEURAL_OT_nf2vec_info(WorkerTask, bpy.types.Operator):
     """Ask the service which nf2vec model it uses and what it can do"""
 
     bl_idname = "neural.nf2vec_info"
     bl_label = "Check nf2vec"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("nf2vec_info")
+    slot = "nf2vec_info"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         _refresh_info(context)
         return {"FINISHED"}
 
 
-class NEURAL_OT_interpolate(bpy.types.Operator):
+class NEURAL_OT_interpolate(AsksFirst, ServiceJob, bpy.types.Operator):
     """Make in-betweens of the two selected neural objects (from the other one to the active one), placed in a row between them"""
 
     bl_idname = "neural.interpolate"
@@ -125,13 +123,6 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
         ],
     )
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not tracked_jobs.busy()
-
-    def invoke(self, context: bpy.types.Context, event) -> set[str]:
-        return context.window_manager.invoke_props_dialog(self)
-
     def execute(self, context: bpy.types.Context) -> set[str]:
         pair = [o for o in context.selected_objects if is_neural(o)]
         if len(pair) != 2:
@@ -152,10 +143,10 @@ class NEURAL_OT_interpolate(bpy.types.Operator):
             ids = [_imported(client, stored, tracked) for stored in (a, b)]
             return client.start_interpolate(*ids, times=times, count=count, space=space).id
 
-        return _start_job(self, context, tracked, submit)
+        return self.start_job(context, tracked, submit)
 
 
-class NEURAL_OT_generate(bpy.types.Operator):
+class NEURAL_OT_generate(AsksFirst, ServiceJob, bpy.types.Operator):
     """Make new shapes with the nf2vec generator, placed in a row at the 3D cursor"""
 
     bl_idname = "neural.generate"
@@ -168,14 +159,10 @@ class NEURAL_OT_generate(bpy.types.Operator):
         name="Class", description="What to make (the classes come from Check nf2vec)", items=_generate_classes
     )
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not tracked_jobs.busy()
-
     def invoke(self, context: bpy.types.Context, event) -> set[str]:
         if not workers.busy("nf2vec_info"):
             _refresh_info(context)  # the dialog's class list fills in when the answer comes
-        return context.window_manager.invoke_props_dialog(self)
+        return super().invoke(context, event)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         count, seed = self.count, self.seed
@@ -188,21 +175,17 @@ class NEURAL_OT_generate(bpy.types.Operator):
         tracked = tracked_jobs.TrackedJob(
             place, context.scene.neural_shapes.resolution, verb="generated", undo="Generate Neural Shapes"
         )
-        return _start_job(
-            self, context, tracked, lambda client: client.start_generate(count, seed=seed, class_name=class_name).id
+        return self.start_job(
+            context, tracked, lambda client: client.start_generate(count, seed=seed, class_name=class_name).id
         )
 
 
-class NEURAL_OT_complete(bpy.types.Operator):
+class NEURAL_OT_complete(ServiceJob, bpy.types.Operator):
     """Complete the active object (a neural object, or a mesh that is fitted first) with nf2vec; the whole shape is placed over it"""
 
     bl_idname = "neural.complete"
     bl_label = "Complete"
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not tracked_jobs.busy()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = context.active_object
@@ -218,8 +201,7 @@ class NEURAL_OT_complete(bpy.types.Operator):
         )
         if is_neural(obj):
             stored = stored_shape(obj)
-            return _start_job(
-                self,
+            return self.start_job(
                 context,
                 tracked,
                 lambda client: client.start_complete(shape_id=_imported(client, stored, tracked)).id,
@@ -234,48 +216,32 @@ class NEURAL_OT_complete(bpy.types.Operator):
                 raise ServiceError(0, "its nf2vec model cannot complete shapes (Check nf2vec says what it lacks)")
             return client.start_complete(upload_id=client.upload_mesh(mesh.vertices, mesh.faces, name=mesh.name).id).id
 
-        return _start_job(self, context, tracked, submit)
+        return self.start_job(context, tracked, submit)
 
 
-class NEURAL_OT_find_similar(bpy.types.Operator):
+class NEURAL_OT_find_similar(AsksFirst, WorkerTask, bpy.types.Operator):
     """List the library shapes nearest to the active neural object by their nf2vec codes"""
 
     bl_idname = "neural.find_similar"
     bl_label = "Find Similar"
+    slot = "similar"
 
     k: bpy.props.IntProperty(name="Shapes", description="How many to list", default=5, min=1, max=100)
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("similar")
-
-    def invoke(self, context: bpy.types.Context, event) -> set[str]:
-        return context.window_manager.invoke_props_dialog(self)
-
     def execute(self, context: bpy.types.Context) -> set[str]:
         k = self.k
-        return _ask_about_active(
-            self,
-            context,
-            "similar",
-            "Find Similar",
-            lambda client, shape_id: client.similar(shape_id, k=k),
-            _show_similar,
-        )
+        return _ask_about_active(self, context, lambda client, shape_id: client.similar(shape_id, k=k), _show_similar)
 
 
-class NEURAL_OT_add_library_shape(bpy.types.Operator):
+class NEURAL_OT_add_library_shape(WorkerTask, bpy.types.Operator):
     """Add this library shape to the scene as a neural object at the 3D cursor"""
 
     bl_idname = "neural.add_library_shape"
     bl_label = "Add Library Shape"
     bl_options = {"REGISTER", "UNDO"}
+    slot = "library"
 
     shape_id: bpy.props.StringProperty(name="Shape id")
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("library")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings, shape_id, resolution = (
@@ -295,37 +261,27 @@ class NEURAL_OT_add_library_shape(bpy.types.Operator):
             workers.undo_step("Add Library Shape")
             return f"added {obj.name}"
 
-        workers.start(
-            "library",
+        return self.start_task(
             lambda: fetch_shapes(workers.client(settings), [shape_id], resolution),
             done,
-            title="Add Library Shape",
             pending="adding a library shape ...",
         )
-        return {"FINISHED"}
 
 
-class NEURAL_OT_classify(bpy.types.Operator):
+class NEURAL_OT_classify(WorkerTask, bpy.types.Operator):
     """Show which classes the active neural object looks like to the nf2vec model"""
 
     bl_idname = "neural.classify"
     bl_label = "Classify"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("classify")
+    slot = "classify"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        return _ask_about_active(
-            self, context, "classify", "Classify", lambda client, shape_id: client.classify(shape_id), _show_classes
-        )
+        return _ask_about_active(self, context, lambda client, shape_id: client.classify(shape_id), _show_classes)
 
 
 def _ask_about_active(
-    operator: bpy.types.Operator,
+    operator: WorkerTask,
     context: bpy.types.Context,
-    slot: str,
-    title: str,
     ask: Callable[[Client, str], list],
     show: Callable[[StoredShape, list], str],
 ) -> set[str]:
@@ -347,8 +303,7 @@ def _ask_about_active(
         remember_ids([(stored, shape_id)])
         return show(stored, answer)
 
-    workers.start(slot, work, done, title=title, pending=f"{title}: {stored.object_name} ...")
-    return {"FINISHED"}
+    return operator.start_task(work, done, pending=f"{operator.bl_label}: {stored.object_name} ...")
 
 
 def _show_similar(stored: StoredShape, neighbours: list[SimilarShape]) -> str:
@@ -369,17 +324,3 @@ def _show_classes(stored: StoredShape, classes: list[ClassProbability]) -> str:
         item.name, item.probability = found.class_name, found.probability
     panel.classes_of = stored.object_name
     return f"classified {stored.object_name}"
-
-
-def _start_job(
-    operator: bpy.types.Operator,
-    context: bpy.types.Context,
-    tracked: tracked_jobs.TrackedJob,
-    submit: Callable[[Client], str],
-) -> set[str]:
-    """Hand a job to :mod:`..background.tracked_jobs` (its submission on the worker); an error report when one runs already."""
-    try:
-        tracked_jobs.start(connection_settings(context), tracked, submit)
-    except LocalError as error:
-        return report(operator, error)
-    return {"FINISHED"}

@@ -20,14 +20,16 @@ from ..scene.neural_objects import (
     stored_shape,
 )
 from ..settings import connection_settings
+from .base import WorkerTask
 
 
-class NEURAL_OT_re_extract(bpy.types.Operator):
+class NEURAL_OT_re_extract(WorkerTask, bpy.types.Operator):
     """Mesh the selected neural objects again at the scene's proxy resolution"""
 
     bl_idname = "neural.re_extract"
     bl_label = "Re-extract"
     bl_options = {"REGISTER", "UNDO"}
+    slot = "re_extract"
 
     method: bpy.props.EnumProperty(
         name="Method",
@@ -36,10 +38,6 @@ class NEURAL_OT_re_extract(bpy.types.Operator):
             ("dense", "Dense", "Every grid node"),
         ],
     )
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("re_extract")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         targets = [o for o in context.selected_objects if is_neural(o)]
@@ -53,25 +51,19 @@ class NEURAL_OT_re_extract(bpy.types.Operator):
             workers.undo_step("Re-extract Neural Objects")
             return line
 
-        workers.start(
-            "re_extract",
+        return self.start_task(
             lambda: re_extract_remote(workers.client(settings), request),
             done,
-            title="Re-extract",
             pending=f"re-extracting {len(targets)} object(s) ...",
         )
-        return {"FINISHED"}
 
 
-class NEURAL_OT_render_preview(bpy.types.Operator):
+class NEURAL_OT_render_preview(WorkerTask, bpy.types.Operator):
     """Sphere-trace all visible neural objects from the active camera into the 'Neural Preview' image"""
 
     bl_idname = "neural.render_preview"
     bl_label = "Render Neural Preview"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("preview")
+    slot = "preview"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         objects = [o for o in context.scene.objects if is_neural(o) and o.visible_get()]
@@ -87,11 +79,9 @@ class NEURAL_OT_render_preview(bpy.types.Operator):
             image = show_preview(pixels)
             return f"rendered {len(objects)} neural object(s) into '{image.name}'"
 
-        workers.start(
-            "preview",
+        return self.start_task(
             lambda: render_remote(workers.client(settings), request),
             done,
             title="Render Preview",
             pending=f"rendering {request.width} x {request.height} ...",
         )
-        return {"FINISHED"}

@@ -14,78 +14,59 @@ import bpy
 from ..background import workers
 from ..client.connection import ConnectionSettings, check_connection, start_service, stop_service
 from ..settings import connection_settings, preferences
+from .base import WorkerTask
 
 _service: list[
     subprocess.Popen
 ] = []  # the service processes this Blender started (a worker appends, the main thread stops)
 
 
-class NEURAL_OT_check_connection(bpy.types.Operator):
+class NEURAL_OT_check_connection(WorkerTask, bpy.types.Operator):
     """Ask the neural-shapes service for its version and check the token"""
 
     bl_idname = "neural.check_connection"
     bl_label = "Check Connection"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("connection")
+    slot = "connection"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = connection_settings(context)
-        workers.start(
-            "connection",
-            lambda: check_connection(settings, workers.interrupter()),
-            str,
-            title="Check Connection",
-            pending="checking ...",
-            line="status",
+        return self.start_task(
+            lambda: check_connection(settings, workers.interrupter()), str, pending="checking ...", line="status"
         )
-        return {"FINISHED"}
 
 
-class NEURAL_OT_start_service(bpy.types.Operator):
+class NEURAL_OT_start_service(WorkerTask, bpy.types.Operator):
     """Start neural-shapes serve as a child of Blender (when none answers on the data folder)"""
 
     bl_idname = "neural.start_service"
     bl_label = "Start Service"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return not workers.busy("service")
+    slot = "service"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings, command = connection_settings(context), preferences(context).backend_command.strip()
-        workers.start(
-            "service",
-            lambda: _start(settings, command),
-            str,
-            title="Start Service",
-            pending="starting the service ...",
-            line="status",
+        return self.start_task(
+            lambda: _start(settings, command), str, pending="starting the service ...", line="status"
         )
-        return {"FINISHED"}
 
 
-class NEURAL_OT_stop_service(bpy.types.Operator):
+class NEURAL_OT_stop_service(WorkerTask, bpy.types.Operator):
     """Stop the service this Blender started"""
 
     bl_idname = "neural.stop_service"
     bl_label = "Stop Service"
+    slot = "service"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(_service) and not workers.busy("service")
+        return bool(_service) and super().poll(context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        workers.start(
-            "service",
+        return self.start_task(
             lambda: f"service stopped (exit code {stop_services()})",
             str,
-            title="Stop Service",
             pending="stopping the service ...",
             line="status",
         )
-        return {"FINISHED"}
 
 
 def _start(settings: ConnectionSettings, command: str) -> str:
