@@ -1,7 +1,10 @@
-"""Shared fixtures: the bundled samples, analytic meshes, and the installed command line."""
+"""Shared fixtures: the bundled samples, analytic meshes, the installed command line, the scripts the add-on
+tests run with the bpy module, and a client of a test module's service."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +23,22 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed ``neural-shapes`` entry point of this interpreter's environment."""
     exe = Path(sys.executable).with_name("neural-shapes")
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def blender_script_report(script: str, *args: object, resources: Path, timeout: float = 300) -> dict:
+    """Run ``tests/blender/<script> args...`` with this interpreter (the bpy module), Blender's user resources in
+    the folder ``resources`` (the user's own Blender left alone); the script must succeed, and its report is
+    the JSON of its last output line."""
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(resources)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "blender" / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @contextmanager
@@ -41,6 +60,12 @@ def single_torch_thread() -> Iterator[None]:
     """:func:`one_torch_thread` for a whole test module (``pytestmark = pytest.mark.usefixtures(...)``)."""
     with one_torch_thread():
         yield
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """The add-on's stdlib client of the test module's own ``server`` fixture (a ``tests.service_server.ServerProcess``)."""
+    return server.client
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda:0", marks=pytest.mark.gpu)])

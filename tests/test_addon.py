@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -13,14 +12,13 @@ import pytest
 
 from backend import __version__
 from blender_addon.client.connection import ConnectionSettings, check_connection
-from tests.conftest import run_cli
+from tests.conftest import blender_script_report, run_cli
 from tests.service_server import ServerProcess
 
 pytestmark = [pytest.mark.blender, pytest.mark.service]
 
 bpy_spec = pytest.importorskip("importlib.util").find_spec("bpy")
 needs_bpy = pytest.mark.skipif(bpy_spec is None, reason="the bpy wheel is not installed")
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +70,9 @@ def test_connection_check_without_blender(server, tmp_path):
 @needs_bpy
 @pytest.mark.parametrize("token, connected", [("", True), ("wrong-token", False)])
 def test_installed_extension_checks_the_service(built, server, tmp_path, token, connected):
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}  # leave the user's Blender alone
-    result = subprocess.run(
-        [sys.executable, str(HERE / "blender" / "install_and_check.py"), str(built[0]), str(server.data_dir), token],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    report = blender_script_report(
+        "install_and_check.py", built[0], server.data_dir, token, resources=tmp_path / "blender"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["panel"] and report["operator"]
     assert report["subpanels"] == dict.fromkeys(
         ("service", "convert", "object", "nf2vec"), "VIEW3D_PT_neural_shapes"
@@ -99,26 +90,18 @@ def test_installed_extension_checks_the_service(built, server, tmp_path, token, 
 @needs_bpy
 def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_path):
     other = ServerProcess(tmp_path / "other-service")  # another machine's service: has never seen the shapes
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "blender" / "convert_and_round_trip.py"),
-                str(built[0]),
-                str(server.data_dir),
-                str(tmp_path / "scene.blend"),
-                str(other.data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
+        report = blender_script_report(
+            "convert_and_round_trip.py",
+            built[0],
+            server.data_dir,
+            tmp_path / "scene.blend",
+            other.data_dir,
+            resources=tmp_path / "blender",
             timeout=600,
         )
     finally:
         other.terminate()
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["stage"] == "converted 2 object(s)" and report["progress"] == 1.0, report
     assert report["objects"] == ["Cube (neural)", "Sphere (neural)"]
     assert all(error < 1e-5 for error in report["matrix_error"].values()), report[
@@ -143,17 +126,10 @@ def test_convert_selected_objects_and_round_trip_the_blend(built, server, tmp_pa
 
 @needs_bpy
 def test_start_and_stop_service_buttons_and_service_down(built, tmp_path):
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
     command = str(Path(sys.executable).with_name("neural-shapes"))
-    result = subprocess.run(
-        [sys.executable, str(HERE / "blender" / "service_buttons.py"), str(built[0]), str(tmp_path / "data"), command],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    report = blender_script_report(
+        "service_buttons.py", built[0], tmp_path / "data", command, resources=tmp_path / "blender"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["down"] == "FINISHED" and report["down_status"].startswith("not connected: no running service"), (
         report
     )
@@ -165,16 +141,9 @@ def test_start_and_stop_service_buttons_and_service_down(built, tmp_path):
 
 @needs_bpy
 def test_convert_errors_leave_the_scene_unchanged_and_cancel_creates_nothing(built, server, tmp_path):
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
-    result = subprocess.run(
-        [sys.executable, str(HERE / "blender" / "convert_errors_and_cancel.py"), str(built[0]), str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    report = blender_script_report(
+        "convert_errors_and_cancel.py", built[0], server.data_dir, resources=tmp_path / "blender"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "select at least one mesh object" in report["non_mesh"]
     assert "NoFaces: the mesh has no faces" in report["empty_mesh"] and report["unchanged"]
     assert "service:" not in report["non_mesh"] + report["empty_mesh"]  # local refusals, not the service's

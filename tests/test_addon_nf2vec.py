@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend import __version__
 from backend.shapes.shape_file import shape_to_bytes
-from tests.conftest import run_cli
+from tests.conftest import blender_script_report, run_cli
 from tests.nf2vec_toolkit import build_toolkit
 from tests.service_server import ServerProcess
 from tests.test_service_nf2vec import nf2vec_server
@@ -26,7 +22,6 @@ pytestmark = [
     pytest.mark.blender,
     pytest.mark.service,
 ]
-HERE = Path(__file__).resolve().parent
 
 
 def close(a, b, tolerance: float = 1e-4) -> bool:
@@ -48,26 +43,19 @@ def report(tmp_path_factory):
         ids["foreign"] = client.import_shape(
             shape_to_bytes(replace(shapes[0], name="foreign", family_id="random-7"))
         ).id
-        env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "blender" / "nf2vec_operators.py"),
-                str(root / "addon" / f"neural_shapes-{__version__}.zip"),
-                str(server.data_dir),
-                json.dumps(ids),
-                str(no_model.data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
+        result = blender_script_report(
+            "nf2vec_operators.py",
+            root / "addon" / f"neural_shapes-{__version__}.zip",
+            server.data_dir,
+            json.dumps(ids),
+            no_model.data_dir,
+            resources=root / "blender",
             timeout=600,
         )
     finally:
         server.stop()
         no_model.stop()
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {**json.loads(result.stdout.strip().splitlines()[-1]), "ids": ids}
+    return {**result, "ids": ids}
 
 
 def test_info_and_adding_library_shapes(report):

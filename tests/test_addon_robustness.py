@@ -25,12 +25,11 @@ import pytest
 from backend import __version__
 from blender_addon.client import BadResponse, Client, Interrupted, Interrupter, ServiceTimeout, ServiceUnreachable
 from blender_addon.client.connection import ConnectionSettings, check_connection
-from tests.conftest import run_cli
+from tests.conftest import blender_script_report, run_cli
 from tests.service_server import ServerProcess
 
 pytestmark = [pytest.mark.blender, pytest.mark.service]
 
-HERE = Path(__file__).resolve().parent
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="the bpy wheel is not installed")
 TOKEN = "secret-token-of-the-test"
 SLOW_SECONDS = 1.5
@@ -356,24 +355,15 @@ def blender_report(tmp_path_factory):
     assert built.returncode == 0, built.stderr
     server = StandIn()
     try:
-        env = {**os.environ, "BLENDER_USER_RESOURCES": str(root / "blender")}
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "blender" / "robustness.py"),
-                str(root / "addon" / f"neural_shapes-{__version__}.zip"),
-                server.url,
-                TOKEN,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
+        return blender_script_report(
+            "robustness.py",
+            root / "addon" / f"neural_shapes-{__version__}.zip",
+            server.url,
+            TOKEN,
+            resources=root / "blender",
         )
     finally:
         server.close()
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @needs_bpy

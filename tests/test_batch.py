@@ -27,18 +27,14 @@ def outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_mesh_folder_with_python(tmp_path):
-    source = tmp_path / "in"
-    source.mkdir()
-    shutil.copy(SAMPLES / "chair.stl", source)
-    (source / "broken.obj").write_text("not a mesh\n")
-    result = subprocess.run(
+def convert(launch: list[str], tmp_path: Path, *inputs: str) -> subprocess.CompletedProcess:
+    """Run the batch script as ``launch`` starts it (python, or blender -b) on ``inputs``: quick fits into
+    tmp_path/out by a service of this environment that it starts on tmp_path/data."""
+    return subprocess.run(
         [
-            sys.executable,
-            str(BATCH),
+            *launch,
             "--",
-            "--input",
-            str(source),
+            *inputs,
             "--output",
             str(tmp_path / "out"),
             "--data-dir",
@@ -50,6 +46,14 @@ def test_mesh_folder_with_python(tmp_path):
         text=True,
         timeout=600,
     )
+
+
+def test_mesh_folder_with_python(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(SAMPLES / "chair.stl", source)
+    (source / "broken.obj").write_text("not a mesh\n")
+    result = convert([sys.executable, str(BATCH)], tmp_path, "--input", str(source))
     assert result.returncode == 1, result.stdout + result.stderr  # one item failed
     assert outputs(tmp_path / "out") == ["chair.h5", "chair.obj", "chair.png"]
     assert "broken.obj  failed  broken: mesh is empty" in result.stdout and "1 converted, 1 failed" in result.stdout
@@ -80,26 +84,7 @@ def test_blend_file_with_blender_binary(tmp_path):
     subprocess.run(
         ["blender", "-b", "--factory-startup", "--python-expr", make], check=True, capture_output=True, timeout=300
     )
-    result = subprocess.run(
-        [
-            "blender",
-            "-b",
-            str(blend),
-            "--factory-startup",
-            "-P",
-            str(BATCH),
-            "--",
-            "--output",
-            str(tmp_path / "out"),
-            "--data-dir",
-            str(tmp_path / "data"),
-            *QUICK,
-            *SERVICE,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = convert(["blender", "-b", str(blend), "--factory-startup", "-P", str(BATCH)], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 converted, 0 failed" in result.stdout
     assert outputs(tmp_path / "out") == ["Cube.h5", "Cube.obj", "Cube.png", "Sphere.h5", "Sphere.obj", "Sphere.png"]

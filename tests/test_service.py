@@ -33,11 +33,6 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server) -> Client:
-    return server.client
-
-
-@pytest.fixture(scope="module")
 def fitted(client, box_mesh, sphere_mesh, tmp_path_factory):
     """A box (raw arrays), a shifted sphere (.npz) and the box again (OBJ file) fitted in one job."""
     box = client.upload_mesh(box_mesh.vertices, box_mesh.faces, name="box")

@@ -44,11 +44,6 @@ def server(toolkit, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server) -> Client:
-    return server.client
-
-
-@pytest.fixture(scope="module")
 def library(client, toolkit) -> dict[str, str]:
     """The toolkit's shapes imported into the library: name -> id."""
     return {shape.name: client.import_shape(shape_to_bytes(shape)).id for shape in toolkit[1]}
