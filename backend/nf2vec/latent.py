@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from backend.errors import NeuralShapesError
-from backend.nf2vec.resumable import read_versioned
-from backend.shapes.architecture import Architecture, Weights
-from backend.shapes.checkpoints import save_tensors
+from backend.nf2vec.resumable import read_versioned, write_versioned
+from backend.shapes.architecture import Architecture, Weights, unflatten
+from backend.shapes.architecture import flatten as flatten  # re-exported: flat weights are read through here too
 from backend.shapes.network import batched_forward
 
 FORMAT = "neural-shapes/nf2vec-latent"
@@ -110,22 +110,6 @@ class LatentFamily:
 
 
 # --- flat weights ----------------------------------------------------------------------------------
-
-
-def flatten(weights: Weights) -> np.ndarray:
-    """Flat weights (P,) float32 of one net: per layer weight (out, in) row-major, then bias (out,)."""
-    return np.concatenate([part.astype(np.float32).ravel() for layer in weights for part in layer])
-
-
-def unflatten(architecture: Architecture, flat: np.ndarray) -> Weights:
-    """The inverse of :func:`flatten`: flat (P,) -> per layer weight (out, in) and bias (out,), float32 copies."""
-    sizes, out, start = architecture.layer_sizes, [], 0
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        weight = flat[start : start + fan_out * fan_in].reshape(fan_out, fan_in)
-        start += fan_out * fan_in
-        out.append((weight.astype(np.float32, copy=True), flat[start : start + fan_out].astype(np.float32, copy=True)))
-        start += fan_out
-    return out
 
 
 def flat_forward(architecture: Architecture, flat: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -229,33 +213,26 @@ def _weighted_l1(predicted: torch.Tensor, target: torch.Tensor, weights: torch.T
 
 def save_latent(folder: Path, latent: LatentFamily) -> Path:
     """Write ``folder/latent.safetensors`` atomically (folder created); returns its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LATENT_NAME
     prior = latent.prior
-    save_tensors(
-        path,
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "family_id": latent.family_id,
-            "architecture": asdict(latent.architecture),
-            "k": latent.k,
-            "theta": latent.theta,
-            "basis": latent.basis,
-            "prior": {
-                "mean": prior.mean,
-                "std": prior.std,
-                "class_names": list(prior.class_names),
-                "class_mean": prior.class_mean,
-                "class_std": prior.class_std,
-            },
-            "latents": latent.latents,
-            "names": list(latent.names),
-            "labels": latent.labels,
-            "training": latent.training,
+    fields = {
+        "family_id": latent.family_id,
+        "architecture": asdict(latent.architecture),
+        "k": latent.k,
+        "theta": latent.theta,
+        "basis": latent.basis,
+        "prior": {
+            "mean": prior.mean,
+            "std": prior.std,
+            "class_names": list(prior.class_names),
+            "class_mean": prior.class_mean,
+            "class_std": prior.class_std,
         },
-    )
-    return path
+        "latents": latent.latents,
+        "names": list(latent.names),
+        "labels": latent.labels,
+        "training": latent.training,
+    }
+    return write_versioned(folder / LATENT_NAME, FORMAT, VERSION, fields)
 
 
 def load_latent(folder: Path, family_id: str | None = None) -> LatentFamily:

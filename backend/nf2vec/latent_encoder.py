@@ -39,7 +39,7 @@ from backend.errors import NeuralShapesError, check_cancel
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
 from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
 from backend.nf2vec.latent_training import LatentProgress, sampled_shapes
-from backend.nf2vec.resumable import LossReports, checkpoint_key, read_versioned, resume_checkpoint
+from backend.nf2vec.resumable import LossReports, checkpoint_key, read_versioned, resume_checkpoint, write_versioned
 from backend.nf2vec.training import (
     ShapeSamples,
     _draw,  # train-nf2vec's draw of a shape's mesh samples, shared
@@ -450,25 +450,18 @@ def refine_latent(
 
 def save_latent_encoder(folder: Path, encoder: LatentEncoder) -> Path:
     """Write ``folder/latent_encoder.safetensors`` atomically (folder created); returns its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ENCODER_NAME
-    save_tensors(
-        path,
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "family_id": encoder.family_id,
-            "architecture": asdict(encoder.architecture),
-            "k": encoder.k,
-            "stages": list(encoder.stages),
-            "latent_digest": encoder.latent_digest,
-            "reference": encoder.reference,
-            "encoder": encoder.net.state_dict(),
-            "training": encoder.training,
-            **({} if encoder.class_means is None else {"class_means": encoder.class_means}),
-        },
-    )
-    return path
+    fields = {
+        "family_id": encoder.family_id,
+        "architecture": asdict(encoder.architecture),
+        "k": encoder.k,
+        "stages": list(encoder.stages),
+        "latent_digest": encoder.latent_digest,
+        "reference": encoder.reference,
+        "encoder": encoder.net.state_dict(),
+        "training": encoder.training,
+        **({} if encoder.class_means is None else {"class_means": encoder.class_means}),
+    }
+    return write_versioned(folder / ENCODER_NAME, FORMAT, VERSION, fields)
 
 
 def load_latent_encoder(folder: Path, latent: LatentFamily) -> LatentEncoder:

@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.errors import NeuralShapesError
-from backend.shapes.checkpoints import load_tensors
+from backend.shapes.checkpoints import load_tensors, save_tensors
 
 T = TypeVar("T")
 E = TypeVar("E")  # a progress event
+
+
+def write_versioned(path: Path, format: str, version: int, fields: dict) -> Path:
+    """Write ``fields`` to ``path`` atomically (its folder created) under a ``format`` and ``version`` header,
+    as :func:`read_versioned` reads them back; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, {"format": format, "version": version, **fields})
+    return path
 
 
 def read_versioned(path: Path, what: str, format: str, version: int, article: str = "a") -> dict:

@@ -27,9 +27,8 @@ import torch
 
 from backend.errors import NeuralShapesError
 from backend.nf2vec.model import Nf2vecModel, load_model
-from backend.nf2vec.resumable import read_versioned
+from backend.nf2vec.resumable import read_versioned, write_versioned
 from backend.nf2vec.tasks.downstream import Standardiser
-from backend.shapes.checkpoints import save_tensors
 
 FORMAT_PREFIX = "neural-shapes/nf2vec-"
 VERSION = 1
@@ -76,12 +75,11 @@ def save_task_file(folder: Path, task: str, network: TaskNetwork, class_names: S
             f"{folder}: the {task} reads embeddings of size {network.embedding_size}, "
             f"the nf2vec model there makes {model.config.embedding_size}"
         )
-    path = task_path(folder, task)
-    save_tensors(
-        path,
+    return write_versioned(
+        task_path(folder, task),
+        FORMAT_PREFIX + task,
+        VERSION,
         {
-            "format": FORMAT_PREFIX + task,
-            "version": VERSION,
             "family_id": model.family_id,
             "embedding_size": network.embedding_size,
             "config": asdict(network.settings),
@@ -90,7 +88,6 @@ def save_task_file(folder: Path, task: str, network: TaskNetwork, class_names: S
             "training": network.training,
         },
     )
-    return path
 
 
 def load_task_file(folder: Path, task: str, model: Nf2vecModel, build: Callable[[TaskFile], N]) -> N:

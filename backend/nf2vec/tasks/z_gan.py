@@ -26,10 +26,9 @@ from backend.errors import NeuralShapesError
 from backend.nf2vec.latent import LatentFamily
 from backend.nf2vec.latent_encoder import latent_digest
 from backend.nf2vec.ops.latent_ops import ZSampler
-from backend.nf2vec.resumable import read_versioned
+from backend.nf2vec.resumable import read_versioned, write_versioned
 from backend.nf2vec.tasks.downstream import Standardiser, TaskProgress
 from backend.nf2vec.tasks.latent_gan import LatentGan, LatentGanSettings, generator_network, train_latent_gan
-from backend.shapes.checkpoints import save_tensors
 
 FORMAT = "neural-shapes/nf2vec-z-gan"
 VERSION = 1
@@ -145,25 +144,18 @@ def _centres(latent: LatentFamily) -> torch.Tensor:
 
 def save_z_gan(folder: Path, z_gan: ZGan) -> Path:
     """Write ``folder/z_gan.safetensors`` atomically (folder created); returns its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / Z_GAN_NAME
     gan = z_gan.gan
-    save_tensors(
-        path,
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "latent_digest": z_gan.latent_digest,
-            "k": gan.embedding_size,
-            "class_names": list(gan.class_names),
-            "settings": asdict(gan.settings),
-            "centres": z_gan.centres,
-            "standardiser": gan.standardiser.state_dict(),
-            "generator": gan.generator.state_dict(),
-            "training": gan.training,
-        },
-    )
-    return path
+    fields = {
+        "latent_digest": z_gan.latent_digest,
+        "k": gan.embedding_size,
+        "class_names": list(gan.class_names),
+        "settings": asdict(gan.settings),
+        "centres": z_gan.centres,
+        "standardiser": gan.standardiser.state_dict(),
+        "generator": gan.generator.state_dict(),
+        "training": gan.training,
+    }
+    return write_versioned(folder / Z_GAN_NAME, FORMAT, VERSION, fields)
 
 
 def load_z_gan(folder: Path, latent: LatentFamily) -> ZGan:
