@@ -103,8 +103,11 @@ def test_fit_and_evaluate_yields_each_shape_with_its_metrics(meshes):
     )
     first = next(fits)
     assert (first.index, first.error, evaluating, slot.entered) == (0, None, [0], 1)
-    assert {"surface_error", "chamfer", "fscore", "final_loss", "steps"} <= set(first.shape.metrics)
+    assert {"surface_error", "surface_error_p99", "chamfer", "fscore", "final_loss", "steps"} <= set(
+        first.shape.metrics
+    )
     assert first.shape.provenance["source_name"] == "a.obj" and len(first.reconstruction.faces) > 0
+    assert "surface error" in first.shape.provenance["fit_outcome"]  # 50 steps: short of the targets, and says so
     cancel.set()  # between meshes: the second is not evaluated
     with pytest.raises(Cancelled, match="fit cancelled"):
         next(fits)

@@ -3,13 +3,15 @@
 Recipe (Davies et al., with faster optimisation settings we measured, see README): importance samples
 per shape (:mod:`backend.meshes.sampling`), L1 loss on signed distance, Adam. All shapes of a call are one
 :class:`BatchedSDF` whose parameters are stacked along a shape axis, so a step costs a few batched
-matrix products whatever the number of shapes. Each shape stops on its own when its surface error
-(estimated on held-out surface points) reaches the target or stops improving; stopped shapes leave the
-batch so the rest run faster.
+matrix products whatever the number of shapes. Each shape stops on its own when it passes every check
+of :mod:`backend.fitting.checks` (mean and tail surface error on held-out surface points, then its
+reconstruction against the source both ways) or stops improving; stopped shapes leave the batch so the
+rest run faster.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +21,10 @@ import numpy as np
 import torch
 
 from backend.errors import check_cancel
+from backend.fitting.checks import Measured, Targets, failed_checks, reconstruction_check
 from backend.fitting.inner_loop import adapt, draw_samples, family_parameters, family_rates, weights_of
 from backend.meshes.loading import NormalisedMesh
-from backend.meshes.metrics import surface_samples
+from backend.meshes.metrics import TAIL_QUANTILE, surface_samples
 from backend.meshes.sampling import DEFAULT_BETA, DEFAULT_UNIFORM_FRACTION, importance_samples
 from backend.shapes.architecture import ModelFamily, Weights
 from backend.shapes.network import BatchedSDF
@@ -38,15 +41,25 @@ class FitSettings:
     batch_size: int = 2048  # points per shape per step (the paper's); measured faster to 0.003 than 16 K
     learning_rate: float = 1e-3
     min_learning_rate: float = 1e-4
+    # What a shape must reach to be done: backend.fitting.checks says why each is there.
     target_surface_error: float = 0.003
-    # The surface error alone can be low while the field away from the surface is still wrong (ghost
-    # surfaces, wrong signs, seen early in fits): a shape also needs this mean training L1 to stop.
     target_loss: float = 0.01
+    target_tail_error: float = 0.02
+    target_fscore: float = 0.95
+    target_chamfer: float = 0.010
+    check_resolution: int = 128  # marching cubes grid of the reconstruction check: the one the user gets
+    check_every: int = 5  # evaluations between two reconstruction checks of a shape that failed one
     max_steps: int = 20_000
     eval_every: int = 100
     eval_points: int = 20_000
     patience: int = 8  # evaluations without a 2% improvement before the learning rate halves / the fit stops
     seed: int = 0
+
+    @property
+    def targets(self) -> Targets:
+        return Targets(
+            self.target_surface_error, self.target_loss, self.target_tail_error, self.target_fscore, self.target_chamfer
+        )
 
 
 @dataclass
@@ -71,7 +84,8 @@ class FitResult:
     fit_seconds: float
     final_loss: float
     surface_error_estimate: float
-    stop_reason: str = field(default="")
+    stop_reason: str = field(default="")  # "target reached" (every check passed), "stopped improving", "step limit"
+    failed_checks: list[str] = field(default_factory=list)  # at the last evaluation (checks.failed_checks)
 
 
 def sign_method_for(mesh: NormalisedMesh) -> SignMethod:
@@ -84,13 +98,16 @@ class TrainingData:
     """What training needs for one shape, all in the normalised frame.
 
     points (m, 3) and sdf (m,) importance samples (negative inside); held_out (e, 3) surface points for
-    the stopping rule; sample_seconds the time it took to make them.
+    the stopping rule; sample_seconds the time it took to make them; the source mesh, vertices (n, 3) and
+    faces (f, 3), for the reconstruction check (without it the check is left out).
     """
 
     points: np.ndarray
     sdf: np.ndarray
     held_out: np.ndarray
     sample_seconds: float
+    vertices: np.ndarray | None = None
+    faces: np.ndarray | None = None
 
 
 def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), index: int = 0) -> TrainingData:
@@ -106,7 +123,7 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
         seed=settings.seed + index,
     )
     held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)
-    return TrainingData(samples.points, samples.sdf, held_out, time.perf_counter() - started)
+    return TrainingData(samples.points, samples.sdf, held_out, time.perf_counter() - started, mesh.vertices, mesh.faces)
 
 
 def fit_shapes(
@@ -156,6 +173,8 @@ def train_shapes(
     learning_rate = torch.full((count,), settings.learning_rate)
     loss_sum, window_steps = torch.zeros(count), 0
     shared_seconds = [0.0] * count
+    targets, next_check = settings.targets, [0] * count
+    reconstruction_failures: list[list[str]] = [[] for _ in range(count)]  # at each shape's last check
     window_started = time.perf_counter()
     while len(active) > 0:
         check_cancel(cancel, "fit cancelled")
@@ -169,11 +188,11 @@ def train_shapes(
         if step % settings.eval_every and step < settings.max_steps:
             continue
         with torch.no_grad():
-            errors = model(held_out[active]).abs().mean(dim=1)
+            point_errors = model(held_out[active]).abs()
+        errors, tails = point_errors.mean(dim=1), torch.quantile(point_errors, TAIL_QUANTILE, dim=1)
         now = time.perf_counter()
         for shape in active.tolist():  # the steps since the last evaluation served these shapes alike
             shared_seconds[shape] += (now - window_started) / len(active)
-        window_started = now
         finished = torch.zeros(len(active), dtype=torch.bool)
         for row, shape in enumerate(active.tolist()):
             error = float(errors[row])
@@ -186,8 +205,16 @@ def train_shapes(
             if stale[shape] >= settings.patience:
                 learning_rate[shape] /= 2
                 stale[shape] = 0
+            failures = failed_checks(Measured(error, float(tails[row]), window_loss), targets)
+            if not failures and data[shape].vertices is not None:
+                if step >= next_check[shape]:  # due: the first time the cheap checks pass, then every check_every
+                    started = time.perf_counter()
+                    reconstruction_failures[shape] = _check_reconstruction(model, row, data[shape], settings)
+                    shared_seconds[shape] += time.perf_counter() - started  # this shape's own cost
+                    next_check[shape] = step + settings.check_every * settings.eval_every
+                failures = reconstruction_failures[shape]
             reason = ""
-            if error <= settings.target_surface_error and window_loss <= settings.target_loss:
+            if not failures:
                 reason = "target reached"
             elif learning_rate[shape] < settings.min_learning_rate:
                 reason = "stopped improving"
@@ -202,8 +229,10 @@ def train_shapes(
                     final_loss=window_loss,
                     surface_error_estimate=error,
                     stop_reason=reason,
+                    failed_checks=failures,
                 )
                 report(FitProgress(shape, "done", step, error))
+        window_started = time.perf_counter()
         loss_sum.zero_()
         window_steps = 0
         if finished.any():
@@ -212,6 +241,19 @@ def train_shapes(
             model.keep_rows(keep)
             optimizer.keep_rows(keep, list(model.parameters()))
     return [r for r in results if r is not None]
+
+
+def _check_reconstruction(model: BatchedSDF, row: int, data: TrainingData, settings: FitSettings) -> list[str]:
+    """The reconstruction checks (F-score, Chamfer) one shape of the batch fails now."""
+    quality = reconstruction_check(
+        model.architecture,
+        model.shape_weights(row),
+        data.vertices,
+        data.faces,
+        data.held_out,
+        settings.check_resolution,
+    )
+    return failed_checks(Measured(math.nan, math.nan, fscore=quality.fscore, chamfer=quality.chamfer), settings.targets)
 
 
 def _meta_steps(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,13 +21,14 @@ from backend import __version__
 from backend.errors import NeuralShapesError, check_cancel
 from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
+from backend.fitting.checks import Measured, Targets, failed_checks
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file
 from backend.meshes.metrics import (
     CHAMFER_POINTS,
     SURFACE_ERROR_POINTS,
     reconstruction_quality,
-    surface_error,
+    surface_error_with_tail,
     surface_samples,
 )
 from backend.meshes.writing import write_mesh_file
@@ -54,18 +55,16 @@ class ConversionOutcome:
 def evaluate_shape(
     shape: NeuralShape, mesh: NormalisedMesh, resolution: int = DEFAULT_RESOLUTION, seed: int = 0
 ) -> tuple[dict[str, float], trimesh.Trimesh]:
-    """Surface error, Chamfer and F-score of a shape against a mesh given in the shape's normalised frame.
+    """Surface error (mean and tail), Chamfer and F-score of a shape against a mesh given in the shape's
+    normalised frame.
 
     Returns the metrics and the marching-cubes reconstruction (normalised frame).
     """
     points = surface_samples(mesh.vertices, mesh.faces, max(SURFACE_ERROR_POINTS, CHAMFER_POINTS), seed=seed)
     reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
     quality = reconstruction_quality(mesh.trimesh(), points[:CHAMFER_POINTS], reconstruction, seed=seed)
-    metrics = {
-        "surface_error": surface_error(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS]),
-        "chamfer": quality.chamfer,
-        "fscore": quality.fscore,
-    }
+    mean, tail = surface_error_with_tail(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS])
+    metrics = {"surface_error": mean, "surface_error_p99": tail, "chamfer": quality.chamfer, "fscore": quality.fscore}
     return metrics, reconstruction
 
 
@@ -161,6 +160,7 @@ def fit_and_evaluate(
     evaluation fails is yielded with its error and the others go on; ``cancel`` stops between meshes.
     """
     names = source_names or [mesh.name for mesh in meshes]
+    settings = replace(settings, check_resolution=resolution)  # the fit's check sees the surface the user gets
     results = fit_shapes(family, meshes, settings, progress=progress, cancel=cancel)
     for index, (mesh, result, name) in enumerate(zip(meshes, results, names)):
         check_cancel(cancel, "fit cancelled")
@@ -174,7 +174,20 @@ def fit_and_evaluate(
             yield EvaluatedFit(index, mesh, error=error)
             continue
         shape.metrics.update(metrics)
+        shape.provenance["fit_outcome"] = fit_outcome(shape.metrics, settings.targets)
         yield EvaluatedFit(index, mesh, shape, reconstruction)
+
+
+def fit_outcome(metrics: dict[str, float], targets: Targets) -> str:
+    """ "targets met", or the checks a shape's final figures fail ("F-score 0.912 < 0.950; Chamfer ...")."""
+    measured = Measured(
+        metrics["surface_error"],
+        metrics["surface_error_p99"],
+        metrics["final_loss"],
+        metrics["fscore"],
+        metrics["chamfer"],
+    )
+    return "; ".join(failed_checks(measured, targets)) or "targets met"
 
 
 def _write(outcome: ConversionOutcome, fit: EvaluatedFit, stem: Path, half_precision: bool) -> None:

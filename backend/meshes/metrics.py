@@ -1,7 +1,8 @@
 """Quality figures of a neural shape against its source mesh, all in normalised units.
 
 - surface error (the paper's): mean |f(p)| over points p sampled uniformly on the source surface
-  (100,000 by default); it says how far the zero level set misses the true surface.
+  (100,000 by default); it says how far the zero level set misses the true surface. Its tail, the 99th
+  percentile of |f(p)|, says whether some part of the surface is missed by far (a lost thin part).
 - Chamfer distance: mean distance from source-surface samples to the reconstructed surface plus mean
   distance from reconstruction samples to the source surface (L2, not squared; point-to-surface, so
   there is no sampling-gap bias), reconstruction by marching cubes.
@@ -25,6 +26,7 @@ from kernels.mesh_sdf import MeshDistance, SignMethod
 SURFACE_ERROR_POINTS = 100_000
 CHAMFER_POINTS = 100_000
 FSCORE_THRESHOLD = 0.01
+TAIL_QUANTILE = 0.99
 
 
 def surface_samples(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
@@ -37,6 +39,14 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, count: int, seed: i
 def surface_error(architecture: Architecture, weights: Weights, surface_points: np.ndarray) -> float:
     """Mean |f| over points on the source surface (normalised frame)."""
     return float(np.abs(evaluate_sdf(architecture, weights, surface_points)).mean())
+
+
+def surface_error_with_tail(
+    architecture: Architecture, weights: Weights, surface_points: np.ndarray
+) -> tuple[float, float]:
+    """Mean and TAIL_QUANTILE percentile of |f| over points on the source surface (normalised frame)."""
+    distances = np.abs(evaluate_sdf(architecture, weights, surface_points))
+    return float(distances.mean()), float(np.quantile(distances, TAIL_QUANTILE))
 
 
 @dataclass(frozen=True)
