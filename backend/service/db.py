@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backend.service.errors import NotFound, check_id
+
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -163,6 +165,15 @@ class Database:
 
     def all(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         return [dict(row) for row in self.connection().execute(sql, params).fetchall()]
+
+    def by_id(self, table: str, what: str, row_id: str) -> dict:
+        """The row of ``table`` (of ``what``: "shape", "upload") with id ``row_id``, checked first;
+        :class:`NotFound` when there is none."""
+        check_id(row_id, what)
+        row = self.one(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
+        if row is None:
+            raise NotFound(f"no {what} with id {row_id}")
+        return row
 
     def close(self) -> None:
         """Close every connection this object opened (call when no thread uses it any more)."""

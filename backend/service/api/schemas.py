@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -47,6 +47,16 @@ def exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
         schema["oneOf"] = [{"required": [name], "properties": {name: given(name)}} for name in names]
 
     return extra
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _given_one_of(model: M, a: str, b: str) -> M:
+    """``model``, checked to give exactly one of its fields ``a`` and ``b`` (the other None)."""
+    if (getattr(model, a) is None) == (getattr(model, b) is None):
+        raise ValueError(f"give either '{a}' or '{b}'")
+    return model
 
 
 class Health(BaseModel):
@@ -182,9 +192,7 @@ class InterpolateJobCreate(_In):
 
     @model_validator(mode="after")
     def _times_or_count(self) -> InterpolateJobCreate:
-        if (self.times is None) == (self.count is None):
-            raise ValueError("give either 'times' or 'count'")
-        return self
+        return _given_one_of(self, "times", "count")
 
 
 class GenerateJobCreate(_In):
@@ -215,9 +223,7 @@ class CompleteJobCreate(_In):
 
     @model_validator(mode="after")
     def _shape_or_upload(self) -> CompleteJobCreate:
-        if (self.shape is None) == (self.upload is None):
-            raise ValueError("give either 'shape' or 'upload'")
-        return self
+        return _given_one_of(self, "shape", "upload")
 
 
 class Nf2vecTasks(BaseModel):

@@ -23,7 +23,7 @@ from pathlib import Path
 from backend.errors import NeuralShapesError
 from backend.files import write_atomically
 from backend.service.db import Database, to_json, utc_now
-from backend.service.errors import DiskFull, NotFound, check_id, new_id
+from backend.service.errors import DiskFull, NotFound, new_id
 from backend.shapes.shape_file import NeuralShape, read_shape, shape_from_bytes, shape_to_bytes
 
 log = logging.getLogger(__name__)
@@ -185,11 +185,7 @@ class Library:
         return path
 
     def _row(self, shape_id: str) -> dict:
-        check_id(shape_id, "shape")
-        row = self.db.one("SELECT * FROM shapes WHERE id = ?", (shape_id,))
-        if row is None:
-            raise NotFound(f"no shape with id {shape_id}")
-        return row
+        return self.db.by_id("shapes", "shape", shape_id)
 
     # --- start-up consistency ------------------------------------------------------------------
 

@@ -102,33 +102,19 @@ class Nf2vecJobs:
     def run_interpolate(self, context: JobContext) -> dict:
         inputs = context.inputs
         a, b = self.nf2vec.shape(inputs["a"]), self.nf2vec.shape(inputs["b"])
-        shapes = interpolate(
-            self.nf2vec.tools(),
-            a,
-            b,
-            inputs["times"],
-            inputs["space"],
-            self._decoder(inputs, "interpolate"),
-            self.nf2vec.decode,
-            context.progress,
-            context.cancel,
-        )
-        self._store(context, shapes)
-        return {}
+        return self._make(context, "interpolate", interpolate, a, b, inputs["times"], inputs["space"])
 
     def run_generate(self, context: JobContext) -> dict:
         inputs = context.inputs
-        shapes = generate(
-            self.nf2vec.tools(),
-            inputs["count"],
-            inputs["seed"],
-            inputs["class"],
-            inputs.get("truncation"),
-            self._decoder(inputs, "generate"),
-            self.nf2vec.decode,
-            context.progress,
-            context.cancel,
-        )
+        options = inputs["count"], inputs["seed"], inputs["class"], inputs.get("truncation")
+        return self._make(context, "generate", generate, *options)
+
+    def _make(self, context: JobContext, name: str, operation, *arguments) -> dict:
+        """Store the shapes ``operation(tools, *arguments, decoder, decode settings, progress, cancel)`` makes,
+        with the job's decoder for the operation ``name``."""
+        tools = self.nf2vec.tools()
+        decoder = self._decoder(context.inputs, name)
+        shapes = operation(tools, *arguments, decoder, self.nf2vec.decode, context.progress, context.cancel)
         self._store(context, shapes)
         return {}
 

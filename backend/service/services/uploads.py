@@ -24,7 +24,7 @@ from backend.errors import NeuralShapesError
 from backend.files import write_atomically
 from backend.meshes.loading import NormalisedMesh, load_mesh_bytes, normalise_mesh, one_line, vertex_limit
 from backend.service.db import Database, utc_now
-from backend.service.errors import NotFound, TooLarge, check_id, new_id
+from backend.service.errors import NotFound, TooLarge, new_id
 from backend.service.services.library import clean_name
 from backend.shapes.frame import Similarity
 
@@ -123,11 +123,7 @@ class Uploads:
         return removed
 
     def _row(self, upload_id: str) -> dict:
-        check_id(upload_id, "upload")
-        row = self.db.one("SELECT * FROM uploads WHERE id = ?", (upload_id,))
-        if row is None:
-            raise NotFound(f"no upload with id {upload_id}")
-        return row
+        return self.db.by_id("uploads", "upload", upload_id)
 
     # --- parsing -------------------------------------------------------------------------------
 
