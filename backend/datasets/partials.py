@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import trimesh
 
-from backend.datasets.procedural import MANIFEST_NAME, read_manifest
+from backend.datasets.procedural import MANIFEST_NAME, manifest_text, read_manifest
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes, write_atomically
 
@@ -203,14 +203,7 @@ def _manifest_json(manifest: PartialsManifest) -> str:
         }
         for i in manifest.items
     ]
-    data = {
-        "format": FORMAT,
-        "version": VERSION,
-        "source_collection": manifest.source_collection,
-        "seed": manifest.seed,
-        "items": items,
-    }
-    return json.dumps(data, indent=1) + "\n"
+    return manifest_text(FORMAT, VERSION, source_collection=manifest.source_collection, seed=manifest.seed, items=items)
 
 
 def _parse_item(entry: dict) -> PartialItem:

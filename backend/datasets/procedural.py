@@ -239,16 +239,20 @@ def _manifest_json(manifest: Manifest) -> str:
         {"file": i.file, "class": i.class_name, "label": i.label, "seed": i.seed, "messy": i.messy, "faces": i.faces}
         for i in manifest.items
     ]
-    data = {
-        "format": FORMAT,
-        "version": VERSION,
-        "seed": manifest.seed,
-        "messy_fraction": manifest.messy_fraction,
-        "orientation": manifest.orientation,
-        "classes": list(manifest.classes),
-        "items": items,
-    }
-    return json.dumps(data, indent=1) + "\n"
+    return manifest_text(
+        FORMAT,
+        VERSION,
+        seed=manifest.seed,
+        messy_fraction=manifest.messy_fraction,
+        orientation=manifest.orientation,
+        classes=list(manifest.classes),
+        items=items,
+    )
+
+
+def manifest_text(format: str, version: int, **fields: object) -> str:
+    """A manifest.json's text: its ``format`` and ``version``, then ``fields``, one per line (diffable)."""
+    return json.dumps({"format": format, "version": version, **fields}, indent=1) + "\n"
 
 
 def _parse_item(entry: object) -> CollectionItem:
