@@ -66,39 +66,22 @@ class Tally:
             self.examples.append(f"{fmt}: {note}")
 
     def print(self, title: str) -> None:
-        body = []
-        for fmt in sorted(self.rows, key=lambda f: FORMATS.index(f) if f in FORMATS else 99):
-            r = self.rows[fmt]
-            body.append(
-                [
-                    fmt,
-                    f"{r['cases']:,}",
-                    f"{r['accepted']:,}",
-                    f"{r['refused']:,}",
-                    str(r["crashes"]),
-                    str(r["hangs"]),
-                    f"{r['seconds']:.2f}",
-                    f"{r['rss']:.0f}",
-                ]
-            )
+        formats = sorted(self.rows, key=lambda f: FORMATS.index(f) if f in FORMATS else 99)
+        body = [_row(fmt, self.rows[fmt]) for fmt in formats]
         total = {k: sum(r[k] for r in self.rows.values()) for k in ("cases", "accepted", "refused", "crashes", "hangs")}
-        body.append(
-            [
-                "**all**",
-                f"{total['cases']:,}",
-                f"{total['accepted']:,}",
-                f"{total['refused']:,}",
-                str(total["crashes"]),
-                str(total["hangs"]),
-                f"{max(r['seconds'] for r in self.rows.values()):.2f}",
-                f"{max(r['rss'] for r in self.rows.values()):.0f}",
-            ]
-        )
+        total |= {k: max(r[k] for r in self.rows.values()) for k in ("seconds", "rss")}  # the slowest, the largest
+        body.append(_row("**all**", total))
         table(
             title, ["format", "cases", "accepted", "refused", "crashes", "hangs", "max seconds", "peak RSS (MiB)"], body
         )
         for example in self.examples:
             print(f"- {example}")
+
+
+def _row(label: str, r: dict) -> list[str]:
+    """A table row: the case counts, then the seconds and the peak RSS (MiB)."""
+    counts = [f"{r['cases']:,}", f"{r['accepted']:,}", f"{r['refused']:,}", str(r["crashes"]), str(r["hangs"])]
+    return [label, *counts, f"{r['seconds']:.2f}", f"{r['rss']:.0f}"]
 
 
 def own_rss_mib() -> float:

@@ -55,16 +55,21 @@ def tick_until_done() -> None:
         wait = tasks.tick()
 
 
-def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list]:
-    """Press a job operator and tick it as the UI's timer does until the run is over; its new objects."""
-    wm = bpy.context.window_manager
-    before = set(bpy.data.objects)
+def press_until_done(name: str, operator, **options) -> float:
+    """Press an operator and tick as the UI's timer does until its run is over; the seconds it took."""
     started = time.perf_counter()
     pressed = press(operator, **options)
     if pressed != "FINISHED":
         fail(f"{name}: {pressed}")
     tick_until_done()
-    seconds = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list]:
+    """Press a job operator and tick it as the UI's timer does until the run is over; its new objects."""
+    wm = bpy.context.window_manager
+    before = set(bpy.data.objects)
+    seconds = press_until_done(name, operator, **options)
     made = sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
     if len(made) != expected:
         fail(f"{name}: {len(made)} object(s) added, {expected} expected; last line: {wm.neural_shapes_stage}")
@@ -73,12 +78,7 @@ def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list
 
 def timed_call(name: str, operator, describe, **options) -> dict:
     """Press an operator that lists an answer; ``describe()`` sums up what it listed."""
-    started = time.perf_counter()
-    pressed = press(operator, **options)
-    if pressed != "FINISHED":
-        fail(f"{name}: {pressed}")
-    tick_until_done()
-    seconds = time.perf_counter() - started
+    seconds = press_until_done(name, operator, **options)
     return {"operation": name, "seconds": seconds, "added": 0, "result": describe()}
 
 
