@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ import trimesh
 
 from backend.errors import Cancelled
 from backend.fitting.batched import FitSettings, fit_shapes, sample_shape, train_shapes
-from backend.fitting.pipeline import fit_and_evaluate
+from backend.fitting.pipeline import fit_and_escalate, fit_and_evaluate
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error, surface_samples
 from backend.shapes.architecture import Architecture, random_family
@@ -125,3 +126,32 @@ class _CountingSlot:
 
     def __exit__(self, *exc):
         return None
+
+
+def test_shapes_short_of_the_targets_are_fitted_again_with_the_next_net(meshes):
+    """fit_and_escalate: a shape that meets the targets keeps the first net; one that cannot (here the
+    targets are out of reach) is fitted again with each larger net, keeps the best fit (the higher
+    F-score) and says in its provenance what each net reached."""
+    small, larger = Architecture(hidden_layers=1, width=4), Architecture(hidden_layers=2, width=32)
+    quick = FitSettings(samples=20_000, batch_size=1024, eval_every=50, max_steps=100)
+    easy = replace(
+        quick,
+        target_surface_error=1.0,
+        target_loss=1.0,
+        target_tail_error=1.0,
+        target_fscore=0.0,
+        target_chamfer=math.inf,
+    )
+    [kept] = fit_and_escalate(random_family(small), meshes[:1], easy, escalation=(larger,), resolution=32)
+    assert kept.shape.architecture == small and "escalation" not in kept.shape.provenance
+
+    events = []
+    impossible = replace(quick, target_surface_error=0.0)
+    [best] = fit_and_escalate(
+        random_family(small), meshes[2:], impossible, escalation=(larger,), resolution=32, progress=events.append
+    )
+    steps = best.shape.provenance["escalation"].split(" | ")
+    assert [step.split(":")[0] for step in steps] == [small.describe(), larger.describe()]
+    assert all("surface error" in step for step in steps)
+    assert best.shape.architecture == larger and best.index == 0  # the 2x32 net holds the torus far better
+    assert {event.shape_index for event in events} == {0}

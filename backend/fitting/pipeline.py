@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 import trimesh
@@ -32,12 +33,25 @@ from backend.meshes.metrics import (
     surface_samples,
 )
 from backend.meshes.writing import write_mesh_file
-from backend.shapes.architecture import ModelFamily
+from backend.shapes.architecture import Architecture, ModelFamily, random_family
 from backend.shapes.frame import Similarity
 from backend.shapes.shape_file import NeuralShape, write_shape
 
 DEFAULT_RESOLUTION = 128
 DEFAULT_FIT_BATCH = 16
+
+
+class Quality(StrEnum):
+    """How hard a conversion tries: the default net only, or larger nets where it falls short."""
+
+    STANDARD = "standard"
+    HIGH = "high"
+
+
+# The nets "high" quality tries, in turn, for shapes the default net cannot hold: wider ReLU nets (each
+# four times the parameters of the one before) from a seeded random start, as no meta-learned family
+# exists for them; the file grows with them (118 kB, 465 kB).
+ESCALATION = (Architecture(hidden_layers=8, width=64), Architecture(hidden_layers=8, width=128))
 
 
 @dataclass
@@ -84,14 +98,16 @@ def convert_files(
     max_faces: int = DEFAULT_MAX_FACES,
     fit_batch: int = DEFAULT_FIT_BATCH,
     skip_existing: bool = False,
+    quality: Quality = Quality.STANDARD,
     progress: Callable[[Path, FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[ConversionOutcome]:
     """Convert mesh files into ``.h5`` neural shapes (+ reconstructed ``.obj``) in ``out_dir``.
 
-    Meshes are fitted ``fit_batch`` at a time in one batched model and written after each batch, so with
+    Meshes are fitted ``fit_batch`` at a time in one batched model and written as each is done, so with
     ``skip_existing`` (sources whose ``.h5`` is already there are left alone) an interrupted run resumes.
-    Returns one outcome per source, in order.
+    ``quality`` HIGH fits the shapes ``family``'s net cannot hold again with larger nets
+    (:func:`fit_and_escalate`). Returns one outcome per source, in order.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = [ConversionOutcome(source=Path(s)) for s in sources]
@@ -113,8 +129,15 @@ def convert_files(
         if progress is not None:
             report = lambda event, group=group: progress(group[event.shape_index][0].source, event)  # noqa: E731
         names = [outcome.source.name for outcome, _ in group]
-        for fit in fit_and_evaluate(
-            family, meshes, settings, resolution=resolution, source_names=names, progress=report, cancel=cancel
+        for fit in fit_and_escalate(
+            family,
+            meshes,
+            settings,
+            escalation=ESCALATION if quality == Quality.HIGH else (),
+            resolution=resolution,
+            source_names=names,
+            progress=report,
+            cancel=cancel,
         ):
             outcome = group[fit.index][0]
             if fit.error is not None:
@@ -176,6 +199,74 @@ def fit_and_evaluate(
         shape.metrics.update(metrics)
         shape.provenance["fit_outcome"] = fit_outcome(shape.metrics, settings.targets)
         yield EvaluatedFit(index, mesh, shape, reconstruction)
+
+
+def fit_and_escalate(
+    family: ModelFamily,
+    meshes: list[NormalisedMesh],
+    settings: FitSettings = FitSettings(),
+    *,
+    escalation: tuple[Architecture, ...] = (),
+    resolution: int = DEFAULT_RESOLUTION,
+    source_names: list[str] | None = None,
+    progress: Callable[[FitProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[EvaluatedFit]:
+    """:func:`fit_and_evaluate`, with capacity where it is needed: a shape whose final figures fail a
+    check is fitted again with the next net of ``escalation`` (:data:`ESCALATION` for quality "high"),
+    from a seeded random start, and the best fit kept (targets met first, then the higher F-score). A
+    shape is yielded as soon as it meets the targets or has no net left to try; the provenance of an
+    escalated one says what each net reached ("escalation").
+
+    Shapes with a net other than ``family``'s render, mesh and combine like any other, but nf2vec
+    operations take only the family their model was trained on (the default).
+    """
+    names = source_names or [mesh.name for mesh in meshes]
+    families = [family] + [random_family(net, settings.seed) for net in escalation]
+    pending, kept, attempts = list(range(len(meshes))), {}, {index: [] for index in range(len(meshes))}
+    for level, net_family in enumerate(families):
+        if not pending:
+            return
+        rows, pending = pending, []
+        report = None
+        if progress is not None:  # events name the shape by its place among all the meshes given
+            report = lambda event, rows=rows: progress(replace(event, shape_index=rows[event.shape_index]))  # noqa: E731
+        for fit in fit_and_evaluate(
+            net_family,
+            [meshes[index] for index in rows],
+            settings,
+            resolution=resolution,
+            source_names=[names[index] for index in rows],
+            progress=report,
+            cancel=cancel,
+        ):
+            fit.index = rows[fit.index]
+            if fit.shape is not None:
+                attempts[fit.index].append(
+                    f"{net_family.architecture.describe()}: {fit.shape.provenance['fit_outcome']}"
+                )
+            fit = _better(kept.pop(fit.index, None), fit)
+            if len(attempts[fit.index]) > 1 and fit.shape is not None:
+                fit.shape.provenance["escalation"] = " | ".join(attempts[fit.index])
+            if level == len(families) - 1 or fit.shape is None or _met(fit):
+                yield fit
+            else:
+                kept[fit.index] = fit
+                pending.append(fit.index)
+
+
+def _met(fit: EvaluatedFit) -> bool:
+    return fit.shape is not None and fit.shape.provenance["fit_outcome"] == "targets met"
+
+
+def _better(kept: EvaluatedFit | None, new: EvaluatedFit) -> EvaluatedFit:
+    """The better of two fits of one mesh: one with a shape, then one meeting the targets, then the higher F-score."""
+    if kept is None:
+        return new
+    rank = [
+        (fit.shape is not None, _met(fit), fit.shape.metrics["fscore"] if fit.shape else 0.0) for fit in (kept, new)
+    ]
+    return new if rank[1] > rank[0] else kept
 
 
 def fit_outcome(metrics: dict[str, float], targets: Targets) -> str:
