@@ -522,11 +522,11 @@ class _Surface:
 
 
 @wp.func
-def _gather(surface: _Surface, t: int) -> _vec8:
-    # Corner values of crossing cell t.
+def _gather(values: wp.array(dtype=float), slots: _vec8i) -> _vec8:
+    # Corner values of a crossing cell from the store slots of its corners.
     v = _vec8()
     for k in range(8):
-        v[k] = surface.values[surface.slots[t][k]]
+        v[k] = values[slots[k]]
     return v
 
 
@@ -556,7 +556,7 @@ def _count_kernel(
     # leave the band there: a region pruned with too small a bound).
     t = offset + wp.tid()
     c = surface.cells[t]
-    v = _gather(surface, t)
+    v = _gather(surface.values, surface.slots[t])
     tables, limit = surface.tables, surface.limit
     count = int(0)
     for e in range(12):
@@ -603,7 +603,7 @@ def _emit_vertices_kernel(
     t = offset + wp.tid()
     c = surface.cells[t]
     corner_slots = surface.slots[t]
-    v = _gather(surface, t)
+    v = _gather(surface.values, corner_slots)
     tables, limit = surface.tables, surface.limit
     k = first[t]
     for e in range(12):
@@ -631,7 +631,7 @@ def _emit_faces_kernel(
     # Triangles of each crossing cell from Warp's case table, on the welded edge vertices.
     t = offset + wp.tid()
     corner_slots = surface.slots[t]
-    code = _case(_gather(surface, t))
+    code = _case(_gather(surface.values, corner_slots))
     tables = surface.tables
     start = tables.case_range[code]
     base = 3 * first[t]
