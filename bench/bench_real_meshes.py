@@ -9,7 +9,9 @@ F-score, steps, seconds, the net and the checks a shape missed), then the issue'
 the share of meshes at surface error <= 0.003, the worst one, the meshes with F-score@0.01 >= 0.95 and
 Chamfer <= 0.010, and the whole command's wall time per mesh. ``--single N`` also times the first N
 meshes each in a command of its own (median), ``--busy`` runs everything next to one busy process (a
-Python loop, as when Blender works next to the service).
+Python loop, as when Blender works next to the service). ``--pictures FILE`` draws the hardest meshes
+(lowest F-score) next to their neural shapes: the source by the mesh ray caster, the shape by the sphere
+tracer, one camera and light.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np
 from report import table
+
+from backend.meshes.loading import load_mesh_file
+from backend.rendering.renderer import write_png
+from backend.shapes.shape_file import read_shape
+from bench.pictures import mesh_tile, render_tile, sheet
 
 CLI = [sys.executable, "-m", "backend.cli", "fit"]
 TARGET, WORST, FSCORE, CHAMFER = 0.003, 0.006, 0.95, 0.010
@@ -55,6 +63,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=0, help="Also time this many meshes one command each.")
     parser.add_argument("--busy", action="store_true", help="Run next to one busy process.")
     parser.add_argument("--out", type=Path, help="Keep the outputs here (default: a temporary folder).")
+    parser.add_argument("--pictures", type=Path, help="Write a PNG of the hardest meshes next to their shapes.")
+    parser.add_argument("--hardest", type=int, default=6, help="Meshes in the picture.")
+    parser.add_argument("--size", type=int, default=192, help="Picture tile size in pixels.")
     args = parser.parse_args()
     sources = sorted(p for p in args.meshes.iterdir() if p.is_file())
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-real-"))
@@ -107,6 +118,21 @@ def main() -> None:
             ]
         )
     table("acceptance (issue 16)", ["figure", "measured", "target"], figures)
+    if args.pictures:
+        hardest = sorted(fitted, key=lambda r: r["fscore"])[: args.hardest]
+        write_png(side_by_side(hardest, args.size), args.pictures)
+        print(f"\n![the {len(hardest)} hardest meshes, source and neural shape]({args.pictures})")
+
+
+def side_by_side(rows: list[dict], size: int) -> np.ndarray:
+    """One row per fit (``--json`` rows): the source mesh and its neural shape, in the shape's normalised frame."""
+    tiles, labels = [], []
+    for row in rows:
+        shape = read_shape(Path(row["output"]))
+        source = load_mesh_file(Path(row["source"]), transform=shape.transform)
+        tiles.append([mesh_tile(source.vertices, source.faces, size), render_tile(shape, size)[0]])
+        labels.append(f"{Path(row['source']).stem}  F {row['fscore']:.2f}")
+    return sheet(tiles, labels, size, titles=["source", "neural shape"])
 
 
 if __name__ == "__main__":

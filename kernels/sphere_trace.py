@@ -149,7 +149,7 @@ class _Objects:
 
 
 @wp.struct
-class _Camera:
+class DeviceCamera:
     camera_to_world: wp.mat44
     perspective: bool  # else orthographic
     pixel_size: float
@@ -193,7 +193,7 @@ def _combine(d: float, g: wp.vec3, id: int, di: float, gi: wp.vec3, i: int, op: 
 
 
 @wp.func
-def _camera_ray(camera: _Camera, pixel: int):
+def camera_ray(camera: DeviceCamera, pixel: int):
     # Origin, unit direction (world) and depth per unit of ray length of a pixel's ray (row 0 at the top).
     u = (float(pixel % camera.width) + 0.5 - 0.5 * float(camera.width)) * camera.pixel_size
     v = (0.5 * float(camera.height) - float(pixel / camera.width) - 0.5) * camera.pixel_size
@@ -207,7 +207,7 @@ def _camera_ray(camera: _Camera, pixel: int):
 
 
 @wp.func
-def _ray_span(objects: _Objects, camera: _Camera, origin: wp.vec3, direction: wp.vec3, axial: float):
+def _ray_span(objects: _Objects, camera: DeviceCamera, origin: wp.vec3, direction: wp.vec3, axial: float):
     # The span of the ray inside the bounding spheres, clipped by the clip planes (empty: enter >= leave).
     enter = float(FAR)
     leave = float(-FAR)
@@ -365,7 +365,7 @@ def _tracer(field):
     def march_kernel(
         params: wp.array2d(dtype=field.param_dtype),
         objects: _Objects,
-        camera: _Camera,
+        camera: DeviceCamera,
         settings: _Settings,
         offset: int,
         stop: int,
@@ -390,7 +390,7 @@ def _tracer(field):
             running = int(0)
             for r in range(LANES):
                 while active[r] == 0.0 and next_pixel < last:
-                    o, dr, axial = _camera_ray(camera, next_pixel)
+                    o, dr, axial = camera_ray(camera, next_pixel)
                     enter, leave = _ray_span(objects, camera, o, dr, axial)
                     if enter < leave:
                         pixel[r] = next_pixel
@@ -428,7 +428,7 @@ def _tracer(field):
     def shade_kernel(
         params: wp.array2d(dtype=field.param_dtype),
         objects: _Objects,
-        camera: _Camera,
+        camera: DeviceCamera,
         settings: _Settings,
         offset: int,
         stop: int,
@@ -450,7 +450,7 @@ def _tracer(field):
             if pixel < stop:
                 t = hit_t[pixel]
                 if t < wp.inf:
-                    origin, direction, axial = _camera_ray(camera, pixel)
+                    origin, direction, axial = camera_ray(camera, pixel)
                     points[r] = origin + direction * t
                     directions[r] = direction
                     hits[r] = 1.0
@@ -488,6 +488,16 @@ def _tracer(field):
                     out_id[first + r] = ids[r]
 
     return march_kernel, shade_kernel
+
+
+def device_camera(camera: RayCamera) -> DeviceCamera:
+    """The camera as the kernels take it."""
+    cam = DeviceCamera()
+    cam.camera_to_world = wp.mat44(np.asarray(camera.camera_to_world, dtype=np.float32))
+    cam.perspective = bool(camera.perspective)
+    cam.pixel_size, cam.width, cam.height = float(camera.pixel_size), int(camera.width), int(camera.height)
+    cam.clip_start, cam.clip_end = float(camera.clip_start), float(camera.clip_end)
+    return cam
 
 
 def _object_struct(objects: TraceObjects, epsilon: float, device: str) -> tuple[_Objects, np.ndarray]:
@@ -555,11 +565,7 @@ def trace(
     march_kernel, shade_kernel = _tracer(field)
     params_wp = wp.array(params, dtype=field.param_dtype, device=device)
     objects_wp, radius = _object_struct(objects, settings.epsilon, device)
-    cam = _Camera()
-    cam.camera_to_world = wp.mat44(np.asarray(camera.camera_to_world, dtype=np.float32))
-    cam.perspective = bool(camera.perspective)
-    cam.pixel_size, cam.width, cam.height = float(camera.pixel_size), width, height
-    cam.clip_start, cam.clip_end = float(camera.clip_start), float(camera.clip_end)
+    cam = device_camera(camera)
     s = _Settings()
     light = np.asarray(settings.light_direction, dtype=np.float64)
     s.light = wp.vec3(*(light / np.linalg.norm(light)))
