@@ -13,25 +13,8 @@ import h5py
 
 from backend.errors import NeuralShapesError
 from backend.files import read_file_bytes, write_atomically
+from backend.shapes import h5_io
 from backend.shapes.architecture import Architecture, ModelFamily, random_family
-from backend.shapes.h5_io import (
-    attr,
-    check_format,
-    group,
-    new_group,
-    new_h5_file,
-    number,
-    parse_h5,
-    read_architecture,
-    read_layered_weights,
-    read_text_attrs,
-    read_weights,
-    text,
-    text_value,
-    write_architecture,
-    write_text_attrs,
-    write_weights,
-)
 
 FORMAT_NAME = "neural-shapes/model-family"
 FORMAT_VERSION = 2  # written; version 1 (docs/format.md) is still read
@@ -44,18 +27,18 @@ RANDOM_PREFIX = "random"
 
 def family_to_bytes(family: ModelFamily) -> bytes:
     buffer = io.BytesIO()
-    with new_h5_file(buffer) as f:
-        f.attrs["format"] = text_value(FORMAT_NAME)
+    with h5_io.new_h5_file(buffer) as f:
+        f.attrs["format"] = h5_io.text_value(FORMAT_NAME)
         f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["name"] = text_value(family.name)
-        f.attrs["family_id"] = text_value(family.family_id)
+        f.attrs["name"] = h5_io.text_value(family.name)
+        f.attrs["family_id"] = h5_io.text_value(family.family_id)
         f.attrs["inner_steps"] = int(family.inner_steps)
         f.attrs["inner_batch"] = int(family.inner_batch)
-        write_architecture(f, family.architecture)
-        write_weights(f, "initial_weights", family.initial_weights)
+        h5_io.write_architecture(f, family.architecture)
+        h5_io.write_weights(f, "initial_weights", family.initial_weights)
         if family.inner_learning_rates is not None:
-            write_weights(f, "inner_learning_rates", family.inner_learning_rates)
-        write_text_attrs(new_group(f, "provenance"), family.provenance)
+            h5_io.write_weights(f, "inner_learning_rates", family.inner_learning_rates)
+        h5_io.write_text_attrs(h5_io.new_group(f, "provenance"), family.provenance)
     return buffer.getvalue()
 
 
@@ -66,29 +49,29 @@ def write_family(path: Path, family: ModelFamily) -> None:
 
 def read_family(path: Path) -> ModelFamily:
     """Read and validate a family file; :class:`NeuralShapesError` names the file and what is wrong."""
-    return parse_h5(read_file_bytes(path), str(path), "model family", _read)
+    return h5_io.parse_h5(read_file_bytes(path), str(path), "model family", _read)
 
 
 def _read(f: h5py.File) -> ModelFamily:
-    version = check_format(f, FORMAT_NAME, READABLE_VERSIONS, "model family")
-    name = text(attr(f, "name", ""), "name")
+    version = h5_io.check_format(f, FORMAT_NAME, READABLE_VERSIONS, "model family")
+    name = h5_io.text(h5_io.attr(f, "name", ""), "name")
     if version == 1:  # the architecture in a group of its own, weights per layer
-        architecture = read_architecture(group(f, "architecture"), "architecture")
-        read = read_layered_weights
+        architecture = h5_io.read_architecture(h5_io.group(f, "architecture"), "architecture")
+        read = h5_io.read_layered_weights
     else:
-        architecture = read_architecture(f)
-        read = read_weights
+        architecture = h5_io.read_architecture(f)
+        read = h5_io.read_weights
     initial = read(f, "initial_weights", architecture)
     rates = read(f, "inner_learning_rates", architecture) if "inner_learning_rates" in f else None
-    steps = int(number(attr(f, "inner_steps", ""), "inner_steps"))
-    batch = int(number(attr(f, "inner_batch", ""), "inner_batch"))
+    steps = int(h5_io.number(h5_io.attr(f, "inner_steps", ""), "inner_steps"))
+    batch = int(h5_io.number(h5_io.attr(f, "inner_batch", ""), "inner_batch"))
     if not 0 <= steps <= MAX_INNER_STEPS or batch < 0 or (steps > 0 and (rates is None or batch == 0)):
         raise NeuralShapesError(
             f"inner_steps {steps} / inner_batch {batch} do not match the stored inner learning rates"
         )
-    provenance = read_text_attrs(f["provenance"], "provenance", ()) if "provenance" in f else {}
+    provenance = h5_io.read_text_attrs(f["provenance"], "provenance", ()) if "provenance" in f else {}
     family = ModelFamily(name, architecture, initial, rates, steps, batch, provenance)
-    stored_id = text(attr(f, "family_id", ""), "family_id")
+    stored_id = h5_io.text(h5_io.attr(f, "family_id", ""), "family_id")
     if stored_id != family.family_id:  # the id is a hash of the weights: a mismatch means altered weights
         raise NeuralShapesError(f"family_id {stored_id} does not match its weights ({family.family_id})")
     return family
