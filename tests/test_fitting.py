@@ -155,3 +155,18 @@ def test_shapes_short_of_the_targets_are_fitted_again_with_the_next_net(meshes):
     assert all("surface error" in step for step in steps)
     assert best.shape.architecture == larger and best.index == 0  # the 2x32 net holds the torus far better
     assert {event.shape_index for event in events} == {0}
+
+
+def test_a_shape_whose_reconstruction_checks_stop_gaining_gives_up():
+    """A single open sheet has no inside, so no zero level set to find: the cheap checks pass (the field is
+    near zero on it), the reconstruction check finds nothing, and after ``check_patience`` checks without
+    a better F-score the fit stops instead of running to the step limit."""
+    square = normalise_mesh(
+        [[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]], [[0, 1, 2], [0, 2, 3]], name="sheet"
+    )
+    settings = FitSettings(
+        samples=20_000, batch_size=1024, eval_every=50, max_steps=5000, target_surface_error=0.02, check_every=2
+    )
+    [result] = fit_shapes(random_family(Architecture(hidden_layers=2, width=16)), [square], settings)
+    assert result.stop_reason == "stopped improving" and result.steps < 2000, (result.stop_reason, result.steps)
+    assert [failure.split()[0] for failure in result.failed_checks] == ["F-score", "Chamfer"]

@@ -49,6 +49,7 @@ class FitSettings:
     target_chamfer: float = 0.010
     check_resolution: int = 128  # marching cubes grid of the reconstruction check: the one the user gets
     check_every: int = 5  # evaluations between two reconstruction checks of a shape that failed one
+    check_patience: int = 3  # failed reconstruction checks without a 0.01 better F-score before a shape stops
     max_steps: int = 20_000
     eval_every: int = 100
     eval_points: int = 20_000
@@ -175,6 +176,7 @@ def train_shapes(
     shared_seconds = [0.0] * count
     targets, next_check = settings.targets, [0] * count
     reconstruction_failures: list[list[str]] = [[] for _ in range(count)]  # at each shape's last check
+    best_fscore, stalled_checks = [-1.0] * count, [0] * count  # a shape whose checks stop gaining gives up
     window_started = time.perf_counter()
     while len(active) > 0:
         check_cancel(cancel, "fit cancelled")
@@ -209,14 +211,18 @@ def train_shapes(
             if not failures and data[shape].vertices is not None:
                 if step >= next_check[shape]:  # due: the first time the cheap checks pass, then every check_every
                     started = time.perf_counter()
-                    reconstruction_failures[shape] = _check_reconstruction(model, row, data[shape], settings)
+                    reconstruction_failures[shape], fscore = _check_reconstruction(model, row, data[shape], settings)
                     shared_seconds[shape] += time.perf_counter() - started  # this shape's own cost
                     next_check[shape] = step + settings.check_every * settings.eval_every
+                    if fscore >= best_fscore[shape] + 0.01:
+                        best_fscore[shape], stalled_checks[shape] = fscore, 0
+                    else:
+                        stalled_checks[shape] += 1
                 failures = reconstruction_failures[shape]
             reason = ""
             if not failures:
                 reason = "target reached"
-            elif learning_rate[shape] < settings.min_learning_rate:
+            elif learning_rate[shape] < settings.min_learning_rate or stalled_checks[shape] >= settings.check_patience:
                 reason = "stopped improving"
             elif step >= settings.max_steps:
                 reason = "step limit"
@@ -243,17 +249,16 @@ def train_shapes(
     return [r for r in results if r is not None]
 
 
-def _check_reconstruction(model: BatchedSDF, row: int, data: TrainingData, settings: FitSettings) -> list[str]:
-    """The reconstruction checks (F-score, Chamfer) one shape of the batch fails now."""
+def _check_reconstruction(
+    model: BatchedSDF, row: int, data: TrainingData, settings: FitSettings
+) -> tuple[list[str], float]:
+    """The reconstruction checks (F-score, Chamfer) one shape of the batch fails now, and its F-score."""
+    weights = model.shape_weights(row)
     quality = reconstruction_check(
-        model.architecture,
-        model.shape_weights(row),
-        data.vertices,
-        data.faces,
-        data.held_out,
-        settings.check_resolution,
+        model.architecture, weights, data.vertices, data.faces, data.held_out, settings.check_resolution
     )
-    return failed_checks(Measured(math.nan, math.nan, fscore=quality.fscore, chamfer=quality.chamfer), settings.targets)
+    measured = Measured(math.nan, math.nan, fscore=quality.fscore, chamfer=quality.chamfer)
+    return failed_checks(measured, settings.targets), quality.fscore
 
 
 def _meta_steps(
