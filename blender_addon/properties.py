@@ -26,6 +26,18 @@ class NeuralShapesSceneSettings(bpy.types.PropertyGroup):
         max=0.05,
         precision=4,
     )
+    quality: bpy.props.EnumProperty(
+        name="Quality",
+        items=[
+            ("standard", "Standard", "The default net: 32 kB shapes that the nf2vec tools take"),
+            (
+                "high",
+                "High",
+                "Shapes the default net cannot hold are fitted again with larger nets (slower, not for nf2vec)",
+            ),
+        ],
+        default="standard",
+    )
     resolution: bpy.props.IntProperty(
         name="Proxy resolution",
         description="Marching cubes grid of the neural objects' proxy meshes",

@@ -54,3 +54,12 @@ def test_unknown_ids_and_bad_queries_are_one_line_4xx(api):
     assert api.get("/v1/shapes/not-an-id").status_code in (404, 422)
     bad = api.get("/v1/jobs?limit=-1")
     assert bad.status_code == 422 and "\n" not in str(bad.json()["detail"])
+
+
+def test_fit_quality_is_checked_and_high_quality_costs_its_largest_net(api):
+    body = {"uploads": ["0" * 32], "settings": {"batch_size": 524_288}}
+    unknown = api.post("/v1/jobs/fit", json={**body, "quality": "best"})
+    assert unknown.status_code == 422 and "quality" in str(unknown.json()["detail"])
+    assert api.post("/v1/jobs/fit", json=body).status_code == 404  # the cost passes, the upload is unknown
+    costly = api.post("/v1/jobs/fit", json={**body, "quality": "high"})  # an 8x128 net, four times as wide
+    assert costly.status_code == 422 and "architecture.width" in costly.json()["detail"]

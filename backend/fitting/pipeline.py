@@ -210,9 +210,11 @@ def fit_and_escalate(
     resolution: int = DEFAULT_RESOLUTION,
     source_names: list[str] | None = None,
     progress: Callable[[FitProgress], None] | None = None,
+    evaluating: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    compute_slot: AbstractContextManager = nullcontext(),
 ) -> Iterator[EvaluatedFit]:
-    """:func:`fit_and_evaluate`, with capacity where it is needed: a shape whose final figures fail a
+    """:func:`fit_and_evaluate` (its arguments, indices among all the meshes given), with capacity where it is needed: a shape whose final figures fail a
     check is fitted again with the next net of ``escalation`` (:data:`ESCALATION` for quality "high"),
     from a seeded random start, and the best fit kept (targets met first, then the higher F-score). A
     shape is yielded as soon as it meets the targets or has no net left to try; the provenance of an
@@ -228,9 +230,11 @@ def fit_and_escalate(
         if not pending:
             return
         rows, pending = pending, []
-        report = None
-        if progress is not None:  # events name the shape by its place among all the meshes given
+        report = evaluation = None  # both name a shape by its place among all the meshes given
+        if progress is not None:
             report = lambda event, rows=rows: progress(replace(event, shape_index=rows[event.shape_index]))  # noqa: E731
+        if evaluating is not None:
+            evaluation = lambda index, rows=rows: evaluating(rows[index])  # noqa: E731
         for fit in fit_and_evaluate(
             net_family,
             [meshes[index] for index in rows],
@@ -238,7 +242,9 @@ def fit_and_escalate(
             resolution=resolution,
             source_names=[names[index] for index in rows],
             progress=report,
+            evaluating=evaluation,
             cancel=cancel,
+            compute_slot=compute_slot,
         ):
             fit.index = rows[fit.index]
             if fit.shape is not None:

@@ -23,13 +23,13 @@ class NEURAL_OT_convert_selected(ServiceJob, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.neural_shapes
-        fit = {"target_surface_error": settings.target_error}
+        fit, quality = {"target_surface_error": settings.target_error}, settings.quality  # read here, not on the worker
         try:
             meshes = collect_meshes(list(context.selected_objects), context.evaluated_depsgraph_get())
             tracked_jobs.start(
                 connection_settings(context),
                 conversion_job(meshes, settings.resolution),
-                lambda client: submit(client, meshes, fit),
+                lambda client: submit(client, meshes, fit, quality),
             )
         except (LocalError, ServiceError) as error:
             return report(self, error)

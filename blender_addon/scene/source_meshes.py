@@ -49,10 +49,11 @@ def collect_meshes(objects: list[bpy.types.Object], depsgraph) -> list[SourceMes
     return meshes
 
 
-def submit(client: Client, meshes: list[SourceMesh], settings: dict | None = None) -> str:
-    """Upload the meshes and start one batched fit job; returns its id (HTTP only: safe on a worker thread)."""
+def submit(client: Client, meshes: list[SourceMesh], settings: dict | None = None, quality: str = "standard") -> str:
+    """Upload the meshes and start one batched fit job (``quality``: the API's); returns its id (HTTP only:
+    safe on a worker thread)."""
     uploads = [client.upload_mesh(m.vertices, m.faces, name=m.name).id for m in meshes]
-    return client.start_fit(uploads, settings=settings).id
+    return client.start_fit(uploads, settings=settings, quality=quality).id
 
 
 def conversion_job(meshes: list[SourceMesh], resolution: int) -> TrackedJob:

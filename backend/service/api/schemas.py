@@ -125,6 +125,11 @@ class FitJobCreate(_In):
     resolution: Integer = Field(128, ge=16, le=512, description="marching cubes grid for the Chamfer / F-score metrics")
     half_precision: bool = False
     keep_uploads: bool = Field(False, description="keep the uploads after success (else they are removed)")
+    quality: Literal["standard", "high"] = Field(
+        "standard",
+        description="high: shapes the net cannot hold to the targets are fitted again with 8x64, then 8x128 nets"
+        " (slower, larger files, not usable by nf2vec); the shape's provenance says what each net reached",
+    )
 
 
 class JobPublic(BaseModel):

@@ -3,9 +3,11 @@
 Inputs (validated by the API's ``FitJobCreate`` before they are stored)::
 
     {"uploads": [id, ...], "settings": {FitSettings fields}, "architecture": {hidden_layers, width,
-     activation}, "family": "default", "resolution": 128, "half_precision": false, "keep_uploads": false}
+     activation}, "family": "default", "resolution": 128, "half_precision": false, "keep_uploads": false,
+     "quality": "standard"}
 
-Meshes are fitted ``fit_batch`` at a time in one batched model (:func:`backend.fitting.pipeline.fit_and_evaluate`);
+Meshes are fitted ``fit_batch`` at a time in one batched model (:func:`backend.fitting.pipeline.fit_and_escalate`:
+with ``quality`` "high", the shapes the default net cannot hold are fitted again with larger nets);
 each fitted shape is evaluated (surface error, Chamfer, F-score at ``resolution``) and stored at once,
 so a crash later in the job keeps it. Outputs: ``{"shapes": [id, ...], "failed": [{"upload", "error"}]}``.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from backend.errors import NeuralShapesError, check_cancel
 from backend.fitting.batched import FitProgress, FitSettings
-from backend.fitting.pipeline import fit_and_evaluate
+from backend.fitting.pipeline import ESCALATION, Quality, fit_and_escalate
 from backend.service.errors import DiskFull, Unprocessable
 from backend.service.services.compute import ComputeQueue
 from backend.service.services.job_queue import JobContext, JobKind
@@ -55,6 +57,7 @@ class FitJob:
         family = resolve_family(inputs.get("family", "default"), architecture)
         resolution = int(inputs.get("resolution", 128))
         half = bool(inputs.get("half_precision", False))
+        quality = Quality(inputs.get("quality", Quality.STANDARD))
 
         count = len(upload_ids)
         mesh_progress = [0.0] * count
@@ -88,10 +91,11 @@ class FitJob:
             def on_evaluating(offset: int, start: int = start) -> None:
                 report(f"evaluating and storing {start + offset + 1}/{count}")
 
-            fits = fit_and_evaluate(
+            fits = fit_and_escalate(
                 family,
                 meshes,
                 settings,
+                escalation=ESCALATION if quality == Quality.HIGH else (),
                 resolution=resolution,
                 progress=on_progress,
                 evaluating=on_evaluating,
