@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trimesh
 from scipy import integrate, stats
 
-from backend.meshes.sampling import importance_samples
+from backend.meshes.sampling import as_shell, encloses_volume, importance_samples
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
 BETA = 60.0
@@ -75,3 +76,27 @@ def test_bad_arguments(sphere_mesh):
         importance_samples(distance, 0, sign=SignMethod.NONE)
     with pytest.raises(ValueError):
         importance_samples(distance, 10, sign=SignMethod.NONE, uniform_fraction=1.5)
+
+
+def _without_top(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    return trimesh.Trimesh(mesh.vertices, mesh.faces[mesh.face_normals[:, 2] < 0.5])
+
+
+@pytest.mark.parametrize(
+    "mesh, solid",
+    [
+        (trimesh.creation.box(extents=(1.0, 1.0, 1.0)), True),
+        (_without_top(trimesh.creation.box(extents=(1.0, 1.0, 1.0))), True),  # an open box still holds a solid
+        (
+            trimesh.Trimesh([[-0.8, -0.8, 0], [0.8, -0.8, 0], [0.8, 0.8, 0], [-0.8, 0.8, 0]], [[0, 1, 2], [0, 2, 3]]),
+            False,
+        ),
+    ],
+)
+def test_a_mesh_with_no_inside_is_told_from_a_solid_and_made_a_shell(mesh, solid):
+    """A closed box, and one with its top cut away, hold a solid (winding numbers); a single sheet does not,
+    and its shell samples are the unsigned distance less the half thickness."""
+    samples = importance_samples(MeshDistance(mesh.vertices, mesh.faces), 20_000, sign=SignMethod.WINDING_NUMBER)
+    assert encloses_volume(samples) == solid
+    shell = as_shell(samples, 0.01)
+    np.testing.assert_allclose(shell.sdf, np.abs(samples.sdf) - 0.01, atol=1e-7)

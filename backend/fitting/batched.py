@@ -25,7 +25,14 @@ from backend.fitting.checks import Measured, Targets, failed_checks, reconstruct
 from backend.fitting.inner_loop import adapt, draw_samples, family_parameters, family_rates, weights_of
 from backend.meshes.loading import NormalisedMesh
 from backend.meshes.metrics import TAIL_QUANTILE, surface_samples
-from backend.meshes.sampling import DEFAULT_BETA, DEFAULT_UNIFORM_FRACTION, importance_samples
+from backend.meshes.sampling import (
+    DEFAULT_BETA,
+    DEFAULT_UNIFORM_FRACTION,
+    SHELL_HALF_THICKNESS,
+    as_shell,
+    encloses_volume,
+    importance_samples,
+)
 from backend.shapes.architecture import ModelFamily, Weights
 from backend.shapes.network import BatchedSDF
 from kernels.mesh_sdf import MeshDistance, SignMethod
@@ -86,6 +93,7 @@ class FitResult:
     final_loss: float
     surface_error_estimate: float
     stop_reason: str = field(default="")  # "target reached" (every check passed), "stopped improving", "step limit"
+    shell: float = 0.0  # half thickness of the shell a mesh with no inside was fitted as (TrainingData.shell)
     failed_checks: list[str] = field(default_factory=list)  # at the last evaluation (checks.failed_checks)
 
 
@@ -100,7 +108,9 @@ class TrainingData:
 
     points (m, 3) and sdf (m,) importance samples (negative inside); held_out (e, 3) surface points for
     the stopping rule; sample_seconds the time it took to make them; the source mesh, vertices (n, 3) and
-    faces (f, 3), for the reconstruction check (without it the check is left out).
+    faces (f, 3), for the reconstruction check (without it the check is left out); shell, the half
+    thickness of the solid shell a mesh with no inside is fitted as (0 for a solid; the field is -shell
+    on the source surface).
     """
 
     points: np.ndarray
@@ -109,6 +119,7 @@ class TrainingData:
     sample_seconds: float
     vertices: np.ndarray | None = None
     faces: np.ndarray | None = None
+    shell: float = 0.0
 
 
 def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), index: int = 0) -> TrainingData:
@@ -123,8 +134,13 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
         uniform_fraction=settings.uniform_fraction,
         seed=settings.seed + index,
     )
+    shell = 0.0
+    if not mesh.clean and not encloses_volume(samples):  # a sheet or thin open shell: no inside to sign
+        shell = SHELL_HALF_THICKNESS
+        samples = as_shell(samples, shell)
     held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)
-    return TrainingData(samples.points, samples.sdf, held_out, time.perf_counter() - started, mesh.vertices, mesh.faces)
+    seconds = time.perf_counter() - started
+    return TrainingData(samples.points, samples.sdf, held_out, seconds, mesh.vertices, mesh.faces, shell)
 
 
 def fit_shapes(
@@ -160,6 +176,7 @@ def train_shapes(
     sdf = torch.stack([torch.from_numpy(d.sdf) for d in data])  # (s, m)
     held_out = torch.stack([torch.from_numpy(d.held_out) for d in data])  # (s, e, 3)
     sample_seconds = [d.sample_seconds for d in data]
+    shells = torch.tensor([d.shell for d in data])  # (s,)
     count = len(data)
     generator = torch.Generator().manual_seed(settings.seed)
     start_weights, step = [family.initial_weights] * count, 0
@@ -189,8 +206,8 @@ def train_shapes(
         window_steps += 1
         if step % settings.eval_every and step < settings.max_steps:
             continue
-        with torch.no_grad():
-            point_errors = model(held_out[active]).abs()
+        with torch.no_grad():  # the field's error on the source surface, where it is 0 (or -shell)
+            point_errors = (model(held_out[active]) + shells[active, None]).abs()
         errors, tails = point_errors.mean(dim=1), torch.quantile(point_errors, TAIL_QUANTILE, dim=1)
         now = time.perf_counter()
         for shape in active.tolist():  # the steps since the last evaluation served these shapes alike
@@ -235,6 +252,7 @@ def train_shapes(
                     final_loss=window_loss,
                     surface_error_estimate=error,
                     stop_reason=reason,
+                    shell=data[shape].shell,
                     failed_checks=failures,
                 )
                 report(FitProgress(shape, "done", step, error))
@@ -255,7 +273,7 @@ def _check_reconstruction(
     """The reconstruction checks (F-score, Chamfer) one shape of the batch fails now, and its F-score."""
     weights = model.shape_weights(row)
     quality = reconstruction_check(
-        model.architecture, weights, data.vertices, data.faces, data.held_out, settings.check_resolution
+        model.architecture, weights, data.vertices, data.faces, data.held_out, settings.check_resolution, data.shell
     )
     measured = Measured(math.nan, math.nan, fscore=quality.fscore, chamfer=quality.chamfer)
     return failed_checks(measured, settings.targets), quality.fscore

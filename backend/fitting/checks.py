@@ -79,10 +79,12 @@ def reconstruction_check(
     source_faces: np.ndarray,
     source_points: np.ndarray,
     resolution: int,
+    shell: float = 0.0,
 ) -> ReconstructionQuality:
     """F-score and Chamfer of the net's marching-cubes surface at ``resolution`` against the source mesh
-    (vertices (n, 3), faces (f, 3)) and points sampled on it (p, 3), all in the normalised frame."""
+    (vertices (n, 3), faces (f, 3)) and points sampled on it (p, 3), all in the normalised frame; with
+    ``shell`` > 0 against the source thickened by it (a sheet fitted as a shell)."""
     surface = extract_surface(architecture, weights, resolution)
     reconstruction = trimesh.Trimesh(surface.vertices, surface.faces, process=False)
     source = trimesh.Trimesh(source_vertices, source_faces, process=False)
-    return reconstruction_quality(source, source_points, reconstruction)
+    return reconstruction_quality(source, source_points, reconstruction, shell=shell)

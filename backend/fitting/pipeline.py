@@ -76,8 +76,9 @@ def evaluate_shape(
     """
     points = surface_samples(mesh.vertices, mesh.faces, max(SURFACE_ERROR_POINTS, CHAMFER_POINTS), seed=seed)
     reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
-    quality = reconstruction_quality(mesh.trimesh(), points[:CHAMFER_POINTS], reconstruction, seed=seed)
-    mean, tail = surface_error_with_tail(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS])
+    shell = shape.metrics.get("shell", 0.0)  # a sheet fitted as a shell is measured against the thickened sheet
+    quality = reconstruction_quality(mesh.trimesh(), points[:CHAMFER_POINTS], reconstruction, seed=seed, shell=shell)
+    mean, tail = surface_error_with_tail(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS], shell)
     metrics = {"surface_error": mean, "surface_error_p99": tail, "chamfer": quality.chamfer, "fscore": quality.fscore}
     return metrics, reconstruction
 
@@ -302,7 +303,12 @@ def fitted_shape(mesh: NormalisedMesh, result: FitResult, family: ModelFamily, *
         family_id=family.family_id,
         weights=result.weights,
         transform=mesh.transform,
-        metrics={"final_loss": result.final_loss, "fit_seconds": result.fit_seconds, "steps": result.steps},
+        metrics={
+            "final_loss": result.final_loss,
+            "fit_seconds": result.fit_seconds,
+            "steps": result.steps,
+            "shell": result.shell,
+        },
         provenance={
             "source_name": source_name,
             "source_sha256": mesh.source_sha256,

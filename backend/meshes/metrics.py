@@ -42,10 +42,11 @@ def surface_error(architecture: Architecture, weights: Weights, surface_points: 
 
 
 def surface_error_with_tail(
-    architecture: Architecture, weights: Weights, surface_points: np.ndarray
+    architecture: Architecture, weights: Weights, surface_points: np.ndarray, shell: float = 0.0
 ) -> tuple[float, float]:
-    """Mean and TAIL_QUANTILE percentile of |f| over points on the source surface (normalised frame)."""
-    distances = np.abs(evaluate_sdf(architecture, weights, surface_points))
+    """Mean and TAIL_QUANTILE percentile of |f + shell| over points on the source surface (normalised frame);
+    ``shell``: the half thickness of a shape fitted as a shell around its surface (the field is -shell there)."""
+    distances = np.abs(evaluate_sdf(architecture, weights, surface_points) + shell)
     return float(distances.mean()), float(np.quantile(distances, TAIL_QUANTILE))
 
 
@@ -61,17 +62,20 @@ def reconstruction_quality(
     reconstruction: trimesh.Trimesh,
     threshold: float = FSCORE_THRESHOLD,
     seed: int = 0,
+    shell: float = 0.0,
 ) -> ReconstructionQuality:
     """Chamfer distance and F-score between a source mesh (with its surface samples (n, 3)) and a reconstruction.
 
-    Both meshes in the same frame. An empty reconstruction scores Chamfer = inf and F-score = 0.
+    Both meshes in the same frame. An empty reconstruction scores Chamfer = inf and F-score = 0. With
+    ``shell`` > 0 the reconstruction is a shell of that half thickness around the source (a sheet made
+    solid): distances are measured to the source thickened by it, |d - shell|.
     """
     if len(reconstruction.faces) == 0:
         return ReconstructionQuality(chamfer=float("inf"), fscore=0.0)
     recon_points = surface_samples(reconstruction.vertices, reconstruction.faces, len(source_points), seed=seed + 1)
     to_recon = MeshDistance(reconstruction.vertices, reconstruction.faces).distance(source_points, SignMethod.NONE)
     to_source = MeshDistance(source.vertices, source.faces).distance(recon_points, SignMethod.NONE)
-    return _quality(to_recon, to_source, threshold)
+    return _quality(np.abs(to_recon - shell), np.abs(to_source - shell), threshold)
 
 
 def point_cloud_quality(

@@ -34,6 +34,10 @@ from kernels.mesh_sdf import MeshDistance, SignMethod
 
 DEFAULT_BETA = 60.0
 DEFAULT_UNIFORM_FRACTION = 1.0 / 16.0
+# Half the thickness a sheet (a mesh with no inside) is given when fitted as a shell, normalised units:
+# at least half a cell of the default 128^3 extraction grid (0.0079), so marching cubes finds a grid
+# point inside the shell wherever the sheet is, and within the F-score's threshold (0.01) of it.
+SHELL_HALF_THICKNESS = 0.01
 
 
 @dataclass(frozen=True)
@@ -146,3 +150,18 @@ def importance_samples(
         sdf.append(near_dist if sign in (SignMethod.NONE, SignMethod.PSEUDO_NORMAL) else distance.distance(near, sign))
     order = rng.permutation(n)
     return SdfSamples(points=np.concatenate(points)[order], sdf=np.concatenate(sdf)[order])
+
+
+def encloses_volume(samples: SdfSamples, depth: float = SHELL_HALF_THICKNESS) -> bool:
+    """Whether a mesh holds a solid, judged from its signed samples: some lie inside it deeper than ``depth``.
+
+    A closed body puts about a quarter of the near-surface samples there; a single open sheet or a thin
+    open shell none, because the winding number of an open surface stays below 0.5 away from it: such
+    a mesh has no inside to sign, and is fitted as a shell instead (:func:`as_shell`).
+    """
+    return bool((samples.sdf < -depth).mean() > 1e-3)
+
+
+def as_shell(samples: SdfSamples, half_thickness: float = SHELL_HALF_THICKNESS) -> SdfSamples:
+    """The samples of a solid shell around the surface: unsigned distance minus ``half_thickness``."""
+    return SdfSamples(samples.points, np.abs(samples.sdf) - np.float32(half_thickness))
