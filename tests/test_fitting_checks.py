@@ -32,6 +32,7 @@ def test_each_failed_check_is_named_with_its_figure_and_target():
         "Chamfer inf > 0.0100",
     ]
     assert failed_checks(Measured(0.002, 0.008), TARGETS) == []  # unmeasured figures do not fail
+    assert failed_checks(Measured(0.003012, 0.008), TARGETS) == ["surface error 0.00301 > 0.00300"]  # never "x > x"
 
 
 @pytest.mark.parametrize(

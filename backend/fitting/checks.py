@@ -66,10 +66,17 @@ def failed_checks(measured: Measured, targets: Targets) -> list[str]:
         if math.isnan(value):
             continue
         if higher_is_better and value < target:
-            failures.append(f"{label} {value:.{digits}f} < {target:.{digits}f}")
+            failures.append(f"{label} {_apart(value, target, digits, '<')}")
         elif not higher_is_better and not value <= target:  # an infinite Chamfer fails too
-            failures.append(f"{label} {value:.{digits}f} > {target:.{digits}f}")
+            failures.append(f"{label} {_apart(value, target, digits, '>')}")
     return failures
+
+
+def _apart(value: float, target: float, digits: int, relation: str) -> str:
+    """ "value relation target" with enough decimals that the two differ (0.00301 > 0.00300, not 0.0030 > 0.0030)."""
+    while f"{value:.{digits}f}" == f"{target:.{digits}f}" and digits < 8:
+        digits += 1
+    return f"{value:.{digits}f} {relation} {target:.{digits}f}"
 
 
 def reconstruction_check(
