@@ -215,11 +215,12 @@ def fit_and_escalate(
     cancel: threading.Event | None = None,
     compute_slot: AbstractContextManager = nullcontext(),
 ) -> Iterator[EvaluatedFit]:
-    """:func:`fit_and_evaluate` (its arguments, indices among all the meshes given), with capacity where it is needed: a shape whose final figures fail a
-    check is fitted again with the next net of ``escalation`` (:data:`ESCALATION` for quality "high"),
-    from a seeded random start, and the best fit kept (targets met first, then the higher F-score). A
-    shape is yielded as soon as it meets the targets or has no net left to try; the provenance of an
-    escalated one says what each net reached ("escalation").
+    """:func:`fit_and_evaluate` (the same arguments; indices count among all the meshes given), with
+    capacity where it is needed: a shape whose final figures fail a check is fitted again with the next
+    net of ``escalation`` (:data:`ESCALATION` for quality "high"), from a seeded random start, and the
+    best fit kept (targets met first, then the higher F-score). A shape is yielded as soon as it meets
+    the targets or has no net left to try; the provenance of an escalated one says what each net
+    reached ("escalation").
 
     Shapes with a net other than ``family``'s render, mesh and combine like any other, but nf2vec
     operations take only the family their model was trained on (the default).
