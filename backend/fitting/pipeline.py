@@ -41,17 +41,22 @@ DEFAULT_RESOLUTION = 128
 DEFAULT_FIT_BATCH = 16
 
 
+# The nets "high" quality tries, in turn, for shapes the default net cannot hold: wider ReLU nets (each
+# four times the parameters of the one before) from a seeded random start, as no meta-learned family
+# exists for them; the file grows with them (118 kB, 465 kB).
+ESCALATION = (Architecture(hidden_layers=8, width=64), Architecture(hidden_layers=8, width=128))
+
+
 class Quality(StrEnum):
     """How hard a conversion tries: the default net only, or larger nets where it falls short."""
 
     STANDARD = "standard"
     HIGH = "high"
 
-
-# The nets "high" quality tries, in turn, for shapes the default net cannot hold: wider ReLU nets (each
-# four times the parameters of the one before) from a seeded random start, as no meta-learned family
-# exists for them; the file grows with them (118 kB, 465 kB).
-ESCALATION = (Architecture(hidden_layers=8, width=64), Architecture(hidden_layers=8, width=128))
+    @property
+    def escalation(self) -> tuple[Architecture, ...]:
+        """The nets tried after the family's for shapes it cannot hold (:func:`fit_and_escalate`)."""
+        return ESCALATION if self == Quality.HIGH else ()
 
 
 @dataclass
@@ -134,7 +139,7 @@ def convert_files(
             family,
             meshes,
             settings,
-            escalation=ESCALATION if quality == Quality.HIGH else (),
+            escalation=Quality(quality).escalation,
             resolution=resolution,
             source_names=names,
             progress=report,

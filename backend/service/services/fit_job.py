@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from backend.errors import NeuralShapesError, check_cancel
 from backend.fitting.batched import FitProgress, FitSettings
-from backend.fitting.pipeline import ESCALATION, Quality, fit_and_escalate
+from backend.fitting.pipeline import Quality, fit_and_escalate
 from backend.service.errors import DiskFull, Unprocessable
 from backend.service.services.compute import ComputeQueue
 from backend.service.services.job_queue import JobContext, JobKind
@@ -95,7 +95,7 @@ class FitJob:
                 family,
                 meshes,
                 settings,
-                escalation=ESCALATION if quality == Quality.HIGH else (),
+                escalation=quality.escalation,
                 resolution=resolution,
                 progress=on_progress,
                 evaluating=on_evaluating,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from backend.fitting.pipeline import ESCALATION, Quality
+from backend.fitting.pipeline import Quality
 from backend.service.api.deps import JsonBody, Limit, Offset, ServiceDep
 from backend.service.api.schemas import FitJobCreate, JobList, JobPublic
 from backend.service.errors import TooLarge
@@ -28,7 +28,7 @@ def start_fit(body: FitJobCreate, service: ServiceDep) -> dict:
     limit = service.settings.max_meshes_per_job
     if len(body.uploads) > limit:
         raise TooLarge(f"{len(body.uploads)} meshes in one job, the limit is {limit}")
-    nets = [body.architecture, *(ESCALATION if body.quality == Quality.HIGH else ())]  # the largest one costs most
+    nets = [body.architecture, *Quality(body.quality).escalation]  # the largest one costs most
     check_fit_cost(
         meshes=len(body.uploads),
         fit_batch=service.settings.fit_batch,
