@@ -230,12 +230,11 @@ def _read_layers(f: h5py.File) -> tuple[list[_Layer], bytes | str | None, dict[s
         file_json = file_json.item() if isinstance(file_json, np.ndarray) and file_json.size == 1 else file_json
         if not isinstance(file_json, bytes | str):
             raise NeuralShapesError("/ attribute model_config must be text")
-    info = {}
+    info = {}  # for the provenance only: kept when it is text
     for key in ("keras_version", "backend"):
-        for candidate in (f, holder):
-            if key in candidate.attrs:
-                info[key] = text(_one(candidate.attrs[key]), key)[:100]
-                break
+        value = next((_one(c.attrs[key]) for c in (f, holder) if key in c.attrs), None)
+        if isinstance(value, bytes | str):
+            info[key] = text(value, key)[:100]
     layers = []
     for layer in _layer_order(holder, where):
         group = holder[layer]
