@@ -46,9 +46,13 @@ def default_device(override: str | None = None) -> str:
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" in microseconds, or "max PERIOD"
 
 
+THREADS_VARIABLE = "NEURAL_SHAPES_THREADS"  # a scheduler's share for this process (a Ray task's CPUs)
+
+
 def available_cores() -> int:
     """CPU cores this process may actually use: its affinity mask (taskset, a scheduler's pinning), capped by
-    a cgroup v2 CPU quota (containers, CI runners), which ``os.cpu_count`` reports neither of; at least 1."""
+    a cgroup v2 CPU quota (containers, CI runners), which ``os.cpu_count`` reports neither of, and by
+    ``NEURAL_SHAPES_THREADS`` when set (a scheduler's share that is no mask: Ray's CPUs per task); at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -59,6 +63,9 @@ def available_cores() -> int:
             cores = min(cores, math.ceil(int(quota) / int(period)))
     except (OSError, ValueError):
         pass
+    share = os.environ.get(THREADS_VARIABLE, "")
+    if share.isdigit() and int(share) > 0:
+        cores = min(cores, int(share))
     return max(1, cores)
 
 

@@ -43,6 +43,17 @@ def test_available_cores_follow_affinity_and_the_cgroup_quota(monkeypatch, tmp_p
     assert device.available_cores() == 1
 
 
+def test_available_cores_take_a_schedulers_share(monkeypatch):
+    monkeypatch.setattr(device, "CGROUP_CPU_MAX", device.Path("/nonexistent"))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("NEURAL_SHAPES_THREADS", "3")  # a Ray task given 3 CPUs of the node's 8
+    assert device.available_cores() == 3
+    monkeypatch.setenv("NEURAL_SHAPES_THREADS", "16")  # never more than the mask allows
+    assert device.available_cores() == 8
+    monkeypatch.setenv("NEURAL_SHAPES_THREADS", "lots")  # not a count: ignored
+    assert device.available_cores() == 8
+
+
 def test_torch_threads_shrink_to_the_available_cores_and_never_grow(monkeypatch):
     threads = torch.get_num_threads()
     try:

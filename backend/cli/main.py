@@ -46,6 +46,8 @@ CONVERT, MESH_RENDER, NF2VEC, DATASETS, TRAIN, TOOLS = (
 COMMANDS: dict[str, CommandEntry] = {
     "fit": CommandEntry("backend.cli.convert", "fit", CONVERT),
     "fit-points": CommandEntry("backend.cli.convert", "fit_points_command", CONVERT),
+    "convert": CommandEntry("backend.cli.library", "convert_command", CONVERT),
+    "import-keras": CommandEntry("backend.cli.import_keras", "import_keras_command", CONVERT),
     "eval": CommandEntry("backend.cli.convert", "evaluate", CONVERT),
     "mesh": CommandEntry("backend.cli.mesh_render", "mesh", MESH_RENDER),
     "render": CommandEntry("backend.cli.mesh_render", "render", MESH_RENDER),

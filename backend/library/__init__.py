@@ -1,0 +1,1 @@
+"""Converting whole asset libraries: sources, a resumable manifest, local and Ray executors, the report."""
