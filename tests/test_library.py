@@ -42,15 +42,18 @@ def tiny_settings(**changes) -> CollectionSettings:
     return CollectionSettings(family=resolve_family("default"), fit=TINY_FIT, resolution=32, **changes)
 
 
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory) -> Path:
-    """60 mesh files: 56 generated meshes (some messy) and the 4 broken files of BROKEN."""
-    folder = tmp_path_factory.mktemp("collection")
+def write_test_collection(folder: Path) -> Path:
+    """60 mesh files in ``folder``: 56 generated meshes (some messy) and the 4 broken files of BROKEN."""
     make_collection(folder, 56, seed=3)
     (folder / "manifest.json").unlink()
     for name, data in BROKEN.items():
         (folder / name).write_bytes(data)
     return folder
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    return write_test_collection(tmp_path_factory.mktemp("collection"))
 
 
 def good_stems(folder: Path) -> set[str]:

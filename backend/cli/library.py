@@ -7,7 +7,9 @@ collection's report: a table, or ``--json``, and optionally the surface-error hi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -91,7 +93,9 @@ def convert_command(
         )
         executor = _executor(workers, ray, cpus_per_task)
     try:
-        summary = _run_with_progress(files, output, settings, executor)
+        # Ray prints cluster events ("(raylet) ... terminated") to stdout: keep it for the report alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = _run_with_progress(files, output, settings, executor)
     except NeuralShapesError as error:
         fail(str(error))
     manifest = Manifest(output)
