@@ -249,3 +249,30 @@ def test_convert_command_reports_and_draws_the_histogram(collection, tmp_path):
     again = run_cli("convert", src, "-o", dest, *TINY_CLI)
     assert again.returncode == 0, again.stderr
     assert "0 converted" in again.stdout and "3 already done" in again.stdout and "3 / 1 / 0" in again.stdout
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_stops_its_workers_and_leaves_its_items_pending(collection, tmp_path):
+    """Ctrl+C (SIGINT to the driver alone): the pool's running batch is stopped, not waited for; its items
+    are pending again, and a re-run converts them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in sorted(collection.glob("*.ply"))[:4]:
+        (src / path.name).write_bytes(path.read_bytes())
+    dest = tmp_path / "shapes"
+    command = [Path(sys.executable).with_name("neural-shapes"), "convert", src, "-o", dest, "--workers", "1"]
+    driver = subprocess.Popen(
+        [*map(str, command), "--samples", "20000", "--max-steps", "20000"], stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while "running" not in (states(dest).values() if (dest / "manifest.sqlite").exists() else ()):
+        assert driver.poll() is None and time.monotonic() < deadline, "no batch started"
+        time.sleep(0.2)
+    time.sleep(3)  # the pool process is fitting now
+    interrupted = time.monotonic()
+    driver.send_signal(signal.SIGINT)
+    driver.wait(timeout=60)
+    assert time.monotonic() - interrupted < 20  # a 20,000-step batch was not waited for
+    assert set(states(dest).values()) == {"pending"} and not list(dest.glob("*.h5"))
+    summary = convert_collection(expand_sources([src]), dest, tiny_settings(), InProcess())
+    assert summary.progress.converted == 4 and outputs(dest) == good_stems(src)

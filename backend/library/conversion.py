@@ -178,8 +178,8 @@ def _run(
             future.cancel()
         stranded = [item for batch in in_flight.values() for item in batch]
         if stranded:
-            manifest.record([ItemRecord(item.sha256, "pending") for item in stranded])
-        executor.close()
+            manifest.release(stranded)
+        executor.close(abandon=bool(stranded))
 
 
 def _job(batch: list[Item], settings: CollectionSettings) -> BatchJob:

@@ -29,7 +29,8 @@ class Executor(Protocol):
 
     def submit(self, job: BatchJob) -> Future[list[ItemResult]]: ...
 
-    def close(self) -> None: ...
+    def close(self, abandon: bool = False) -> None:
+        """Release the workers; ``abandon``: stop the batches still running (the run was interrupted)."""
 
 
 class InProcess:
@@ -46,7 +47,7 @@ class InProcess:
             future.set_exception(error)
         return future
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
         pass
 
 
@@ -77,12 +78,14 @@ class LocalPool:
             self._pool = self._start()
         return self._pool.submit(convert_batch, job)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            # Waits for nothing queued (cancelled) and for running batches only when the run ended early;
-            # their workers got the same Ctrl+C or finish a batch whose result no one records.
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, abandon: bool = False) -> None:
+        if self._pool is None:
+            return
+        if abandon:  # no public way to stop a running call before Python 3.14's terminate_workers()
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
 
 def _core_shares(workers: int, devices: list[str]) -> list[tuple[set[int], str | None]]:
@@ -147,9 +150,17 @@ class RayCluster:
             max_retries=max_retries,
         )
         self._threads = cpus_per_task
+        self._running: dict[Future, object] = {}  # the tasks not finished yet, for close(abandon=True)
 
     def submit(self, job: BatchJob) -> Future[list[ItemResult]]:
-        return self._task.remote(replace(job, threads=self._threads)).future()
+        ref = self._task.remote(replace(job, threads=self._threads))
+        future = ref.future()
+        self._running[future] = ref
+        future.add_done_callback(lambda done: self._running.pop(done, None))  # a held ref keeps its result alive
+        return future
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        if abandon:
+            for ref in list(self._running.values()):
+                self._ray.cancel(ref, force=True)
         self._ray.shutdown()

@@ -240,6 +240,16 @@ class Manifest:
                 [(worker, time.time(), item.sha256) for item in items],
             )
 
+    def release(self, items: list[Item]) -> None:
+        """Items handed out but not finished because the run stopped (interrupted, cancelled): pending
+        again, the attempt not counted (it was no failure of theirs)."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE items SET state = 'pending', worker = NULL, attempts = MAX(attempts - 1, 0), updated = ?"
+                " WHERE sha256 = ? AND state = 'running'",
+                [(time.time(), item.sha256) for item in items],
+            )
+
     def record(self, results: list[ItemRecord]) -> None:
         """Store the results of one batch in one transaction."""
         now = time.time()
