@@ -108,10 +108,17 @@ def convert_blend(client: Client, args: argparse.Namespace) -> list[tuple[str, s
     """Every mesh object of the open .blend becomes a neural object; the .blend is saved."""
     import bpy
 
+    from blender_addon import properties
     from blender_addon.background.tracked_jobs import wait_for_job
+    from blender_addon.scene.neural_objects import is_neural
+    from blender_addon.scene.shape_store import service_id, shape_info
     from blender_addon.scene.source_meshes import start_conversion
 
-    sources = [o for o in bpy.context.scene.objects if o.type == "MESH" and "neural_shape_h5" not in o]
+    if not hasattr(bpy.types.Object, "neural_shapes"):  # a script, the add-on not enabled: its properties still
+        for cls in properties.classes:
+            bpy.utils.register_class(cls)
+        properties.attach()
+    sources = [o for o in bpy.context.scene.objects if o.type == "MESH" and not is_neural(o)]
     conversion = start_conversion(
         client,
         sources,
@@ -123,8 +130,8 @@ def convert_blend(client: Client, args: argparse.Namespace) -> list[tuple[str, s
     rows = []
     for name in conversion.created:
         obj = bpy.data.objects[name]
-        write_outputs(client, obj["neural_shape_id"], name.removesuffix(" (neural)"), args.output, args.resolution)
-        rows.append((name, "ok", f"surface error {obj.get('neural_surface_error', float('nan')):.4f}"))
+        write_outputs(client, service_id(obj), name.removesuffix(" (neural)"), args.output, args.resolution)
+        rows.append((name, "ok", f"surface error {shape_info(obj)[1].get('surface_error', float('nan')):.4f}"))
     if conversion.state != "succeeded":
         rows.append(("job", "failed", conversion.error))
     bpy.ops.wm.save_mainfile()

@@ -1,7 +1,7 @@
-"""The add-on's properties, grouped: per scene (saved with the .blend: fit and proxy settings), per object
-(a neural object's CSG role in the preview) and per window manager (the panel's lines and lists: run-time
-state, never saved). Registered once as ``Scene.neural_shapes``, ``Object.neural_shapes`` and
-``WindowManager.neural_shapes``."""
+"""The add-on's properties, grouped: per scene (saved with the .blend: fit settings, resolutions of new
+objects), per object (a neural object's shape, resolutions and CSG role) and per window manager (the
+panel's lines and lists: run-time state, never saved). Registered once as ``Scene.neural_shapes``,
+``Object.neural_shapes`` and ``WindowManager.neural_shapes``."""
 
 from __future__ import annotations
 
@@ -40,16 +40,43 @@ class NeuralShapesSceneSettings(bpy.types.PropertyGroup):
     )
     resolution: bpy.props.IntProperty(
         name="Proxy resolution",
-        description="Marching cubes grid of the neural objects' proxy meshes",
+        description="Marching cubes grid of new neural objects' viewport proxies",
         default=128,
+        min=16,
+        max=1024,
+    )
+    render_resolution: bpy.props.IntProperty(
+        name="Render resolution",
+        description="Marching cubes grid new neural objects get in final renders (F12, blender -b -f / -a)",
+        default=256,
         min=16,
         max=1024,
     )
 
 
 class NeuralShapesObjectSettings(bpy.types.PropertyGroup):
-    """A neural object's part in the preview's CSG (``object.neural_shapes``)."""
+    """A neural object's shape, resolutions and part in the CSG of the preview and the neural viewport
+    (``object.neural_shapes``)."""
 
+    shape: bpy.props.PointerProperty(
+        name="Shape",
+        type=bpy.types.Text,
+        description="The shared datablock holding this object's neural shape (.h5), once per shape",
+    )
+    viewport_resolution: bpy.props.IntProperty(
+        name="Viewport resolution",
+        description="Marching cubes grid of the proxy mesh shown in the viewport (Re-extract applies it)",
+        default=128,
+        min=16,
+        max=1024,
+    )
+    render_resolution: bpy.props.IntProperty(
+        name="Render resolution",
+        description="Marching cubes grid of the surface final renders use; the proxy is restored afterwards",
+        default=256,
+        min=16,
+        max=1024,
+    )
     operation: bpy.props.EnumProperty(name="CSG", items=OPERATIONS, default="union")
     smooth_radius: bpy.props.FloatProperty(name="Smooth radius", default=0.1, min=0.0, subtype="DISTANCE")
 

@@ -1,5 +1,6 @@
-"""Registers the add-on's classes (one tuple) and hangs its property groups on Scene, Object and
-WindowManager; unregister also ends the add-on's background work (timer, workers, requests in flight)
+"""Registers the add-on's classes (one tuple), hangs its property groups on Scene, Object and
+WindowManager and adds its handlers (older files' shapes adopted on load, render-resolution surfaces in
+final renders); unregister also ends the add-on's background work (timer, workers, requests in flight)
 and stops a service this Blender started."""
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from .operators.nf2vec_tools import (
     NEURAL_OT_interpolate,
     NEURAL_OT_nf2vec_info,
 )
-from .operators.proxies_and_preview import NEURAL_OT_re_extract, NEURAL_OT_render_preview
+from .operators.proxies_and_preview import NEURAL_OT_re_extract, NEURAL_OT_render_preview, NEURAL_OT_save_shape
 from .operators.service_control import (
     NEURAL_OT_check_connection,
     NEURAL_OT_start_service,
     NEURAL_OT_stop_service,
     stop_services,
 )
+from .scene import render_time
+from .scene.shape_store import adopt_legacy_on_load
 from .settings import NeuralShapesPreferences
 from .ui import draw_status_bar, panels
 
@@ -36,6 +39,7 @@ classes = (
     NEURAL_OT_cancel,
     NEURAL_OT_re_extract,
     NEURAL_OT_render_preview,
+    NEURAL_OT_save_shape,
     NEURAL_OT_start_service,
     NEURAL_OT_stop_service,
     NEURAL_OT_nf2vec_info,
@@ -54,6 +58,8 @@ def register() -> None:
         bpy.utils.register_class(cls)
     properties.attach()
     bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+    bpy.app.handlers.load_post.append(adopt_legacy_on_load)
+    render_time.attach()
     workers.begin()
 
 
@@ -62,6 +68,8 @@ def unregister() -> None:
     stop_services()  # also one still starting: its worker then stops waiting for it
     workers.stop()
     stop_services()  # one a worker spawned meanwhile
+    render_time.detach()
+    bpy.app.handlers.load_post.remove(adopt_legacy_on_load)
     bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
     properties.detach()
     for cls in reversed(classes):

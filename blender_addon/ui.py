@@ -1,5 +1,6 @@
 """The sidebar panel, 3D Viewport > N > Neural Shapes: a parent panel (the running job and the last
-result) with one sub-panel per task: Service, Convert, Neural Object, nf2vec."""
+result) with one sub-panel per task: Service, Convert, Neural Object, nf2vec; and the Neural Shape panel
+of Properties > Object."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import bpy
 from .background import tracked_jobs
 from .properties import NeuralShapesState, state
 from .scene.neural_objects import is_neural
+from .scene.shape_store import shape_info
 
 TOP_CLASSES = 5  # rows of Classify's list shown
 PARENT = "VIEW3D_PT_neural_shapes"
@@ -69,10 +71,60 @@ class VIEW3D_PT_neural_shapes_object(_SubPanel, bpy.types.Panel):
         row.operator("neural.re_extract", text="Dense").method = "dense"
         obj = context.active_object
         if obj is not None and is_neural(obj):
-            layout.prop(obj.neural_shapes, "operation")
-            if obj.neural_shapes.operation == "smooth_union":
-                layout.prop(obj.neural_shapes, "smooth_radius")
+            _draw_object_settings(layout, obj)
         layout.operator("neural.render_preview", icon="RENDER_STILL")
+
+
+class OBJECT_PT_neural_shape(bpy.types.Panel):
+    """Properties > Object > Neural Shape: what the active neural object is, its resolutions and CSG role."""
+
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "object"
+    bl_label = "Neural Shape"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.object is not None and is_neural(context.object)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        obj = context.object
+        info, metrics = shape_info(obj)
+        column = layout.column(align=True)
+        for label, key in (
+            ("Shape", "name"),
+            ("Source", "source"),
+            ("Family", "family_id"),
+            ("Network", "architecture"),
+        ):
+            column.label(text=f"{label}: {info.get(key) or '-'}")
+        column = layout.column(align=True)
+        for label, key, digits in SHOWN_METRICS:
+            if key in metrics:
+                column.label(text=f"{label}: {metrics[key]:.{digits}f}")
+        _draw_object_settings(layout, obj)
+        row = layout.row(align=True)
+        row.operator("neural.re_extract", text="Re-extract", icon="FILE_REFRESH").method = "sparse"
+        row.operator("neural.save_shape", text="Save .h5", icon="EXPORT")
+
+
+SHOWN_METRICS = (
+    ("Surface error", "surface_error", 4),
+    ("Chamfer", "chamfer", 4),
+    ("F-score", "fscore", 3),
+    ("Fit seconds", "fit_seconds", 1),
+)
+
+
+def _draw_object_settings(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+    settings = obj.neural_shapes
+    column = layout.column(align=True)
+    column.prop(settings, "viewport_resolution")
+    column.prop(settings, "render_resolution")
+    layout.prop(settings, "operation")
+    if settings.operation == "smooth_union":
+        layout.prop(settings, "smooth_radius")
 
 
 class VIEW3D_PT_neural_shapes_nf2vec(_SubPanel, bpy.types.Panel):
@@ -115,6 +167,7 @@ panels = (
     VIEW3D_PT_neural_shapes_convert,
     VIEW3D_PT_neural_shapes_object,
     VIEW3D_PT_neural_shapes_nf2vec,
+    OBJECT_PT_neural_shape,
 )
 
 

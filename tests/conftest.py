@@ -63,6 +63,27 @@ def single_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """The add-on as the command line builds it: (extension zip, legacy add-on zip for Blender < 4.2)."""
+    from backend import __version__
+
+    out = tmp_path_factory.mktemp("addon")
+    result = run_cli("build-addon", "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out / f"neural_shapes-{__version__}.zip", out / f"neural_shapes-{__version__}-legacy.zip"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A test module's own service with default settings (modules that need others define their own)."""
+    from tests.service_server import ServerProcess
+
+    process = ServerProcess(tmp_path_factory.mktemp("service") / "data")
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
 def client(server):
     """The add-on's stdlib client of the test module's own ``server`` fixture (a ``tests.service_server.ServerProcess``)."""
     return server.client

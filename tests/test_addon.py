@@ -10,30 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from backend import __version__
 from blender_addon.client.connection import ConnectionSettings, check_connection
-from tests.conftest import blender_script_report, run_cli
+from tests.conftest import blender_script_report
 from tests.service_server import ServerProcess
 
 pytestmark = [pytest.mark.blender, pytest.mark.service]
 
 bpy_spec = pytest.importorskip("importlib.util").find_spec("bpy")
 needs_bpy = pytest.mark.skipif(bpy_spec is None, reason="the bpy wheel is not installed")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("addon")
-    result = run_cli("build-addon", "-o", out)
-    assert result.returncode == 0, result.stderr
-    return out / f"neural_shapes-{__version__}.zip", out / f"neural_shapes-{__version__}-legacy.zip"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    process = ServerProcess(tmp_path_factory.mktemp("service") / "data")
-    yield process
-    process.terminate()
 
 
 def test_zips_hold_the_package(built):

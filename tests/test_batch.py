@@ -88,7 +88,10 @@ def test_blend_file_with_blender_binary(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 converted, 0 failed" in result.stdout
     assert outputs(tmp_path / "out") == ["Cube.h5", "Cube.obj", "Cube.png", "Sphere.h5", "Sphere.obj", "Sphere.png"]
-    check = "import bpy; print('NEURAL', sorted(o.name for o in bpy.data.objects if 'neural_shape_h5' in o))"
+    check = (  # without the add-on, its properties are an ID property group holding the shape's datablock
+        "import bpy; print('NEURAL', sorted(o.name for o in bpy.data.objects"
+        " if o.get('neural_shapes') and 'neural_shape_h5' in o['neural_shapes']['shape']))"
+    )
     reopened = subprocess.run(
         ["blender", "-b", str(blend), "--factory-startup", "--python-expr", check],
         capture_output=True,

@@ -53,6 +53,7 @@ class TrackedJob:
     imported: list[tuple[StoredShape, str]] = field(
         default_factory=list
     )  # neural objects' shapes the submission imported
+    dress: Callable[[bpy.types.Object, FetchedShape], None] | None = None  # e.g. the source's materials
 
     @property
     def summary(self) -> str:
@@ -73,8 +74,13 @@ def follow(tracked: TrackedJob, job: Job) -> bool:
 
 def build(tracked: TrackedJob, job: Job, shapes: list[FetchedShape], collection: bpy.types.Collection) -> None:
     """Add the succeeded job's fetched shapes to ``collection`` as placed neural objects (main thread)."""
-    matrices = tracked.place(job, shapes)
-    tracked.created = [add_neural_object(shape, collection, matrix).name for shape, matrix in zip(shapes, matrices)]
+    tracked.created = []
+    render_resolution = bpy.context.scene.neural_shapes.render_resolution  # the scene's for new objects
+    for shape, matrix in zip(shapes, tracked.place(job, shapes)):
+        obj = add_neural_object(shape, collection, matrix, render_resolution)
+        if tracked.dress is not None:
+            tracked.dress(obj, shape)
+        tracked.created.append(obj.name)
     tracked.state, tracked.progress = "succeeded", 1.0
 
 

@@ -6,14 +6,17 @@ Each workflow is split for :mod:`..background.workers`: a main-thread part reads
 main-thread part applies the answer, finding the objects again by name (they may have gone meanwhile).
 
 A neural object is a mesh object whose mesh is a marching-cubes proxy of the shape in the shape's source
-frame, carrying the shape in custom properties: ``neural_shape_h5`` (the ``.h5`` bytes, so the shape
-survives save/reload/append and can be re-imported into any service), ``neural_shape_id``,
-``neural_resolution`` and the fit metrics; its part in the preview's CSG is ``object.neural_shapes``.
+frame (shaded smooth with the SDF's normals), pointing at its shape's shared datablock
+(:mod:`.shape_store`: the ``.h5`` bytes once per shape, so it survives save/reload/append and can be
+re-imported into any service). ``object.neural_shapes`` holds its proxy and render resolutions and its part
+in the CSG of the preview and the neural viewport.
+Re-extraction replaces the proxy's geometry inside its mesh datablock (:func:`.mesh_data.replace_geometry`),
+so materials, modifiers and linked duplicates stay.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
@@ -22,7 +25,8 @@ from mathutils import Matrix
 from ..client.client import Client
 from ..client.errors import ServiceError
 from ..errors import LocalError
-from .mesh_data import mesh_from_arrays
+from .mesh_data import mesh_from_arrays, replace_geometry
+from .shape_store import remember_service_id, service_id, shape_bytes, shape_datablock, shape_holder
 
 NORMALISED_RADIUS = 0.9  # a shape lies inside this radius of its normalised frame (docs/api.md)
 
@@ -30,7 +34,7 @@ NORMALISED_RADIUS = 0.9  # a shape lies inside this radius of its normalised fra
 @dataclass(frozen=True)
 class FetchedShape:
     """What a neural object is made of, downloaded from the service: the record, the proxy mesh
-    (vertices (v, 3) float32, faces (f, 3) int32, source frame) and the ``.h5`` bytes."""
+    (vertices (v, 3) float32, faces (f, 3) int32, unit vertex normals (v, 3), source frame) and the ``.h5`` bytes."""
 
     id: str
     name: str
@@ -41,6 +45,8 @@ class FetchedShape:
     faces: np.ndarray
     h5: bytes
     resolution: int
+    normals: np.ndarray | None = None
+    info: dict = field(default_factory=dict)  # shape_store.INFO_KEYS: source, family_id, architecture
 
 
 def fetch_shapes(client: Client, shape_ids: list[str], resolution: int) -> list[FetchedShape]:
@@ -48,7 +54,7 @@ def fetch_shapes(client: Client, shape_ids: list[str], resolution: int) -> list[
     fetched = []
     for shape_id in shape_ids:
         shape = client.shape(shape_id)
-        vertices, faces, _ = client.mesh(shape_id, resolution=resolution).numpy()
+        vertices, faces, normals = client.mesh(shape_id, resolution=resolution).numpy()
         fetched.append(
             FetchedShape(
                 shape_id,
@@ -60,28 +66,60 @@ def fetch_shapes(client: Client, shape_ids: list[str], resolution: int) -> list[
                 faces,
                 client.download_shape(shape_id),
                 resolution,
+                normals,
+                {
+                    "name": shape.name,
+                    "source": (shape.provenance or {}).get("source_name", ""),
+                    "family_id": shape.family_id,
+                    "architecture": describe_architecture(shape.architecture),
+                },
             )
         )
     return fetched
 
 
-def add_neural_object(shape: FetchedShape, collection: bpy.types.Collection, matrix_world: Matrix) -> bpy.types.Object:
+def describe_architecture(architecture: dict) -> str:
+    """The service's architecture record as one line, e.g. ``8 x 32 relu, tanh out``."""
+    return (
+        f"{architecture.get('hidden_layers', '?')} x {architecture.get('width', '?')} "
+        f"{architecture.get('activation', '?')}, {architecture.get('output_activation', '?')} out"
+    )
+
+
+def add_neural_object(
+    shape: FetchedShape, collection: bpy.types.Collection, matrix_world: Matrix, render_resolution: int = 256
+) -> bpy.types.Object:
     """A neural object named ``NAME (neural)`` for a fetched shape, linked into ``collection`` (main thread)."""
     name = f"{shape.name} (neural)"
-    obj = bpy.data.objects.new(name, mesh_from_arrays(name, shape.vertices, shape.faces))
-    obj["neural_shape_h5"] = shape.h5
-    obj["neural_shape_id"] = shape.id
-    obj["neural_resolution"] = shape.resolution
-    for key, value in shape.metrics.items():
-        if value is not None:
-            obj[f"neural_{key}"] = float(value)
+    obj = bpy.data.objects.new(name, mesh_from_arrays(name, shape.vertices, shape.faces, shape.normals))
+    settings = obj.neural_shapes
+    settings.shape = shape_datablock(shape.h5, shape.name, shape.info, shape.metrics)
+    remember_service_id(obj, shape.id)
+    # Set only where they differ from the defaults: a set property is stored with each object (~200 bytes).
+    for name, value in (
+        ("viewport_resolution", shape.resolution),
+        ("render_resolution", max(render_resolution, shape.resolution)),
+    ):
+        if getattr(settings, name) != value:
+            setattr(settings, name, value)
     obj.matrix_world = matrix_world
     collection.objects.link(obj)
     return obj
 
 
+def take_materials(target: bpy.types.Object, source: bpy.types.Object) -> None:
+    """Give ``target`` the material slots of ``source``: the same materials, linked to the object or the
+    data as there. Every face of a neural proxy uses the first slot (its faces match none of the source's)."""
+    for slot in source.material_slots:
+        target.data.materials.append(slot.material if slot.link == "DATA" else None)
+    for mine, theirs in zip(target.material_slots, source.material_slots):
+        if theirs.link == "OBJECT":
+            mine.link = "OBJECT"
+            mine.material = theirs.material
+
+
 def is_neural(obj: bpy.types.Object) -> bool:
-    return obj.type == "MESH" and "neural_shape_h5" in obj
+    return obj.type == "MESH" and shape_holder(obj) is not None
 
 
 @dataclass(frozen=True)
@@ -96,9 +134,7 @@ class StoredShape:
 
 def stored_shape(obj: bpy.types.Object) -> StoredShape:
     """Read a neural object's shape (main thread)."""
-    return StoredShape(
-        obj.name, str(obj.get("neural_shape_id", "")), bytes(obj["neural_shape_h5"]), obj.name.removesuffix(" (neural)")
-    )
+    return StoredShape(obj.name, service_id(obj), shape_bytes(obj), obj.name.removesuffix(" (neural)"))
 
 
 def ensure_on_service(client: Client, stored: StoredShape) -> str:
@@ -117,54 +153,59 @@ def ensure_on_service(client: Client, stored: StoredShape) -> str:
 def find_object(stored: StoredShape) -> bpy.types.Object | None:
     """The neural object ``stored`` was read from, if it is still there with the same shape (main thread)."""
     obj = bpy.data.objects.get(stored.object_name)
-    if obj is None or not is_neural(obj) or str(obj.get("neural_shape_id", "")) != stored.shape_id:
+    if obj is None or not is_neural(obj) or service_id(obj) != stored.shape_id:
         return None
     return obj
 
 
 def remember_ids(imported: list[tuple[StoredShape, str]]) -> None:
     """Keep the ids a worker got for objects' shapes, so the next call needs no import (main thread; an
-    object that went or is linked from a library is skipped: this is only a cache)."""
+    object that went, or a shape linked from a library, is skipped: this is only a cache)."""
     for stored, shape_id in imported:
         obj = find_object(stored)
-        if obj is not None and obj.library is None and shape_id != stored.shape_id:
-            obj["neural_shape_id"] = shape_id
+        if obj is not None and shape_id != stored.shape_id:
+            remember_service_id(obj, shape_id)
 
 
 @dataclass(frozen=True)
 class Extraction:
-    """What Re-extract asks for: the objects' shapes, marching cubes ``resolution`` and ``method``."""
+    """What Re-extract asks for: the objects' shapes, each one's marching cubes resolution, and the ``method``."""
 
     shapes: list[StoredShape]
-    resolution: int
+    resolutions: list[int]
     method: str
 
 
-def re_extract_remote(client: Client, request: Extraction) -> list[tuple[StoredShape, str, np.ndarray, np.ndarray]]:
-    """(shape, id on the service, vertices (v, 3) float32, faces (f, 3) int32 in the source frame) per object (a worker)."""
+ExtractedMesh = tuple[StoredShape, str, np.ndarray, np.ndarray, np.ndarray]  # shape, id, vertices, faces, normals
+
+
+def re_extract_remote(client: Client, request: Extraction) -> list[ExtractedMesh]:
+    """(shape, id on the service, vertices (v, 3) float32, faces (f, 3) int32, normals (v, 3); source frame)
+    per object (a worker)."""
     meshes = []
-    for stored in request.shapes:
+    for stored, resolution in zip(request.shapes, request.resolutions):
         shape_id = ensure_on_service(client, stored)
-        vertices, faces, _ = client.mesh(shape_id, resolution=request.resolution, method=request.method).numpy()
-        meshes.append((stored, shape_id, vertices, faces))
+        vertices, faces, normals = client.mesh(shape_id, resolution=resolution, method=request.method).numpy()
+        meshes.append((stored, shape_id, vertices, faces, normals))
     return meshes
 
 
-def apply_re_extract(request: Extraction, meshes: list[tuple[StoredShape, str, np.ndarray, np.ndarray]]) -> str:
-    """Replace the proxy meshes of the objects still there (main thread); returns the panel's line."""
-    replaced = 0
-    for stored, _, vertices, faces in meshes:
+def apply_re_extract(request: Extraction, meshes: list[ExtractedMesh]) -> str:
+    """Replace the proxies' geometry inside their mesh datablocks, one per datablock (linked duplicates
+    share it), for the objects still there (main thread); returns the panel's line."""
+    replaced, done = 0, set()
+    for (stored, _, vertices, faces, normals), resolution in zip(meshes, request.resolutions):
         obj = find_object(stored)
         if obj is None:
             continue
-        old = obj.data
-        obj.data = mesh_from_arrays(old.name, vertices, faces)
-        obj["neural_resolution"] = request.resolution
-        if old.users == 0:
-            bpy.data.meshes.remove(old)
+        if obj.data.name not in done and obj.data.library is None:
+            replace_geometry(obj.data, vertices, faces, normals)
+            done.add(obj.data.name)
+        obj.neural_shapes.viewport_resolution = resolution
         replaced += 1
-    remember_ids([(stored, shape_id) for stored, shape_id, _, _ in meshes])
-    return f"re-extracted {replaced} object(s) at {request.resolution}^3 ({request.method})"
+    remember_ids([(stored, shape_id) for stored, shape_id, *_ in meshes])
+    method = request.method
+    return f"re-extracted {replaced} object(s) at {', '.join(f'{r}^3' for r in sorted(set(request.resolutions)))} ({method})"
 
 
 def camera_spec(scene: bpy.types.Scene) -> dict:

@@ -20,7 +20,7 @@ from ..client.client import Client
 from ..client.models import Job
 from ..errors import LocalError
 from .mesh_data import evaluated_triangles
-from .neural_objects import FetchedShape
+from .neural_objects import FetchedShape, take_materials
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,26 @@ def submit(client: Client, meshes: list[SourceMesh], settings: dict | None = Non
 
 
 def conversion_job(meshes: list[SourceMesh], resolution: int) -> TrackedJob:
-    """What the job's shapes become: neural objects (proxies at ``resolution``) with their sources' matrices."""
+    """What the job's shapes become: neural objects (proxies at ``resolution``) with their sources' matrices
+    and material slots."""
     matrices = {m.name: m.matrix_world for m in meshes}
 
     def place(job: Job, shapes: list[FetchedShape]) -> list[Matrix]:
         # rows (a plain nested list would be read as columns); a shape named after no source stays at the origin
         return [Matrix(matrices[shape.name]) if shape.name in matrices else Matrix.Identity(4) for shape in shapes]
 
-    return TrackedJob(place=place, resolution=resolution, verb="converted", undo="Convert to Neural")
+    def dress(obj: bpy.types.Object, shape: FetchedShape) -> None:
+        source = bpy.data.objects.get(shape.name)  # gone or renamed meanwhile: no materials to take
+        if source is not None and source.type == "MESH":
+            take_materials(obj, source)
+
+    return TrackedJob(
+        place=place,
+        resolution=resolution,
+        dress=dress,
+        verb="converted",
+        undo="Convert to Neural",
+    )
 
 
 def start_conversion(

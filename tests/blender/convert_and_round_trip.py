@@ -31,7 +31,7 @@ report = {"nothing_selected": ""}
 assert bpy.ops.neural.convert_selected() == {"FINISHED"}
 tasks.finish()  # what the timer does in the UI
 wm = bpy.context.window_manager
-neural = [o for o in bpy.data.objects if "neural_shape_h5" in o]
+neural = [o for o in bpy.data.objects if o.neural_shapes.shape is not None]
 report.update(
     stage=wm.neural_shapes.stage,
     progress=wm.neural_shapes.progress,
@@ -44,7 +44,7 @@ report.update(
         )
         for o in neural
     },
-    sizes={o.name: len(bytes(o["neural_shape_h5"])) for o in neural},
+    sizes={o.name: len(bytes(o.neural_shapes.shape["neural_shape_h5"])) for o in neural},
     faces={o.name: len(o.data.polygons) for o in neural},
 )
 # Errors come back as reports, the scene unchanged: nothing selected.
@@ -57,19 +57,21 @@ except RuntimeError as error:
 report["unchanged"] = len(bpy.data.objects) == count
 bpy.ops.wm.save_as_mainfile(filepath=blend_path)
 bpy.ops.wm.open_mainfile(filepath=blend_path)
-report["after_reload"] = {o.name: len(bytes(o["neural_shape_h5"])) for o in bpy.data.objects if "neural_shape_h5" in o}
+report["after_reload"] = {
+    o.name: len(bytes(o.neural_shapes.shape["neural_shape_h5"])) for o in bpy.data.objects if o.neural_shapes.shape
+}
 
 # Re-extract on a service that has never seen the shapes: they are re-imported from the stored bytes.
 bpy.context.preferences.addons[package].preferences.data_dir = other_data_dir
 cube = bpy.data.objects["Cube (neural)"]
-old_id, old_faces = cube["neural_shape_id"], len(cube.data.polygons)
+old_id, old_faces = cube.neural_shapes.shape["neural_shape_id"], len(cube.data.polygons)
 bpy.ops.object.select_all(action="DESELECT")
 cube.select_set(True)
-bpy.context.scene.neural_shapes.resolution = 40
+cube.neural_shapes.viewport_resolution = 40
 assert bpy.ops.neural.re_extract(method="dense") == {"FINISHED"}
 tasks.finish()
 report["re_extract"] = {
-    "new_id": cube["neural_shape_id"] != old_id,
+    "new_id": cube.neural_shapes.shape["neural_shape_id"] != old_id,
     "faces_before": old_faces,
     "faces_after": len(cube.data.polygons),
 }
@@ -103,8 +105,8 @@ bpy.ops.wm.save_mainfile()
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.wm.append(directory=blend_path + "/Object/", filename="Sphere (neural)")
 appended = bpy.data.objects.get("Sphere (neural)")
-report["appended"] = len(bytes(appended["neural_shape_h5"])) if appended is not None else 0
+report["appended"] = len(bytes(appended.neural_shapes.shape["neural_shape_h5"])) if appended is not None else 0
 bpy.ops.wm.link(directory=blend_path + "/Object/", filename="Cube (neural)")
 linked = bpy.data.objects.get(("Cube (neural)", blend_path))
-report["linked"] = len(bytes(linked["neural_shape_h5"])) if linked is not None else 0
+report["linked"] = len(bytes(linked.neural_shapes.shape["neural_shape_h5"])) if linked is not None else 0
 print(json.dumps(report))

@@ -51,5 +51,5 @@ report["started"] = press(bpy.ops.neural.convert_selected)
 report["cancel"] = press(bpy.ops.neural.cancel)
 tasks.finish()
 report["stage"] = bpy.context.window_manager.neural_shapes.stage
-report["neural_objects"] = sum("neural_shape_h5" in o for o in bpy.data.objects)
+report["neural_objects"] = sum(o.neural_shapes.shape is not None for o in bpy.data.objects)
 print(json.dumps(report))

@@ -72,7 +72,7 @@ report["added"] = {
     "names": [sphere.name, cube.name],
     "sphere_centre": proxy_centre(sphere),
     "cube_centre": proxy_centre(cube),
-    "ids": [sphere["neural_shape_id"], cube["neural_shape_id"]],
+    "ids": [sphere.neural_shapes.shape["neural_shape_id"], cube.neural_shapes.shape["neural_shape_id"]],
 }
 
 select(sphere, cube, active=cube)

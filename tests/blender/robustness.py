@@ -34,7 +34,8 @@ for fault in FAULTS:  # a neural object per fault, its shape id the fault's name
     mesh = bpy.data.meshes.new(fault)
     mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
     obj = bpy.data.objects.new(fault, mesh)
-    obj["neural_shape_h5"], obj["neural_shape_id"] = b"\x89HDF stand-in", fault
+    obj["neural_shape_h5"], obj["neural_shape_id"] = b"\x89HDF stand-in", fault  # as older add-ons stored it
+    obj.neural_shapes.viewport_resolution = 24
     scene.collection.objects.link(obj)
 
 BUTTONS = {  # name: (operator, options, the line of window_manager.neural_shapes its outcome goes to)
@@ -65,7 +66,7 @@ def press(name: str) -> tuple[str, float]:
 
 
 def neural_count() -> int:
-    return sum("neural_shape_h5" in o for o in bpy.data.objects)
+    return sum(o.neural_shapes.shape is not None or "neural_shape_h5" in o for o in bpy.data.objects)
 
 
 report = {}
