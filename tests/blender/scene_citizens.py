@@ -87,6 +87,11 @@ report["re_extracted"] = {
     "paint_follows_x": float(np.corrcoef(values, co[0::3])[0, 1]),
     "smooth": smooth(torus_n),
 }
+# Undo takes the last re-extract back (it is one step), redo brings it again.
+bpy.ops.ed.undo()
+undone = len(bpy.data.objects["Torus (neural)"].data.polygons)
+bpy.ops.ed.redo()
+report["undo"] = [undone, len(bpy.data.objects["Torus (neural)"].data.polygons)]
 blend = work / "citizens.blend"
 bpy.ops.wm.save_as_mainfile(filepath=str(blend))
 bpy.ops.wm.open_mainfile(filepath=str(blend))
