@@ -23,6 +23,7 @@ from backend.cli import app as neural_shapes
 from backend.cli.import_keras import import_keras_command
 from backend.errors import NeuralShapesError
 from backend.shapes.architecture import Architecture, Weights, random_family
+from backend.shapes.frame import Similarity
 from backend.shapes.keras_import import import_keras_file, keras_shape_from_bytes, read_model_json
 from backend.shapes.network import evaluate_sdf
 from backend.shapes.shape_file import read_shape, write_shape
@@ -345,3 +346,28 @@ def test_non_hdf5_and_oversized_files(tmp_path):
         f.truncate(64 << 20)
     with pytest.raises(NeuralShapesError, match="a Keras weights file may have at most"):
         import_keras_file(big)
+
+
+@pytest.mark.slow
+def test_refit_makes_a_default_family_member_that_nf2vec_takes(tmp_path, sphere):
+    """``--refit``'s work: the imported net's surface fitted with the default family, in the same frame; two
+    such shapes interpolate (the family nf2vec needs)."""
+    from backend.fitting.batched import FitSettings
+    from backend.fitting.pipeline import refit_in_family
+    from backend.shapes.family_file import resolve_family
+
+    write_keras_weights(tmp_path / "ball.h5", sphere)
+    imported = import_keras_file(tmp_path / "ball.h5", transform=Similarity(scale=0.5, centre=np.array([1.0, 2, 3])))
+    default = resolve_family("default")
+    quick = FitSettings(samples=100_000, max_steps=300, eval_every=100)
+    refit = refit_in_family(imported, default, quick, resolution=96, check_resolution=64)
+    assert refit.family_id == default.family_id and refit.architecture == default.architecture
+    assert np.allclose(refit.transform.centre, [1, 2, 3]) and refit.transform.scale == 0.5
+    assert refit.provenance["refit_of"].startswith(imported.family_id) and refit.provenance["imported_from"]
+    assert refit.metrics["fscore"] > 0.9, refit.metrics  # measured against the imported surface
+    write_shape(tmp_path / "a.h5", refit)
+    write_shape(tmp_path / "b.h5", refit)
+    code, output = _invoke(
+        neural_shapes, "interpolate", tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "i", "--space", "weights"
+    )
+    assert code == 0, output

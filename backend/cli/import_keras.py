@@ -2,7 +2,8 @@
 
 Each FILE.h5 becomes DIR/FILE.h5 in our format (:mod:`backend.shapes.keras_import` says what is read and what
 is assumed); a bad file is one line naming it and the cause, the others go on, and the exit status is 1
-if any failed. Imports only read and write small files: no torch, no Warp.
+if any failed. Imports only read and write small files: no torch, no Warp (but ``--refit``, which fits each
+net's surface with the default family so that nf2vec takes it).
 """
 
 from __future__ import annotations
@@ -43,9 +44,18 @@ def import_keras_command(
     negate: Annotated[
         bool, typer.Option("--negate", help="The files' signed distance is positive inside (ours: negative).")
     ] = False,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            "--refit",
+            help="Fit each net's surface with the default family instead (about a minute per shape on a CPU), so"
+            " nf2vec can embed and interpolate it; the output is then a default-family member.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of lines.")] = False,
 ) -> None:
-    """Import Keras weights files (the paper's published nets) as neural shapes that render and mesh."""
+    """Import Keras weights files (the paper's published nets) as neural shapes that render and mesh;
+    --refit makes default-family copies that nf2vec embeds and interpolates."""
     if not (math.isfinite(scale) and scale > 0) or not all(map(math.isfinite, centre)):
         fail(f"--scale must be a positive number and --centre finite, got {scale} and {list(centre)}")
     transform = Similarity(scale=float(scale), centre=np.asarray(centre, dtype=np.float64))
@@ -69,6 +79,9 @@ def import_keras_command(
             if target.exists() and target.resolve() == source.resolve():
                 raise NeuralShapesError(f"{source}: the output would replace it; choose another output folder")
             shape = import_keras_file(source, model_json=model_json, transform=transform, negate=negate)
+            if refit:
+                with err.status(f"refitting {source.name} with the default family"):
+                    shape = _refit(shape)
             write_shape(target, shape)
         except (NeuralShapesError, OSError) as error:
             err.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
@@ -83,6 +96,11 @@ def import_keras_command(
                 "parameters": shape.architecture.parameter_count,
                 "family_id": shape.family_id,
                 "architecture_from": shape.provenance["architecture_from"],
+                **(
+                    {"surface_error": shape.metrics["surface_error"], "fscore": shape.metrics["fscore"]}
+                    if refit
+                    else {}
+                ),
             }
         )
     if as_json:
@@ -97,6 +115,16 @@ def import_keras_command(
                 )
     if failures:
         raise typer.Exit(1)
+
+
+def _refit(shape):
+    """The default family's fit of an imported net's surface (torch and Warp load here, only for --refit)."""
+    from backend.fitting.pipeline import refit_in_family
+    from backend.shapes.family_file import resolve_family
+    from backend.torch_device import limit_torch_threads
+
+    limit_torch_threads()
+    return refit_in_family(shape, resolve_family("default"))
 
 
 def _unique(stem: str, taken: set[str]) -> str:

@@ -24,7 +24,7 @@ from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
 from backend.fitting.checks import Measured, Targets, failed_checks
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file
+from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file, normalise_mesh
 from backend.meshes.metrics import (
     CHAMFER_POINTS,
     SURFACE_ERROR_POINTS,
@@ -266,6 +266,39 @@ def fit_and_escalate(
             else:
                 kept[fit.index] = fit
                 pending.append(fit.index)
+
+
+def refit_in_family(
+    shape: NeuralShape,
+    family: ModelFamily,
+    settings: FitSettings = FitSettings(),
+    *,
+    resolution: int = 256,
+    check_resolution: int = DEFAULT_RESOLUTION,
+) -> NeuralShape:
+    """A member of ``family`` fitted to another net's surface: ``shape``'s zero level set, meshed at
+    ``resolution`` in its own frame, is fitted like a mesh (same frame and transform) and measured against
+    (Chamfer, F-score at ``check_resolution``). How shapes of a foreign family (imported Keras nets, another
+    family's members) join the default family, whose nets nf2vec embeds and interpolates.
+
+    Raises :class:`NeuralShapesError` when the shape has no surface at that resolution or the fit fails.
+    """
+    surface = extract_mesh(shape.architecture, shape.weights, resolution)
+    if len(surface.faces) == 0:
+        raise NeuralShapesError(f"'{shape.name}' has no surface at {resolution}^3: nothing to fit")
+    mesh = normalise_mesh(
+        shape.transform.to_source(surface.vertices),
+        surface.faces,
+        name=shape.name,
+        source_sha256=shape.provenance.get("source_sha256"),
+        transform=shape.transform,
+    )
+    [fit] = fit_and_evaluate(family, [mesh], settings, resolution=check_resolution, source_names=[shape.name])
+    if fit.shape is None:
+        raise NeuralShapesError(f"'{shape.name}': the refit failed ({fit.error})")
+    kept = {k: v for k, v in shape.provenance.items() if k not in fit.shape.provenance}
+    fit.shape.provenance.update(kept, refit_of=f"{shape.family_id} ({shape.architecture.describe()}) at {resolution}^3")
+    return fit.shape
 
 
 def _met(fit: EvaluatedFit) -> bool:
