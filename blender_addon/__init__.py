@@ -16,12 +16,14 @@ bl_info = {
 
 
 def register() -> None:
-    from . import registration
+    from . import registration, viewport
 
     registration.register()
+    viewport.register()  # the Neural Shapes render engine (the neural viewport): its own worker and timer
 
 
 def unregister() -> None:
-    from . import registration
+    from . import registration, viewport
 
-    registration.unregister()
+    registration.unregister()  # first: it breaks off the requests in flight, a viewport frame's too
+    viewport.unregister()
