@@ -1,15 +1,18 @@
 """Run in a Blender window (Debian's blender 3.4 under Xvfb; tests/test_viewport_engine.py): install the legacy
 add-on, add a library shape as a neural object next to an ordinary cube that cuts into it, switch the 3D
-viewport (its size follows the window's) to Rendered shading with the Neural Shapes engine, orbit it for a while (coarse
-frames), hold it still (the full frame), take a screenshot and quit. Everything runs from timers, as a user's
-session would.
+viewport (its size follows the window's) to Rendered shading with the Neural Shapes engine, orbit it for a
+while (coarse frames), hold it still (the full frame), take a screenshot of the viewport and quit. Everything
+runs from timers, as a user's session would.
 
-    blender --factory-startup -p 0 0 W H --python viewport_window.py -- ZIP DATA_DIR SHAPE_ID SCREENSHOT [WxH|- [SCALE [CARVE_ID]]]
-Prints one line ``VIEWPORT_REPORT {json}`` before quitting (WxH: the viewport region's size, made by moving the
-3D view's edges; SCALE: the neural object's scale, default 2; CARVE_ID: a second library shape subtracted from
-the first, CSG difference).
+    blender --factory-startup -p 0 0 W H --python viewport_window.py -- ZIP DATA_DIR SHAPE_ID SCREENSHOT
+        [--region WxH] [--scale S] [--carve SHAPE_ID] [--view PERSP|ORTHO|CAMERA]
+Prints one line ``VIEWPORT_REPORT {json}`` before quitting. --region: the viewport region's size, made by
+moving the 3D view's edges; --scale: the neural object's (default 2); --carve: a second library shape
+subtracted from the first (CSG difference); --view: the viewport's projection (CAMERA: through a scene camera
+with lens shift, the frame zoomed and panned: an off-centre frustum; it does not orbit).
 """
 
+import argparse
 import json
 import sys
 import time
@@ -18,11 +21,16 @@ import traceback
 import bpy
 from mathutils import Euler, Vector
 
-args = sys.argv[sys.argv.index("--") + 1 :]
-zip_path, data_dir, shape_id, screenshot = args[:4]
-region_size = [int(v) for v in args[4].split("x")] if len(args) > 4 and args[4] != "-" else None
-scale = float(args[5]) if len(args) > 5 else 2.0
-carve = args[6] if len(args) > 6 else ""  # a second shape's id, subtracted from the first (CSG)
+parser = argparse.ArgumentParser()
+for name in ("zip_path", "data_dir", "shape_id", "screenshot"):
+    parser.add_argument(name)
+parser.add_argument("--region", type=lambda text: [int(v) for v in text.split("x")])
+parser.add_argument("--scale", type=float, default=2.0)
+parser.add_argument("--carve", default="")
+parser.add_argument("--view", choices=["PERSP", "ORTHO", "CAMERA"], default="PERSP")
+options = parser.parse_args(sys.argv[sys.argv.index("--") + 1 :])
+zip_path, data_dir, shape_id, screenshot = options.zip_path, options.data_dir, options.shape_id, options.screenshot
+region_size, scale, carve = options.region, options.scale, options.carve
 bpy.context.preferences.view.show_splash = False  # a first start's Quick Setup would cover the viewport
 bpy.ops.preferences.addon_install(filepath=zip_path)
 bpy.ops.preferences.addon_enable(module="neural_shapes")
@@ -59,10 +67,19 @@ def setup():
     space.shading.type = "RENDERED"
     space.overlay.show_floor = True
     rv3d = space.region_3d
-    rv3d.view_perspective = "PERSP"
     rv3d.view_location = (0.0, 0.0, 0.0)
     rv3d.view_distance = 3.6
-    orbit(0)
+    if options.view == "CAMERA":
+        camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+        scene.collection.objects.link(camera)
+        camera.location, camera.rotation_euler = (3.5, -3.5, 2.5), (1.1, 0.0, 0.785)
+        camera.data.shift_x = 0.15
+        scene.camera = camera
+        rv3d.view_perspective = "CAMERA"
+        rv3d.view_camera_zoom, rv3d.view_camera_offset = 10.0, (0.1, -0.05)
+    else:
+        rv3d.view_perspective = options.view
+        orbit(0)
     report["engine"] = scene.render.engine
 
 
@@ -104,6 +121,8 @@ def record_region():
 
 def orbit(step):
     _, area, region = view3d()
+    if options.view == "CAMERA":
+        return
     area.spaces.active.region_3d.view_rotation = Euler((1.15, 0.0, 0.2 + 0.015 * step)).to_quaternion()
     region.tag_redraw()
 
