@@ -79,10 +79,13 @@ def fetch_shapes(client: Client, shape_ids: list[str], resolution: int) -> list[
 
 
 def describe_architecture(architecture: dict) -> str:
-    """The service's architecture record as one line, e.g. ``8 x 32 relu, tanh out``."""
+    """The service's architecture record as one line, e.g. ``8 x 32 relu, tanh out, 7,553 parameters``."""
+    sizes = architecture.get("layer_sizes") or []
+    hidden = sizes[1:-1]
+    layers = f"{len(hidden)} x {hidden[0]}" if hidden and len(set(hidden)) == 1 else " - ".join(map(str, hidden))
     return (
-        f"{architecture.get('hidden_layers', '?')} x {architecture.get('width', '?')} "
-        f"{architecture.get('activation', '?')}, {architecture.get('output_activation', '?')} out"
+        f"{layers} {architecture.get('activation', '?')}, {architecture.get('output_activation', '?')} out, "
+        f"{architecture.get('parameters', 0):,} parameters"
     )
 
 

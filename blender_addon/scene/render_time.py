@@ -57,7 +57,10 @@ def render_targets(scene: bpy.types.Scene) -> dict[str, tuple[bpy.types.Object, 
 
 @persistent
 def use_render_resolution(scene: bpy.types.Scene, *_) -> None:
-    """``render_init``: swap in the render-resolution surfaces."""
+    """``render_init``: swap in the render-resolution surfaces (not for the Neural Shapes engine: it traces
+    the shapes themselves)."""
+    if scene.render.engine == "NEURAL_SHAPES":
+        return
     targets = render_targets(scene)
     if not targets:
         return
