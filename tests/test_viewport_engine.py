@@ -11,9 +11,7 @@ import subprocess
 
 import pytest
 
-from backend import __version__
-from tests.conftest import ROOT, blender_script_report, run_cli
-from tests.service_server import ServerProcess
+from tests.conftest import ROOT, blender_script_report
 
 pytestmark = [pytest.mark.blender, pytest.mark.service, pytest.mark.slow]
 
@@ -25,21 +23,6 @@ needs_window = pytest.mark.skipif(
     reason="needs Debian's blender and xvfb-run (scripts/test installs both)",
 )
 SHAPE = ROOT / "tests" / "data" / "thing_v1.h5"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("addon")
-    result = run_cli("build-addon", "-o", out)
-    assert result.returncode == 0, result.stderr
-    return out / f"neural_shapes-{__version__}.zip", out / f"neural_shapes-{__version__}-legacy.zip"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    process = ServerProcess(tmp_path_factory.mktemp("service") / "data")
-    yield process
-    process.terminate()
 
 
 @pytest.fixture(scope="module")
