@@ -39,13 +39,14 @@ def test_materials_shading_modifiers_and_linked_duplicates_survive(citizens):
     assert report["converted"]["smooth"] and report["custom_normals"]  # the extraction's normals
     assert report["resolutions"] == [128, 256]
     extracted = report["re_extracted"]
-    assert extracted["slots"] == [["OBJECT", "Blue"]] and extracted["modifiers"] == ["TRIANGULATE"], extracted
+    assert extracted["slots"] == [["OBJECT", "Blue"], ["DATA", "Green"]], extracted  # before and after converting
+    assert extracted["modifiers"] == ["TRIANGULATE"], extracted
     assert extracted["twin_shares_mesh"] and extracted["smooth"], extracted
     assert extracted["faces"][0] < extracted["faces"][1] < extracted["faces"][2], extracted  # 24, 40, 48
     assert extracted["paint_follows_x"] > 0.99, extracted  # the attribute carried from the nearest old vertex
     assert report["undo"] == extracted["faces"][1:], report["undo"]  # undo: the 40^3 proxy again; redo: 48^3
     reloaded = report["reloaded"]
-    assert reloaded["cube"] == [["DATA", "Red"]] and reloaded["torus"] == [["OBJECT", "Blue"]], reloaded
+    assert reloaded["cube"] == [["DATA", "Red"]] and reloaded["torus"] == [["OBJECT", "Blue"], ["DATA", "Green"]]
     assert reloaded["twin_shares_mesh"] and reloaded["modifiers"] == ["TRIANGULATE"], reloaded
 
 

@@ -59,6 +59,7 @@ report["custom_normals"] = cube_n.data.has_custom_normals
 report["resolutions"] = [torus_n.neural_shapes.viewport_resolution, torus_n.neural_shapes.render_resolution]
 
 # Modifiers, a user attribute, a linked duplicate and a file round trip survive three re-extracts.
+torus_n.data.materials.append(bpy.data.materials.new("Green"))  # a material assigned after the conversion
 torus_n.modifiers.new("Triangulate", "TRIANGULATE")
 twin = torus_n.copy()  # Alt+D: shares the mesh
 twin.location.y += 3
