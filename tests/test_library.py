@@ -276,3 +276,13 @@ def test_an_interrupted_run_stops_its_workers_and_leaves_its_items_pending(colle
     assert set(states(dest).values()) == {"pending"} and not list(dest.glob("*.h5"))
     summary = convert_collection(expand_sources([src]), dest, tiny_settings(), InProcess())
     assert summary.progress.converted == 4 and outputs(dest) == good_stems(src)
+
+
+def test_a_ray_address_where_nothing_listens_is_one_line_at_once():
+    pytest.importorskip("ray")
+    from backend.library.executors import RayCluster
+
+    started = time.monotonic()
+    with pytest.raises(NeuralShapesError, match="no Ray cluster answers at 127.0.0.1:1"):
+        RayCluster("127.0.0.1:1")
+    assert time.monotonic() - started < 10

@@ -64,3 +64,37 @@ def test_torch_threads_shrink_to_the_available_cores_and_never_grow(monkeypatch)
         assert torch_device.limit_torch_threads() == 1  # a smaller setting stays
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_torch_threads_give_way_to_a_busy_process_and_come_back():
+    """Next to one busy process, torch keeps to the cores left (a thread sharing a core with it would slow
+    every operation to that core's share); once it stops, the threads come back."""
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from backend.torch_device import SharedCores
+
+    if device.available_cores() < 2 or not device.Path("/proc/stat").exists():
+        pytest.skip("needs two cores and /proc/stat")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cores = SharedCores()
+        time.sleep(0.5)
+        if (cores.others_busy() or 0.0) > 0.4:
+            pytest.skip("the machine is busy already: nothing to compare with")
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(1.0)
+            assert cores.adjust() == 1
+        finally:
+            busy.kill()
+            busy.wait()
+        time.sleep(1.0)
+        assert cores.adjust() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -40,7 +40,9 @@ def convert_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Destination: NAME.h5 files and manifest.sqlite.")],
     workers: Annotated[
         int | None,
-        typer.Option(help="Local worker processes; 0 runs batches in this process. Default: one per GPU, else 1."),
+        typer.Option(
+            min=0, help="Local worker processes; 0 runs batches in this process. Default: one per GPU, else 1."
+        ),
     ] = None,
     ray: Annotated[
         str | None,
@@ -49,9 +51,13 @@ def convert_command(
             help="Run the batches on a Ray cluster: 'auto' (a running one), 'local' (start one here) or host:port.",
         ),
     ] = None,
-    cpus_per_task: Annotated[int, typer.Option(help="CPUs (and threads) each Ray task asks for.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Meshes fitted together in one batched model.")] = DEFAULT_FIT_BATCH,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per source over all runs before it stays failed.")] = 3,
+    cpus_per_task: Annotated[int, typer.Option(min=1, help="CPUs (and threads) each Ray task asks for.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Meshes fitted together in one batched model.")
+    ] = DEFAULT_FIT_BATCH,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, help="Attempts per source over all runs before it stays failed.")
+    ] = 3,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Give every failed source one more attempt.")
     ] = False,

@@ -35,7 +35,10 @@ from backend.meshes.sampling import (
 )
 from backend.shapes.architecture import ModelFamily, Weights
 from backend.shapes.network import BatchedSDF
+from backend.torch_device import SharedCores
 from kernels.mesh_sdf import MeshDistance, SignMethod
+
+CORE_CHECK_STEPS = 10  # steps between looks at what other processes leave of the cores (SharedCores)
 
 
 @dataclass(frozen=True)
@@ -195,9 +198,12 @@ def train_shapes(
     reconstruction_failures: list[list[str]] = [[] for _ in range(count)]  # at each shape's last check
     best_fscore, stalled_checks = [-1.0] * count, [0] * count  # a shape whose checks stop gaining gives up
     window_started = time.perf_counter()
+    cores = SharedCores()  # torch's threads give way to other busy processes (and come back)
     while len(active) > 0:
         check_cancel(cancel, "fit cancelled")
         step += 1
+        if step % CORE_CHECK_STEPS == 0:
+            cores.adjust()
         batch_points, batch_sdf = draw_samples(points[active], sdf[active], settings.batch_size, generator)
         per_shape = (model(batch_points) - batch_sdf).abs().mean(dim=1)
         per_shape.sum().backward()  # shapes share no parameters: each gets the gradient of its own loss

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from typing import Protocol
@@ -129,6 +130,7 @@ class RayCluster:
         except ImportError:
             raise NeuralShapesError("--ray needs Ray: pip install 'neural-shapes[ray]'") from None
         self._ray = ray
+        _check_reachable(address)
         try:
             ray.init(
                 address=None if address == "local" else address,
@@ -164,3 +166,14 @@ class RayCluster:
             for ref in list(self._running.values()):
                 self._ray.cancel(ref, force=True)
         self._ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a ``host:port`` where nothing listens: Ray itself retries such an address for minutes."""
+    if address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        raise NeuralShapesError(f"no Ray cluster answers at {address} ({error})") from None
