@@ -68,6 +68,7 @@ def histogram_png(report: CollectionReport, path: Path, title: str = "") -> None
     """Draw the surface-error histogram (as the paper's Figure 5) to a PNG; needs matplotlib."""
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
@@ -76,8 +77,9 @@ def histogram_png(report: CollectionReport, path: Path, title: str = "") -> None
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=120)
     axes.bar(report.surface_error_bins, report.surface_error_counts, width=BIN_WIDTH, align="edge", edgecolor="white")
     axes.axvline(PAPER_TARGET, color="black", linestyle="--", linewidth=1, label=f"{PAPER_TARGET} (the paper's target)")
-    axes.set_xlabel("surface error (mean |SDF| on the surface, normalised units; last bin: and above)")
+    axes.set_xlabel("surface error (mean |SDF| on the surface; the last bin holds all above)")
     axes.set_ylabel("shapes")
+    axes.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts: no 1.25 shapes
     done = sum(report.surface_error_counts)
     share = f", {report.below_target:.0%} below {PAPER_TARGET}" if report.below_target is not None else ""
     axes.set_title(title or f"{done} shapes{share}")
