@@ -60,6 +60,8 @@ def test_final_renders_use_the_render_resolution(citizens):
     faces_after, proxy_faces = citizens["after_render_faces"]
     assert faces_after == proxy_faces
     assert citizens["cached"] >= 1
+    without = citizens["without_service"]  # no service: the proxy is rendered, nothing breaks
+    assert without["iou_with_proxy"] > 0.99 and without["faces"] == proxy_faces, without
 
 
 @needs_bpy

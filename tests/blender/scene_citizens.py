@@ -160,6 +160,15 @@ report["silhouette_iou"] = {
 }
 report["cached"] = len(render_time._cache)
 
+# No service (another data folder, nothing cached): the render goes on with the proxy.
+render_time._cache.clear()
+bpy.context.preferences.addons[package].preferences.data_dir = str(work / "no-service")
+torus_n.hide_render, bpy.data.objects["Torus"].hide_render = False, True
+torus_n.neural_shapes.render_resolution = 256
+without_service = render("BLENDER_WORKBENCH", "workbench_no_service")
+report["without_service"] = {"iou_with_proxy": iou(without_service, proxy), "faces": len(torus_n.data.polygons)}
+bpy.context.preferences.addons[package].preferences.data_dir = data_dir
+
 # Stored once: 100 duplicates of a neural object against 100 of a plain object with the same mesh.
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.wm.open_mainfile(filepath=str(blend))
