@@ -131,6 +131,10 @@ def test_manifest_keys_rows_by_content(tmp_path):
     assert manifest.counts()["replaced"] == 1
     manifest.mark_running(changed, "test")
     assert manifest.recover_interrupted() == 1  # what a killed run left running goes back to pending
+    time.sleep(0.01)
+    (src / "a_renamed.obj").write_bytes(b"aaa")  # changed back: the old bytes' row comes back under its name
+    back = manifest.register([src / "a_renamed.obj"], max_attempts=2).todo
+    assert [(item.sha256, item.stem) for item in back] == [(a.sha256, "a")] and manifest.counts()["replaced"] == 1
     manifest.close()
 
 

@@ -175,6 +175,8 @@ class Manifest:
                 row = db.execute("SELECT * FROM items WHERE sha256 = ?", (digest,)).fetchone()
                 if row is None:
                     row = self._insert(db, source, digest, size)
+                elif row["state"] == "replaced":  # bytes seen before came back (a file changed back)
+                    row = self._revive(db, source, digest)
                 elif row["source"] != str(source) and not Path(row["source"]).exists():
                     db.execute("UPDATE items SET source = ? WHERE sha256 = ?", (str(source), digest))  # renamed
                 state = row["state"]
@@ -207,24 +209,37 @@ class Manifest:
         return digest.hexdigest(), stat.st_size
 
     def _insert(self, db: sqlite3.Connection, source: Path, digest: str, size: int) -> sqlite3.Row:
-        """A new row for new bytes. If the same path held other bytes before, the new row takes over that
-        row's output name (the outputs are replaced when it is converted), else it gets a free one."""
-        previous = db.execute(
-            "SELECT sha256, stem FROM items WHERE source = ? AND state != 'replaced'", (str(source),)
-        ).fetchone()
-        if previous is not None:
-            stem = previous["stem"]
-            db.execute(
-                "UPDATE items SET state = 'replaced', stem = NULL, updated = ? WHERE sha256 = ?",
-                (time.time(), previous["sha256"]),
-            )
-        else:
-            stem = self._free_stem(db, safe_file_stem(source.stem), digest)
+        """A new pending row for new bytes, with the output name :meth:`_claim_stem` gives it."""
         db.execute(
             "INSERT INTO items (sha256, source, stem, state, source_bytes, updated) VALUES (?, ?, ?, 'pending', ?, ?)",
-            (digest, str(source), stem, size, time.time()),
+            (digest, str(source), self._claim_stem(db, source, digest), size, time.time()),
         )
         return db.execute("SELECT * FROM items WHERE sha256 = ?", (digest,)).fetchone()
+
+    def _revive(self, db: sqlite3.Connection, source: Path, digest: str) -> sqlite3.Row:
+        """A replaced row whose bytes are back at ``source``: pending again under the name :meth:`_claim_stem` gives."""
+        db.execute(
+            "UPDATE items SET state = 'pending', source = ?, stem = ?, attempts = 0, permanent = 0, error = NULL,"
+            " updated = ? WHERE sha256 = ?",
+            (str(source), self._claim_stem(db, source, digest), time.time(), digest),
+        )
+        return db.execute("SELECT * FROM items WHERE sha256 = ?", (digest,)).fetchone()
+
+    def _claim_stem(self, db: sqlite3.Connection, source: Path, digest: str) -> str:
+        """The output name for ``digest``'s bytes at ``source``: if the path held other bytes before, their
+        row's name (that row becomes ``replaced``; the outputs are rewritten when these are converted),
+        else a free one."""
+        previous = db.execute(
+            "SELECT sha256, stem FROM items WHERE source = ? AND state != 'replaced' AND sha256 != ?",
+            (str(source), digest),
+        ).fetchone()
+        if previous is None:
+            return self._free_stem(db, safe_file_stem(source.stem), digest)
+        db.execute(
+            "UPDATE items SET state = 'replaced', stem = NULL, updated = ? WHERE sha256 = ?",
+            (time.time(), previous["sha256"]),
+        )
+        return previous["stem"]
 
     @staticmethod
     def _free_stem(db: sqlite3.Connection, stem: str, digest: str) -> str:
