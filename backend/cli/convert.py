@@ -29,6 +29,7 @@ from backend.fitting.pipeline import (
     convert_files,
     evaluate_shape,
     fitted_shape,
+    shape_figures,
     write_in_source_frame,
 )
 from backend.meshes.extraction import extract_mesh
@@ -273,20 +274,14 @@ def fit_result_rows(outcomes: list[ConversionOutcome]) -> list[dict]:
         if o.shape is None:
             rows.append({"source": str(o.source), "output": None, "error": o.error})
             continue
-        m = o.shape.metrics
+        figures = shape_figures(o.shape)
         rows.append(
             {
                 "source": str(o.source),
                 "output": str(o.output),
                 "mesh": str(o.mesh_output),
-                "surface_error": m["surface_error"],
-                "surface_error_p99": m["surface_error_p99"],
-                "chamfer": finite_or_none(m["chamfer"]),
-                "fscore": m["fscore"],
-                "fit_seconds": m["fit_seconds"],
-                "steps": int(m["steps"]),
-                "net": o.shape.architecture.describe(),
-                "outcome": o.shape.provenance["fit_outcome"],
+                **figures,
+                "chamfer": finite_or_none(figures["chamfer"]),
                 "escalation": o.shape.provenance.get("escalation"),
             }
         )

@@ -118,23 +118,16 @@ def convert_command(
         raise typer.Exit(1)
 
 
-def default_workers() -> int:
-    """One worker per GPU; on a CPU one process, which uses every core (batched fitting is what keeps them busy)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
-
-
 def _executor(workers: int | None, ray: str | None, cpus_per_task: int) -> Executor:
+    """Ray when asked; else a local pool of ``workers`` (default: one per GPU, else one process using every
+    core: batched fitting keeps them busy), or this process for 0."""
     if ray is not None:
         return RayCluster(ray, cpus_per_task=cpus_per_task)
-    count = default_workers() if workers is None else workers
-    if count == 0:
-        return InProcess()
     import torch
 
     gpus = [f"cuda:{index}" for index in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return LocalPool(count, devices=gpus)
+    count = (len(gpus) or 1) if workers is None else workers
+    return InProcess() if count == 0 else LocalPool(count, devices=gpus)
 
 
 def _run_with_progress(files: list[Path], output: Path, settings: CollectionSettings, executor: Executor) -> RunSummary:

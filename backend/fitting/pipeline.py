@@ -315,6 +315,18 @@ def _better(kept: EvaluatedFit | None, new: EvaluatedFit) -> EvaluatedFit:
     return new if rank[1] > rank[0] else kept
 
 
+def shape_figures(shape: NeuralShape) -> dict[str, float | int | str]:
+    """A converted shape's figures as reports and the collection manifest give them: surface error and its
+    tail, Chamfer (inf for an empty surface), F-score, fit seconds, steps, the net and the checks' outcome."""
+    m = shape.metrics
+    return {
+        **{key: float(m[key]) for key in ("surface_error", "surface_error_p99", "chamfer", "fscore", "fit_seconds")},
+        "steps": int(m["steps"]),
+        "net": shape.architecture.describe(),
+        "outcome": shape.provenance["fit_outcome"],
+    }
+
+
 def fit_outcome(metrics: dict[str, float], targets: Targets) -> str:
     """ "targets met", or the checks a shape's final figures fail ("F-score 0.912 < 0.950; Chamfer ...")."""
     measured = Measured(

@@ -119,7 +119,7 @@ def convert_collection(
         registered.done,
         registered.failed,
         recovered,
-        [reason for _, reason in registered.unreadable],
+        registered.unreadable,
         executor.name,
     )
 

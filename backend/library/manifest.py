@@ -87,7 +87,7 @@ class Registered:
     todo: list[Item]
     done: int  # sources whose bytes are already converted (renamed or duplicate files included)
     failed: int  # sources whose bytes failed before and are not retried (permanent, or out of attempts)
-    unreadable: list[tuple[Path, str]]  # sources that could not even be read for hashing, with the reason
+    unreadable: list[str]  # why each source that could not even be read for hashing was not
 
 
 class ManifestLock:
@@ -164,13 +164,13 @@ class Manifest:
         ``permanent``; ``retry_failed`` retries every failed row once more."""
         todo: dict[str, Item] = {}
         done = failed = 0
-        unreadable: list[tuple[Path, str]] = []
+        unreadable: list[str] = []
         with self._transaction() as db:
             for source in sources:
                 try:
                     digest, size = self._hash(db, source)
                 except OSError as error:
-                    unreadable.append((source, f"{source}: cannot read file ({error.strerror or error})"))
+                    unreadable.append(f"{source}: cannot read file ({error.strerror or error})")
                     continue
                 row = db.execute("SELECT * FROM items WHERE sha256 = ?", (digest,)).fetchone()
                 if row is None:

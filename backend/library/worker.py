@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitSettings
-from backend.fitting.pipeline import Quality, fit_and_escalate
+from backend.fitting.pipeline import Quality, fit_and_escalate, shape_figures
 from backend.library.manifest import Item
 from backend.meshes.loading import NormalisedMesh, load_mesh_file
 from backend.meshes.writing import obj_bytes
@@ -99,13 +99,5 @@ def convert_batch(job: BatchJob) -> list[ItemResult]:
             reconstruction = fit.reconstruction
             vertices = mesh.transform.to_source(reconstruction.vertices)
             result.mesh_bytes = obj_bytes(vertices, reconstruction.faces, reconstruction.vertex_normals)
-        m = fit.shape.metrics
-        result.metrics = {
-            **{
-                key: float(m[key]) for key in ("surface_error", "surface_error_p99", "chamfer", "fscore", "fit_seconds")
-            },
-            "steps": int(m["steps"]),
-            "net": fit.shape.architecture.describe(),
-            "outcome": fit.shape.provenance["fit_outcome"],
-        }
+        result.metrics = shape_figures(fit.shape)
     return [results[item.sha256] for item in job.items]

@@ -153,14 +153,21 @@ def _attribute_snapshot(mesh: bpy.types.Mesh) -> list[tuple[str, str, str, np.nd
 
 
 def _restore_attributes(mesh: bpy.types.Mesh, kept) -> None:
+    nearest: dict[str, np.ndarray] = {}  # per domain: the old element nearest each new one (shared by attributes)
     for name, kind, domain, values, positions in kept:
         attribute = mesh.attributes.get(name) or mesh.attributes.new(name, kind, domain)
         if values is None or not len(attribute.data):
             continue
-        tree = KDTree(len(positions))
-        for index, position in enumerate(positions):
-            tree.insert(position, index)
-        tree.balance()
-        nearest = np.fromiter((tree.find(p)[1] for p in _element_positions(mesh, domain)), dtype=np.int64)
+        if domain not in nearest:
+            nearest[domain] = _nearest_old(positions, _element_positions(mesh, domain))
         field, _ = _VALUE_FIELDS[kind]
-        attribute.data.foreach_set(field, np.ascontiguousarray(values[nearest]).ravel())
+        attribute.data.foreach_set(field, np.ascontiguousarray(values[nearest[domain]]).ravel())
+
+
+def _nearest_old(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """For each of the new positions (n, 3), the index of the nearest old one (m, 3)."""
+    tree = KDTree(len(old))
+    for index, position in enumerate(old):
+        tree.insert(position, index)
+    tree.balance()
+    return np.fromiter((tree.find(p)[1] for p in new), dtype=np.int64, count=len(new))

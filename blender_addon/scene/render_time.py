@@ -99,12 +99,12 @@ def _surfaces(targets: dict[str, tuple[bpy.types.Object, int]]) -> tuple[dict[st
 
     surfaces, cached, client, ids = {}, 0, None, []
     for name, (obj, resolution) in targets.items():
-        stored = stored_shape(obj)
         key = (shape_digest(obj), resolution, METHOD)
         if key in _cache:
             _cache.move_to_end(key)
             surfaces[name], cached = _cache[key], cached + 1
             continue
+        stored = stored_shape(obj)
         if client is None:
             client = workers.client(connection_settings(bpy.context))
         shape_id = ensure_on_service(client, stored)

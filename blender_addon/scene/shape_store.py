@@ -93,12 +93,8 @@ def shape_info(obj: bpy.types.Object) -> tuple[dict[str, str], dict[str, float]]
     if holder is None:
         return {}, {}
     info = {key: str(holder.get(key, "")) for key in INFO_KEYS}
-    if holder is obj:  # legacy: metrics as neural_<key> on the object
-        metrics = {
-            k.removeprefix("neural_"): float(v) for k, v in obj.items() if k.startswith("neural_") and _is_number(v)
-        }
-        metrics.pop("resolution", None)
-        return info, metrics
+    if holder is obj:
+        return info, _legacy_metrics(obj)
     metrics = {k.removeprefix(METRIC_PREFIX): float(v) for k, v in holder.items() if k.startswith(METRIC_PREFIX)}
     return info, metrics
 
@@ -110,12 +106,8 @@ def adopt_legacy(objects) -> int:
     for obj in objects:
         if obj.library is not None or H5_KEY not in obj or getattr(obj, "neural_shapes", None) is None:
             continue
-        metrics = {
-            k.removeprefix("neural_"): float(v) for k, v in obj.items() if k.startswith("neural_") and _is_number(v)
-        }
-        metrics.pop("resolution", None)
         name = obj.name.removesuffix(" (neural)")
-        obj.neural_shapes.shape = shape_datablock(bytes(obj[H5_KEY]), name, {"name": name}, metrics)
+        obj.neural_shapes.shape = shape_datablock(bytes(obj[H5_KEY]), name, {"name": name}, _legacy_metrics(obj))
         if _is_number(obj.get("neural_resolution")):
             obj.neural_shapes.viewport_resolution = int(obj["neural_resolution"])
         if obj.get(ID_KEY):
@@ -124,6 +116,13 @@ def adopt_legacy(objects) -> int:
             del obj[key]
         moved += 1
     return moved
+
+
+def _legacy_metrics(obj: bpy.types.Object) -> dict[str, float]:
+    """An older file's fit metrics, kept on the object as ``neural_<metric>`` numbers (the proxy resolution aside)."""
+    metrics = {k.removeprefix("neural_"): float(v) for k, v in obj.items() if k.startswith("neural_") and _is_number(v)}
+    metrics.pop("resolution", None)
+    return metrics
 
 
 def _is_number(value) -> bool:
