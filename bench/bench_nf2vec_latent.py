@@ -14,7 +14,7 @@ against the source mesh; set-to-set distances between shapes as the Chamfer of 2
 - recognition: classify's accuracy on the encoder's z, and (``--refits DIR``) how often a held-out mesh's second-seed
   fit finds its first fit nearest in z;
 - interpolation: held-out shapes i and i + n/2 (n held out; with 330 in manifest order that is a pair of one
-  class), 8 in-betweens, both residual fades, z from the encoder + refinement;
+  class), 8 in-betweens, both residual fades, z as Interpolate takes it (the encoder's);
 - generation: per class, samples (``--sampler``: the prior, or the GAN on z in ``z_gan.safetensors``) at
   ``--truncation`` vs the class's held-out real shapes (1-NNA, coverage, MMD, memorisation);
 - completion: held-out meshes cut as ``make-partials`` cuts them (plane and sphere cuts in turn), completed from
@@ -48,14 +48,20 @@ from backend.fitting.pipeline import fitted_shape
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import NormalisedMesh, bounding_similarity, load_mesh_file
 from backend.meshes.metrics import ReconstructionQuality, reconstruction_quality
-from backend.nf2vec.latent import LatentFamily, LatentFitSettings, fit_latent, flatten, load_latent
+from backend.nf2vec.latent import (
+    LatentFamily,
+    LatentFitSettings,
+    RefineSettings,
+    fit_latent,
+    flatten,
+    load_latent,
+    own_field_samples,
+)
 from backend.nf2vec.latent_encoder import (
     ENCODER_NAME,
     LatentEncoder,
-    RefineSettings,
     encode_latent,
     load_latent_encoder,
-    own_field_samples,
     refine_latent,
 )
 from backend.nf2vec.model import FAMILY_NAME
@@ -263,8 +269,13 @@ def _own_field_fit(bench: Bench, shapes: list[NeuralShape]) -> np.ndarray:
     return fit_latent(bench.latent, points, sdf, settings=LatentFitSettings(steps=bench.steps)).latents
 
 
+def _encoded(bench: Bench, shapes: list[NeuralShape]) -> np.ndarray:
+    """The operations' z of shapes (n, k): the encoder's, or an own-field fit without an encoder."""
+    return encode_latent(bench.encoder, bench.latent, shapes) if bench.encoder else _own_field_fit(bench, shapes)
+
+
 def _latents(bench: Bench, shapes: list[NeuralShape]) -> np.ndarray:
-    """The operations' z of shapes (n, k): encoder + refinement, or an own-field fit without an encoder."""
+    """Refined z of shapes (n, k): encoder + refinement, or an own-field fit without an encoder."""
     if bench.encoder is None:
         return _own_field_fit(bench, shapes)
     settings = RefineSettings(fit=LatentFitSettings(steps=bench.steps))
@@ -409,7 +420,7 @@ def _interpolation(bench: Bench) -> None:
     pairs = [(a, b) for a, b in pairs if a is not b]
     if not pairs:
         raise NeuralShapesError("interpolation needs at least two held-out shapes")
-    ends_z = _latents(bench, [shape for pair in pairs for shape in pair]).reshape(len(pairs), 2, -1)
+    ends_z = _encoded(bench, [shape for pair in pairs for shape in pair]).reshape(len(pairs), 2, -1)
     times = [0.0, *np.linspace(0.0, 1.0, IN_BETWEENS + 2)[1:-1].tolist(), 1.0]
     rows, figures = [], {}
     for fade in ("linear", "quadratic"):
@@ -452,7 +463,7 @@ def _interpolation(bench: Bench) -> None:
         )
     bench.results["interpolation"] = figures
     table(
-        f"Interpolation, {len(pairs)} held-out pairs x {IN_BETWEENS} in-betweens (z: {_z_source(bench)}; surfaces at {bench.resolution}^3; "
+        f"Interpolation, {len(pairs)} held-out pairs x {IN_BETWEENS} in-betweens (z: {_z_source(bench)}, as Interpolate; surfaces at {bench.resolution}^3; "
         "targets: ends exact, every in-between non-empty, max/mean <= 2)",
         [
             "residual fade",
@@ -469,11 +480,7 @@ def _interpolation(bench: Bench) -> None:
 
 
 def _z_source(bench: Bench) -> str:
-    return (
-        f"encoder + {bench.steps}-step refinement"
-        if bench.encoder
-        else f"{bench.steps}-step fit to the own field, no encoder"
-    )
+    return "the encoder's" if bench.encoder else f"{bench.steps}-step fit to the own field, no encoder"
 
 
 # --- generation ------------------------------------------------------------------------------------

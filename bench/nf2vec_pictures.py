@@ -36,8 +36,8 @@ from backend.datasets.partials import partial_mesh
 from backend.datasets.procedural import read_manifest
 from backend.errors import NeuralShapesError
 from backend.meshes.metrics import reconstruction_quality, surface_samples
-from backend.nf2vec.latent import LatentFamily, load_latent
-from backend.nf2vec.latent_encoder import LatentEncoder, RefineSettings, load_latent_encoder, refine_latent
+from backend.nf2vec.latent import LatentFamily, RefineSettings, load_latent
+from backend.nf2vec.latent_encoder import LatentEncoder, load_latent_encoder, refine_latent
 from backend.nf2vec.model import FAMILY_NAME
 from backend.nf2vec.ops.latent_ops import (
     LatentCompletionSettings,

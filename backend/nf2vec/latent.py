@@ -24,6 +24,7 @@ from backend.errors import NeuralShapesError
 from backend.nf2vec.resumable import read_versioned, write_versioned
 from backend.shapes.architecture import Architecture, Weights, unflatten
 from backend.shapes.architecture import flatten as flatten  # re-exported: flat weights are read through here too
+from backend.shapes.frame import CUBE_HALF_SIZE
 from backend.shapes.network import batched_forward
 
 FORMAT = "neural-shapes/nf2vec-latent"
@@ -201,6 +202,46 @@ def fit_latent(
     with torch.no_grad():
         final = _weighted_l1(flat_forward(latent.architecture, theta + z @ basis, points_t), sdf_t, weight_t)
     return LatentFit(z.detach().numpy().astype(np.float32), final.numpy().astype(np.float32))
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Refining z on a shape's own field: ``points`` samples of its net, ``near_fraction`` of them near its
+    surface (the candidates of smallest |f| among ``candidates_per_near`` uniform ones each, moved by a
+    Gaussian of ``near_noise``, normalised units), the rest uniform in the cube; then ``fit``."""
+
+    points: int = 16_384
+    near_fraction: float = 0.5
+    candidates_per_near: int = 8
+    near_noise: float = 0.02
+    fit: LatentFitSettings = LatentFitSettings(steps=300)
+    seed: int = 0
+
+
+def own_field_samples(
+    architecture: Architecture, flat: torch.Tensor, settings: RefineSettings = RefineSettings()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points (s, m, 3) in the cube and the nets' own signed distances there (s, m), for nets (s, P) flat.
+
+    Near-surface points come from the net itself (no mesh needed): uniform candidates closest to its zero
+    set, jittered, so a thin part is sampled as densely as a thick one.
+    """
+    generator = torch.Generator().manual_seed(settings.seed)
+    count = flat.shape[0]
+    near = int(round(settings.points * settings.near_fraction))
+
+    def uniform(m: int) -> torch.Tensor:
+        return (torch.rand(count, m, 3, generator=generator) * 2 - 1) * CUBE_HALF_SIZE
+
+    with torch.no_grad():
+        candidates = uniform(near * settings.candidates_per_near)
+        closest = flat_forward(architecture, flat, candidates).abs().topk(near, dim=1, largest=False).indices
+        points = torch.gather(candidates, 1, closest[..., None].expand(-1, -1, 3))
+        points = (points + settings.near_noise * torch.randn(points.shape, generator=generator)).clamp(
+            -CUBE_HALF_SIZE, CUBE_HALF_SIZE
+        )
+        points = torch.cat([uniform(settings.points - near), points], dim=1)
+        return points, flat_forward(architecture, flat, points)
 
 
 def _weighted_l1(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

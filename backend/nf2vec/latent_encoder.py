@@ -1,8 +1,11 @@
 """The nf2vec encoder distilled into a latent family: a net's weights -> its latent z, in one pass.
 
-The encoder is nf2vec's :class:`backend.nf2vec.encoder.WeightEncoder` over the stacked weight matrix
-(minus the family's initial weights, the ``reference``) with a linear head to the latent size k. It is
-trained so that the net it names, ``w(enc(w_i)) = theta + enc(w_i) B``, has the shape's field:
+``enc(w) = P(w) + head(nf2vec(w))``: the field projection ``P`` (:mod:`backend.nf2vec.latent_projection`,
+a fixed linear map, the Gauss-Newton projection of the net's field onto the subspace) corrected by nf2vec's
+:class:`backend.nf2vec.encoder.WeightEncoder` over the stacked weight matrix (minus the family's initial
+weights, the ``reference``) with a linear head to the latent size k. The head starts at zero, so training
+starts from the projection's z; the correction is trained so that the net the encoder names,
+``w(enc(w_i)) = theta + enc(w_i) B``, has the shape's field:
 
     L1(f_{w(enc(w_i))}(x), sdf_i(x)) + latent_pull |enc(w_i) - z_i|^2 / k
 
@@ -37,7 +40,16 @@ import torch.nn.functional as F
 
 from backend.errors import NeuralShapesError, check_cancel
 from backend.nf2vec.encoder import WeightEncoder, matrix_rows, weight_matrices
-from backend.nf2vec.latent import LatentFamily, LatentFit, LatentFitSettings, fit_latent, flat_forward, flatten
+from backend.nf2vec.latent import (
+    LatentFamily,
+    LatentFit,
+    RefineSettings,
+    fit_latent,
+    flat_forward,
+    flatten,
+    own_field_samples,
+)
+from backend.nf2vec.latent_projection import FieldProjection, ProjectionSettings, field_projection
 from backend.nf2vec.latent_training import LatentProgress, sampled_shapes
 from backend.nf2vec.resumable import LossReports, checkpoint_key, read_versioned, resume_checkpoint, write_versioned
 from backend.nf2vec.training import (
@@ -46,7 +58,6 @@ from backend.nf2vec.training import (
 )
 from backend.shapes.architecture import Architecture, ModelFamily
 from backend.shapes.checkpoints import save_tensors
-from backend.shapes.frame import CUBE_HALF_SIZE
 from backend.shapes.shape_file import NeuralShape
 from backend.torch_device import training_device
 
@@ -87,6 +98,9 @@ class LatentEncoder:
     # classes: classify compares the encoder's z with these rather than with the auto-decoded class means
     # (330 held-out shapes: 81% against 78%), since an encoded z carries the encoder's own bias.
     class_means: torch.Tensor | None = None
+    # The linear field projection the network corrects (z = projection(w) + net(w)); None in files of before
+    # it (the network alone).
+    projection: FieldProjection | None = None
 
     @property
     def k(self) -> int:
@@ -94,7 +108,8 @@ class LatentEncoder:
 
     def encode_flat(self, flat: torch.Tensor) -> torch.Tensor:
         """Latents (b, k) of nets given as flat weights (b, P); differentiable, in the net's current mode."""
-        return self.net(flat_matrices(self.architecture, flat) - self.reference)
+        correction = self.net(flat_matrices(self.architecture, flat) - self.reference)
+        return correction if self.projection is None else self.projection.project(flat) + correction
 
 
 # --- weights as the encoder reads them, and turned about Z -------------------------------------------
@@ -138,6 +153,9 @@ class EncoderSettings:
     """How the encoder is distilled (the design study's recipe, ``../shared/research/nf2vec-latent.md`` section 4 step 5)."""
 
     stages: tuple[int, ...] = (256, 256)  # WeightEncoder stage sizes before the head to k
+    # The network learns a correction to this linear projection (None: z from the network alone, as files
+    # of before it); its head starts at zero, so training starts from the projection's z.
+    projection: ProjectionSettings | None = ProjectionSettings()
     steps: int = 15_000
     shapes_per_step: int = 16  # encoder inputs (nets) per step
     points_per_shape: int = 2048
@@ -280,13 +298,23 @@ def train_latent_encoder(
     architecture, k = latent.architecture, latent.k
     device = training_device()
     torch.manual_seed(settings.seed)  # the encoder's initial weights, so reruns start alike
+    net = LatentEncoderNet(architecture.width, tuple(settings.stages), k)
+    projection = None
+    if settings.projection is not None:
+        # Deterministic, so a resumed run recomputes the same one; its metric comes from the fitted nets.
+        projection = field_projection(latent, data.inputs[: data.counts["fitted"]], settings.projection, cancel)
+        torch.nn.init.zeros_(net.head.weight)
+        torch.nn.init.zeros_(net.head.bias)
     encoder = LatentEncoder(
         family.family_id,
         architecture,
         tuple(settings.stages),
-        LatentEncoderNet(architecture.width, tuple(settings.stages), k).to(device),
+        net.to(device),
         family_reference(family).to(device),
         latent_digest(latent),
+        projection=None
+        if projection is None
+        else FieldProjection(projection.matrix.to(device), projection.offset.to(device)),
     )
     optimizer = torch.optim.AdamW(
         encoder.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -324,6 +352,7 @@ def train_latent_encoder(
             save_tensors(checkpoint, {**run.checkpoint(run_key), **state, "generator": generator.get_state()})
     encoder.net.eval().cpu()
     encoder.reference = encoder.reference.cpu()
+    encoder.projection = projection
     encoder.class_means = encoded_class_means(encoder, latent, data)
     encoder.training = {
         **run.record(),
@@ -393,46 +422,6 @@ def encode_latent(encoder: LatentEncoder, latent: LatentFamily, shapes: list[Neu
         return encoder.encode_flat(flat).numpy().astype(np.float32)
 
 
-@dataclass(frozen=True)
-class RefineSettings:
-    """Refining z on a shape's own field: ``points`` samples of its net, ``near_fraction`` of them near its
-    surface (the candidates of smallest |f| among ``candidates_per_near`` uniform ones each, moved by a
-    Gaussian of ``near_noise``, normalised units), the rest uniform in the cube; then ``fit``."""
-
-    points: int = 16_384
-    near_fraction: float = 0.5
-    candidates_per_near: int = 8
-    near_noise: float = 0.02
-    fit: LatentFitSettings = LatentFitSettings(steps=300)
-    seed: int = 0
-
-
-def own_field_samples(
-    architecture: Architecture, flat: torch.Tensor, settings: RefineSettings = RefineSettings()
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points (s, m, 3) in the cube and the nets' own signed distances there (s, m), for nets (s, P) flat.
-
-    Near-surface points come from the net itself (no mesh needed): uniform candidates closest to its zero
-    set, jittered, so a thin part is sampled as densely as a thick one.
-    """
-    generator = torch.Generator().manual_seed(settings.seed)
-    count = flat.shape[0]
-    near = int(round(settings.points * settings.near_fraction))
-
-    def uniform(m: int) -> torch.Tensor:
-        return (torch.rand(count, m, 3, generator=generator) * 2 - 1) * CUBE_HALF_SIZE
-
-    with torch.no_grad():
-        candidates = uniform(near * settings.candidates_per_near)
-        closest = flat_forward(architecture, flat, candidates).abs().topk(near, dim=1, largest=False).indices
-        points = torch.gather(candidates, 1, closest[..., None].expand(-1, -1, 3))
-        points = (points + settings.near_noise * torch.randn(points.shape, generator=generator)).clamp(
-            -CUBE_HALF_SIZE, CUBE_HALF_SIZE
-        )
-        points = torch.cat([uniform(settings.points - near), points], dim=1)
-        return points, flat_forward(architecture, flat, points)
-
-
 def refine_latent(
     encoder: LatentEncoder, latent: LatentFamily, shapes: list[NeuralShape], settings: RefineSettings = RefineSettings()
 ) -> LatentFit:
@@ -460,6 +449,11 @@ def save_latent_encoder(folder: Path, encoder: LatentEncoder) -> Path:
         "encoder": encoder.net.state_dict(),
         "training": encoder.training,
         **({} if encoder.class_means is None else {"class_means": encoder.class_means}),
+        **(
+            {}
+            if encoder.projection is None
+            else {"projection": encoder.projection.matrix, "projection_offset": encoder.projection.offset}
+        ),
     }
     return write_versioned(folder / ENCODER_NAME, FORMAT, VERSION, fields)
 
@@ -503,6 +497,20 @@ def load_latent_encoder(folder: Path, latent: LatentFamily) -> LatentEncoder:
             or class_means.shape != (len(latent.prior.class_names), k)
         ):
             raise ValueError("class means are not finite (classes, k) values of the latent family's classes")
+        projection = None
+        if "projection" in data:  # optional: files written before it load without (the network alone)
+            matrix, offset = data["projection"], data["projection_offset"]
+            for name, tensor, shape in (
+                ("projection", matrix, (k, architecture.parameter_count)),
+                ("projection offset", offset, (k,)),
+            ):
+                if (
+                    not isinstance(tensor, torch.Tensor)
+                    or tuple(tensor.shape) != shape
+                    or not torch.isfinite(tensor).all()
+                ):
+                    raise ValueError(f"{name} is not a finite tensor of shape {shape}")
+            projection = FieldProjection(matrix.float(), offset.float())
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         raise NeuralShapesError(
             f"{path}: malformed latent encoder ({type(error).__name__}: {error})".splitlines()[0]
@@ -517,4 +525,5 @@ def load_latent_encoder(folder: Path, latent: LatentFamily) -> LatentEncoder:
         str(data["latent_digest"]),
         dict(data.get("training") or {}),
         None if class_means is None else class_means.float(),
+        projection,
     )
