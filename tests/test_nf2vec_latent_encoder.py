@@ -258,6 +258,13 @@ def test_train_latent_encoder_command_end_to_end(toy, tmp_path):
         and "step 10" in result.stderr
     )
     assert load_latent_encoder(model, toy["latent"]).stages == (32,)
+    projection_only = run_cli(
+        "train-latent-encoder", shapes_dir, "--model", model, "--collection", toy["collection"], "--steps", "0",
+        "--samples-per-shape", str(QUICK.samples_per_shape), "--samples-cache", toy["root"] / "samples.h5",
+    )  # fmt: skip
+    assert projection_only.returncode == 0 and "0 steps," in projection_only.stdout, projection_only.stderr
+    encoder = load_latent_encoder(model, toy["latent"])
+    assert not encoder.net.head.weight.any() and encoder.projection is not None
     (model / "latent.safetensors").unlink()
     missing = CliRunner().invoke(
         app, ["train-latent-encoder", str(shapes_dir), "--model", str(model), "--collection", str(toy["collection"])]

@@ -336,7 +336,9 @@ def train_latent_encoder_command(
     print_result(
         f"wrote {model / 'latent_encoder.safetensors'}: encoder to the k {encoder.k} latents of family {encoder.family_id}, "
         f"{record['shapes']} shapes ({inputs['fitted']} fitted, {inputs['refits']} re-fits, {inputs['decoded']} decoded nets), "
-        f"{record['steps']} steps, field L1 {record['final_loss']:.4f}, {record['seconds']} s of training",
+        f"{record['steps']} steps, "
+        + ("" if record["final_loss"] is None else f"field L1 {record['final_loss']:.4f}, ")
+        + f"{record['seconds']} s of training",
     )
 
 
