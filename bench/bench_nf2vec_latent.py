@@ -110,7 +110,7 @@ class Bench:
     limit: int | None
     resolution: int
     steps: int  # z refinement / fit steps and the completion's MAP steps
-    sampler: str  # generation's z sampler: "prior" or "gan"
+    sampler: str  # generation's z sampler as the tables name it: "prior", "gan" or the blend and its weights
     z_sampler: ZSampler
     truncation: float  # generation's truncation in [0, 1]
     results: dict
@@ -138,6 +138,9 @@ def main() -> None:
         help="generation's z sampler (blend: of two training latents; gan: z_gan.safetensors)",
     )
     parser.add_argument("--truncation", type=float, default=0.8, help="generation's truncation in [0, 1]")
+    parser.add_argument(
+        "--blend-low", type=float, default=0.25, help="the blend sampler's weight range [low, 1 - low], low in [0, 0.5]"
+    )
     parser.add_argument(
         "--refits",
         type=Path,
@@ -185,6 +188,8 @@ def _load(args: argparse.Namespace) -> Bench:
         raise NeuralShapesError(f"--steps must be at least 1, got {args.steps}")
     if not 0 <= args.truncation <= 1:
         raise NeuralShapesError(f"--truncation must be in [0, 1], got {args.truncation}")
+    if not 0 <= args.blend_low <= 0.5:
+        raise NeuralShapesError(f"--blend-low must be in [0, 0.5], got {args.blend_low}")
     held_range, train_range = _range(args.held_out, "--held-out"), _range(args.train, "--train")
     if held_range.start < train_range.stop and train_range.start < held_range.stop:
         raise NeuralShapesError(f"--held-out {args.held_out} overlaps --train {args.train}")
@@ -219,7 +224,7 @@ def _load(args: argparse.Namespace) -> Bench:
     )
     samplers = {
         "prior": lambda: prior_sampler(latent.prior),
-        "blend": lambda: blend_sampler(latent),
+        "blend": lambda: blend_sampler(latent, args.blend_low),
         "gan": lambda: z_gan_sampler(load_z_gan(args.model, latent)),
     }
     z_sampler = samplers[args.sampler]()
@@ -233,7 +238,7 @@ def _load(args: argparse.Namespace) -> Bench:
         args.limit,
         args.resolution,
         args.steps,
-        args.sampler,
+        f"blend (weights in [{args.blend_low:g}, {1 - args.blend_low:g}])" if args.sampler == "blend" else args.sampler,
         z_sampler,
         args.truncation,
         {},
