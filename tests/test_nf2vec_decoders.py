@@ -85,10 +85,15 @@ def test_latent_operations_in_process(folders):
     tools = load_tools(folders["latent"])
     by_name = {shape.name: shape for shape in folders["shapes"]}
     a, b = by_name["sphere"], by_name["cube"]
-    # With the linear fade an in-between is the blend of the two nets, whatever their z.
+    # The quadratic fade: mid-way, the decoded mean of the ends' encoded z plus a quarter of each end's residual.
     [middle] = operations.interpolate(tools, a, b, [0.5])
-    assert middle.provenance["operation"] == "interpolate-latent"
-    np.testing.assert_allclose(flatten(middle.weights), 0.5 * (flatten(a.weights) + flatten(b.weights)), atol=1e-5)
+    assert middle.provenance["operation"] == "interpolate-latent" and middle.provenance["fade"] == "quadratic"
+    latent, z = tools.require_latent(), torch.from_numpy(operations.encode(tools, [a, b]))
+    with torch.no_grad():
+        decoded = latent.flat(z).numpy()
+        expected = latent.flat(z.mean(0, keepdim=True))[0].numpy()
+    expected += 0.25 * (flatten(a.weights) - decoded[0]) + 0.25 * (flatten(b.weights) - decoded[1])
+    np.testing.assert_allclose(flatten(middle.weights), expected, atol=1e-4)
     shapes = operations.generate(tools, 2, seed=1, class_name="round", truncation=0.0)
     assert [s.provenance["truncation"] for s in shapes] == ["0", "0"] and shapes[0].provenance[
         "operation"

@@ -125,7 +125,8 @@ def test_training_lowers_the_loss_and_training_nets_decode_close_to_their_fields
     assert data.counts == {"fitted": 6, "refits": 6, "decoded": 6} and end.training["steps"] == QUICK.steps
     assert not (toy["root"] / "model" / CHECKPOINT_NAME).exists()
     theta_error = _mesh_field_error(latent, torch.zeros(len(data.names), latent.k), points, sdf)
-    assert (error < 0.6 * theta_error).all(), (error, theta_error)
+    # every one nearer than theta (the subspace's origin), and all of them far nearer on the whole
+    assert (error < theta_error).all() and error.mean() < 0.5 * theta_error.mean(), (error, theta_error)
 
 
 def test_a_second_seed_refit_encodes_closest_to_its_first_fits_latent(toy):

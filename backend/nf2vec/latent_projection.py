@@ -51,8 +51,13 @@ class FieldProjection:
     offset: torch.Tensor
 
     def project(self, flat: torch.Tensor) -> torch.Tensor:
-        """Latents (b, k) of nets given as flat weights (b, P)."""
-        return flat @ self.matrix.T + self.offset
+        """Latents (b, k) of nets given as flat weights (b, P); differentiable.
+
+        Net by net: a matrix product's rounding depends on the rows around it, and a shape's z must not
+        depend on the batch it is encoded in (``similar`` finds a shape itself at distance 0)."""
+        if len(flat) == 0:
+            return flat.new_zeros(0, len(self.offset))
+        return torch.stack([self.matrix @ net for net in flat]) + self.offset
 
 
 def field_projection(
