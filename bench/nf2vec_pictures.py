@@ -36,8 +36,8 @@ from backend.datasets.partials import partial_mesh
 from backend.datasets.procedural import read_manifest
 from backend.errors import NeuralShapesError
 from backend.meshes.metrics import reconstruction_quality, surface_samples
-from backend.nf2vec.latent import LatentFamily, RefineSettings, load_latent
-from backend.nf2vec.latent_encoder import LatentEncoder, load_latent_encoder, refine_latent
+from backend.nf2vec.latent import LatentFamily, load_latent
+from backend.nf2vec.latent_encoder import LatentEncoder, encode_latent, load_latent_encoder
 from backend.nf2vec.model import FAMILY_NAME
 from backend.nf2vec.ops.latent_ops import (
     LatentCompletionSettings,
@@ -117,17 +117,19 @@ def generated_sheet(
 
 
 def interpolation_sheet(pictures: Pictures, size: int) -> np.ndarray:
-    """One strip of ``STEPS`` tiles per class pair of ``PAIRS`` (the first held-out shape of each class)."""
+    """One strip of ``STEPS`` tiles per class pair of ``PAIRS`` (the first held-out shape of each class), as
+    Interpolate makes them: the encoder's z, the quadratic residual fade."""
     ends = [(_held(pictures, a)[0], _held(pictures, b)[0]) for a, b in PAIRS]
     shapes = [shape for pair in ends for shape in pair]
-    z = refine_latent(pictures.load_encoder(), pictures.latent, shapes, RefineSettings()).latents.reshape(
-        len(ends), 2, -1
-    )
+    z = encode_latent(pictures.load_encoder(), pictures.latent, shapes).reshape(len(ends), 2, -1)
     times = np.linspace(0.0, 1.0, STEPS).tolist()
     rows = []
     for (a, b), (z_a, z_b) in zip(ends, z):
         rows.append(
-            [render_tile(shape, size)[0] for shape in interpolate_latent(pictures.latent, a, z_a, b, z_b, times)]
+            [
+                render_tile(shape, size)[0]
+                for shape in interpolate_latent(pictures.latent, a, z_a, b, z_b, times, fade="quadratic")
+            ]
         )
         _progress(f"interpolation: {a.name} -> {b.name}")
     return sheet(rows, [f"{a} -> {b}" for a, b in PAIRS], size)
@@ -246,7 +248,7 @@ def main() -> None:
         "decoded with no refit (held-out data never seen).*\n\n"
         f"![Interpolation strips]({folder}/interpolation.png)\n\n"
         f"*Interpolate: {len(PAIRS)} pairs of held-out shapes of two classes, {STEPS} steps in z with each end's residual "
-        "faded in, so both ends are the shapes' own nets.*\n\n"
+        "faded in quadratically, so both ends are the shapes' own nets.*\n\n"
         f"![Completion: partial input, completed, truth]({folder}/completion.png)\n\n"
         "*Complete: held-out meshes cut as make-partials cuts them (grey: what the cut removed); Chamfer to the whole, partial \u2192 completed: "
         f"{'; '.join(captions)}.*"
