@@ -16,7 +16,8 @@ Turning a net about Z is exact (first layer ``W0 <- W0 R^T``), but its target is
 not z_i, so a turned copy is held to the field L1 at turned sample points only.
 
 :func:`refine_latent` starts from the encoder and fits z to the shape's own field, sampled from its own
-net (its mesh may be gone from a library), so it serves decoding, ``similar`` and ``classify``.
+net (its mesh may be gone from a library): a closer decode when a second or two per shape is affordable
+(``similar``, ``classify`` and the operations use the encoder alone).
 
 The file ``latent_encoder.safetensors`` (docs/format.md) sits in the model folder next to
 ``latent.safetensors``; it names the latent family it was distilled into by a digest of theta and B.
