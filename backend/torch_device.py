@@ -52,15 +52,23 @@ class SharedCores:
     Each of torch's threads waits for the slowest at every operation, so a thread that shares its core
     with another busy process (Blender working next to the service, a second job) slows the whole pool
     to that core's share: two threads next to one busy loop on two cores ran a fit 13x slower than alone.
-    :meth:`adjust`, called between stretches of work (a fit's evaluations), measures the cores other
+    Used as a context around a fit: :meth:`adjust`, called between stretches of work, measures the cores other
     processes used since the last call (the machine's busy time less this process's own) and sets torch
     to the cores left, at least one, at most the count it started with; once the others stop, the threads
-    come back. On systems without ``/proc/stat`` it does nothing.
+    come back, and leaving the context restores the count it started with. On systems without
+    ``/proc/stat`` :meth:`adjust` does nothing.
     """
 
     def __init__(self) -> None:
         self.most = torch.get_num_threads()
         self._last = self._sample()
+
+    def __enter__(self) -> SharedCores:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Give torch back the threads it started with: the next fit in this process starts from them."""
+        torch.set_num_threads(self.most)
 
     @staticmethod
     def _sample() -> tuple[float, float, float] | None:

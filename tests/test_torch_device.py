@@ -98,3 +98,15 @@ def test_torch_threads_give_way_to_a_busy_process_and_come_back():
         assert cores.adjust() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_leaving_shared_cores_restores_the_threads_it_started_with():
+    """A fit that ended while another process was busy must not leave the next fit fewer threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_device.SharedCores():
+            torch.set_num_threads(1)  # as adjust() does next to a busy process
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -198,78 +198,84 @@ def train_shapes(
     reconstruction_failures: list[list[str]] = [[] for _ in range(count)]  # at each shape's last check
     best_fscore, stalled_checks = [-1.0] * count, [0] * count  # a shape whose checks stop gaining gives up
     window_started = time.perf_counter()
-    cores = SharedCores()  # torch's threads give way to other busy processes (and come back)
-    while len(active) > 0:
-        check_cancel(cancel, "fit cancelled")
-        step += 1
-        if step % CORE_CHECK_STEPS == 0:
-            cores.adjust()
-        batch_points, batch_sdf = draw_samples(points[active], sdf[active], settings.batch_size, generator)
-        per_shape = (model(batch_points) - batch_sdf).abs().mean(dim=1)
-        per_shape.sum().backward()  # shapes share no parameters: each gets the gradient of its own loss
-        optimizer.step(learning_rate[active])
-        loss_sum[active] += per_shape.detach()
-        window_steps += 1
-        if step % settings.eval_every and step < settings.max_steps:
-            continue
-        with torch.no_grad():  # the field's error on the source surface, where it is 0 (or -shell)
-            point_errors = (model(held_out[active]) + shells[active, None]).abs()
-        errors, tails = point_errors.mean(dim=1), torch.quantile(point_errors, TAIL_QUANTILE, dim=1)
-        now = time.perf_counter()
-        for shape in active.tolist():  # the steps since the last evaluation served these shapes alike
-            shared_seconds[shape] += (now - window_started) / len(active)
-        finished = torch.zeros(len(active), dtype=torch.bool)
-        for row, shape in enumerate(active.tolist()):
-            error = float(errors[row])
-            window_loss = float(loss_sum[shape]) / window_steps
-            report(FitProgress(shape, "fitting", step, error, window_loss))
-            if error < best[shape] * 0.98:
-                best[shape], stale[shape] = error, 0
-            else:
-                stale[shape] += 1
-            if stale[shape] >= settings.patience:
-                learning_rate[shape] /= 2
-                stale[shape] = 0
-            failures = failed_checks(Measured(error, float(tails[row]), window_loss), targets)
-            if not failures and data[shape].vertices is not None:
-                if step >= next_check[shape]:  # due: the first time the cheap checks pass, then every check_every
-                    started = time.perf_counter()
-                    reconstruction_failures[shape], fscore = _check_reconstruction(model, row, data[shape], settings)
-                    shared_seconds[shape] += time.perf_counter() - started  # this shape's own cost
-                    next_check[shape] = step + settings.check_every * settings.eval_every
-                    if fscore >= best_fscore[shape] + 0.01:
-                        best_fscore[shape], stalled_checks[shape] = fscore, 0
-                    else:
-                        stalled_checks[shape] += 1
-                failures = reconstruction_failures[shape]
-            reason = ""
-            if not failures:
-                reason = "target reached"
-            elif learning_rate[shape] < settings.min_learning_rate or stalled_checks[shape] >= settings.check_patience:
-                reason = "stopped improving"
-            elif step >= settings.max_steps:
-                reason = "step limit"
-            if reason:
-                finished[row] = True
-                results[shape] = FitResult(
-                    weights=model.shape_weights(row),
-                    steps=step,
-                    fit_seconds=sample_seconds[shape] + shared_seconds[shape],
-                    final_loss=window_loss,
-                    surface_error_estimate=error,
-                    stop_reason=reason,
-                    shell=data[shape].shell,
-                    failed_checks=failures,
-                )
-                report(FitProgress(shape, "done", step, error))
-        window_started = time.perf_counter()
-        loss_sum.zero_()
-        window_steps = 0
-        if finished.any():
-            keep = torch.nonzero(~finished).squeeze(1)
-            active = active[keep]
-            model.keep_rows(keep)
-            optimizer.keep_rows(keep, list(model.parameters()))
+    # torch's threads give way to other busy processes, come back when they stop, and are restored after
+    with SharedCores() as cores:
+        while len(active) > 0:
+            check_cancel(cancel, "fit cancelled")
+            step += 1
+            if step % CORE_CHECK_STEPS == 0:
+                cores.adjust()
+            batch_points, batch_sdf = draw_samples(points[active], sdf[active], settings.batch_size, generator)
+            per_shape = (model(batch_points) - batch_sdf).abs().mean(dim=1)
+            per_shape.sum().backward()  # shapes share no parameters: each gets the gradient of its own loss
+            optimizer.step(learning_rate[active])
+            loss_sum[active] += per_shape.detach()
+            window_steps += 1
+            if step % settings.eval_every and step < settings.max_steps:
+                continue
+            with torch.no_grad():  # the field's error on the source surface, where it is 0 (or -shell)
+                point_errors = (model(held_out[active]) + shells[active, None]).abs()
+            errors, tails = point_errors.mean(dim=1), torch.quantile(point_errors, TAIL_QUANTILE, dim=1)
+            now = time.perf_counter()
+            for shape in active.tolist():  # the steps since the last evaluation served these shapes alike
+                shared_seconds[shape] += (now - window_started) / len(active)
+            finished = torch.zeros(len(active), dtype=torch.bool)
+            for row, shape in enumerate(active.tolist()):
+                error = float(errors[row])
+                window_loss = float(loss_sum[shape]) / window_steps
+                report(FitProgress(shape, "fitting", step, error, window_loss))
+                if error < best[shape] * 0.98:
+                    best[shape], stale[shape] = error, 0
+                else:
+                    stale[shape] += 1
+                if stale[shape] >= settings.patience:
+                    learning_rate[shape] /= 2
+                    stale[shape] = 0
+                failures = failed_checks(Measured(error, float(tails[row]), window_loss), targets)
+                if not failures and data[shape].vertices is not None:
+                    if step >= next_check[shape]:  # due: the first time the cheap checks pass, then every check_every
+                        started = time.perf_counter()
+                        reconstruction_failures[shape], fscore = _check_reconstruction(
+                            model, row, data[shape], settings
+                        )
+                        shared_seconds[shape] += time.perf_counter() - started  # this shape's own cost
+                        next_check[shape] = step + settings.check_every * settings.eval_every
+                        if fscore >= best_fscore[shape] + 0.01:
+                            best_fscore[shape], stalled_checks[shape] = fscore, 0
+                        else:
+                            stalled_checks[shape] += 1
+                    failures = reconstruction_failures[shape]
+                reason = ""
+                if not failures:
+                    reason = "target reached"
+                elif (
+                    learning_rate[shape] < settings.min_learning_rate
+                    or stalled_checks[shape] >= settings.check_patience
+                ):
+                    reason = "stopped improving"
+                elif step >= settings.max_steps:
+                    reason = "step limit"
+                if reason:
+                    finished[row] = True
+                    results[shape] = FitResult(
+                        weights=model.shape_weights(row),
+                        steps=step,
+                        fit_seconds=sample_seconds[shape] + shared_seconds[shape],
+                        final_loss=window_loss,
+                        surface_error_estimate=error,
+                        stop_reason=reason,
+                        shell=data[shape].shell,
+                        failed_checks=failures,
+                    )
+                    report(FitProgress(shape, "done", step, error))
+            window_started = time.perf_counter()
+            loss_sum.zero_()
+            window_steps = 0
+            if finished.any():
+                keep = torch.nonzero(~finished).squeeze(1)
+                active = active[keep]
+                model.keep_rows(keep)
+                optimizer.keep_rows(keep, list(model.parameters()))
     return [r for r in results if r is not None]
 
 
