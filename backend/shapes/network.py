@@ -9,41 +9,49 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.shapes.architecture import Architecture, Weights
+from backend.shapes.architecture import Architecture, Weights, flatten, unflatten
 
 
 class BatchedSDF(torch.nn.Module):
     """Many MLPs of one architecture evaluated together: parameters are stacked along a shape axis.
 
     forward(points (s, n, 3)) -> (s, n) signed distances; s = number of shapes.
+
+    All of a shape's parameters live in one row of a single (s, P) tensor, ``flat`` (per layer its
+    weight (out, in) row-major, then its bias), and each layer is a view into it: an optimiser step is
+    then a handful of operations on one tensor instead of a handful per layer's weight and bias (a
+    fitting step of 16 shapes on a 2-core CPU: 24 ms against 36 ms with eighteen tensors).
     """
 
     def __init__(self, architecture: Architecture, weights: list[Weights]):
         super().__init__()
         self.architecture = architecture
-        stacked_weights, stacked_biases = stacked_parameters(weights)
-        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w) for w in stacked_weights)
-        self.biases = torch.nn.ParameterList(torch.nn.Parameter(b) for b in stacked_biases)
+        self.flat = torch.nn.Parameter(torch.from_numpy(np.stack([flatten(w) for w in weights])).float().clone())
 
     @property
     def shape_count(self) -> int:
-        return self.weights[0].shape[0]
+        return self.flat.shape[0]
+
+    def layers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Views of ``flat``: per layer the weights (s, out, in) and biases (s, out)."""
+        weights, biases, start = [], [], 0
+        for fan_in, fan_out in zip(self.architecture.layer_sizes, self.architecture.layer_sizes[1:]):
+            end = start + fan_out * fan_in
+            weights.append(self.flat[:, start:end].view(-1, fan_out, fan_in))
+            biases.append(self.flat[:, end : end + fan_out])
+            start = end + fan_out
+        return weights, biases
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return batched_forward(self.architecture, list(self.weights), list(self.biases), points)
+        return batched_forward(self.architecture, *self.layers(), points)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
-        """Keep only the shapes at indices ``keep`` (new Parameter objects: autograd remembers old shapes)."""
-        for params in (self.weights, self.biases):
-            for layer, param in enumerate(params):
-                params[layer] = torch.nn.Parameter(param.detach()[keep].clone())
+        """Keep only the shapes at indices ``keep`` (a new Parameter: autograd remembers old shapes)."""
+        self.flat = torch.nn.Parameter(self.flat.detach()[keep].clone())
 
     def shape_weights(self, index: int) -> Weights:
         """Weights of one shape as float32 numpy arrays."""
-        return [
-            (w[index].detach().cpu().numpy().astype(np.float32), b[index].detach().cpu().numpy().astype(np.float32))
-            for w, b in zip(self.weights, self.biases)
-        ]
+        return unflatten(self.architecture, self.flat[index].detach().cpu().numpy())
 
 
 def batched_forward(
