@@ -7,8 +7,8 @@ Converts the folder with ``neural-shapes fit MESHES --json`` (one command, meshe
 command does by default) and prints the quality table (surface error, its 99th percentile, Chamfer,
 F-score, steps, seconds, the net and the checks a shape missed), then the issue's acceptance figures:
 the share of meshes at surface error <= 0.003, the worst one, the meshes with F-score@0.01 >= 0.95 and
-Chamfer <= 0.010, and the whole command's wall time per mesh. ``--single N`` also times the first N
-meshes each in a command of its own (median), ``--busy`` runs everything next to one busy process (a
+Chamfer <= 0.010, and the whole command's wall time per mesh. ``--single N`` also times N meshes
+(spread over the folder) each in a command of its own (median), ``--busy`` runs everything next to one busy process (a
 Python loop, as when Blender works next to the service). ``--pictures FILE`` draws the hardest meshes
 (lowest F-score) next to their neural shapes: the source by the mesh ray caster, the shape by the sphere
 tracer, one camera and light.
@@ -51,6 +51,11 @@ def convert(sources: list[Path], out: Path, options: list[str]) -> tuple[list[di
     return json.loads(done.stdout), seconds
 
 
+def spread(sources: list[Path], count: int) -> list[Path]:
+    """``count`` of ``sources`` spread evenly over the (sorted) list, not the first ones."""
+    return [sources[i * len(sources) // count] for i in range(min(count, len(sources)))] if count else []
+
+
 def busy_loop() -> None:
     while True:
         pass
@@ -60,7 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("meshes", type=Path, nargs="?", default=ROOT.parent / "real-meshes")
     parser.add_argument("--quality", default="standard", choices=["standard", "high"])
-    parser.add_argument("--single", type=int, default=0, help="Also time this many meshes one command each.")
+    parser.add_argument(
+        "--single", type=int, default=0, help="Also time this many meshes (spread over the folder) one command each."
+    )
     parser.add_argument("--busy", action="store_true", help="Run next to one busy process.")
     parser.add_argument("--out", type=Path, help="Keep the outputs here (default: a temporary folder).")
     parser.add_argument("--pictures", type=Path, help="Write a PNG of the hardest meshes next to their shapes.")
@@ -75,7 +82,7 @@ def main() -> None:
     try:
         rows, seconds = convert(sources, out, ["--quality", args.quality])
         singles = [
-            convert([s], out / "single" / s.stem, ["--quality", args.quality])[1] for s in sources[: args.single]
+            convert([s], out / "single" / s.stem, ["--quality", args.quality])[1] for s in spread(sources, args.single)
         ]
     finally:
         if busy:

@@ -9,10 +9,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from backend.errors import Cancelled
 from backend.fitting.batched import FitSettings, fit_shapes, sample_shape, train_shapes
+from backend.fitting.inner_loop import draw_samples
 from backend.fitting.pipeline import fit_and_escalate, fit_and_evaluate
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error, surface_samples
@@ -183,3 +185,14 @@ def test_a_single_open_sheet_is_fitted_as_a_thin_shell():
     assert fit.shape.provenance["fit_outcome"] == "targets met", fit.shape.provenance["fit_outcome"]
     faces_at = np.median(np.abs(fit.reconstruction.vertices[:, 2]))  # the plate's two faces, normalised frame
     assert faces_at == pytest.approx(SHELL_HALF_THICKNESS, abs=0.003)
+
+
+def test_drawing_for_some_shapes_gathers_from_their_pools():
+    """draw_samples(rows=...) draws what drawing from a copy of those shapes' pools draws, without the copy."""
+    points, sdf = torch.rand(4, 1000, 3), torch.rand(4, 1000)
+    rows = torch.tensor([3, 1])
+    direct = draw_samples(points, sdf, 64, torch.Generator().manual_seed(5), rows)
+    copied = draw_samples(points[rows], sdf[rows], 64, torch.Generator().manual_seed(5))
+    for got, expected in zip(direct, copied):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert direct[0].shape == (2, 64, 3) and direct[1].shape == (2, 64)

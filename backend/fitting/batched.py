@@ -211,7 +211,7 @@ def train_shapes(
             step += 1
             if step % CORE_CHECK_STEPS == 0:
                 cores.adjust()
-            batch_points, batch_sdf = draw_samples(points[active], sdf[active], settings.batch_size, generator)
+            batch_points, batch_sdf = draw_samples(points, sdf, settings.batch_size, generator, active)
             per_shape = (model(batch_points) - batch_sdf).abs().mean(dim=1)
             per_shape.sum().backward()  # shapes share no parameters: each gets the gradient of its own loss
             optimizer.step(learning_rate[active])

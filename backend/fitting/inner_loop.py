@@ -17,11 +17,20 @@ Parameters = list[torch.Tensor]  # per layer weight (s, out, in), then per layer
 
 
 def draw_samples(
-    points: torch.Tensor, sdf: torch.Tensor, count: int, generator: torch.Generator
+    points: torch.Tensor,
+    sdf: torch.Tensor,
+    count: int,
+    generator: torch.Generator,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` samples per shape drawn with replacement: points (s, m, 3), sdf (s, m) -> (s, count, 3), (s, count)."""
-    index = torch.randint(0, sdf.shape[1], (sdf.shape[0], count), generator=generator)
-    return torch.gather(points, 1, index[..., None].expand(-1, -1, 3)), torch.gather(sdf, 1, index)
+    """``count`` samples per shape drawn with replacement: points (s, m, 3), sdf (s, m) -> (r, count, 3), (r, count).
+
+    ``rows`` (r,): the shapes to draw for (all by default), gathered straight from the pools: copying the
+    pools of the shapes still fitting first would cost more than the step.
+    """
+    rows = torch.arange(sdf.shape[0]) if rows is None else rows
+    index = torch.randint(0, sdf.shape[1], (len(rows), count), generator=generator)
+    return points[rows[:, None], index], sdf[rows[:, None], index]
 
 
 def split_parameters(params: Parameters) -> tuple[Parameters, Parameters]:
