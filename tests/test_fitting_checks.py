@@ -7,11 +7,15 @@ import math
 
 import numpy as np
 import pytest
+import trimesh
 
 from backend.fitting.batched import FitSettings
-from backend.fitting.checks import Measured, failed_checks, reconstruction_check
-from backend.fitting.pipeline import fit_outcome
+from backend.fitting.checks import Measured, failed_checks, reconstruction_check, source_field_quality
+from backend.fitting.pipeline import fit_and_escalate, fit_outcome
+from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error_with_tail, surface_samples
+from backend.shapes.architecture import Architecture, random_family
+from kernels.mesh_sdf import SignMethod
 from tests.malformed_files import default_family_shape
 
 TARGETS = FitSettings().targets
@@ -69,3 +73,44 @@ def test_fit_outcome_says_targets_met_or_what_failed():
     }
     assert fit_outcome(metrics, TARGETS) == "targets met"
     assert fit_outcome({**metrics, "fscore": 0.5}, TARGETS) == "F-score 0.500 < 0.950"
+
+
+def _sphere_with_a_sheet() -> tuple[np.ndarray, np.ndarray]:
+    """A closed sphere and, beside it, an open square sheet: a mesh a signed field cannot hold whole."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    sheet_vertices = np.array([[0.8, -0.4, -0.4], [0.8, 0.4, -0.4], [0.8, 0.4, 0.4], [0.8, -0.4, 0.4]])
+    vertices = np.concatenate([sphere.vertices, sheet_vertices])
+    faces = np.concatenate([sphere.faces, len(sphere.vertices) + np.array([[0, 1, 2], [0, 2, 3]])])
+    return vertices, faces
+
+
+def test_the_source_field_bound_is_exact_for_a_solid_and_misses_an_open_sheet():
+    """The bound is what a perfect fit reaches: a closed sphere's own field reconstructs it; beside an open
+    sheet (no inside for the winding number) the field loses the sheet, so its F-score falls by about the
+    sheet's share of the area (0.64 of 3.78)."""
+    icosphere = trimesh.creation.icosphere(subdivisions=3)
+    sphere = normalise_mesh(icosphere.vertices, icosphere.faces, name="sphere")
+    points = surface_samples(sphere.vertices, sphere.faces, 5000, seed=1)
+    solid = source_field_quality(sphere.vertices, sphere.faces, points, 64, SignMethod.WINDING_NUMBER)
+    assert solid.fscore > 0.99 and solid.chamfer < 0.01
+    mixed = normalise_mesh(*_sphere_with_a_sheet(), name="mixed")
+    points = surface_samples(mixed.vertices, mixed.faces, 5000, seed=1)
+    bound = source_field_quality(mixed.vertices, mixed.faces, points, 64, SignMethod.WINDING_NUMBER)
+    assert 0.7 < bound.fscore < 0.93
+    as_shell = source_field_quality(mixed.vertices, mixed.faces, points, 64, SignMethod.NONE, shell=0.02)
+    assert as_shell.fscore > 0.95  # a shell around every face holds the sheet too
+
+
+def test_a_shape_no_net_can_hold_says_so_and_is_not_escalated():
+    """A mesh whose own field fails the reconstruction check gets the bound in its metrics and outcome, and
+    ``--quality high`` does not spend larger nets on it."""
+    mixed = normalise_mesh(*_sphere_with_a_sheet(), name="mixed")
+    quick = FitSettings(samples=50_000, max_steps=300, eval_every=100)
+    escalation = (Architecture(hidden_layers=2, width=16),)
+    [fit] = fit_and_escalate(
+        random_family(Architecture(hidden_layers=4, width=32)), [mixed], quick, escalation=escalation, resolution=64
+    )
+    assert fit.shape.metrics["source_fscore"] < 0.95
+    assert "no net can pass at 64^3: the source's own field reaches F-score" in fit.shape.provenance["fit_outcome"]
+    assert "escalation" not in fit.shape.provenance  # one net tried
+    assert fit.shape.architecture.hidden_layers == 4

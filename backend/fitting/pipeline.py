@@ -8,6 +8,7 @@ cubes reconstruction in the source frame).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -21,13 +22,14 @@ import trimesh
 from backend import __version__
 from backend.errors import NeuralShapesError, check_cancel
 from backend.files import safe_file_stem
-from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes
-from backend.fitting.checks import Measured, Targets, failed_checks
+from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes, sign_method_for
+from backend.fitting.checks import Measured, Targets, failed_checks, source_field_quality
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file, normalise_mesh
 from backend.meshes.metrics import (
     CHAMFER_POINTS,
     SURFACE_ERROR_POINTS,
+    ReconstructionQuality,
     reconstruction_quality,
     surface_error_with_tail,
     surface_samples,
@@ -233,6 +235,7 @@ def fit_and_escalate(
     names = source_names or [mesh.name for mesh in meshes]
     families = [family] + [random_family(net, settings.seed) for net in escalation]
     pending, kept, attempts = list(range(len(meshes))), {}, {index: [] for index in range(len(meshes))}
+    bounds: dict[int, ReconstructionQuality] = {}  # what the source's own field reaches, measured once per mesh
     for level, net_family in enumerate(families):
         if not pending:
             return
@@ -262,6 +265,8 @@ def fit_and_escalate(
             if len(attempts[fit.index]) > 1 and fit.shape is not None:
                 fit.shape.provenance["escalation"] = " | ".join(attempts[fit.index])
             if level == len(families) - 1 or fit.shape is None or _met(fit):
+                yield fit
+            elif _no_net_can_pass(fit, bounds, resolution, settings.targets, compute_slot):
                 yield fit
             else:
                 kept[fit.index] = fit
@@ -299,6 +304,43 @@ def refit_in_family(
     kept = {k: v for k, v in shape.provenance.items() if k not in fit.shape.provenance}
     fit.shape.provenance.update(kept, refit_of=f"{shape.family_id} ({shape.architecture.describe()}) at {resolution}^3")
     return fit.shape
+
+
+def _reconstruction_failures(metrics: dict[str, float], targets: Targets) -> list[str]:
+    """The reconstruction checks (F-score, Chamfer) that ``metrics`` fail."""
+    return failed_checks(Measured(math.nan, math.nan, fscore=metrics["fscore"], chamfer=metrics["chamfer"]), targets)
+
+
+def _no_net_can_pass(
+    fit: EvaluatedFit,
+    bounds: dict[int, ReconstructionQuality],
+    resolution: int,
+    targets: Targets,
+    compute_slot: AbstractContextManager,
+) -> bool:
+    """Before a larger net is tried for a shape that fails the reconstruction checks: whether the source's
+    own field fails them too at ``resolution`` (open sheets on a solid, parts thinner than the grid), so
+    that no net can pass. Measured once per mesh (``bounds``, by index), a few seconds; where no net can
+    pass, the figures go into the shape's metrics (``source_fscore``, ``source_chamfer``) and outcome."""
+    shape, mesh = fit.shape, fit.mesh
+    if not _reconstruction_failures(shape.metrics, targets):
+        return False  # only the surface error failed: capacity may help
+    if fit.index not in bounds:
+        points = surface_samples(mesh.vertices, mesh.faces, CHAMFER_POINTS, seed=0)
+        shell = shape.metrics.get("shell", 0.0)
+        with compute_slot:
+            bounds[fit.index] = source_field_quality(
+                mesh.vertices, mesh.faces, points, resolution, sign_method_for(mesh), shell
+            )
+    bound = bounds[fit.index]
+    if not _reconstruction_failures({"fscore": bound.fscore, "chamfer": bound.chamfer}, targets):
+        return False
+    shape.metrics.update(source_fscore=bound.fscore, source_chamfer=bound.chamfer)
+    shape.provenance["fit_outcome"] += (
+        f" (no net can pass at {resolution}^3: the source's own field reaches F-score {bound.fscore:.3f},"
+        f" Chamfer {bound.chamfer:.4f}; open sheets on a solid, or parts thinner than the grid)"
+    )
+    return True
 
 
 def _met(fit: EvaluatedFit) -> bool:
