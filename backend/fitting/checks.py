@@ -128,6 +128,8 @@ def source_field_quality(
         points = np.concatenate([np.repeat(xs, len(yz))[:, None], np.tile(yz, (len(xs), 1))], axis=1)
         field = distance.distance(points, SignMethod.NONE if shell else sign)
         field = np.abs(field) - shell if shell else field
-        values[start : start + len(xs)] = clip_to_bounding_sphere(field, points).reshape(len(xs), resolution, resolution)
+        values[start : start + len(xs)] = clip_to_bounding_sphere(field, points).reshape(
+            len(xs), resolution, resolution
+        )
     source = trimesh.Trimesh(source_vertices, source_faces, process=False)
     return reconstruction_quality(source, source_points, marching_cubes(values), shell=shell)
