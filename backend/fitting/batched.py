@@ -11,7 +11,6 @@ rest run faster.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from backend.errors import check_cancel
-from backend.fitting.checks import Measured, Targets, failed_checks, reconstruction_check
+from backend.fitting.checks import Measured, Targets, failed_checks, reconstruction_check, reconstruction_failures
 from backend.fitting.inner_loop import adapt, draw_samples, family_parameters, family_rates, weights_of
 from backend.meshes.loading import NormalisedMesh
 from backend.meshes.metrics import TAIL_QUANTILE, surface_samples
@@ -292,8 +291,7 @@ def _check_reconstruction(
     quality = reconstruction_check(
         model.architecture, weights, data.vertices, data.faces, data.held_out, settings.check_resolution, data.shell
     )
-    measured = Measured(math.nan, math.nan, fscore=quality.fscore, chamfer=quality.chamfer)
-    return failed_checks(measured, settings.targets), quality.fscore
+    return reconstruction_failures(quality, settings.targets), quality.fscore
 
 
 def _meta_steps(

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
-from backend.meshes.extraction import clip_to_bounding_sphere, extract_surface, marching_cubes
+from backend.meshes.extraction import extract_surface, field_grid, marching_cubes
 from backend.meshes.metrics import ReconstructionQuality, reconstruction_quality
 from backend.shapes.architecture import Architecture, Weights
-from backend.shapes.frame import CUBE_HALF_SIZE
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
 
@@ -78,6 +77,11 @@ def failed_checks(measured: Measured, targets: Targets) -> list[str]:
     return failures
 
 
+def reconstruction_failures(quality: ReconstructionQuality, targets: Targets) -> list[str]:
+    """The reconstruction checks (F-score, Chamfer) ``quality`` fails, named as :func:`failed_checks` names them."""
+    return failed_checks(Measured(math.nan, math.nan, fscore=quality.fscore, chamfer=quality.chamfer), targets)
+
+
 def _apart(value: float, target: float, digits: int, relation: str) -> str:
     """ "value relation target" with enough decimals that the two differ (0.00301 > 0.00300, not 0.0030 > 0.0030)."""
     while f"{value:.{digits}f}" == f"{target:.{digits}f}" and digits < 8:
@@ -116,20 +120,12 @@ def source_field_quality(
     faces (f, 3)) and points sampled on it (p, 3), all in the normalised frame: what a perfect fit reaches.
 
     The field is the signed distance (``sign``, negative inside), or |d| - ``shell`` for a sheet fitted
-    as a shell. Evaluated a few grid slabs at a time (the winding number makes a 128^3 grid a few seconds).
+    as a shell (the winding number makes a 128^3 grid a few seconds).
     """
     distance = MeshDistance(source_vertices, source_faces)
-    axis = np.linspace(-CUBE_HALF_SIZE, CUBE_HALF_SIZE, resolution, dtype=np.float32)
-    yz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-    values = np.empty((resolution, resolution, resolution), dtype=np.float32)
-    slabs = max(1, 2_000_000 // len(yz))
-    for start in range(0, resolution, slabs):
-        xs = axis[start : start + slabs]
-        points = np.concatenate([np.repeat(xs, len(yz))[:, None], np.tile(yz, (len(xs), 1))], axis=1)
-        field = distance.distance(points, SignMethod.NONE if shell else sign)
-        field = np.abs(field) - shell if shell else field
-        values[start : start + len(xs)] = clip_to_bounding_sphere(field, points).reshape(
-            len(xs), resolution, resolution
-        )
+    if shell:
+        values = field_grid(lambda points: np.abs(distance.distance(points, SignMethod.NONE)) - shell, resolution)
+    else:
+        values = field_grid(lambda points: distance.distance(points, sign), resolution)
     source = trimesh.Trimesh(source_vertices, source_faces, process=False)
     return reconstruction_quality(source, source_points, marching_cubes(values), shell=shell)

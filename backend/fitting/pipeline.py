@@ -8,7 +8,6 @@ cubes reconstruction in the source frame).
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -23,7 +22,7 @@ from backend import __version__
 from backend.errors import NeuralShapesError, check_cancel
 from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes, sign_method_for
-from backend.fitting.checks import Measured, Targets, failed_checks, source_field_quality
+from backend.fitting.checks import Measured, Targets, failed_checks, reconstruction_failures, source_field_quality
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file, normalise_mesh
 from backend.meshes.metrics import (
@@ -306,11 +305,6 @@ def refit_in_family(
     return fit.shape
 
 
-def _reconstruction_failures(metrics: dict[str, float], targets: Targets) -> list[str]:
-    """The reconstruction checks (F-score, Chamfer) that ``metrics`` fail."""
-    return failed_checks(Measured(math.nan, math.nan, fscore=metrics["fscore"], chamfer=metrics["chamfer"]), targets)
-
-
 def _no_net_can_pass(
     fit: EvaluatedFit,
     bounds: dict[int, ReconstructionQuality],
@@ -323,7 +317,8 @@ def _no_net_can_pass(
     that no net can pass. Measured once per mesh (``bounds``, by index), a few seconds; where no net can
     pass, the figures go into the shape's metrics (``source_fscore``, ``source_chamfer``) and outcome."""
     shape, mesh = fit.shape, fit.mesh
-    if not _reconstruction_failures(shape.metrics, targets):
+    reached = ReconstructionQuality(chamfer=shape.metrics["chamfer"], fscore=shape.metrics["fscore"])
+    if not reconstruction_failures(reached, targets):
         return False  # only the surface error failed: capacity may help
     if fit.index not in bounds:
         points = surface_samples(mesh.vertices, mesh.faces, CHAMFER_POINTS, seed=0)
@@ -333,7 +328,7 @@ def _no_net_can_pass(
                 mesh.vertices, mesh.faces, points, resolution, sign_method_for(mesh), shell
             )
     bound = bounds[fit.index]
-    if not _reconstruction_failures({"fscore": bound.fscore, "chamfer": bound.chamfer}, targets):
+    if not reconstruction_failures(bound, targets):
         return False
     shape.metrics.update(source_fscore=bound.fscore, source_chamfer=bound.chamfer)
     shape.provenance["fit_outcome"] += (

@@ -14,6 +14,7 @@ line's ``mesh`` starts without them (:func:`extract_surface`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,19 +47,23 @@ def clip_to_bounding_sphere(values: np.ndarray, points: np.ndarray) -> np.ndarra
     return np.maximum(values, np.linalg.norm(points, axis=-1) - EXTRACTION_RADIUS)
 
 
-def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> np.ndarray:
-    """SDF values on a regular grid over the cube, clipped to the bounding sphere: (r, r, r) float32 indexed [x, y, z]."""
-    from backend.shapes.network import evaluate_sdf
-
+def field_grid(field: Callable[[np.ndarray], np.ndarray], resolution: int) -> np.ndarray:
+    """A field (points (n, 3) float32 -> values (n,)) on a regular grid over the cube, clipped to the bounding
+    sphere: (r, r, r) float32 indexed [x, y, z]. One slab of r^2 points at a time keeps memory small."""
     axis = np.linspace(-CUBE_HALF_SIZE, CUBE_HALF_SIZE, resolution, dtype=np.float32)
     values = np.empty((resolution, resolution, resolution), dtype=np.float32)
     yz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-    for i, x in enumerate(axis):  # one slab at a time keeps memory at r^2 points
+    for i, x in enumerate(axis):
         slab = np.concatenate([np.full((len(yz), 1), x, dtype=np.float32), yz], axis=1)
-        values[i] = clip_to_bounding_sphere(evaluate_sdf(architecture, weights, slab), slab).reshape(
-            resolution, resolution
-        )
+        values[i] = clip_to_bounding_sphere(field(slab), slab).reshape(resolution, resolution)
     return values
+
+
+def sdf_grid(architecture: Architecture, weights: Weights, resolution: int) -> np.ndarray:
+    """A net's SDF on a regular grid over the cube, clipped to the bounding sphere (:func:`field_grid`)."""
+    from backend.shapes.network import evaluate_sdf
+
+    return field_grid(lambda points: evaluate_sdf(architecture, weights, points), resolution)
 
 
 def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
