@@ -7,7 +7,16 @@ import pytest
 import trimesh
 from scipy import integrate, stats
 
-from backend.meshes.sampling import as_shell, encloses_volume, importance_samples
+from backend.fitting.batched import FitSettings, sample_shape
+from backend.meshes.loading import normalise_mesh
+from backend.meshes.sampling import (
+    MAX_SIGN_JUMPS,
+    SHELL_HALF_THICKNESS,
+    as_shell,
+    encloses_volume,
+    importance_samples,
+    sign_jump_share,
+)
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
 BETA = 60.0
@@ -100,3 +109,36 @@ def test_a_mesh_with_no_inside_is_told_from_a_solid_and_made_a_shell(mesh, solid
     assert encloses_volume(samples) == solid
     shell = as_shell(samples, 0.01)
     np.testing.assert_allclose(shell.sdf, np.abs(samples.sdf) - 0.01, atol=1e-7)
+
+
+def _sphere_cut_above(height: float) -> trimesh.Trimesh:
+    """A radius-0.8 sphere with the faces above ``height`` removed: an opening whose size grows as it drops."""
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.8)
+    return trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < height])
+
+
+@pytest.mark.parametrize(
+    "mesh, solid",
+    [
+        (trimesh.creation.icosphere(subdivisions=4, radius=0.8), True),
+        (_sphere_cut_above(0.75), True),  # a small hole: the winding number's membrane across it is small
+        (_sphere_cut_above(0.0), False),  # a hemisphere: its membrane is half the shape's surface again
+    ],
+)
+def test_a_sign_that_jumps_across_large_openings_makes_the_mesh_a_shell(mesh, solid):
+    """A winding-number sign flips across an opening where nothing is: nearby samples then differ by more
+    than their distance, which no distance field does. Closed or with a small hole, a mesh stays a solid;
+    a hemisphere (whose signed fit would be a half ball, lid and all) is fitted as a shell around its faces."""
+    samples = importance_samples(MeshDistance(mesh.vertices, mesh.faces), 60_000, sign=SignMethod.WINDING_NUMBER)
+    assert encloses_volume(samples)  # all three hold some inside, so that alone would sign them all
+    share = sign_jump_share(samples)
+    assert (share < MAX_SIGN_JUMPS / 2) if solid else (share > MAX_SIGN_JUMPS * 1.5)
+    normalised = normalise_mesh(mesh.vertices, mesh.faces, name="cut sphere")
+    data = sample_shape(normalised, FitSettings(samples=60_000))
+    assert data.shell == (0.0 if solid else SHELL_HALF_THICKNESS)
+
+
+def test_an_exact_distance_field_never_jumps(sphere_mesh):
+    """Signs from pseudo normals on a closed sphere: the samples are a distance field, 1-Lipschitz."""
+    distance = MeshDistance(sphere_mesh.vertices, sphere_mesh.faces)
+    assert sign_jump_share(importance_samples(distance, 30_000, sign=SignMethod.PSEUDO_NORMAL)) == 0.0

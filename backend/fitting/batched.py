@@ -27,10 +27,12 @@ from backend.meshes.metrics import TAIL_QUANTILE, surface_samples
 from backend.meshes.sampling import (
     DEFAULT_BETA,
     DEFAULT_UNIFORM_FRACTION,
+    MAX_SIGN_JUMPS,
     SHELL_HALF_THICKNESS,
     as_shell,
     encloses_volume,
     importance_samples,
+    sign_jump_share,
 )
 from backend.shapes.architecture import ModelFamily, Weights
 from backend.shapes.network import BatchedSDF
@@ -142,7 +144,9 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
         seed=settings.seed + index,
     )
     shell = 0.0
-    if not mesh.clean and not encloses_volume(samples):  # a sheet or thin open shell: no inside to sign
+    # A sheet or thin open shell has no inside to sign; a mesh with large openings has one only up to the
+    # membranes its winding number spans across them. Both are fitted as shells around their faces.
+    if not mesh.clean and (not encloses_volume(samples) or sign_jump_share(samples) > MAX_SIGN_JUMPS):
         shell = SHELL_HALF_THICKNESS
         samples = as_shell(samples, shell)
     held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)
