@@ -33,6 +33,7 @@ from backend.meshes.metrics import (
     surface_error_with_tail,
     surface_samples,
 )
+from backend.meshes.visibility import visible_surface
 from backend.meshes.writing import write_mesh_file
 from backend.shapes.architecture import Architecture, ModelFamily, random_family
 from backend.shapes.frame import Similarity
@@ -191,6 +192,7 @@ def fit_and_evaluate(
     """
     names = source_names or [mesh.name for mesh in meshes]
     settings = replace(settings, check_resolution=resolution)  # the fit's check sees the surface the user gets
+    meshes = [visible_surface(mesh) for mesh in meshes]  # fitted and measured on what the source shows
     results = fit_shapes(family, meshes, settings, progress=progress, cancel=cancel)
     for index, (mesh, result, name) in enumerate(zip(meshes, results, names)):
         check_cancel(cancel, "fit cancelled")
