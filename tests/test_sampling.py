@@ -96,6 +96,7 @@ def _without_top(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     [
         (trimesh.creation.box(extents=(1.0, 1.0, 1.0)), True),
         (_without_top(trimesh.creation.box(extents=(1.0, 1.0, 1.0))), True),  # an open box still holds a solid
+        (trimesh.creation.box(extents=(1.6, 0.012, 1.6)), False),  # a plate thinner than a 128^3 grid's cell
         (
             trimesh.Trimesh([[-0.8, -0.8, 0], [0.8, -0.8, 0], [0.8, 0.8, 0], [-0.8, 0.8, 0]], [[0, 1, 2], [0, 2, 3]]),
             False,
@@ -104,7 +105,7 @@ def _without_top(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
 )
 def test_a_mesh_with_no_inside_is_told_from_a_solid_and_made_a_shell(mesh, solid):
     """A closed box, and one with its top cut away, hold a solid (winding numbers); a single sheet does not,
-    and its shell samples are the unsigned distance less the half thickness."""
+    nor does a closed plate too thin for the extraction grid to see, and their shell samples are the unsigned distance less the half thickness."""
     samples = importance_samples(MeshDistance(mesh.vertices, mesh.faces), 20_000, sign=SignMethod.WINDING_NUMBER)
     assert encloses_volume(samples) == solid
     shell = as_shell(samples, 0.01)

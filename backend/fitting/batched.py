@@ -144,9 +144,10 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
         seed=settings.seed + index,
     )
     shell = 0.0
-    # A sheet or thin open shell has no inside to sign; a mesh with large openings has one only up to the
-    # membranes its winding number spans across them. Both are fitted as shells around their faces.
-    if not mesh.clean and (not encloses_volume(samples) or sign_jump_share(samples) > MAX_SIGN_JUMPS):
+    # A sheet or thin open shell has no inside to sign, nor has a plate thinner than the grid anything a grid
+    # point can see; a mesh with large openings has one only up to the membranes its winding number spans
+    # across them. All are fitted as shells around their faces (a thin solid's: the solid thickened).
+    if not encloses_volume(samples) or (not mesh.clean and sign_jump_share(samples) > MAX_SIGN_JUMPS):
         shell = SHELL_HALF_THICKNESS
         samples = as_shell(samples, shell)
     held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)

@@ -163,7 +163,9 @@ def encloses_volume(samples: SdfSamples, depth: float = SHELL_HALF_THICKNESS) ->
     A closed body puts about a quarter of the near-surface samples there; a single open sheet or a thin
     open shell none, because the winding number of an open surface stays below 0.5 away from it: such
     a mesh has no inside to sign, and is fitted as a shell instead (:func:`as_shell`), as is one whose
-    sign jumps across large openings (:func:`sign_jump_share`).
+    sign jumps across large openings (:func:`sign_jump_share`). So is a closed body thinner than
+    2 ``depth`` everywhere (a plate about one cell of a 128^3 grid thick, which the grid's points miss):
+    around a solid that thin the shell is the body thickened by ``depth``, which the grid holds.
     """
     return bool((samples.sdf < -depth).mean() > 1e-3)
 
