@@ -15,8 +15,8 @@ is done when all of these hold (normalised units, bounding sphere radius 0.9):
 The first two cost nothing extra and are checked at every evaluation; the reconstruction check costs a
 marching-cubes extraction and two distance queries, so it runs only when the others hold.
 
-Some meshes cannot pass the reconstruction check whatever the net: open sheets attached to a solid have
-no inside for a sign to describe, and parts thinner than the grid fall between its points.
+Some meshes cannot pass the reconstruction check whatever the net: parts thinner than the grid fall
+between its points, and so do surfaces facing a gap thinner than it (an assembly's clearances).
 :func:`source_field_quality` measures the source's own signed field the same way, the bound no net beats.
 """
 

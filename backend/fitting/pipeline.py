@@ -315,7 +315,7 @@ def _no_net_can_pass(
     compute_slot: AbstractContextManager,
 ) -> bool:
     """Before a larger net is tried for a shape that fails the reconstruction checks: whether the source's
-    own field fails them too at ``resolution`` (open sheets on a solid, parts thinner than the grid), so
+    own field fails them too at ``resolution`` (parts, or gaps between parts, thinner than the grid), so
     that no net can pass. Measured once per mesh (``bounds``, by index), a few seconds; where no net can
     pass, the figures go into the shape's metrics (``source_fscore``, ``source_chamfer``) and outcome."""
     shape, mesh = fit.shape, fit.mesh
@@ -335,7 +335,7 @@ def _no_net_can_pass(
     shape.metrics.update(source_fscore=bound.fscore, source_chamfer=bound.chamfer)
     shape.provenance["fit_outcome"] += (
         f" (no net can pass at {resolution}^3: the source's own field reaches F-score {bound.fscore:.3f},"
-        f" Chamfer {bound.chamfer:.4f}; open sheets on a solid, or parts thinner than the grid)"
+        f" Chamfer {bound.chamfer:.4f}; parts or gaps thinner than the grid)"
     )
     return True
 
