@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import trimesh
 
-from backend.fitting.batched import FitSettings, fit_shapes
+from backend.fitting.batched import FitSettings, OpenMeshes, fit_shapes
 from backend.fitting.pipeline import fitted_shape
 from backend.meshes.loading import load_mesh_file
 from backend.nf2vec.config import Nf2vecConfig
@@ -38,8 +38,14 @@ TINY = Nf2vecConfig(encoder_hidden=(64,), embedding_size=64, decoder_hidden=64, 
 QUICK_TRAIN = TrainSettings(
     steps=150, shapes_per_step=6, points_per_shape=1024, learning_rate=2e-3, samples_per_shape=8192, checkpoint_every=50
 )
-QUICK_FIT = FitSettings(
-    samples=20_000, batch_size=2048, eval_every=50, max_steps=100, target_surface_error=0.0, eval_points=2000
+QUICK_FIT = FitSettings(  # open meshes (a cut partial) read as solids, as nf2vec's own fits read them (DecodeSettings)
+    samples=20_000,
+    batch_size=2048,
+    eval_every=50,
+    max_steps=100,
+    target_surface_error=0.0,
+    eval_points=2000,
+    open_meshes=OpenMeshes.SOLID,
 )
 QUICK_DECODE = DecodeSettings(
     resolution=32, fit=replace(QUICK_FIT, samples=8192, max_steps=50), evaluation_resolution=48

@@ -7,7 +7,7 @@ import pytest
 import trimesh
 from scipy import integrate, stats
 
-from backend.fitting.batched import FitSettings, sample_shape
+from backend.fitting.batched import FitSettings, OpenMeshes, sample_shape
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.sampling import (
     MAX_SIGN_JUMPS,
@@ -129,7 +129,8 @@ def _sphere_cut_above(height: float) -> trimesh.Trimesh:
 def test_a_sign_that_jumps_across_large_openings_makes_the_mesh_a_shell(mesh, solid):
     """A winding-number sign flips across an opening where nothing is: nearby samples then differ by more
     than their distance, which no distance field does. Closed or with a small hole, a mesh stays a solid;
-    a hemisphere (whose signed fit would be a half ball, lid and all) is fitted as a shell around its faces."""
+    a hemisphere (whose signed fit would be a half ball, lid and all) is fitted as a shell around its faces,
+    unless the solid reading is asked for."""
     samples = importance_samples(MeshDistance(mesh.vertices, mesh.faces), 60_000, sign=SignMethod.WINDING_NUMBER)
     assert encloses_volume(samples)  # all three hold some inside, so that alone would sign them all
     share = sign_jump_share(samples)
@@ -137,6 +138,8 @@ def test_a_sign_that_jumps_across_large_openings_makes_the_mesh_a_shell(mesh, so
     normalised = normalise_mesh(mesh.vertices, mesh.faces, name="cut sphere")
     data = sample_shape(normalised, FitSettings(samples=60_000))
     assert data.shell == (0.0 if solid else SHELL_HALF_THICKNESS)
+    as_solid = sample_shape(normalised, FitSettings(samples=60_000, open_meshes=OpenMeshes.SOLID))
+    assert as_solid.shell == 0.0  # asked for (nf2vec's inputs): the solid the winding number closes
 
 
 def test_an_exact_distance_field_never_jumps(sphere_mesh):

@@ -19,7 +19,7 @@ from rich.table import Table
 from backend.cli.output import err, fail, failing_on, finite_or_none, out, progress_bar, settings_from
 from backend.errors import NeuralShapesError
 from backend.files import safe_file_stem
-from backend.fitting.batched import FitProgress, FitSettings
+from backend.fitting.batched import FitProgress, FitSettings, OpenMeshes
 from backend.fitting.from_points import SurfaceFitSettings, fit_surface_points
 from backend.fitting.pipeline import (
     DEFAULT_FIT_BATCH,
@@ -83,6 +83,13 @@ def fit(
             " are fitted again with 8x64 and then 8x128 nets (slower, larger files, not usable by nf2vec)."
         ),
     ] = Quality.STANDARD,
+    open_meshes: Annotated[
+        OpenMeshes,
+        typer.Option(
+            help="How a mesh with large openings (an open car body, a bowl) is read: shell, a thin shell around its"
+            " faces as the source has them; solid, the solid its winding number closes the openings of."
+        ),
+    ] = FitSettings.open_meshes,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """Fit a neural SDF to every mesh; writes NAME.h5 and NAME.obj per mesh and prints a quality table.

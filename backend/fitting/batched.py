@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -40,6 +41,14 @@ from backend.torch_device import SharedCores
 from kernels.mesh_sdf import MeshDistance, SignMethod
 
 CORE_CHECK_STEPS = 10  # steps between looks at what other processes leave of the cores (SharedCores)
+
+
+class OpenMeshes(StrEnum):
+    """How a mesh with large openings is read (its winding-number sign jumps across them: sign_jump_share)."""
+
+    SHELL = "shell"  # a shell around its faces: the surface as the source has it, openings open
+    # the solid whose winding number closes each opening with a lid: what nf2vec's models were trained on
+    SOLID = "solid"
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class FitSettings:
     eval_points: int = 20_000
     patience: int = 8  # evaluations without a 2% improvement before the learning rate halves / the fit stops
     seed: int = 0
+    open_meshes: OpenMeshes = OpenMeshes.SHELL
 
     @property
     def targets(self) -> Targets:
@@ -146,8 +156,10 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
     shell = 0.0
     # A sheet or thin open shell has no inside to sign, nor has a plate thinner than the grid anything a grid
     # point can see; a mesh with large openings has one only up to the membranes its winding number spans
-    # across them. All are fitted as shells around their faces (a thin solid's: the solid thickened).
-    if not encloses_volume(samples) or (not mesh.clean and sign_jump_share(samples) > MAX_SIGN_JUMPS):
+    # across them (unless settings.open_meshes asks for those). All are fitted as shells around their faces
+    # (a thin solid's: the solid thickened).
+    opening = settings.open_meshes == OpenMeshes.SHELL and not mesh.clean and sign_jump_share(samples) > MAX_SIGN_JUMPS
+    if not encloses_volume(samples) or opening:
         shell = SHELL_HALF_THICKNESS
         samples = as_shell(samples, shell)
     held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)

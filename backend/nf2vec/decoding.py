@@ -25,7 +25,7 @@ import trimesh
 
 from backend import __version__
 from backend.errors import NeuralShapesError, check_cancel
-from backend.fitting.batched import FitProgress, FitSettings, fit_shapes
+from backend.fitting.batched import FitProgress, FitSettings, OpenMeshes, fit_shapes
 from backend.fitting.pipeline import evaluate_shape, fitted_shape
 from backend.meshes.extraction import clip_to_bounding_sphere, marching_cubes
 from backend.meshes.loading import NormalisedMesh, normalise_mesh
@@ -57,7 +57,8 @@ class DecodeSettings:
     # decoder leaves small stray pockets (0.1 removes them); the neighbour decoder does not, and there
     # the filter would only drop real thin parts, so it is off by default.
     min_body_fraction: float = 0.0
-    fit: FitSettings = FitSettings(samples=32_768, max_steps=1500)
+    # Open meshes (a partial to complete) read as the solids nf2vec's models were trained on, not as shells.
+    fit: FitSettings = FitSettings(samples=32_768, max_steps=1500, open_meshes=OpenMeshes.SOLID)
     evaluation_resolution: int = 128  # marching cubes grid of the fitted net for its Chamfer / F-score
 
 
