@@ -177,7 +177,8 @@ def test_a_single_open_sheet_is_fitted_as_a_thin_shell():
     square = normalise_mesh(
         [[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]], [[0, 1, 2], [0, 2, 3]], name="sheet"
     )
-    settings = FitSettings(samples=50_000, batch_size=2048, eval_every=50, max_steps=3000)
+    # Steps to spare: stops at the targets; 3,000 fell short once in a full run (0.0034), its threads shared
+    settings = FitSettings(samples=50_000, batch_size=2048, eval_every=50, max_steps=6000)
     [fit] = fit_and_evaluate(random_family(Architecture(hidden_layers=4, width=32)), [square], settings, resolution=128)
     assert fit.shape.metrics["shell"] == SHELL_HALF_THICKNESS
     assert fit.shape.provenance["fit_outcome"] == "targets met", fit.shape.provenance["fit_outcome"]
