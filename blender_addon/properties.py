@@ -38,6 +38,15 @@ class NeuralShapesSceneSettings(bpy.types.PropertyGroup):
         ],
         default="standard",
     )
+    open_meshes: bpy.props.EnumProperty(
+        name="Open meshes",
+        description="How a mesh with large openings (an open car body, a bowl) is read",
+        items=[
+            ("shell", "Shell", "A thin shell around its faces, open as the mesh is"),
+            ("solid", "Solid", "The solid its winding number closes the openings of"),
+        ],
+        default="shell",
+    )
     resolution: bpy.props.IntProperty(
         name="Proxy resolution",
         description="Marching cubes grid of new neural objects' viewport proxies",

@@ -57,6 +57,7 @@ class VIEW3D_PT_neural_shapes_convert(_SubPanel, bpy.types.Panel):
         settings = context.scene.neural_shapes
         layout.prop(settings, "target_error")
         layout.prop(settings, "quality")
+        layout.prop(settings, "open_meshes")
         layout.prop(settings, "resolution")
         layout.operator("neural.convert_selected", icon="MESH_ICOSPHERE")
 

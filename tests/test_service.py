@@ -333,6 +333,9 @@ def test_oversized_and_malformed_uploads(server, client):
         json.dumps({"uploads": ["0" * 32], "settings": {"samples": -5}}).encode(),
     )
     assert status == 422 and "samples" in answer["detail"]
+    body = {"uploads": ["0" * 32], "settings": {"open_meshes": "sideways"}}  # shell or solid
+    status, answer = raw(server, "POST", "/v1/jobs/fit", json_headers, json.dumps(body).encode())
+    assert status == 422 and "open_meshes" in answer["detail"]
     for family in ("/etc/passwd", "random:x", "../default.h5"):  # families are names, never paths
         status, answer = raw(
             server, "POST", "/v1/jobs/fit", json_headers, json.dumps({"uploads": ["0" * 32], "family": family}).encode()

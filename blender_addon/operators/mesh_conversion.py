@@ -23,7 +23,9 @@ class NEURAL_OT_convert_selected(ServiceJob, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.neural_shapes
-        fit, quality = {"target_surface_error": settings.target_error}, settings.quality  # read here, not on the worker
+        # read here, not on the worker
+        fit = {"target_surface_error": settings.target_error, "open_meshes": settings.open_meshes}
+        quality = settings.quality
         try:
             meshes = collect_meshes(list(context.selected_objects), context.evaluated_depsgraph_get())
             tracked_jobs.start(

@@ -92,6 +92,10 @@ class FitSettingsCreate(_In):
     eval_every: Integer = Field(_DEFAULT_FIT.eval_every, ge=1, le=100_000)
     eval_points: Integer = Field(_DEFAULT_FIT.eval_points, ge=100, le=1_000_000)
     seed: Integer = Field(_DEFAULT_FIT.seed, ge=0, le=2**31 - 1)
+    open_meshes: Literal["shell", "solid"] = Field(
+        _DEFAULT_FIT.open_meshes.value,
+        description="a mesh with large openings: a thin shell around its faces, or the solid its winding number closes",
+    )
 
 
 class ArchitectureCreate(_In):
