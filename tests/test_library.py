@@ -272,7 +272,7 @@ def test_an_interrupted_run_stops_its_workers_and_leaves_its_items_pending(colle
     while "running" not in (states(dest).values() if (dest / "manifest.sqlite").exists() else ()):
         assert driver.poll() is None and time.monotonic() < deadline, "no batch started"
         time.sleep(0.2)
-    time.sleep(3)  # the pool process is fitting now
+    time.sleep(1)  # the pool process has the batch (a fit of these 4 can end within 3 s of it starting)
     interrupted = time.monotonic()
     driver.send_signal(signal.SIGINT)
     driver.wait(timeout=60)
