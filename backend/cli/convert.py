@@ -36,6 +36,7 @@ from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, find_mesh_files, load_mesh_file
 from backend.meshes.metrics import point_cloud_quality
 from backend.meshes.point_clouds import load_point_cloud
+from backend.meshes.visibility import visible_surface
 from backend.shapes.architecture import Architecture
 from backend.shapes.family_file import resolve_family
 from backend.shapes.shape_file import read_shape, write_shape
@@ -186,7 +187,7 @@ def evaluate(
         shape = read_shape(shape_path)
         # Measure in the shape's own normalised frame: its stored transform, not a fresh normalisation.
         source = load_mesh_file(mesh, max_faces=sys.maxsize, transform=shape.transform)
-        metrics, _ = evaluate_shape(shape, source, resolution)
+        metrics, _ = evaluate_shape(shape, visible_surface(source), resolution)  # as fit measured it
     except (NeuralShapesError, ValueError) as error:
         fail(str(error))
     result = {

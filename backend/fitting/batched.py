@@ -158,8 +158,9 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
     # point can see; a mesh with large openings has one only up to the membranes its winding number spans
     # across them (unless settings.open_meshes asks for those). All are fitted as shells around their faces
     # (a thin solid's: the solid thickened).
-    opening = settings.open_meshes == OpenMeshes.SHELL and not mesh.clean and sign_jump_share(samples) > MAX_SIGN_JUMPS
-    if not encloses_volume(samples) or opening:
+    if not encloses_volume(samples) or (
+        settings.open_meshes == OpenMeshes.SHELL and not mesh.clean and sign_jump_share(samples) > MAX_SIGN_JUMPS
+    ):
         shell = SHELL_HALF_THICKNESS
         samples = as_shell(samples, shell)
     held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)

@@ -77,7 +77,7 @@ def evaluate_shape(
     shape: NeuralShape, mesh: NormalisedMesh, resolution: int = DEFAULT_RESOLUTION, seed: int = 0
 ) -> tuple[dict[str, float], trimesh.Trimesh]:
     """Surface error (mean and tail), Chamfer and F-score of a shape against a mesh given in the shape's
-    normalised frame.
+    normalised frame (for a source mesh: its :func:`visible_surface`, which fits are measured on).
 
     Returns the metrics and the marching-cubes reconstruction (normalised frame).
     """
