@@ -113,6 +113,7 @@ class Bench:
     sampler: str  # generation's z sampler as the tables name it: "prior", "gan" or the blend and its weights
     z_sampler: ZSampler
     truncation: float  # generation's truncation in [0, 1]
+    completion: LatentCompletionSettings
     results: dict
 
 
@@ -146,6 +147,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="folder of second-seed fits of the held-out meshes (NAME.h5): recognition's re-fit retrieval",
+    )
+    parser.add_argument(
+        "--ensemble-ratio",
+        type=float,
+        default=LatentCompletionSettings.ensemble_ratio,
+        help="completion: trust the prior only where the MAP starts within this loss ratio of the best agree (0: everywhere)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
@@ -241,6 +248,10 @@ def _load(args: argparse.Namespace) -> Bench:
         f"blend (weights in [{args.blend_low:g}, {1 - args.blend_low:g}])" if args.sampler == "blend" else args.sampler,
         z_sampler,
         args.truncation,
+        LatentCompletionSettings(
+            steps=args.steps,
+            ensemble_ratio=args.ensemble_ratio or None,
+        ),
         {},
     )
 
@@ -610,7 +621,7 @@ def _one_nna(fake_fake: np.ndarray, fake_real: np.ndarray, real_real: np.ndarray
 def _completion(bench: Bench) -> None:
     held = _limited(bench, bench.held_out, len(bench.held_out))
     nearest = _nearest_training(bench, [shape for shape, _ in held])
-    settings = LatentCompletionSettings(steps=bench.steps)
+    settings = bench.completion
     results: dict[str, list[ReconstructionQuality]] = {"partial": [], "fitted": [], "completed": [], "nearest": []}
     fell_back, seconds, chosen, among = [], [], [], []
     for index, ((whole, class_name), near) in enumerate(zip(held, nearest)):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.shapes.architecture import Architecture, random_family
+from backend.shapes.architecture import Architecture, random_family, reframed
 from backend.shapes.network import BatchedSDF, evaluate_sdf
 
 
@@ -52,3 +52,16 @@ def test_bad_architecture():
         Architecture(hidden_layers=0)
     with pytest.raises(ValueError):
         Architecture(activation="gelu")
+
+
+@pytest.mark.parametrize("arch", [Architecture(), Architecture.for_activation("sine", hidden_layers=3, width=16)])
+def test_reframed_weights_are_the_same_field_in_the_new_frame(arch, rng):
+    weights = random_family(arch, seed=2).initial_weights
+    centre, scale = np.array([0.1, -0.2, 0.3]), 1.3
+    points = rng.uniform(-0.5, 0.5, size=(400, 3))
+    old = evaluate_sdf(arch, weights, points.astype(np.float32))
+    new = evaluate_sdf(arch, reframed(weights, centre, scale), (scale * (points - centre)).astype(np.float32))
+    if arch.output_activation == "none":  # distances in new units, exactly
+        np.testing.assert_allclose(new, scale * old, rtol=1e-4, atol=1e-5)
+    else:  # the output's pre-activation scaled: tanh(s u), ~ s tanh(u) at the surface
+        np.testing.assert_allclose(new, np.tanh(scale * np.arctanh(old)), rtol=1e-4, atol=1e-5)

@@ -16,14 +16,16 @@ from backend.errors import NeuralShapesError
 from backend.fitting.batched import fit_shapes
 from backend.fitting.pipeline import fitted_shape
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import load_mesh_file, normalise_mesh
+from backend.meshes.loading import bounding_similarity, load_mesh_file, normalise_mesh
 from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.decoding import IDENTITY
-from backend.nf2vec.latent import estimate_prior, flatten
+from backend.nf2vec.latent import estimate_prior, flatten, unflatten
 from backend.nf2vec.ops.interpolation import interpolated_frame
 from backend.nf2vec.ops.latent_ops import (
     LatentCompletionSettings,
     _ball_grid,
+    _fuse_samples,
+    _Pose,
     blend_sampler,
     class_probabilities,
     complete_latent,
@@ -101,9 +103,19 @@ def test_generation_is_non_empty_reproducible_and_truncated(classed):
     full, half = (sampler(16, torch.Generator().manual_seed(1), "round", t) for t in (1.0, 0.5))
     np.testing.assert_allclose(half - mean, 0.5 * (full - mean), atol=1e-5)  # truncation scales the spread
     [typical] = generate_latent(classed, sampler, 1, class_name="round", truncation=0.0)
-    np.testing.assert_array_equal(
-        flatten(typical.weights), classed.flat(torch.from_numpy(mean)[None])[0].detach().numpy()
-    )
+    # The class mean's net moved towards the origin and scaled to fill the bounding sphere, as fitted shapes do:
+    # its surface under x -> s (x - c) for a centre c between the origin and the surface's bounding centre.
+    decoded = classed.flat(torch.from_numpy(mean)[None])[0].detach().numpy()
+    surface = extract_mesh(ARCH, unflatten(ARCH, decoded), 64).vertices
+    sphere_centre = bounding_similarity(surface, "class mean").centre
+    assert np.linalg.norm(sphere_centre) > 0.02 or abs(np.linalg.norm(surface, axis=1).max() - 0.9) > 0.02
+    errors = []
+    for share in np.linspace(0, 1, 6):
+        moved = surface - share * sphere_centre
+        moved *= 0.9 / np.linalg.norm(moved, axis=1).max()
+        errors.append(np.abs(evaluate_sdf(ARCH, typical.weights, moved.astype(np.float32))).max())
+    assert min(errors) < 0.02  # marching cubes at 64^3 puts vertices within about a third of a cell
+    assert abs(np.linalg.norm(extract_mesh(ARCH, typical.weights, 64).vertices, axis=1).max() - 0.9) < 0.02
 
 
 def test_generation_redraws_latents_with_no_surface(classed):
@@ -181,6 +193,43 @@ def test_completion_with_candidate_classes_keeps_the_class_that_explains_the_sur
         )
 
 
+def test_the_fuse_takes_the_partials_own_field_where_agreeing_starts_disagree(classed, half_sphere):
+    _, half, partial = half_sphere
+    points, normals = surface_points_and_normals(half, 2048)
+    context = torch.from_numpy(points)
+    round_net, boxy_net = (classed.flat(classed.prior.class_mean[[i]]).detach() for i in (0, 1))
+    poses = [_Pose(net, 0.0, np.zeros(3, np.float32), 0.0) for net in (round_net, boxy_net)]
+    settings = QUICK_COMPLETE  # the default guard: ensemble_ratio 1.5
+    assert settings.ensemble_ratio == 1.5
+    data, _ = _fuse_samples(classed, partial, poses, 1.0, np.zeros(3), context, torch.zeros(2048), points, settings)
+    candidates = torch.from_numpy(data.points[2048:])
+    with torch.no_grad():
+        prior, other = (pose.field(candidates, ARCH).numpy() for pose in poses)
+    own = np.maximum(
+        evaluate_sdf(ARCH, partial.weights, data.points[2048:]), np.linalg.norm(data.points[2048:], axis=1) - 0.95
+    )
+    agree = np.sign(prior) == np.sign(other)
+    assert 0.05 < agree.mean() < 0.999  # the two class means differ somewhere, not everywhere
+    np.testing.assert_allclose(data.sdf[2048:][agree], prior[agree], atol=1e-5)
+    np.testing.assert_allclose(data.sdf[2048:][~agree], own[~agree], atol=1e-5)
+    np.testing.assert_array_equal(data.sdf[:2048], 0.0)  # the observed side as given
+
+    unguarded, _ = _fuse_samples(
+        classed,
+        partial,
+        poses,
+        1.0,
+        np.zeros(3),
+        context,
+        torch.zeros(2048),
+        points,
+        replace(QUICK_COMPLETE, ensemble_ratio=None),
+    )
+    with torch.no_grad():
+        best = poses[0].field(torch.from_numpy(unguarded.points[2048:]), ARCH).numpy()
+    np.testing.assert_allclose(unguarded.sdf[2048:], best, atol=1e-5)  # no guard: the best start's prior throughout
+
+
 def test_class_probabilities_rank_by_the_nearest_class_mean(classed):
     prior = classed.prior
     z = np.stack([prior.class_mean[1].numpy(), 0.9 * prior.class_mean[0].numpy() + 0.1 * prior.class_mean[1].numpy()])
@@ -189,7 +238,7 @@ def test_class_probabilities_rank_by_the_nearest_class_mean(classed):
     assert probabilities.argmax(1).tolist() == [1, 0]
 
 
-def test_blends_lie_between_two_training_latents_of_the_class(classed):
+def test_blends_lie_between_two_training_latents_of_the_class_with_its_spread(classed):
     latent = replace(
         classed,
         labels=torch.tensor([CLASSES.index(CLASS_OF[name]) for name in classed.names[: len(CLASS_OF)]]),
@@ -197,23 +246,25 @@ def test_blends_lie_between_two_training_latents_of_the_class(classed):
         names=classed.names[: len(CLASS_OF)],
     )
     sample = blend_sampler(latent, low=0.25)
-    z = torch.from_numpy(sample(50, torch.Generator().manual_seed(0), "round", 1.0))
+    z = torch.from_numpy(sample(2000, torch.Generator().manual_seed(0), "round", 1.0))
+    mean = latent.prior.class_mean[CLASSES.index("round")]
     members = latent.latents[latent.labels == CLASSES.index("round")]
-    # Each blend is (1 - l) z_i + l z_j with l in [0.25, 0.75]: on a segment between two members.
-    residual = min_segment_distance(z, members)
-    assert residual.max() < 1e-4
+    # Each is m + (a (z_i - m) + b (z_j - m)) with a = (1 - l) / r, b = l / r, r = sqrt((1 - l)^2 + l^2), l in
+    # [0.25, 0.75]: in the plane of two members' offsets, with a^2 + b^2 = 1 (a plain blend has (1 - l)^2 + l^2,
+    # half of it mid-way: blends would crowd round m), the blend weights in range.
+    best = torch.full((len(z),), np.inf)
+    for i in range(len(members)):
+        for j in range(len(members)):
+            offsets = torch.stack([members[i] - mean, members[j] - mean], 1).double()  # (k, 2)
+            a_b = torch.linalg.lstsq(offsets, (z - mean).double().T).solution  # (2, n)
+            residual = ((offsets @ a_b).T - (z - mean)).norm(dim=1)
+            share = a_b[1] / a_b.sum(0)
+            fits = (residual < 1e-3) & ((a_b.pow(2).sum(0) - 1).abs() < 1e-3) & (share > 0.249) & (share < 0.751)
+            best = torch.where(fits, torch.zeros_like(best), best)
+    assert (best == 0).all()
     assert torch.equal(
         torch.from_numpy(sample(3, torch.Generator().manual_seed(0), "round", 0.0)),
-        latent.prior.class_mean[CLASSES.index("round")].expand(3, -1),
+        mean.expand(3, -1),
     )
     with pytest.raises(NeuralShapesError, match="training latents and their classes"):
         blend_sampler(replace(latent, labels=None))
-
-
-def min_segment_distance(z: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-    """Distance of each z (n, k) to the nearest segment between two members (m, k) (a member itself included)."""
-    a, b = members[:, None, :], members[None, :, :]
-    direction = (b - a)[None]
-    offset = z[:, None, None, :] - a[None]
-    t = ((offset * direction).sum(-1) / direction.pow(2).sum(-1).clamp(min=1e-12)).clamp(0, 1)
-    return (offset - t[..., None] * direction).norm(dim=-1).flatten(1).min(1).values

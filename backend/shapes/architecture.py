@@ -100,6 +100,21 @@ def unflatten(architecture: Architecture, flat: np.ndarray) -> Weights:
     return out
 
 
+def reframed(weights: Weights, centre: np.ndarray, scale: float) -> Weights:
+    """The same shape as ``weights`` in a new frame ``x_new = scale * (x - centre)`` (x: the net's frame).
+
+    The first layer takes the change of coordinates, ``f(centre + x_new / scale)``, so the zero level set is
+    exactly the old one moved; the last layer's output is multiplied by ``scale`` so distances are in new
+    units: exactly for a linear output, to first order at the surface for tanh (tanh(u) ~ u near 0).
+    """
+    out = [(weight.copy(), bias.copy()) for weight, bias in weights]
+    first, first_bias = weights[0]
+    out[0] = ((first / scale).astype(np.float32), (first @ np.asarray(centre) + first_bias).astype(np.float32))
+    last, last_bias = out[-1]
+    out[-1] = ((last * scale).astype(np.float32), (last_bias * scale).astype(np.float32))
+    return out
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """An architecture with the initial weights every shape of the family starts from."""
