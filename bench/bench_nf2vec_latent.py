@@ -31,7 +31,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.datasets.partials import CUTS, partial_mesh
 from backend.datasets.procedural import read_manifest
 from backend.errors import NeuralShapesError
-from backend.fitting.batched import FitSettings, fit_shapes, sample_shape
-from backend.fitting.pipeline import fitted_shape
+from backend.fitting.batched import FitSettings, sample_shape
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import NormalisedMesh, bounding_similarity, load_mesh_file
+from backend.meshes.loading import load_mesh_file
 from backend.meshes.metrics import ReconstructionQuality, reconstruction_quality
 from backend.nf2vec.latent import (
     LatentFamily,
@@ -86,6 +85,7 @@ from bench.shapes import (
     cloud_chamfer,
     complete_cut,
     cut_in_shape_frame,
+    fitted_cut,
     in_frame_of,
     source_in_shape_frame,
 )
@@ -94,7 +94,6 @@ TABLES = ("decoding", "recognition", "interpolation", "generation", "completion"
 IN_BETWEENS = 8
 PAIRS = 20
 PER_CLASS = 30
-PARTIAL_FIT = FitSettings(samples=32_768, max_steps=600)  # as scripts/train_default_nf2vec fits the collection
 
 
 @dataclass
@@ -627,10 +626,13 @@ def _completion(bench: Bench) -> None:
     for index, ((whole, class_name), near) in enumerate(zip(held, nearest)):
         source = source_in_shape_frame(whole, bench.collection)
         cut = partial_mesh(*cut_in_shape_frame(whole, bench.collection, index))
-        partial, fitted_surface = _fitted_cut(bench, cut, index)
+        partial = fitted_cut(bench.family, cut, index)
+        fitted_surface = extract_mesh(
+            partial.architecture, partial.weights, bench.resolution, transform=partial.transform
+        )
         candidates = _likeliest_classes(bench, partial)
         completed, report = complete_cut(
-            bench.latent, bench.family, whole, cut, candidates, settings, seed=index, fitted=partial
+            bench.latent, bench.family, whole, cut, candidates, settings, partial, seed=index
         )
         fitted_quality = _quality(source, fitted_surface)
         chosen.append(completed.provenance["class"] == class_name)
@@ -693,17 +695,6 @@ def _completion(bench: Bench) -> None:
             ["seconds per completion, median", f"{np.median(seconds):.1f}", "<= 15"],
         ],
     )
-
-
-def _fitted_cut(bench: Bench, cut: trimesh.Trimesh, index: int) -> tuple[NeuralShape, trimesh.Trimesh]:
-    """The cut mesh (in the whole's frame) fitted as the collection's shapes were (:data:`PARTIAL_FIT`) in its own
-    normalised frame: the partial shape a user would complete, and its surface in the whole's frame."""
-    frame = bounding_similarity(cut.vertices, "cut")
-    mesh = NormalisedMesh("cut", frame.to_normalised(cut.vertices), np.asarray(cut.faces), frame, "", clean=False)
-    [result] = fit_shapes(bench.family, [mesh], replace(PARTIAL_FIT, seed=index))
-    surface = extract_mesh(bench.family.architecture, result.weights, bench.resolution)
-    surface.vertices = frame.to_source(surface.vertices)
-    return fitted_shape(mesh, result, bench.family, source_name="cut.ply"), surface
 
 
 def _likeliest_classes(bench: Bench, partial: NeuralShape) -> list[str]:

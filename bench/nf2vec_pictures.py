@@ -54,7 +54,7 @@ from backend.shapes.architecture import ModelFamily
 from backend.shapes.family_file import read_family, resolve_family
 from backend.shapes.shape_file import NeuralShape, read_shape
 from bench.pictures import render_tile, sheet
-from bench.shapes import complete_cut, cut_in_shape_frame, in_frame_of
+from bench.shapes import complete_cut, cut_in_shape_frame, fitted_cut, in_frame_of
 
 HELD_OUT = slice(2200, 2530)
 PER_ROW = 6  # generated shapes per class
@@ -144,8 +144,9 @@ def completion_sheet(pictures: Pictures, size: int) -> tuple[np.ndarray, list[st
         whole = _held(pictures, class_name)[0]
         mesh, kept = cut_in_shape_frame(whole, pictures.collection, index)
         cut = partial_mesh(mesh, kept)
+        fitted = fitted_cut(pictures.family, cut, index)
         completed, report = complete_cut(
-            pictures.latent, pictures.family, whole, cut, [class_name], settings, seed=index
+            pictures.latent, pictures.family, whole, cut, [class_name], settings, fitted, seed=index
         )
         truth, points = render_tile(whole, size)
         partial = cut_away(truth, points, mesh, kept)

@@ -11,8 +11,10 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from backend.datasets.partials import CUTS, cut_faces
+from backend.fitting.batched import FitSettings, OpenMeshes, fit_shapes
+from backend.fitting.pipeline import fitted_shape
 from backend.meshes.extraction import extract_mesh
-from backend.meshes.loading import bounding_similarity, load_mesh_file
+from backend.meshes.loading import NormalisedMesh, bounding_similarity, load_mesh_file
 from backend.meshes.metrics import surface_samples
 from backend.nf2vec.latent import LatentFamily
 from backend.nf2vec.ops.latent_ops import (
@@ -27,6 +29,8 @@ from backend.shapes.shape_file import NeuralShape
 
 CLOUD = 2048  # points per shape for the set-to-set Chamfer of interpolation and generation
 COMPLETION_POINTS = 20_000  # surface points (with normals) of the cut mesh handed to the completion
+# As scripts/train_default_nf2vec fits the collection: a cut's opening lidded (solid), as the models were trained on.
+PARTIAL_FIT = FitSettings(samples=32_768, max_steps=600, open_meshes=OpenMeshes.SOLID)
 
 
 def varied_meshes(count: int) -> list[trimesh.Trimesh]:
@@ -80,6 +84,15 @@ def cut_in_shape_frame(whole: NeuralShape, collection: Path, index: int) -> tupl
     return mesh, cut_faces(mesh, CUTS[index % 2], rng)
 
 
+def fitted_cut(family: ModelFamily, cut: trimesh.Trimesh, seed: int) -> NeuralShape:
+    """The cut mesh (in the whole's frame) fitted as the collection's shapes were (:data:`PARTIAL_FIT`) in its own
+    normalised frame: the partial shape a user would complete; its transform maps the whole's frame to that one."""
+    frame = bounding_similarity(cut.vertices, "cut")
+    mesh = NormalisedMesh("cut", frame.to_normalised(cut.vertices), np.asarray(cut.faces), frame, "", clean=False)
+    [result] = fit_shapes(family, [mesh], replace(PARTIAL_FIT, seed=seed))
+    return fitted_shape(mesh, result, family, source_name="cut.ply")
+
+
 def complete_cut(
     latent: LatentFamily,
     family: ModelFamily,
@@ -87,22 +100,21 @@ def complete_cut(
     cut: trimesh.Trimesh,
     classes: list[str],
     settings: LatentCompletionSettings,
+    fitted: NeuralShape,
     seed: int = 0,
-    fitted: NeuralShape | None = None,
 ) -> tuple[NeuralShape, CompletionReport]:
     """:func:`complete_latent` of a cut mesh (in ``whole``'s normalised frame), given as ``COMPLETION_POINTS`` surface
     points and normals in the cut's own normalised frame (as a fit of it has), with the candidate classes' priors
-    the latent family knows (none: the overall prior). The completed shape is placed over the cut in the source frame. On a fallback
-    it carries the partial's weights (``fitted``, the cut's own fit, or else the whole's, which then only name the
-    partial): score and draw it as the partial input."""
+    the latent family knows (none: the overall prior). The completed shape is placed over the cut in the source frame.
+    ``fitted`` is the cut's own fit (:func:`fitted_cut`): the fuse takes its field where the MAP is unsure, so it must
+    not be the whole's. On a fallback the completion carries its weights: score and draw it as the partial input."""
     frame = bounding_similarity(cut.vertices, whole.name)
     points, normals = surface_points_and_normals(cut, COMPLETION_POINTS, seed=seed)
     # source -> the cut's frame: whole-normalised -> cut-normalised after source -> whole-normalised
     transform = Similarity(
         scale=whole.transform.scale * frame.scale, centre=whole.transform.centre + frame.centre / whole.transform.scale
     )
-    # The partial's net: the cut's own fit (in the cut's frame) when given, else the whole's, which follows the visible side too.
-    partial = replace(whole, name=f"{whole.name}-cut", transform=transform, weights=(fitted or whole).weights)
+    partial = replace(whole, name=f"{whole.name}-cut", transform=transform, weights=fitted.weights)
     return complete_latent(
         latent,
         family,
