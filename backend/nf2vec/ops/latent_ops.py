@@ -147,9 +147,9 @@ def blend_sampler(latent: LatentFamily, low: float = 0.25) -> ZSampler:
             labels = torch.randint(len(prior.class_names), (count,), generator=generator)
         latents = []
         for label in labels.tolist():
-            if len(members[label]) == 0:
-                raise NeuralShapesError(f"class '{prior.class_names[label]}' has no training latents to blend")
             count_of_class = len(members[label])
+            if count_of_class == 0:
+                raise NeuralShapesError(f"class '{prior.class_names[label]}' has no training latents to blend")
             first = int(torch.randint(count_of_class, (), generator=generator))
             second = (
                 first + 1 + int(torch.randint(max(count_of_class - 1, 1), (), generator=generator))
@@ -373,8 +373,9 @@ def complete_latent(
     fuse_context, fuse_targets, _ = _context(
         points, normals, sdf, replace(settings, context_points=settings.fuse_points)
     )
-    ratio = math.inf if settings.ensemble_ratio is None else settings.ensemble_ratio
-    members = [best] + [i for i in range(len(losses)) if i != best and losses[i] <= ratio * losses[best]]
+    # The starts that vote on trust (none besides the best without a guard: their fields would go unused).
+    ratio = settings.ensemble_ratio
+    members = [best] + [i for i in range(len(losses)) if i != best and ratio and losses[i] <= ratio * losses[best]]
     poses = [
         _Pose(latent.flat(torch.from_numpy(z[i])[None]).detach(), log_scale[i], offset[i], yaw[i]) for i in members
     ]
