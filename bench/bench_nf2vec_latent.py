@@ -153,6 +153,11 @@ def main() -> None:
         default=LatentCompletionSettings.ensemble_ratio,
         help="completion: trust the prior only where the MAP starts within this loss ratio of the best agree (0: everywhere)",
     )
+    parser.add_argument(
+        "--fuse-from-family",
+        action="store_true",
+        help="completion: start the fuse fit from the family's start instead of the partial's own net",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)  # see README: torch's second thread only waits on a busy 2-core machine
@@ -250,6 +255,7 @@ def _load(args: argparse.Namespace) -> Bench:
         LatentCompletionSettings(
             steps=args.steps,
             ensemble_ratio=args.ensemble_ratio or None,
+            fuse_from_partial=not args.fuse_from_family,
         ),
         {},
     )

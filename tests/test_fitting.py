@@ -82,6 +82,23 @@ def test_each_shape_of_a_batch_reports_its_own_cost(meshes):
     assert all(r.fit_seconds < 0.75 * wall for r in results)
 
 
+def test_training_starts_from_the_weights_given(meshes):
+    """train_shapes(start=...) begins at those weights (the completion's fuse fit starts from the partial's net)."""
+    family = random_family(Architecture(hidden_layers=2, width=16))
+    other = random_family(Architecture(hidden_layers=2, width=16), seed=7).initial_weights
+    one_step = FitSettings(samples=20_000, batch_size=1024, eval_every=1, max_steps=1, learning_rate=1e-9)
+    data = sample_shape(meshes[0], one_step, 0)
+    [moved] = train_shapes(family, [data], one_step, start=[other])
+    [default] = train_shapes(family, [data], one_step)
+    for (weight, bias), (start_weight, start_bias), (family_weight, _) in zip(
+        moved.weights, other, family.initial_weights
+    ):
+        np.testing.assert_allclose(weight, start_weight, atol=1e-6)
+        np.testing.assert_allclose(bias, start_bias, atol=1e-6)
+        assert not np.allclose(start_weight, family_weight)
+    np.testing.assert_allclose(default.weights[0][0], family.initial_weights[0][0], atol=1e-6)
+
+
 def test_cancel():
     cancel = threading.Event()
     cancel.set()

@@ -19,11 +19,13 @@ from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import bounding_similarity, load_mesh_file, normalise_mesh
 from backend.meshes.metrics import reconstruction_quality, surface_samples
 from backend.nf2vec.decoding import IDENTITY
-from backend.nf2vec.latent import estimate_prior, flatten, unflatten
+from backend.nf2vec.latent import estimate_prior, flat_forward, flatten, unflatten
 from backend.nf2vec.ops.interpolation import interpolated_frame
 from backend.nf2vec.ops.latent_ops import (
     LatentCompletionSettings,
     _ball_grid,
+    _cell_of,
+    _detached_parts,
     _fuse_samples,
     _Pose,
     blend_sampler,
@@ -199,7 +201,8 @@ def test_the_fuse_takes_the_partials_own_field_where_agreeing_starts_disagree(cl
     context = torch.from_numpy(points)
     round_net, boxy_net = (classed.flat(classed.prior.class_mean[[i]]).detach() for i in (0, 1))
     poses = [_Pose(net, 0.0, np.zeros(3, np.float32), 0.0) for net in (round_net, boxy_net)]
-    settings = QUICK_COMPLETE  # the default guard: ensemble_ratio 1.5
+    # the default guard: ensemble_ratio 1.5 (detached pieces kept here: test_detached_pieces_... covers them)
+    settings = replace(QUICK_COMPLETE, detached_resolution=0)
     assert settings.ensemble_ratio == 1.5
     data, _ = _fuse_samples(classed, partial, poses, 1.0, np.zeros(3), context, torch.zeros(2048), points, settings)
     candidates = torch.from_numpy(data.points[2048:])
@@ -223,11 +226,56 @@ def test_the_fuse_takes_the_partials_own_field_where_agreeing_starts_disagree(cl
         context,
         torch.zeros(2048),
         points,
-        replace(QUICK_COMPLETE, ensemble_ratio=None),
+        replace(settings, ensemble_ratio=None),
     )
     with torch.no_grad():
         best = poses[0].field(torch.from_numpy(unguarded.points[2048:]), ARCH).numpy()
     np.testing.assert_allclose(unguarded.sdf[2048:], best, atol=1e-5)  # no guard: the best start's prior throughout
+
+
+def test_detached_pieces_of_the_prior_are_found_and_left_out_of_the_fuse(classed, half_sphere):
+    """A piece of the target's inside that touches nothing of the partial's inside is a floater: its cells
+    (grown by one) are found; the piece that holds the partial is not."""
+
+    def ball(centre: tuple[float, float, float], radius: float):
+        return lambda x: (x - torch.tensor(centre)).norm(dim=1) - radius
+
+    main, floater, seen = ball((0.0, 0.0, 0.0), 0.4), ball((0.7, 0.0, 0.0), 0.12), ball((-0.1, 0.0, 0.0), 0.3)
+    detached = _detached_parts(lambda x: torch.minimum(main(x), floater(x)), seen, 32)
+    points = torch.tensor([[0.7, 0.0, 0.0], [0.7, 0.1, 0.0], [0.0, 0.0, 0.0], [0.35, 0.0, 0.0], [-0.7, 0.5, 0.0]])
+    cells = _cell_of(points, 32)
+    assert detached[cells[:, 0], cells[:, 1], cells[:, 2]].tolist() == [True, True, False, False, False]
+
+    # In the fuse's samples a detached piece takes the partial's field: a start whose field is the partial's
+    # plus a far ball (the partial's net is the sphere's half, nowhere near (-0.4, 0, 0)).
+    _, half, partial = half_sphere
+    points, _ = surface_points_and_normals(half, 2048)
+
+    class _Floater(_Pose):
+        def field(self, x_partial, architecture):
+            own = flat_forward(ARCH, torch.from_numpy(flatten(partial.weights))[None], x_partial[None])[0]
+            return torch.minimum(own, ball((-0.4, 0.0, 0.0), 0.15)(x_partial))
+
+    pose = _Floater(torch.zeros(1), 0.0, np.zeros(3, np.float32), 0.0)
+    settings = replace(QUICK_COMPLETE, ensemble_ratio=None, detached_resolution=32, prior_points=16_384)
+    data, _ = _fuse_samples(
+        classed, partial, [pose], 1.0, np.zeros(3), torch.from_numpy(points), torch.zeros(2048), points, settings
+    )
+    in_floater = np.linalg.norm(data.points - np.array([-0.4, 0.0, 0.0]), axis=1) < 0.14
+    assert in_floater.sum() > 5 and (data.sdf[in_floater] > 0).all()
+    kept, _ = _fuse_samples(
+        classed,
+        partial,
+        [pose],
+        1.0,
+        np.zeros(3),
+        torch.from_numpy(points),
+        torch.zeros(2048),
+        points,
+        replace(settings, detached_resolution=0),
+    )
+    in_floater = np.linalg.norm(kept.points - np.array([-0.4, 0.0, 0.0]), axis=1) < 0.14
+    assert (kept.sdf[in_floater] < 0).all()
 
 
 def test_class_probabilities_rank_by_the_nearest_class_mean(classed):

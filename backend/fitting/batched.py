@@ -191,10 +191,13 @@ def train_shapes(
     settings: FitSettings = FitSettings(),
     progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    start: list[Weights] | None = None,
 ) -> list[FitResult]:
     """Train one MLP of ``family`` per shape on its samples, all shapes in one batched model.
 
     Samples may be made elsewhere (another process, another machine); all shapes need the same count.
+    ``start``: each shape's first weights (of the family's architecture); None: the family's start, after its
+    meta-learned inner steps when it has them.
     """
     report = progress or (lambda _: None)
     points = torch.stack([torch.from_numpy(d.points) for d in data])  # (s, m, 3)
@@ -204,8 +207,8 @@ def train_shapes(
     shells = torch.tensor([d.shell for d in data])  # (s,)
     count = len(data)
     generator = torch.Generator().manual_seed(settings.seed)
-    start_weights, step = [family.initial_weights] * count, 0
-    if family.is_meta_learned:
+    start_weights, step = start or [family.initial_weights] * count, 0
+    if start is None and family.is_meta_learned:
         start_weights, step = _meta_steps(family, points, sdf, generator), family.inner_steps
     model = BatchedSDF(family.architecture, start_weights)
     optimizer = _BatchedAdam(list(model.parameters()))
