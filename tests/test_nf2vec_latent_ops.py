@@ -245,6 +245,10 @@ def test_detached_pieces_of_the_prior_are_found_and_left_out_of_the_fuse(classed
     points = torch.tensor([[0.7, 0.0, 0.0], [0.7, 0.1, 0.0], [0.0, 0.0, 0.0], [0.35, 0.0, 0.0], [-0.7, 0.5, 0.0]])
     cells = _cell_of(points, 32)
     assert detached[cells[:, 0], cells[:, 1], cells[:, 2]].tolist() == [True, True, False, False, False]
+    # a partial fitted as a shell thinner than a cell (an open scan) still joins the piece round it
+    shell = lambda x: seen(x).abs() - 1e-4  # noqa: E731
+    detached = _detached_parts(lambda x: torch.minimum(main(x), floater(x)), shell, 32)
+    assert detached[cells[:, 0], cells[:, 1], cells[:, 2]].tolist() == [True, True, False, False, False]
 
     # In the fuse's samples a detached piece takes the partial's field: a start whose field is the partial's
     # plus a far ball (the partial's net is the sphere's half, nowhere near (-0.4, 0, 0)).

@@ -595,13 +595,15 @@ def _detached_parts(
     resolution: int,
 ) -> np.ndarray:
     """Cells (r, r, r) bool of a grid over the cube in the inside of ``target`` but in none of its parts that
-    overlap ``partial``'s inside, grown by one cell: pieces the prior would add with nothing joining them to
-    the seen shape (a completion continues what is there; such pieces are the decoded net's floaters)."""
-    axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution * 2 * CUBE_HALF_SIZE - CUBE_HALF_SIZE
+    reach ``partial``'s inside or come within a cell of its surface, grown by one cell: pieces the prior would
+    add with nothing joining them to the seen shape (a completion continues what is there; such pieces are the
+    decoded net's floaters). Within a cell, so that a partial thinner than a cell (a shell) still joins."""
+    cell = 2 * CUBE_HALF_SIZE / resolution
+    axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) * cell - CUBE_HALF_SIZE
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     shape = (resolution,) * 3
     inside = (torch.cat([target(chunk) for chunk in grid.split(65_536)]) < 0).reshape(shape).numpy()
-    seen = (torch.cat([partial(chunk) for chunk in grid.split(65_536)]) < 0).reshape(shape).numpy()
+    seen = (torch.cat([partial(chunk) for chunk in grid.split(65_536)]) < cell).reshape(shape).numpy()
     labels, _ = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     joined = np.unique(labels[inside & seen])
     detached = inside & ~np.isin(labels, joined)
