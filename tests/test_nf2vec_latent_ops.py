@@ -24,9 +24,9 @@ from backend.nf2vec.ops.interpolation import interpolated_frame
 from backend.nf2vec.ops.latent_ops import (
     LatentCompletionSettings,
     _ball_grid,
+    _cell_of,
     _detached_parts,
     _fuse_samples,
-    _lattice_index,
     _Pose,
     blend_sampler,
     class_probabilities,
@@ -243,7 +243,7 @@ def test_detached_pieces_of_the_prior_are_found_and_left_out_of_the_fuse(classed
     main, floater, seen = ball((0.0, 0.0, 0.0), 0.4), ball((0.7, 0.0, 0.0), 0.12), ball((-0.1, 0.0, 0.0), 0.3)
     detached = _detached_parts(lambda x: torch.minimum(main(x), floater(x)), seen, 32)
     points = torch.tensor([[0.7, 0.0, 0.0], [0.7, 0.1, 0.0], [0.0, 0.0, 0.0], [0.35, 0.0, 0.0], [-0.7, 0.5, 0.0]])
-    cells = _lattice_index(points, 32)
+    cells = _cell_of(points, 32)
     assert detached[cells[:, 0], cells[:, 1], cells[:, 2]].tolist() == [True, True, False, False, False]
     # a partial fitted as a shell thinner than a cell (an open scan) still joins the piece round it
     shell = lambda x: seen(x).abs() - 1e-4  # noqa: E731

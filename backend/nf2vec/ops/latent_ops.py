@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from backend.errors import NeuralShapesError
 from backend.fitting.batched import FitSettings, TrainingData, train_shapes
-from backend.meshes.extraction import extract_mesh, field_grid
+from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import bounding_similarity
 from backend.nf2vec.decoding import operation_provenance
 from backend.nf2vec.latent import LatentFamily, LatentPrior, flat_forward, flatten, unflatten
@@ -577,8 +577,8 @@ def _fuse_samples(
         candidate_sdf = target_field(candidates)
         if settings.detached_resolution:
             detached = _detached_parts(target_field, partial_field, settings.detached_resolution)
-            nearest = _lattice_index(candidates, settings.detached_resolution)
-            dropped = torch.from_numpy(detached[nearest[:, 0], nearest[:, 1], nearest[:, 2]])
+            cells = _cell_of(candidates, settings.detached_resolution)
+            dropped = torch.from_numpy(detached[cells[:, 0], cells[:, 1], cells[:, 2]])
             candidate_sdf = torch.where(dropped, partial_field(candidates), candidate_sdf)
         distance = cKDTree(observed).query(candidates.numpy())[0]
     far = distance > settings.prior_margin
@@ -594,27 +594,26 @@ def _detached_parts(
     partial: Callable[[torch.Tensor], torch.Tensor],
     resolution: int,
 ) -> np.ndarray:
-    """Vertices (r, r, r) bool of :func:`field_grid`'s lattice over the cube in the inside of ``target`` but in none
-    of its parts that reach ``partial``'s inside or come within a lattice step of its surface, grown by one step:
-    pieces the prior would add with nothing joining them to the seen shape (a completion continues what is there;
-    such pieces are the decoded net's floaters). Within a step, so that a partial thinner than a step (a shell)
-    still joins."""
-
-    def on_lattice(field: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-        return field_grid(lambda points: field(torch.from_numpy(points)).numpy(), resolution)
-
-    step = 2 * CUBE_HALF_SIZE / (resolution - 1)
-    inside, seen = on_lattice(target) < 0, on_lattice(partial) < step
+    """Cells (r, r, r) bool of a grid over the cube in the inside of ``target`` but in none of its parts that
+    reach ``partial``'s inside or come within a cell of its surface, grown by one cell: pieces the prior would
+    add with nothing joining them to the seen shape (a completion continues what is there; such pieces are the
+    decoded net's floaters). Within a cell, so that a partial thinner than a cell (a shell) still joins."""
+    cell = 2 * CUBE_HALF_SIZE / resolution
+    axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) * cell - CUBE_HALF_SIZE
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    shape = (resolution,) * 3
+    inside = (torch.cat([target(chunk) for chunk in grid.split(65_536)]) < 0).reshape(shape).numpy()
+    seen = (torch.cat([partial(chunk) for chunk in grid.split(65_536)]) < cell).reshape(shape).numpy()
     labels, _ = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     joined = np.unique(labels[inside & seen])
     detached = inside & ~np.isin(labels, joined)
     return ndimage.binary_dilation(detached, structure=np.ones((3, 3, 3)))
 
 
-def _lattice_index(points: torch.Tensor, resolution: int) -> np.ndarray:
-    """Indices (n, 3) int64 of the nearest vertex of :func:`field_grid`'s lattice to points (n, 3) in the cube."""
-    index = np.rint((points.numpy() + CUBE_HALF_SIZE) / (2 * CUBE_HALF_SIZE) * (resolution - 1)).astype(np.int64)
-    return np.clip(index, 0, resolution - 1)
+def _cell_of(points: torch.Tensor, resolution: int) -> np.ndarray:
+    """Grid cell indices (n, 3) int64 of points (n, 3) in the cube (as :func:`_detached_parts`' grid)."""
+    cells = ((points.numpy() + CUBE_HALF_SIZE) / (2 * CUBE_HALF_SIZE) * resolution).astype(np.int64)
+    return np.clip(cells, 0, resolution - 1)
 
 
 def _clipped(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
