@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backend.nf2vec.model import CONFIG_NAME, WEIGHTS_NAME
 from bench.report import table
 from tests.service_server import ServerProcess
 
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table gives medians")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for the Blender subprocess")
     args = parser.parse_args()
-    if not all((args.model / name).is_file() for name in ("config.json", "weights.safetensors", "family.h5")):
+    # family.h5 is optional: a folder without it embeds a family the tool bundles (the bundled model's case)
+    if not all((args.model / name).is_file() for name in (CONFIG_NAME, WEIGHTS_NAME)):
         sys.exit(f"no nf2vec model in {args.model} (train one with scripts/train_default_nf2vec, or pass --model DIR)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-blender-nf2vec-") as tmp:

@@ -9,7 +9,7 @@ Each round starts from an empty scene: import the two meshes, Convert them (the 
 A, the second B), then Check nf2vec, Interpolate 1 (embedding space) and 5 (weight space) between A and
 B, Generate 1 (seed 0) at the cursor, Complete A, Find Similar to A (k=5) and Classify A. A job
 operator's time runs from the call of ``execute`` (the dialog's OK) until its objects are in the scene,
-with the add-on's ``tasks.tick`` called as the UI's timer calls it: first after ``TICK_SECONDS``, then after
+with the add-on's ``background.workers.tick`` called as the UI's timer calls it: first after ``TICK_SECONDS``, then after
 what each tick returns, so the times include the add-on's polling latency (its worker polls the job every
 0.5 s). Find Similar and Classify run on a worker too and are timed the same way.
 A refused request or a job that ends without its objects stops the script (exit code 1).
@@ -26,7 +26,7 @@ resolution, repeat = int(sys.argv[5]), int(sys.argv[6])
 package = "bl_ext.user_default.neural_shapes"
 bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
 bpy.context.preferences.addons[package].preferences.data_dir = data_dir
-tasks = sys.modules[f"{package}.tasks"]
+workers = sys.modules[f"{package}.background.workers"]
 
 
 def fail(message: str) -> None:
@@ -49,10 +49,10 @@ def select(*objects, active=None) -> None:
 
 def tick_until_done() -> None:
     """Tick the add-on's tasks as the UI's timer does until none is left."""
-    wait = tasks.TICK_SECONDS  # the timer's first interval
+    wait = workers.TICK_SECONDS  # the timer's first interval
     while wait is not None:
         time.sleep(wait)
-        wait = tasks.tick()
+        wait = workers.tick()
 
 
 def press_until_done(name: str, operator, **options) -> float:
@@ -72,8 +72,8 @@ def timed_job(name: str, operator, expected: int, **options) -> tuple[dict, list
     seconds = press_until_done(name, operator, **options)
     made = sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
     if len(made) != expected:
-        fail(f"{name}: {len(made)} object(s) added, {expected} expected; last line: {wm.neural_shapes_stage}")
-    return {"operation": name, "seconds": seconds, "added": len(made), "result": wm.neural_shapes_stage}, made
+        fail(f"{name}: {len(made)} object(s) added, {expected} expected; last line: {wm.neural_shapes.stage}")
+    return {"operation": name, "seconds": seconds, "added": len(made), "result": wm.neural_shapes.stage}, made
 
 
 def timed_call(name: str, operator, describe, **options) -> dict:
@@ -96,13 +96,13 @@ def import_meshes() -> list[bpy.types.Object]:
 def one_round() -> list[dict]:
     bpy.ops.wm.read_homefile(use_empty=True)
     scene, wm = bpy.context.scene, bpy.context.window_manager
-    scene.neural_shapes_resolution = resolution
+    scene.neural_shapes.resolution = resolution
     meshes = import_meshes()
     select(*meshes)
     rows = []
     row, (a, b) = timed_job("Convert (2 meshes)", bpy.ops.neural.convert_selected, 2)
     rows.append(row)
-    rows.append(timed_call("Check nf2vec", bpy.ops.neural.nf2vec_info, lambda: wm.neural_shapes_nf2vec))
+    rows.append(timed_call("Check nf2vec", bpy.ops.neural.nf2vec_info, lambda: wm.neural_shapes.nf2vec))
     select(a, b, active=b)
     rows.append(
         timed_job("Interpolate 1 (embedding)", bpy.ops.neural.interpolate, 1, count=1, t=0.5, space="embedding")[0]
@@ -116,7 +116,7 @@ def one_round() -> list[dict]:
     select(a)
     rows.append(
         timed_call(
-            "Find Similar (k=5)", bpy.ops.neural.find_similar, lambda: f"{len(wm.neural_shapes_similar)} listed", k=5
+            "Find Similar (k=5)", bpy.ops.neural.find_similar, lambda: f"{len(wm.neural_shapes.similar)} listed", k=5
         )
     )
     select(a)
@@ -124,7 +124,7 @@ def one_round() -> list[dict]:
         timed_call(
             "Classify",
             bpy.ops.neural.classify,
-            lambda: ", ".join(f"{c.name} {c.probability:.2f}" for c in list(wm.neural_shapes_classes)[:2]),
+            lambda: ", ".join(f"{c.name} {c.probability:.2f}" for c in list(wm.neural_shapes.classes)[:2]),
         )
     )
     return rows
@@ -133,6 +133,6 @@ def one_round() -> list[dict]:
 rounds = [one_round() for _ in range(repeat)]
 print(
     json.dumps(
-        {"blender": bpy.app.version_string, "model": bpy.context.window_manager.neural_shapes_nf2vec, "rounds": rounds}
+        {"blender": bpy.app.version_string, "model": bpy.context.window_manager.neural_shapes.nf2vec, "rounds": rounds}
     )
 )
