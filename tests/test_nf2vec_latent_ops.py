@@ -241,13 +241,14 @@ def test_detached_pieces_of_the_prior_are_found_and_left_out_of_the_fuse(classed
         return lambda x: (x - torch.tensor(centre)).norm(dim=1) - radius
 
     main, floater, seen = ball((0.0, 0.0, 0.0), 0.4), ball((0.7, 0.0, 0.0), 0.12), ball((-0.1, 0.0, 0.0), 0.3)
-    detached = _detached_parts(lambda x: torch.minimum(main(x), floater(x)), seen, 32)
+    target = lambda x: torch.minimum(main(x), floater(x))  # noqa: E731
+    detached = _detached_parts(lambda x: (target(x), seen(x)), 32)
     points = torch.tensor([[0.7, 0.0, 0.0], [0.7, 0.1, 0.0], [0.0, 0.0, 0.0], [0.35, 0.0, 0.0], [-0.7, 0.5, 0.0]])
     cells = _cell_of(points, 32)
     assert detached[cells[:, 0], cells[:, 1], cells[:, 2]].tolist() == [True, True, False, False, False]
     # a partial fitted as a shell thinner than a cell (an open scan) still joins the piece round it
     shell = lambda x: seen(x).abs() - 1e-4  # noqa: E731
-    detached = _detached_parts(lambda x: torch.minimum(main(x), floater(x)), shell, 32)
+    detached = _detached_parts(lambda x: (target(x), shell(x)), 32)
     assert detached[cells[:, 0], cells[:, 1], cells[:, 2]].tolist() == [True, True, False, False, False]
 
     # In the fuse's samples a detached piece takes the partial's field: a start whose field is the partial's

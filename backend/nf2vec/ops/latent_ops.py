@@ -557,14 +557,19 @@ def _fuse_samples(
 
     guarded = settings.ensemble_ratio is not None
 
-    def target_field(x: torch.Tensor) -> torch.Tensor:  # the prior where trusted, the partial's field elsewhere
+    def target_field(x: torch.Tensor, partial_value: torch.Tensor | None = None) -> torch.Tensor:
+        """The prior where trusted, the partial's field (``partial_value`` when already evaluated) elsewhere."""
         value = prior_field(x)
         if not guarded:
             return value
         trusted = torch.ones(len(x), dtype=torch.bool)
         for pose in poses[1:]:
             trusted &= torch.sign(scale * pose.field(to_partial(x), latent.architecture)) == torch.sign(value)
-        return torch.where(trusted, value, partial_field(x))
+        return torch.where(trusted, value, partial_field(x) if partial_value is None else partial_value)
+
+    def target_and_partial(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # the partial's field once
+        partial_value = partial_field(x)
+        return target_field(x, partial_value), partial_value
 
     fields = [prior_field, partial_field] if guarded else [prior_field]
     uniform = (torch.rand(settings.prior_points, 3, generator=generator) * 2 - 1) * CUBE_HALF_SIZE
@@ -576,7 +581,7 @@ def _fuse_samples(
         candidates = torch.cat(parts).clamp(-CUBE_HALF_SIZE, CUBE_HALF_SIZE)
         candidate_sdf = target_field(candidates)
         if settings.detached_resolution:
-            detached = _detached_parts(target_field, partial_field, settings.detached_resolution)
+            detached = _detached_parts(target_and_partial, settings.detached_resolution)
             cells = _cell_of(candidates, settings.detached_resolution)
             dropped = torch.from_numpy(detached[cells[:, 0], cells[:, 1], cells[:, 2]])
             candidate_sdf = torch.where(dropped, partial_field(candidates), candidate_sdf)
@@ -590,20 +595,20 @@ def _fuse_samples(
 
 
 def _detached_parts(
-    target: Callable[[torch.Tensor], torch.Tensor],
-    partial: Callable[[torch.Tensor], torch.Tensor],
-    resolution: int,
+    target_and_partial: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], resolution: int
 ) -> np.ndarray:
-    """Cells (r, r, r) bool of a grid over the cube in the inside of ``target`` but in none of its parts that
-    reach ``partial``'s inside or come within a cell of its surface, grown by one cell: pieces the prior would
-    add with nothing joining them to the seen shape (a completion continues what is there; such pieces are the
-    decoded net's floaters). Within a cell, so that a partial thinner than a cell (a shell) still joins."""
+    """Cells (r, r, r) bool of a grid over the cube in the inside of the target field but in none of its parts
+    that reach the partial's inside or come within a cell of its surface, grown by one cell: pieces the prior
+    would add with nothing joining them to the seen shape (a completion continues what is there; such pieces
+    are the decoded net's floaters). Within a cell, so that a partial thinner than a cell (a shell) still joins.
+    ``target_and_partial(x)``: both fields (n,) at points (n, 3)."""
     cell = 2 * CUBE_HALF_SIZE / resolution
     axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) * cell - CUBE_HALF_SIZE
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     shape = (resolution,) * 3
-    inside = (torch.cat([target(chunk) for chunk in grid.split(65_536)]) < 0).reshape(shape).numpy()
-    seen = (torch.cat([partial(chunk) for chunk in grid.split(65_536)]) < cell).reshape(shape).numpy()
+    target, partial = (torch.cat(values) for values in zip(*map(target_and_partial, grid.split(65_536))))
+    inside = (target < 0).reshape(shape).numpy()
+    seen = (partial < cell).reshape(shape).numpy()
     labels, _ = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     joined = np.unique(labels[inside & seen])
     detached = inside & ~np.isin(labels, joined)
