@@ -9,9 +9,9 @@ Each round starts from an empty scene: import the two meshes, Convert them (the 
 A, the second B), then Check nf2vec, Interpolate 1 (embedding space) and 5 (weight space) between A and
 B, Generate 1 (seed 0) at the cursor, Complete A, Find Similar to A (k=5) and Classify A. A job
 operator's time runs from the call of ``execute`` (the dialog's OK) until its objects are in the scene,
-with the add-on's ``background.workers.tick`` called as the UI's timer calls it: first after ``TICK_SECONDS``, then after
-what each tick returns, so the times include the add-on's polling latency (its worker polls the job every
-0.5 s). Find Similar and Classify run on a worker too and are timed the same way.
+with the add-on's ``background.workers.tick`` called as the UI's timer calls it: first after
+``TICK_SECONDS``, then after what each tick returns, so the times include the add-on's polling latency
+(its worker polls the job every 0.5 s). Find Similar and Classify run on a worker too and are timed the same way.
 A refused request or a job that ends without its objects stops the script (exit code 1).
 """
 

@@ -557,19 +557,15 @@ def _fuse_samples(
 
     guarded = settings.ensemble_ratio is not None
 
-    def target_field(x: torch.Tensor, partial_value: torch.Tensor | None = None) -> torch.Tensor:
-        """The prior where trusted, the partial's field (``partial_value`` when already evaluated) elsewhere."""
-        value = prior_field(x)
+    def target_and_partial(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target (the prior where trusted, the partial's field elsewhere) and the partial's field at x."""
+        value, partial_value = prior_field(x), partial_field(x)
         if not guarded:
-            return value
+            return value, partial_value
         trusted = torch.ones(len(x), dtype=torch.bool)
         for pose in poses[1:]:
             trusted &= torch.sign(scale * pose.field(to_partial(x), latent.architecture)) == torch.sign(value)
-        return torch.where(trusted, value, partial_field(x) if partial_value is None else partial_value)
-
-    def target_and_partial(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # the partial's field once
-        partial_value = partial_field(x)
-        return target_field(x, partial_value), partial_value
+        return torch.where(trusted, value, partial_value), partial_value
 
     fields = [prior_field, partial_field] if guarded else [prior_field]
     uniform = (torch.rand(settings.prior_points, 3, generator=generator) * 2 - 1) * CUBE_HALF_SIZE
@@ -579,12 +575,12 @@ def _fuse_samples(
         parts.append(_near_surface(near_field, uniform[share * (index + 1) : share * (index + 2)], settings, generator))
     with torch.no_grad():
         candidates = torch.cat(parts).clamp(-CUBE_HALF_SIZE, CUBE_HALF_SIZE)
-        candidate_sdf = target_field(candidates)
+        candidate_sdf, candidate_partial = target_and_partial(candidates)
         if settings.detached_resolution:
             detached = _detached_parts(target_and_partial, settings.detached_resolution)
             cells = _cell_of(candidates, settings.detached_resolution)
             dropped = torch.from_numpy(detached[cells[:, 0], cells[:, 1], cells[:, 2]])
-            candidate_sdf = torch.where(dropped, partial_field(candidates), candidate_sdf)
+            candidate_sdf = torch.where(dropped, candidate_partial, candidate_sdf)
         distance = cKDTree(observed).query(candidates.numpy())[0]
     far = distance > settings.prior_margin
     points = np.concatenate([observed, candidates.numpy()[far]]).astype(np.float32)
