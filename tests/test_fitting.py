@@ -15,10 +15,11 @@ import trimesh
 from backend.errors import Cancelled
 from backend.fitting.batched import FitSettings, fit_shapes, sample_shape, train_shapes
 from backend.fitting.inner_loop import draw_samples
-from backend.fitting.pipeline import fit_and_escalate, fit_and_evaluate
+from backend.fitting.pipeline import evaluate_shape, fit_and_escalate, fit_and_evaluate
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error, surface_samples
 from backend.meshes.sampling import SHELL_HALF_THICKNESS
+from backend.meshes.visibility import visible_surface
 from backend.shapes.architecture import Architecture, random_family
 
 QUICK = FitSettings(samples=100_000, batch_size=4096, eval_every=50, max_steps=1500, target_surface_error=0.005)
@@ -138,6 +139,19 @@ def test_fit_and_evaluate_yields_each_shape_with_its_metrics(meshes):
     with pytest.raises(Cancelled, match="fit cancelled"):
         next(fits)
     assert evaluating == [0]
+
+
+def test_a_shape_done_is_reported_with_the_measurement_that_decided_it(meshes):
+    """The fit's last check measures the shape as its report does (the report's 100 K surface points and its
+    reconstruction) and that measurement is the report, not a second one on other points that could fall on
+    the other side of a target: done means "targets met", and re-measuring the shape gives the same figures."""
+    settings = replace(QUICK, target_fscore=0.9)  # reachable by the sphere in its step budget (see above)
+    slot = _CountingSlot()
+    [fit] = fit_and_evaluate(random_family(), meshes[:1], settings, resolution=64, compute_slot=slot)
+    assert fit.shape.provenance["fit_outcome"] == "targets met" and slot.entered == 0  # not measured again
+    again = evaluate_shape(fit.shape, visible_surface(meshes[0]), resolution=64)
+    assert {key: fit.shape.metrics[key] for key in again.metrics} == again.metrics
+    assert len(fit.reconstruction.faces) == len(again.reconstruction.faces)
 
 
 class _CountingSlot:

@@ -10,7 +10,7 @@ import pytest
 import trimesh
 
 from backend.fitting.batched import FitSettings
-from backend.fitting.checks import Measured, failed_checks, reconstruction_check, source_field_quality
+from backend.fitting.checks import Measured, evaluate, failed_checks, source_field_quality
 from backend.fitting.pipeline import fit_and_escalate, fit_outcome
 from backend.meshes.loading import normalise_mesh
 from backend.meshes.metrics import surface_error_with_tail, surface_samples
@@ -54,13 +54,14 @@ def test_the_reconstruction_check_sees_a_part_the_source_lacks(faces, fails):
     points = surface_samples(OCTAHEDRON, faces, 20_000, seed=1)
     mean, tail = surface_error_with_tail(shape.architecture, shape.weights, points)
     assert failed_checks(Measured(mean, tail), TARGETS) == []
-    quality = reconstruction_check(shape.architecture, shape.weights, OCTAHEDRON, faces, points, resolution=128)
-    failures = failed_checks(Measured(mean, tail, fscore=quality.fscore, chamfer=quality.chamfer), TARGETS)
+    evaluation = evaluate(shape.architecture, shape.weights, OCTAHEDRON, faces, points, resolution=128)
+    assert (evaluation.surface_error, evaluation.tail_error) == (mean, tail)
+    failures = failed_checks(evaluation.measured(), TARGETS)
     if fails:
-        assert quality.fscore == pytest.approx(2 / 3, abs=0.03)  # precision 1/2, recall 1
+        assert evaluation.fscore == pytest.approx(2 / 3, abs=0.03)  # precision 1/2, recall 1
         assert [failure.split()[0] for failure in failures] == ["F-score", "Chamfer"]
     else:
-        assert failures == [] and quality.fscore > 0.99
+        assert failures == [] and evaluation.fscore > 0.99
 
 
 def test_fit_outcome_says_targets_met_or_what_failed():

@@ -187,7 +187,7 @@ def evaluate(
         shape = read_shape(shape_path)
         # Measure in the shape's own normalised frame: its stored transform, not a fresh normalisation.
         source = load_mesh_file(mesh, max_faces=sys.maxsize, transform=shape.transform)
-        metrics, _ = evaluate_shape(shape, visible_surface(source), resolution)  # as fit measured it
+        metrics = evaluate_shape(shape, visible_surface(source), resolution).metrics  # as fit measured it
     except (NeuralShapesError, ValueError) as error:
         fail(str(error))
     result = {

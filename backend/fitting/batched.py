@@ -4,9 +4,9 @@ Recipe (Davies et al., with faster optimisation settings we measured, see README
 per shape (:mod:`backend.meshes.sampling`), L1 loss on signed distance, Adam. All shapes of a call are one
 :class:`BatchedSDF` whose parameters are stacked along a shape axis, so a step costs a few batched
 matrix products whatever the number of shapes. Each shape stops on its own when it passes every check
-of :mod:`backend.fitting.checks` (mean and tail surface error on held-out surface points, then its
-reconstruction against the source both ways) or stops improving; stopped shapes leave the batch so the
-rest run faster.
+of :mod:`backend.fitting.checks` (mean and tail surface error on held-out surface points, then the
+measurement its report gives: its reconstruction against the source both ways) or stops improving;
+stopped shapes leave the batch so the rest run faster.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from backend.errors import check_cancel
-from backend.fitting.checks import Measured, Targets, failed_checks, reconstruction_check, reconstruction_failures
+from backend.fitting.checks import Evaluation, Measured, Targets, evaluate, evaluation_points, failed_checks
 from backend.fitting.inner_loop import adapt, draw_samples, family_parameters, family_rates, weights_of
 from backend.meshes.loading import NormalisedMesh
-from backend.meshes.metrics import TAIL_QUANTILE, surface_samples
+from backend.meshes.metrics import TAIL_QUANTILE
 from backend.meshes.sampling import (
     DEFAULT_BETA,
     DEFAULT_UNIFORM_FRACTION,
@@ -77,7 +77,7 @@ class FitSettings:
     check_patience: int = 3  # failed reconstruction checks without a 0.01 better F-score before a shape stops
     max_steps: int = 20_000
     eval_every: int = 100
-    eval_points: int = 20_000
+    eval_points: int = 20_000  # of the held-out points, those the cheap checks see at each evaluation
     patience: int = 8  # evaluations without a 2% improvement before the learning rate halves / the fit stops
     seed: int = 0
     open_meshes: OpenMeshes = OpenMeshes.SHELL
@@ -114,6 +114,8 @@ class FitResult:
     stop_reason: str = field(default="")  # "target reached" (every check passed), "stopped improving", "step limit"
     shell: float = 0.0  # half thickness of the shell a mesh with no inside was fitted as (TrainingData.shell)
     failed_checks: list[str] = field(default_factory=list)  # at the last evaluation (checks.failed_checks)
+    # these weights measured as the report measures them, when the fit ended on that measurement (it decided)
+    evaluation: Evaluation | None = None
 
 
 def sign_method_for(mesh: NormalisedMesh) -> SignMethod:
@@ -126,10 +128,10 @@ class TrainingData:
     """What training needs for one shape, all in the normalised frame.
 
     points (m, 3) and sdf (m,) importance samples (negative inside); held_out (e, 3) surface points for
-    the stopping rule; sample_seconds the time it took to make them; the source mesh, vertices (n, 3) and
-    faces (f, 3), for the reconstruction check (without it the check is left out); shell, the half
-    thickness of the solid shell a mesh with no inside is fitted as (0 for a solid; the field is -shell
-    on the source surface).
+    the stopping rule (of a mesh: its checks.evaluation_points, the report's); sample_seconds the time it
+    took to make them; the source mesh, vertices (n, 3) and faces (f, 3), for the reconstruction check
+    (without it the check is left out); shell, the half thickness of the solid shell a mesh with no inside
+    is fitted as (0 for a solid; the field is -shell on the source surface).
     """
 
     points: np.ndarray
@@ -163,7 +165,7 @@ def sample_shape(mesh: NormalisedMesh, settings: FitSettings = FitSettings(), in
     ):
         shell = SHELL_HALF_THICKNESS
         samples = as_shell(samples, shell)
-    held_out = surface_samples(mesh.vertices, mesh.faces, settings.eval_points, seed=settings.seed + 7919)
+    held_out = evaluation_points(mesh.vertices, mesh.faces)
     seconds = time.perf_counter() - started
     return TrainingData(samples.points, samples.sdf, held_out, seconds, mesh.vertices, mesh.faces, shell)
 
@@ -202,7 +204,8 @@ def train_shapes(
     report = progress or (lambda _: None)
     points = torch.stack([torch.from_numpy(d.points) for d in data])  # (s, m, 3)
     sdf = torch.stack([torch.from_numpy(d.sdf) for d in data])  # (s, m)
-    held_out = torch.stack([torch.from_numpy(d.held_out) for d in data])  # (s, e, 3)
+    # the cheap checks' points: the first of each shape's held-out points (s, e, 3)
+    check_points = torch.stack([torch.from_numpy(d.held_out[: settings.eval_points]) for d in data])
     sample_seconds = [d.sample_seconds for d in data]
     shells = torch.tensor([d.shell for d in data])  # (s,)
     count = len(data)
@@ -220,7 +223,7 @@ def train_shapes(
     loss_sum, window_steps = torch.zeros(count), 0
     shared_seconds = [0.0] * count
     targets, next_check = settings.targets, [0] * count
-    reconstruction_failures: list[list[str]] = [[] for _ in range(count)]  # at each shape's last check
+    checked: list[tuple[int, Evaluation, list[str]] | None] = [None] * count  # last check: step, figures, failures
     best_fscore, stalled_checks = [-1.0] * count, [0] * count  # a shape whose checks stop gaining gives up
     window_started = time.perf_counter()
     # torch's threads give way to other busy processes, come back when they stop, and are restored after
@@ -239,7 +242,7 @@ def train_shapes(
             if step % settings.eval_every and step < settings.max_steps:
                 continue
             with torch.no_grad():  # the field's error on the source surface, where it is 0 (or -shell)
-                point_errors = (model(held_out[active]) + shells[active, None]).abs()
+                point_errors = (model(check_points[active]) + shells[active, None]).abs()
             errors, tails = point_errors.mean(dim=1), torch.quantile(point_errors, TAIL_QUANTILE, dim=1)
             now = time.perf_counter()
             for shape in active.tolist():  # the steps since the last evaluation served these shapes alike
@@ -260,16 +263,15 @@ def train_shapes(
                 if not failures and data[shape].vertices is not None:
                     if step >= next_check[shape]:  # due: the first time the cheap checks pass, then every check_every
                         started = time.perf_counter()
-                        reconstruction_failures[shape], fscore = _check_reconstruction(
-                            model, row, data[shape], settings
-                        )
+                        evaluation = _evaluate(model, row, data[shape], settings)
+                        checked[shape] = step, evaluation, failed_checks(evaluation.measured(window_loss), targets)
                         shared_seconds[shape] += time.perf_counter() - started  # this shape's own cost
                         next_check[shape] = step + settings.check_every * settings.eval_every
-                        if fscore >= best_fscore[shape] + 0.01:
-                            best_fscore[shape], stalled_checks[shape] = fscore, 0
+                        if evaluation.fscore >= best_fscore[shape] + 0.01:
+                            best_fscore[shape], stalled_checks[shape] = evaluation.fscore, 0
                         else:
                             stalled_checks[shape] += 1
-                    failures = reconstruction_failures[shape]
+                    failures = checked[shape][2]
                 reason = ""
                 if not failures:
                     reason = "target reached"
@@ -291,6 +293,7 @@ def train_shapes(
                         stop_reason=reason,
                         shell=data[shape].shell,
                         failed_checks=failures,
+                        evaluation=checked[shape][1] if checked[shape] and checked[shape][0] == step else None,
                     )
                     report(FitProgress(shape, "done", step, error))
             window_started = time.perf_counter()
@@ -304,15 +307,12 @@ def train_shapes(
     return [r for r in results if r is not None]
 
 
-def _check_reconstruction(
-    model: BatchedSDF, row: int, data: TrainingData, settings: FitSettings
-) -> tuple[list[str], float]:
-    """The reconstruction checks (F-score, Chamfer) one shape of the batch fails now, and its F-score."""
+def _evaluate(model: BatchedSDF, row: int, data: TrainingData, settings: FitSettings) -> Evaluation:
+    """One shape of the batch measured as its report measures it (checks.evaluate)."""
     weights = model.shape_weights(row)
-    quality = reconstruction_check(
+    return evaluate(
         model.architecture, weights, data.vertices, data.faces, data.held_out, settings.check_resolution, data.shell
     )
-    return reconstruction_failures(quality, settings.targets), quality.fscore
 
 
 def _meta_steps(

@@ -22,16 +22,21 @@ from backend import __version__
 from backend.errors import NeuralShapesError, check_cancel
 from backend.files import safe_file_stem
 from backend.fitting.batched import FitProgress, FitResult, FitSettings, fit_shapes, sign_method_for
-from backend.fitting.checks import Measured, Targets, failed_checks, reconstruction_failures, source_field_quality
+from backend.fitting.checks import (
+    Evaluation,
+    Measured,
+    Targets,
+    evaluate,
+    evaluation_points,
+    failed_checks,
+    reconstruction_failures,
+    source_field_quality,
+)
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file, normalise_mesh
 from backend.meshes.metrics import (
     CHAMFER_POINTS,
-    SURFACE_ERROR_POINTS,
     ReconstructionQuality,
-    reconstruction_quality,
-    surface_error_with_tail,
-    surface_samples,
 )
 from backend.meshes.visibility import visible_surface
 from backend.meshes.writing import write_mesh_file
@@ -73,21 +78,14 @@ class ConversionOutcome:
     skipped: bool = False  # its output already existed (``skip_existing``): nothing was fitted or written
 
 
-def evaluate_shape(
-    shape: NeuralShape, mesh: NormalisedMesh, resolution: int = DEFAULT_RESOLUTION, seed: int = 0
-) -> tuple[dict[str, float], trimesh.Trimesh]:
+def evaluate_shape(shape: NeuralShape, mesh: NormalisedMesh, resolution: int = DEFAULT_RESOLUTION) -> Evaluation:
     """Surface error (mean and tail), Chamfer and F-score of a shape against a mesh given in the shape's
-    normalised frame (for a source mesh: its :func:`visible_surface`, which fits are measured on).
-
-    Returns the metrics and the marching-cubes reconstruction (normalised frame).
+    normalised frame (for a source mesh: its :func:`visible_surface`, which fits are measured on), and its
+    marching-cubes reconstruction (normalised frame): the measurement a fit of the mesh decides on.
     """
-    points = surface_samples(mesh.vertices, mesh.faces, max(SURFACE_ERROR_POINTS, CHAMFER_POINTS), seed=seed)
-    reconstruction = extract_mesh(shape.architecture, shape.weights, resolution)
     shell = shape.metrics.get("shell", 0.0)  # a sheet fitted as a shell is measured against the thickened sheet
-    quality = reconstruction_quality(mesh.trimesh(), points[:CHAMFER_POINTS], reconstruction, seed=seed, shell=shell)
-    mean, tail = surface_error_with_tail(shape.architecture, shape.weights, points[:SURFACE_ERROR_POINTS], shell)
-    metrics = {"surface_error": mean, "surface_error_p99": tail, "chamfer": quality.chamfer, "fscore": quality.fscore}
-    return metrics, reconstruction
+    points = evaluation_points(mesh.vertices, mesh.faces)
+    return evaluate(shape.architecture, shape.weights, mesh.vertices, mesh.faces, points, resolution, shell)
 
 
 def write_in_source_frame(path: Path, mesh: trimesh.Trimesh, transform: Similarity) -> None:
@@ -199,15 +197,17 @@ def fit_and_evaluate(
         if evaluating is not None:
             evaluating(index)
         shape = fitted_shape(mesh, result, family, source_name=name)
+        evaluation = result.evaluation  # the fit's own last measurement, when it ended on it
         try:
-            with compute_slot:
-                metrics, reconstruction = evaluate_shape(shape, mesh, resolution)
+            if evaluation is None:
+                with compute_slot:
+                    evaluation = evaluate_shape(shape, mesh, resolution)
         except (NeuralShapesError, ValueError) as error:
             yield EvaluatedFit(index, mesh, error=error)
             continue
-        shape.metrics.update(metrics)
+        shape.metrics.update(evaluation.metrics)
         shape.provenance["fit_outcome"] = fit_outcome(shape.metrics, settings.targets)
-        yield EvaluatedFit(index, mesh, shape, reconstruction)
+        yield EvaluatedFit(index, mesh, shape, evaluation.reconstruction)
 
 
 def fit_and_escalate(
@@ -323,7 +323,7 @@ def _no_net_can_pass(
     if not reconstruction_failures(reached, targets):
         return False  # only the surface error failed: capacity may help
     if fit.index not in bounds:
-        points = surface_samples(mesh.vertices, mesh.faces, CHAMFER_POINTS, seed=0)
+        points = evaluation_points(mesh.vertices, mesh.faces)[:CHAMFER_POINTS]
         shell = shape.metrics.get("shell", 0.0)
         with compute_slot:
             bounds[fit.index] = source_field_quality(

@@ -161,7 +161,7 @@ def shapes_from_embeddings(
         check_cancel(cancel, "cancelled")
         report(0.9 + 0.1 * index / count, f"evaluating {index + 1}/{count}")
         shape = fitted_shape(surface, result, family, source_name=extra.get("source_name", surface.name))
-        metrics, _ = evaluate_shape(shape, surface, settings.evaluation_resolution)
+        metrics = evaluate_shape(shape, surface, settings.evaluation_resolution).metrics
         shape.metrics.update(metrics)
         shape.provenance.update(extra)
         shapes.append(replace(shape, transform=transform))
