@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -223,7 +224,7 @@ def train_shapes(
     loss_sum, window_steps = torch.zeros(count), 0
     shared_seconds = [0.0] * count
     targets, next_check = settings.targets, [0] * count
-    checked: list[tuple[int, Evaluation, list[str]] | None] = [None] * count  # last check: step, figures, failures
+    checked: list[_Check | None] = [None] * count  # each shape's last full check
     best_fscore, stalled_checks = [-1.0] * count, [0] * count  # a shape whose checks stop gaining gives up
     window_started = time.perf_counter()
     # torch's threads give way to other busy processes, come back when they stop, and are restored after
@@ -264,14 +265,15 @@ def train_shapes(
                     if step >= next_check[shape]:  # due: the first time the cheap checks pass, then every check_every
                         started = time.perf_counter()
                         evaluation = _evaluate(model, row, data[shape], settings)
-                        checked[shape] = step, evaluation, failed_checks(evaluation.measured(window_loss), targets)
+                        failed = failed_checks(evaluation.measured(window_loss), targets)
+                        checked[shape] = _Check(step, evaluation, failed)
                         shared_seconds[shape] += time.perf_counter() - started  # this shape's own cost
                         next_check[shape] = step + settings.check_every * settings.eval_every
                         if evaluation.fscore >= best_fscore[shape] + 0.01:
                             best_fscore[shape], stalled_checks[shape] = evaluation.fscore, 0
                         else:
                             stalled_checks[shape] += 1
-                    failures = checked[shape][2]
+                    failures = checked[shape].failures
                 reason = ""
                 if not failures:
                     reason = "target reached"
@@ -293,7 +295,9 @@ def train_shapes(
                         stop_reason=reason,
                         shell=data[shape].shell,
                         failed_checks=failures,
-                        evaluation=checked[shape][1] if checked[shape] and checked[shape][0] == step else None,
+                        evaluation=checked[shape].evaluation
+                        if checked[shape] and checked[shape].step == step
+                        else None,
                     )
                     report(FitProgress(shape, "done", step, error))
             window_started = time.perf_counter()
@@ -305,6 +309,14 @@ def train_shapes(
                 model.keep_rows(keep)
                 optimizer.keep_rows(keep, list(model.parameters()))
     return [r for r in results if r is not None]
+
+
+class _Check(NamedTuple):
+    """A shape's full check: the step it ran at, its figures and the checks they fail."""
+
+    step: int
+    evaluation: Evaluation
+    failures: list[str]
 
 
 def _evaluate(model: BatchedSDF, row: int, data: TrainingData, settings: FitSettings) -> Evaluation:

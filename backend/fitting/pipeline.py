@@ -34,10 +34,7 @@ from backend.fitting.checks import (
 )
 from backend.meshes.extraction import extract_mesh
 from backend.meshes.loading import DEFAULT_MAX_FACES, NormalisedMesh, load_mesh_file, normalise_mesh
-from backend.meshes.metrics import (
-    CHAMFER_POINTS,
-    ReconstructionQuality,
-)
+from backend.meshes.metrics import CHAMFER_POINTS, ReconstructionQuality
 from backend.meshes.visibility import visible_surface
 from backend.meshes.writing import write_mesh_file
 from backend.shapes.architecture import Architecture, ModelFamily, random_family
